@@ -1,0 +1,13 @@
+// fp4kit calibrate (placeholder until its issue lands: fails loudly, never pretends).
+#include "fp4kit/cli/commands.hpp"
+#include "fp4kit/error.hpp"
+
+namespace fp4kit::cli {
+
+Command add_calibrate(CLI::App& app) {
+  auto* sub = app.add_subcommand("calibrate", "calibrate (not implemented yet)");
+  sub->allow_extras();
+  return {sub, [] () -> int { throw Error("'calibrate' is not implemented yet"); }};
+}
+
+}  // namespace fp4kit::cli

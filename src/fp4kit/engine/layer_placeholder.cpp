@@ -1,0 +1,1 @@
+// Placeholder so the engine layer library has a source until its code lands.

@@ -1,0 +1,47 @@
+#pragma once
+// Streaming writer of a (sharded) safetensors checkpoint: the output tensors (name, dtype, shape)
+// are declared up front, then their bytes arrive one tensor at a time in that order.
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fp4kit/numeric/dtype.hpp"
+
+namespace fp4kit {
+
+struct TensorSpec {
+  std::string name;
+  DType dtype = DType::U8;
+  std::vector<uint64_t> shape;
+  uint64_t nbytes() const;
+};
+
+inline constexpr uint64_t kDefaultMaxShardBytes = 5ull << 30;  // 5 GB
+
+class CheckpointWriter {
+ public:
+  // Lays out shards by max_shard_bytes: "model.safetensors" when one suffices, else
+  // "model-0000i-of-0000N.safetensors" plus model.safetensors.index.json. Deterministic bytes.
+  CheckpointWriter(std::filesystem::path dir, std::vector<TensorSpec> tensors,
+                   uint64_t max_shard_bytes = kDefaultMaxShardBytes,
+                   std::map<std::string, std::string> metadata = {{"format", "pt"}});
+  ~CheckpointWriter();
+
+  // Appends the next tensor; must follow the declared order and match its byte size.
+  void write(std::string_view name, std::span<const uint8_t> data);
+  // Checks that every tensor arrived, writes the index, fsyncs. Throws on any failure.
+  void finish();
+
+  const std::vector<std::filesystem::path>& files() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fp4kit

@@ -1,0 +1,29 @@
+#pragma once
+// Error statistics of a quantized tensor against its source (gemma.cpp's DistortionStats idea):
+// accumulated per thread, merged, reported as relative RMSE and SQNR.
+#include <cstddef>
+#include <cstdint>
+
+#include "fp4kit/numeric/dtype.hpp"
+
+namespace fp4kit {
+
+struct DistortionStats {
+  uint64_t count = 0;
+  double sum_sq_ref = 0;     // sum of ref^2
+  double sum_sq_err = 0;     // sum of (q - ref)^2
+  double max_abs_err = 0;
+  uint64_t sign_flips = 0;   // ref and q of opposite sign (both non-zero)
+  uint64_t rounded_to_zero = 0;  // ref != 0, q == 0
+
+  void add(float ref, float q);
+  void merge(const DistortionStats& other);
+  double rel_rmse() const;   // sqrt(sum_sq_err / sum_sq_ref); 0 when both are 0
+  double sqnr_db() const;    // 10 log10(sum_sq_ref / sum_sq_err); +inf when exact
+};
+
+// Compares a source tensor with its NVFP4 encoding (dequantized on the fly), on all cores.
+DistortionStats nvfp4_distortion(const void* src, DType dtype, size_t rows, size_t cols,
+                                 const uint8_t* packed, const uint8_t* scales, float s2);
+
+}  // namespace fp4kit

@@ -1,0 +1,43 @@
+#pragma once
+// The NVFP4 codec of NVFP4-SPEC.md section 2, bit-exact with ModelOpt's weight quantization.
+//
+// A weight W [rows, cols] (cols = K, the input dimension) becomes
+//   packed [rows, cols/2]  (two E2M1 codes per byte, even element in the LOW nibble)
+//   scales [rows, cols/16] (E4M3FN block scales)
+//   s2                     (float32 per-tensor scale, shared across a fusion group)
+#include <cstddef>
+#include <cstdint>
+
+#include "fp4kit/numeric/dtype.hpp"
+
+namespace fp4kit {
+
+inline constexpr size_t kNvfp4Block = 16;
+
+// How s2 is computed from amax. Gpu: amax * (float)(1/2688) (what published checkpoints have);
+// Cpu: amax / 2688.0f (ModelOpt run on CPU).
+enum class ScaleForm { Gpu, Cpu };
+
+// s2 for a tensor (or fusion group) whose max |w| is amax. amax == 0 is treated as amax = 1
+// (fp4kit deliberately differs from ModelOpt there; see the spec). Also used for input_scale.
+float nvfp4_global_scale(float amax, ScaleForm form = ScaleForm::Gpu);
+
+// max |x| over a [rows, cols] tensor of a float dtype. Throws fp4kit::Error naming row and column
+// of the first NaN or Inf.
+float tensor_amax(const void* src, DType dtype, size_t rows, size_t cols);
+
+// Quantizes rows with the given s2 (all cores, SIMD, dispatched at run time). Bytes never depend on
+// the thread count or the instruction set. Throws fp4kit::Error when cols % 16 != 0 or the input
+// holds NaN/Inf (naming row and column).
+void nvfp4_quantize(const void* src, DType dtype, size_t rows, size_t cols, float s2,
+                    uint8_t* packed, uint8_t* scales);
+
+// Scalar single-threaded reference of nvfp4_quantize: the definition the fast path is tested against.
+void nvfp4_quantize_ref(const void* src, DType dtype, size_t rows, size_t cols, float s2,
+                        uint8_t* packed, uint8_t* scales);
+
+// w = e2m1_value(code) * float(scale) * s2, as every loader does.
+void nvfp4_dequantize(const uint8_t* packed, const uint8_t* scales, size_t rows, size_t cols,
+                      float s2, float* out);
+
+}  // namespace fp4kit

@@ -1,0 +1,1 @@
+// Placeholder so the plan layer library has a source until its code lands.
