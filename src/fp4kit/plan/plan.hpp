@@ -1,0 +1,83 @@
+#pragma once
+// The plan: every output tensor's fate and the rule that decided it, fixed before any byte is
+// written (llama-quantize's first pass). The stream executes it; --dry-run prints it.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "fp4kit/model/tensor_role.hpp"
+#include "fp4kit/numeric/dtype.hpp"
+
+namespace fp4kit {
+
+class Checkpoint;
+struct ModelConfig;
+
+enum class Action {
+  Quantize,  // NVFP4: writes <module>.weight (+ scales); source may be a slice of a fused 3-D tensor
+  Keep,      // copied byte for byte (excluded module, norm, embedding, bias, ...)
+  Drop,      // not written (e.g. source-format scale tensors absorbed by dequantization)
+};
+std::string_view action_name(Action a);
+
+// Where a quantized weight's [rows, cols] values come from.
+struct SourceSlice {
+  std::string tensor;           // source tensor name
+  int64_t expert = -1;          // index along dim 0 of a 3-D tensor, -1 for a 2-D tensor
+  uint64_t row_begin = 0;       // row range inside the (expert's) 2-D matrix
+  uint64_t row_end = 0;
+};
+
+struct PlanEntry {
+  // For Quantize: the module name <m> (outputs <m>.weight, <m>.weight_scale, <m>.weight_scale_2,
+  // <m>.input_scale). For Keep/Drop: the tensor name.
+  std::string name;
+  Action action = Action::Keep;
+  std::string reason;           // the rule that decided it, e.g. "default: routed expert"
+  Role role = Role::Other;
+  int64_t layer = -1;
+  int64_t expert = -1;
+  SourceSlice source;           // Keep: source.tensor == name (or renamed)
+  DType source_dtype = DType::BF16;
+  uint64_t rows = 0, cols = 0;  // Quantize: the 2-D weight shape [N, K]
+  int64_t weight_group = -1;    // index into Plan::groups: members share weight_scale_2
+  int64_t input_group = -1;     // index into Plan::groups: members share input_scale
+};
+
+struct FusionGroup {
+  std::string name;                 // e.g. "model.layers.0.self_attn.qkv"
+  std::string why;                  // e.g. "q/k/v read the same input (spec 3)"
+  std::vector<size_t> members;      // indices into Plan::entries
+};
+
+struct Plan {
+  std::string family;               // architecture table used ("qwen3_moe", "generic", ...)
+  std::vector<PlanEntry> entries;   // in output order
+  std::vector<FusionGroup> groups;  // weight groups and input groups
+  // Module names kept unquantized that a loader must know about (checkpoint names, sorted),
+  // for exclude_modules / ignore.
+  std::vector<std::string> exclude_modules;
+  std::vector<std::string> warnings;
+  nlohmann::json to_json() const;
+};
+
+struct Rule {
+  enum class Kind { Include, Exclude } kind;
+  std::string glob;        // fnmatch-style over module names (checkpoint names)
+  std::string origin;      // "--exclude", "recipe.yaml:3", ...
+};
+
+struct PlanOptions {
+  std::vector<Rule> rules;             // later wins (like ModelOpt's quant_cfg)
+  bool quantize_linear_attn = false;   // Qwen3.5/3.6 / Qwen3-Next linear_attn in_proj_qkv/z, out_proj
+};
+
+// Builds and validates the plan. Throws fp4kit::Error listing every problem: a rule that matches
+// nothing, tensors that must be quantized but have K % 16 != 0 (unless excluded explicitly),
+// experts missing or inconsistent, unknown layouts.
+Plan build_plan(const Checkpoint& ckpt, const ModelConfig& config, const PlanOptions& options);
+
+}  // namespace fp4kit
