@@ -1,0 +1,34 @@
+#pragma once
+// The activation statistics file: written by `fp4kit calibrate`, read by `fp4kit quantize --stats`.
+// A safetensors file (so any tool can read it) holding, per linear module <m> (checkpoint module
+// names as in the OUTPUT, i.e. fused experts already split: model.layers.0.mlp.experts.3.gate_proj):
+//   <m>.input_amax     F32 []   max |x| over every calibration token entering the linear
+//   <m>.input_sq_sum   F64 [K]  per input channel sum of x^2 (optional)
+//   <m>.token_count    I64 []   tokens that entered the linear (routed tokens for experts)
+// and per routed expert module prefix <e> (model.layers.0.mlp.experts.3):
+//   <e>.routed_tokens  I64 []   tokens the router sent there (even with --all-experts)
+// __metadata__: format="fp4kit-stats", version="1", source, data, samples, seq_len, tokens,
+// all_experts ("true"/"false"), compute ("float32").
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace fp4kit {
+
+struct ActivationStats {
+  std::map<std::string, float> input_amax;
+  std::map<std::string, std::vector<double>> input_sq_sum;
+  std::map<std::string, int64_t> token_count;
+  std::map<std::string, int64_t> routed_tokens;
+  std::map<std::string, std::string> metadata;
+};
+
+// Throws fp4kit::Error naming the file for anything malformed (wrong format tag, dtype, shape,
+// a negative / NaN amax).
+ActivationStats read_stats_file(const std::filesystem::path& path);
+// Atomic: writes path.partial then renames.
+void write_stats_file(const std::filesystem::path& path, const ActivationStats& stats);
+
+}  // namespace fp4kit
