@@ -39,6 +39,15 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   nlohmann::json rope_scaling;  // null when absent
 
+  // Added for the architecture tables (all optional in config.json).
+  bool has_text_config = false;        // the language model is nested under text_config
+  int64_t q_lora_rank = 0;             // DeepSeek MLA; 0 when null/absent (no q-LoRA: q_proj)
+  int64_t kv_lora_rank = 0;
+  int64_t num_nextn_predict_layers = 0;  // DeepSeek/GLM MTP layers stored after the last layer
+  int64_t decoder_sparse_step = 1;     // Qwen-MoE: layer i is MoE when (i+1) % step == 0
+  std::vector<int64_t> mlp_only_layers;  // Qwen-MoE: layers with a dense MLP
+  std::vector<std::string> layer_types;  // Qwen3-Next/3.5: "linear_attention" / "full_attention"
+
   // Parses; `label` (the file path) names the file in errors. Throws fp4kit::Error only for
   // values of the wrong type, never for missing optional keys.
   static ModelConfig parse(const nlohmann::json& config, const std::string& label);
