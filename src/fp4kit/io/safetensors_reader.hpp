@@ -35,6 +35,15 @@ struct SafetensorsHeader {
 SafetensorsHeader parse_safetensors_header(std::string_view json, uint64_t data_size,
                                            std::string_view label);
 
+// The safetensors library refuses headers above 100 MB (MAX_HEADER_SIZE); so do we.
+inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
+// Checks the 8-byte little-endian header length of a whole file image (length within the file,
+// at most kMaxSafetensorsHeaderBytes), then parses the header against the data area that
+// follows. `data_offset` receives where the data area starts (8 + header length). Pure: no I/O,
+// so the fuzzer drives it directly.
+SafetensorsHeader parse_safetensors_image(std::span<const uint8_t> image, std::string_view label,
+                                          uint64_t* data_offset);
+
 class SafetensorsFile {
  public:
   static std::unique_ptr<SafetensorsFile> open(const std::filesystem::path& path);
@@ -49,6 +58,8 @@ class SafetensorsFile {
   std::span<const uint8_t> bytes(const TensorInfo& t) const;
   // Advises the kernel that the tensor's pages are no longer needed (bounded RSS when streaming).
   void release(const TensorInfo& t) const;
+  // Asks the kernel to start reading the tensor's pages now (read-ahead before a sequential use).
+  void prefetch(const TensorInfo& t) const;
 
  private:
   SafetensorsFile() = default;

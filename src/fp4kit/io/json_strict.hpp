@@ -1,0 +1,17 @@
+#pragma once
+// JSON parsing for untrusted checkpoint files. nlohmann::json keeps the LAST of two equal keys
+// silently; a safetensors header or index with a name listed twice must be an error instead, so
+// this parser reports duplicate keys (at any depth) and bounds the nesting depth.
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace fp4kit {
+
+inline constexpr int kMaxJsonDepth = 64;
+
+// Parses `text`; throws fp4kit::Error "<label>: <what>" for invalid JSON, a duplicate key
+// (naming it) or nesting deeper than kMaxJsonDepth.
+nlohmann::json parse_json_strict(std::string_view text, std::string_view label);
+
+}  // namespace fp4kit

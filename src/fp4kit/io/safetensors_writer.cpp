@@ -1,0 +1,261 @@
+#include "fp4kit/io/safetensors_writer.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fmt/core.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include "fp4kit/error.hpp"
+#include "fp4kit/io/file_sync.hpp"
+
+namespace fp4kit {
+
+namespace fs = std::filesystem;
+
+uint64_t TensorSpec::nbytes() const {
+  uint64_t n = dtype_size(dtype);
+  for (uint64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n))
+      throw Error(fmt::format("tensor \"{}\": shape product x {} bytes overflows 64 bits", name,
+                              dtype_size(dtype)));
+  return n;
+}
+
+namespace {
+
+// Small tensors are gathered into one large write; big ones go straight from the caller's
+// memory to the kernel (no extra copy).
+constexpr size_t kBufferBytes = 8u << 20;
+
+std::string json_string(const std::string& s, std::string_view what) {
+  try {
+    return nlohmann::json(s).dump();
+  } catch (const nlohmann::json::exception&) {
+    throw Error(fmt::format("{} \"{}\" is not valid UTF-8", what, s));
+  }
+}
+
+struct ShardLayout {
+  std::string file_name;
+  std::vector<size_t> tensors;  // indices into the declared list, in order
+  uint64_t data_bytes = 0;
+};
+
+}  // namespace
+
+struct CheckpointWriter::Impl {
+  fs::path dir;
+  std::vector<TensorSpec> specs;
+  std::vector<uint64_t> sizes;
+  std::vector<size_t> shard_of;
+  std::vector<ShardLayout> shards;
+  std::map<std::string, std::string> metadata;
+  std::vector<fs::path> files;
+
+  size_t next = 0;         // next tensor expected
+  size_t open_shard = 0;   // index of the shard open in fd (valid when fd >= 0)
+  size_t shards_done = 0;  // shards fully written and synced
+  int fd = -1;
+  fs::path open_path;
+  std::vector<uint8_t> buffer;
+  bool finished = false;
+  bool failed = false;
+
+  std::string header_for(const ShardLayout& shard) const {
+    std::string h = "{";
+    bool first = true;
+    if (!metadata.empty()) {
+      h += "\"__metadata__\":{";
+      bool f = true;
+      for (const auto& [k, v] : metadata) {
+        if (!f) h += ',';
+        h += json_string(k, "metadata key");
+        h += ':';
+        h += json_string(v, "metadata value");
+        f = false;
+      }
+      h += "}";
+      first = false;
+    }
+    uint64_t offset = 0;
+    for (size_t i : shard.tensors) {
+      const TensorSpec& t = specs[i];
+      h += first ? "" : ",";
+      first = false;
+      h += json_string(t.name, "tensor name");
+      h += fmt::format(":{{\"dtype\":\"{}\",\"shape\":[", dtype_name(t.dtype));
+      for (size_t d = 0; d < t.shape.size(); ++d) {
+        if (d) h += ',';
+        h += std::to_string(t.shape[d]);
+      }
+      h += fmt::format("],\"data_offsets\":[{},{}]}}", offset, offset + sizes[i]);
+      offset += sizes[i];
+    }
+    h += "}";
+    // The format asks for the data area to start 8-byte aligned: pad with spaces.
+    h.append((8 - h.size() % 8) % 8, ' ');
+    return h;
+  }
+
+  void write_all(const uint8_t* p, size_t n) {
+    while (n > 0) {
+      ssize_t w = ::write(fd, p, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        int err = errno;
+        failed = true;
+        throw Error(fmt::format("{}: write failed: {}", open_path.string(), std::strerror(err)));
+      }
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+  void flush() {
+    if (!buffer.empty()) write_all(buffer.data(), buffer.size());
+    buffer.clear();
+  }
+  void append(std::span<const uint8_t> data) {
+    if (data.size() >= kBufferBytes / 2) {
+      flush();
+      write_all(data.data(), data.size());
+      return;
+    }
+    if (buffer.size() + data.size() > kBufferBytes) flush();
+    buffer.insert(buffer.end(), data.begin(), data.end());
+  }
+
+  void open_next_shard() {
+    const ShardLayout& s = shards[shards_done];
+    open_path = dir / s.file_name;
+    fd = ::open(open_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      failed = true;
+      throw Error(fmt::format("{}: cannot create: {}", open_path.string(), std::strerror(errno)));
+    }
+    open_shard = shards_done;
+    files.push_back(open_path);
+    const std::string h = header_for(s);
+    uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(uint64_t(h.size()) >> (8 * i));
+    append({len, 8});
+    append({reinterpret_cast<const uint8_t*>(h.data()), h.size()});
+  }
+
+  void close_shard() {
+    flush();
+    if (::fsync(fd) != 0) {
+      int err = errno;
+      failed = true;
+      throw Error(fmt::format("{}: fsync failed: {}", open_path.string(), std::strerror(err)));
+    }
+    int rc = ::close(fd);
+    fd = -1;
+    if (rc != 0) {
+      failed = true;
+      throw Error(fmt::format("{}: close failed: {}", open_path.string(), std::strerror(errno)));
+    }
+    ++shards_done;
+  }
+};
+
+CheckpointWriter::CheckpointWriter(fs::path dir, std::vector<TensorSpec> tensors,
+                                   uint64_t max_shard_bytes,
+                                   std::map<std::string, std::string> metadata)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.dir = std::move(dir);
+  m.specs = std::move(tensors);
+  m.metadata = std::move(metadata);
+  if (max_shard_bytes == 0) throw Error("maximum shard size must be at least 1 byte");
+  std::set<std::string_view> seen;
+  for (const auto& t : m.specs) {
+    if (t.name.empty()) throw Error("a tensor with an empty name cannot be written");
+    if (t.name == "__metadata__") throw Error("\"__metadata__\" is reserved, not a tensor name");
+    if (!seen.insert(t.name).second)
+      throw Error(fmt::format("tensor \"{}\" declared twice for writing", t.name));
+    m.sizes.push_back(t.nbytes());
+  }
+
+  // Same rule as huggingface_hub's split_state_dict_into_shards: a tensor that does not fit in
+  // the current shard starts a new one; a tensor larger than the maximum gets a shard of its own.
+  std::vector<ShardLayout> shards(1);
+  for (size_t i = 0; i < m.specs.size(); ++i) {
+    ShardLayout* cur = &shards.back();
+    const bool full = cur->data_bytes + m.sizes[i] > max_shard_bytes ||
+                      cur->data_bytes + m.sizes[i] < cur->data_bytes;  // wrap-around
+    if (!cur->tensors.empty() && full) {
+      shards.emplace_back();
+      cur = &shards.back();
+    }
+    cur->tensors.push_back(i);
+    cur->data_bytes += m.sizes[i];
+    m.shard_of.push_back(shards.size() - 1);
+  }
+  const size_t n = shards.size();
+  for (size_t s = 0; s < n; ++s)
+    shards[s].file_name = n == 1 ? "model.safetensors"
+                                 : fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, n);
+  m.shards = std::move(shards);
+  for (const auto& s : m.shards) m.header_for(s);  // reject bad names now, not mid-stream
+  m.buffer.reserve(kBufferBytes);
+}
+
+CheckpointWriter::~CheckpointWriter() {
+  if (impl_ && impl_->fd >= 0) ::close(impl_->fd);  // unfinished: the OutputDir discards it
+}
+
+void CheckpointWriter::write(std::string_view name, std::span<const uint8_t> data) {
+  Impl& m = *impl_;
+  if (m.failed) throw Error(fmt::format("tensor \"{}\": the writer failed earlier", name));
+  if (m.finished || m.next >= m.specs.size())
+    throw Error(fmt::format("tensor \"{}\" written after all declared tensors", name));
+  const TensorSpec& t = m.specs[m.next];
+  if (t.name != name)
+    throw Error(fmt::format("tensor \"{}\" written out of order: \"{}\" is next", name, t.name));
+  if (data.size() != m.sizes[m.next])
+    throw Error(fmt::format("tensor \"{}\": {} bytes written but {} {} needs {}", name,
+                            data.size(), dtype_name(t.dtype),
+                            fmt::format("[{}]", fmt::join(t.shape, ",")),
+                            m.sizes[m.next]));
+  const size_t shard = m.shard_of[m.next];
+  if (m.fd >= 0 && m.open_shard != shard) m.close_shard();
+  if (m.fd < 0) m.open_next_shard();
+  m.append(data);
+  ++m.next;
+}
+
+void CheckpointWriter::finish() {
+  Impl& m = *impl_;
+  if (m.failed) throw Error("checkpoint writer: cannot finish after an earlier failure");
+  if (m.finished) return;
+  if (m.next < m.specs.size())
+    throw Error(fmt::format("tensor \"{}\" was declared but never written ({} of {} missing)",
+                            m.specs[m.next].name, m.specs.size() - m.next, m.specs.size()));
+  if (m.fd < 0 && m.shards_done == 0) m.open_next_shard();  // no tensors: a header-only file
+  if (m.fd >= 0) m.close_shard();
+
+  if (m.shards.size() > 1) {
+    nlohmann::json index;
+    uint64_t total = 0;
+    for (uint64_t s : m.sizes) total += s;
+    index["metadata"]["total_size"] = total;
+    index["weight_map"] = nlohmann::json::object();  // std::map inside: sorted by name
+    for (size_t i = 0; i < m.specs.size(); ++i)
+      index["weight_map"][m.specs[i].name] = m.shards[m.shard_of[i]].file_name;
+    const fs::path p = m.dir / "model.safetensors.index.json";
+    write_file_synced(p, index.dump(2) + "\n");
+    m.files.push_back(p);
+  }
+  sync_directory(m.dir);
+  m.finished = true;
+}
+
+const std::vector<fs::path>& CheckpointWriter::files() const { return impl_->files; }
+
+}  // namespace fp4kit
