@@ -1,0 +1,49 @@
+#include "fp4kit/export/output_layout.hpp"
+
+#include <algorithm>
+#include <numeric>
+
+namespace fp4kit {
+
+std::vector<OutputTensor> output_layout(const Plan& plan, const Checkpoint& source,
+                                        const QuantOptions& options) {
+  std::vector<size_t> order(plan.entries.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return plan.entries[a].name < plan.entries[b].name;
+  });
+  const bool b = options.format == OutputFormat::CompressedTensors;
+  const std::vector<uint64_t> global_shape = b ? std::vector<uint64_t>{1} : std::vector<uint64_t>{};
+
+  std::vector<OutputTensor> out;
+  for (size_t i : order) {
+    const PlanEntry& e = plan.entries[i];
+    if (e.action == Action::Drop) continue;
+    if (e.action == Action::Keep) {
+      const TensorInfo& info = source.info(e.source.tensor);
+      out.push_back({{e.name, info.dtype, info.shape}, i, OutputPart::Copy});
+      continue;
+    }
+    const std::string& m = e.name;
+    if (!options.weights_only)
+      out.push_back({{m + (b ? ".input_global_scale" : ".input_scale"), DType::F32, global_shape},
+                     i, OutputPart::InputScale});
+    out.push_back({{m + (b ? ".weight_global_scale" : ".weight_scale_2"), DType::F32,
+                    global_shape},
+                   i, OutputPart::GlobalScale});
+    out.push_back({{m + (b ? ".weight_packed" : ".weight"), DType::U8, {e.rows, e.cols / 2}}, i,
+                   OutputPart::Weight});
+    out.push_back({{m + ".weight_scale", DType::F8_E4M3, {e.rows, e.cols / 16}}, i,
+                   OutputPart::WeightScale});
+  }
+  return out;
+}
+
+std::vector<TensorSpec> specs_of(const std::vector<OutputTensor>& layout) {
+  std::vector<TensorSpec> specs;
+  specs.reserve(layout.size());
+  for (const auto& t : layout) specs.push_back(t.spec);
+  return specs;
+}
+
+}  // namespace fp4kit

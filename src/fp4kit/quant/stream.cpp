@@ -1,0 +1,124 @@
+#include "fp4kit/quant/stream.hpp"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+
+#include "fp4kit/error.hpp"
+#include "fp4kit/numeric/nvfp4.hpp"
+#include "fp4kit/quant/source_view.hpp"
+
+namespace fp4kit {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+float entry_amax(const Checkpoint& source, const PlanEntry& e) {
+  const SourceView v = source_view(source, e);
+  try {
+    return tensor_amax(v.data, v.dtype, v.rows, v.cols);
+  } catch (const Error& err) {
+    throw Error(fmt::format("module '{}' (source tensor '{}'): {}", e.name, e.source.tensor,
+                            err.what()));
+  }
+}
+
+// s2 of a weight group = global scale of the max amax over its members (spec section 3).
+// Computed once, when the first member is reached; members are read again when quantized.
+class GroupScales {
+ public:
+  GroupScales(const Plan& plan, const Checkpoint& source, ScaleForm form)
+      : plan_(plan), source_(source), form_(form) {}
+
+  std::pair<float, float> amax_and_s2(size_t entry) {
+    const PlanEntry& e = plan_.entries[entry];
+    if (e.weight_group < 0) {
+      const float a = entry_amax(source_, e);
+      return {a, nvfp4_global_scale(a, form_)};
+    }
+    auto it = cache_.find(e.weight_group);
+    if (it == cache_.end()) {
+      float group_amax = 0;
+      for (size_t m : plan_.groups[e.weight_group].members) {
+        const float a = entry_amax(source_, plan_.entries[m]);
+        own_amax_[m] = a;
+        group_amax = std::max(group_amax, a);
+      }
+      it = cache_.emplace(e.weight_group, nvfp4_global_scale(group_amax, form_)).first;
+    }
+    return {own_amax_.at(entry), it->second};
+  }
+
+ private:
+  const Plan& plan_;
+  const Checkpoint& source_;
+  ScaleForm form_;
+  std::map<int64_t, float> cache_;
+  std::map<size_t, float> own_amax_;
+};
+
+}  // namespace
+
+std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
+                                    const std::vector<size_t>& order,
+                                    const std::vector<float>& input_scales,
+                                    const QuantOptions& options, EntrySink& sink,
+                                    const StreamProgress& progress) {
+  GroupScales groups(plan, source, options.scale_form);
+  std::vector<EntryResult> results;
+  results.reserve(order.size());
+  for (size_t idx : order) {
+    const PlanEntry& e = plan.entries[idx];
+    if (e.action == Action::Drop) continue;
+    const auto t0 = std::chrono::steady_clock::now();
+    EntryResult r;
+    r.entry = idx;
+    if (e.action == Action::Keep) {
+      const auto bytes = source.bytes(e.source.tensor);
+      r.bytes_in = r.bytes_out = bytes.size();
+      sink.copied(idx, bytes);
+    } else {
+      if (e.cols % kNvfp4Block != 0)
+        throw Error(fmt::format("module '{}': K = {} is not a multiple of 16 (plan error)", e.name,
+                                e.cols));
+      const SourceView v = source_view(source, e);
+      auto [amax, s2] = groups.amax_and_s2(idx);
+      QuantizedWeight q;
+      q.s2 = s2;
+      q.packed.resize(v.rows * v.cols / 2);
+      q.scales.resize(v.rows * v.cols / kNvfp4Block);
+      try {
+        nvfp4_quantize(v.data, v.dtype, v.rows, v.cols, s2, q.packed.data(), q.scales.data());
+      } catch (const Error& err) {
+        throw Error(fmt::format("module '{}' (source tensor '{}'): {}", e.name, e.source.tensor,
+                                err.what()));
+      }
+      r.error = nvfp4_distortion(v.data, v.dtype, v.rows, v.cols, q.packed.data(),
+                                 q.scales.data(), s2);
+      if (!options.weights_only) {
+        if (e.input_group < 0 || static_cast<size_t>(e.input_group) >= input_scales.size() ||
+            !(input_scales[e.input_group] > 0))
+          throw Error(fmt::format("module '{}': no input_scale computed (internal error)", e.name));
+        q.input_scale = input_scales[e.input_group];
+      }
+      r.bytes_in = v.rows * v.cols * dtype_size(v.dtype);
+      r.bytes_out = q.packed.size() + q.scales.size() + 4 + (options.weights_only ? 0 : 4);
+      r.amax = amax;
+      r.s2 = s2;
+      r.input_scale = q.input_scale;
+      sink.quantized(idx, std::move(q));
+      source.release(e.source.tensor);  // bounded RSS: the mapping's pages go back to the kernel
+    }
+    r.seconds = seconds_since(t0);
+    results.push_back(r);
+    if (progress) progress(results.size(), order.size(), results.back());
+  }
+  return results;
+}
+
+}  // namespace fp4kit

@@ -1,0 +1,51 @@
+#pragma once
+// Walks the plan entry by entry: views the source tensor, computes its fusion group's shared s2
+// (once per group), quantizes on all cores, measures the error, and hands the bytes to a sink.
+// Memory: one entry's output buffers at a time (plus what the sink keeps in flight).
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/numeric/distortion.hpp"
+#include "fp4kit/plan/plan.hpp"
+#include "fp4kit/quant/quant_options.hpp"
+
+namespace fp4kit {
+
+struct QuantizedWeight {
+  std::vector<uint8_t> packed;  // [rows, cols/2]
+  std::vector<uint8_t> scales;  // [rows, cols/16] E4M3
+  float s2 = 0;                 // weight_scale_2 (shared by the weight group)
+  float input_scale = 0;        // 0 when weights-only
+};
+
+class EntrySink {
+ public:
+  virtual ~EntrySink() = default;
+  virtual void quantized(size_t entry, QuantizedWeight&& weight) = 0;
+  // `bytes` stays valid until the source checkpoint is closed.
+  virtual void copied(size_t entry, std::span<const uint8_t> bytes) = 0;
+};
+
+struct EntryResult {
+  size_t entry = 0;
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+  float amax = 0, s2 = 0, input_scale = 0;
+  DistortionStats error;  // quantized entries only
+  double seconds = 0;
+};
+
+using StreamProgress = std::function<void(size_t done, size_t total, const EntryResult&)>;
+
+// `order`: entry indices in output order (Drop entries are skipped). `input_scales` indexed by
+// Plan::groups (ignored when weights-only). Errors name the module and the source tensor.
+std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
+                                    const std::vector<size_t>& order,
+                                    const std::vector<float>& input_scales,
+                                    const QuantOptions& options, EntrySink& sink,
+                                    const StreamProgress& progress);
+
+}  // namespace fp4kit
