@@ -18,6 +18,9 @@ void check_nvfp4_args(DType dtype, size_t cols, float s2) {
   if (!dtype_is_float(dtype))
     throw Error("NVFP4: cannot quantize dtype " + std::string(dtype_name(dtype)) +
                 " (a float type is required)");
+  if (s2 == 0.0f)
+    throw Error("NVFP4: the per-tensor scale s2 is 0: the tensor (or fusion group) amax is so small "
+                "(below 2688 * FLT_MIN) that s2 underflows; such a tensor cannot be quantized");
   if (!std::isfinite(s2) || !(s2 > 0.0f))
     throw Error("NVFP4: the per-tensor scale s2 = " + std::to_string(s2) +
                 " must be finite and > 0");
