@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include <csignal>
 #include <cstdio>
 #include <exception>
 
@@ -9,6 +10,8 @@
 #include "fp4kit/error.hpp"
 
 int main(int argc, char** argv) {
+  // A file-size limit or a full quota must surface as a write error with a message, not a kill.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"fp4kit: quantize Hugging Face checkpoints (MoE first) to NVIDIA NVFP4"};
   app.set_version_flag("--version", std::string("fp4kit ") + FP4KIT_VERSION);
   app.require_subcommand(1);
