@@ -10,12 +10,12 @@ run_demo=1
 
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git
-  libfmt-dev libcli11-dev nlohmann-json3-dev libtbb-dev libhwy-dev libpcre2-dev
+  libfmt-dev libcli11-dev nlohmann-json3-dev libtbb-dev libhwy-dev libpcre2-dev libicu-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev
   libopenblas-dev
   clang-14 libclang-rt-14-dev
   g++-aarch64-linux-gnu qemu-user
-  python3 python3-venv
+  python3 python3-venv bc time
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
