@@ -1,0 +1,214 @@
+// SIMD NVFP4 quantization, bit-identical to nvfp4_quantize_ref (NVFP4-SPEC.md section 2).
+// Compiled once per instruction set by Highway's foreach_target and picked at run time.
+//
+// A row is handled in chunks of up to 64 blocks (1 KiB..4 KiB of input, L1-resident):
+//   1. block amax as the max of |bits| (integer max: exact, and NaN/Inf show up as >= 0x7F800000);
+//   2. all block scales of the chunk at once: s = bamax / den, s==0 -> 1, clamp, E4M3 RNE, d;
+//   3. codes: x / d (true IEEE division, never a reciprocal), E2M1 by counting thresholds,
+//      two codes per byte.
+// Each step is the reference's float32 operation on the same operands, so the bits agree.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "fp4kit/numeric/nvfp4_simd.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <cstring>
+
+#include "fp4kit/numeric/dtype.hpp"
+
+HWY_BEFORE_NAMESPACE();
+namespace fp4kit {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// At most one block (16 floats) per vector, so a block is a whole number of vectors.
+using DF = hn::CappedTag<float, 16>;
+using DI = hn::RebindToSigned<DF>;
+
+struct Bf16In {};
+struct F16In {};
+struct F32In {};
+
+HWY_INLINE hn::Vec<DF> LoadF32(DF df, const unsigned char* p, F32In) {
+  return hn::LoadU(df, reinterpret_cast<const float*>(p));
+}
+HWY_INLINE hn::Vec<DF> LoadF32(DF df, const unsigned char* p, Bf16In) {
+  const hn::Rebind<uint16_t, DF> d16;
+  const hn::RebindToUnsigned<DF> du;
+  const auto u = hn::PromoteTo(du, hn::LoadU(d16, reinterpret_cast<const uint16_t*>(p)));
+  return hn::BitCast(df, hn::ShiftLeft<16>(u));  // bf16 is the top half of a float32: exact
+}
+HWY_INLINE hn::Vec<DF> LoadF32(DF df, const unsigned char* p, F16In) {
+  // IEEE binary16 -> binary32 by hand (exact; the same on every target).
+  const hn::Rebind<uint16_t, DF> d16;
+  const hn::RebindToUnsigned<DF> du;
+  const DI di;
+  const auto h = hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(d16, reinterpret_cast<const uint16_t*>(p))));
+  const auto sign = hn::ShiftLeft<16>(hn::And(h, hn::Set(di, 0x8000)));
+  const auto em = hn::And(h, hn::Set(di, 0x7FFF));
+  const auto normal = hn::Add(hn::ShiftLeft<13>(em), hn::Set(di, 112 << 23));
+  const auto infnan = hn::Or(hn::ShiftLeft<13>(em), hn::Set(di, 0x7F800000));
+  const auto sub = hn::BitCast(di, hn::Mul(hn::ConvertTo(df, em), hn::Set(df, 0x1p-24f)));
+  auto mag = hn::IfThenElse(hn::Lt(em, hn::Set(di, 0x400)), sub, normal);
+  mag = hn::IfThenElse(hn::Gt(em, hn::Set(di, 0x7BFF)), infnan, mag);
+  return hn::BitCast(df, hn::Or(mag, sign));
+}
+
+constexpr size_t kChunkBlocks = 64;
+
+template <class In>
+HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize, float s2,
+                            uint8_t* packed, uint8_t* scales) {
+  const DF df;
+  const DI di;
+  const size_t N = hn::Lanes(df);
+  const float den = 6.0f * s2;
+  HWY_ALIGN float bamax[kChunkBlocks];
+  HWY_ALIGN float dvals[kChunkBlocks];
+  HWY_ALIGN int32_t sfcodes[kChunkBlocks];
+  const size_t nblocks = cols / 16;
+  for (size_t b0 = 0; b0 < nblocks; b0 += kChunkBlocks) {
+    const size_t nb = nblocks - b0 < kChunkBlocks ? nblocks - b0 : kChunkBlocks;
+    const unsigned char* in = src + b0 * 16 * esize;
+
+    // 1. Block amax over |bits|.
+    int32_t worst = 0;
+    for (size_t b = 0; b < nb; ++b) {
+      auto m = hn::Zero(di);
+      for (size_t k = 0; k < 16; k += N) {
+        const auto v = hn::BitCast(di, LoadF32(df, in + (b * 16 + k) * esize, In()));
+        m = hn::Max(m, hn::And(v, hn::Set(di, 0x7FFFFFFF)));
+      }
+      const int32_t mb = hn::GetLane(hn::MaxOfLanes(di, m));
+      worst = mb > worst ? mb : worst;
+      std::memcpy(&bamax[b], &mb, 4);
+    }
+    if (worst >= 0x7F800000) return false;  // NaN or Inf somewhere in this row
+    for (size_t b = nb; b < kChunkBlocks; ++b) bamax[b] = 0.0f;
+
+    // 2. Scales of the whole chunk, N blocks at a time.
+    const auto vden = hn::Set(df, den), vs2 = hn::Set(df, s2);
+    const auto one = hn::Set(df, 1.0f), zero = hn::Zero(df);
+    for (size_t b = 0; b < nb; b += N) {
+      auto s = hn::Div(hn::Load(df, bamax + b), vden);
+      s = hn::IfThenElse(hn::Eq(s, zero), one, s);
+      s = hn::Min(hn::Max(s, hn::Set(df, 0x1p-9f)), hn::Set(df, 448.0f));
+      // E4M3 RNE of s in [2^-9, 448]. Normal: drop 20 mantissa bits with round-half-even; the
+      // carry runs into the exponent; code = (bits >> 20) - ((127 - 7) << 3).
+      const auto bits = hn::BitCast(di, s);
+      const auto odd = hn::And(hn::ShiftRight<20>(bits), hn::Set(di, 1));
+      const auto normal = hn::Sub(
+          hn::ShiftRight<20>(hn::Add(bits, hn::Add(hn::Set(di, 0x7FFFF), odd))), hn::Set(di, 960));
+      // Subnormal (s < 2^-6): code = round_half_even(s * 2^9) via the 2^23 trick (exact: s * 2^9
+      // is in [1, 8) and the float adds round to nearest even).
+      const auto t = hn::Mul(s, hn::Set(df, 512.0f));
+      const auto big = hn::Set(df, 8388608.0f);
+      const auto sub = hn::ConvertTo(di, hn::Sub(hn::Add(t, big), big));
+      const auto is_sub = hn::Lt(s, hn::Set(df, 0x1p-6f));
+      const auto code = hn::IfThenElse(hn::RebindMask(di, is_sub), sub, normal);
+      // Decode the code back to float: normal (code + 960) << 20, subnormal code * 2^-9.
+      const auto code_is_sub = hn::Lt(code, hn::Set(di, 8));
+      const auto dec_normal = hn::BitCast(df, hn::ShiftLeft<20>(hn::Add(code, hn::Set(di, 960))));
+      const auto dec_sub = hn::Mul(hn::ConvertTo(df, code), hn::Set(df, 0x1p-9f));
+      const auto sfv = hn::IfThenElse(hn::RebindMask(df, code_is_sub), dec_sub, dec_normal);
+      hn::Store(hn::Mul(sfv, vs2), df, dvals + b);
+      hn::Store(code, di, sfcodes + b);
+    }
+    for (size_t b = 0; b < nb; ++b) scales[b0 + b] = static_cast<uint8_t>(sfcodes[b]);
+
+    // 3. Element codes.
+    const auto c025 = hn::Set(df, 0.25f), c075 = hn::Set(df, 0.75f), c125 = hn::Set(df, 1.25f),
+               c175 = hn::Set(df, 1.75f), c250 = hn::Set(df, 2.5f), c350 = hn::Set(df, 3.5f),
+               c500 = hn::Set(df, 5.0f);
+    const auto eight = hn::Set(di, 8);
+    uint8_t* out = packed + b0 * 8;
+    for (size_t b = 0; b < nb; ++b) {
+      const auto vd = hn::Set(df, dvals[b]);
+      for (size_t k = 0; k < 16; k += N) {
+        const auto y = hn::Div(LoadF32(df, in + (b * 16 + k) * esize, In()), vd);
+        const auto a = hn::Abs(y);
+        // Magnitude index = number of thresholds passed; ">" where the tie goes down (to the even
+        // neighbour below), ">=" where it goes up. VecFromMask is -1 per true lane.
+        auto idx = hn::Zero(di);
+        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Gt(a, c025))));
+        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Ge(a, c075))));
+        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Gt(a, c125))));
+        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Ge(a, c175))));
+        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Gt(a, c250))));
+        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Ge(a, c350))));
+        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Gt(a, c500))));
+        // Sign from y < 0 before rounding (a small negative gives 0x8; -0.0 gives 0x0).
+        const auto code = hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Lt(y, zero)), eight));
+#if HWY_TARGET == HWY_SCALAR
+        HWY_ALIGN int32_t c[1];
+        hn::Store(code, di, c);
+        uint8_t* o = out + (b * 16 + k) / 2;
+        *o = (k & 1) ? static_cast<uint8_t>(*o | (c[0] << 4)) : static_cast<uint8_t>(c[0]);
+#else
+        // Pairs of int32 lanes as one u64 (even lane low): lo | hi << 32 -> low byte lo | hi << 4.
+        const hn::Repartition<uint64_t, DI> d64;
+        const auto x64 = hn::BitCast(d64, code);
+        const auto pairs = hn::Or(x64, hn::ShiftRight<28>(x64));
+        const hn::Rebind<uint8_t, decltype(d64)> d8;
+        hn::StoreU(hn::TruncateTo(d8, pairs), d8, out + (b * 16 + k) / 2);
+#endif
+      }
+    }
+  }
+  return true;
+}
+
+bool QuantizeRows(const void* src, int dtype, size_t rows, size_t cols, float s2, uint8_t* packed,
+                  uint8_t* scales) {
+  const auto* base = static_cast<const unsigned char*>(src);
+  const size_t nb = cols / 16;
+  for (size_t r = 0; r < rows; ++r) {
+    bool ok;
+    switch (static_cast<DType>(dtype)) {
+      case DType::BF16:
+        ok = QuantizeRow<Bf16In>(base + r * cols * 2, cols, 2, s2, packed + r * cols / 2, scales + r * nb);
+        break;
+      case DType::F16:
+        ok = QuantizeRow<F16In>(base + r * cols * 2, cols, 2, s2, packed + r * cols / 2, scales + r * nb);
+        break;
+      default:
+        ok = QuantizeRow<F32In>(base + r * cols * 4, cols, 4, s2, packed + r * cols / 2, scales + r * nb);
+        break;
+    }
+    if (!ok) return false;
+  }
+  return true;
+}
+
+int64_t CurrentTarget() { return HWY_TARGET; }
+
+}  // namespace HWY_NAMESPACE
+}  // namespace fp4kit
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "fp4kit/numeric/nvfp4_simd.hpp"
+
+namespace fp4kit {
+HWY_EXPORT(QuantizeRows);
+HWY_EXPORT(CurrentTarget);
+
+namespace detail {
+
+bool nvfp4_simd_supports(DType dtype) {
+  return dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F32;
+}
+
+bool nvfp4_quantize_rows_simd(const void* src, DType dtype, size_t rows, size_t cols, float s2,
+                              uint8_t* packed, uint8_t* scales) {
+  return HWY_DYNAMIC_DISPATCH(QuantizeRows)(src, static_cast<int>(dtype), rows, cols, s2, packed,
+                                            scales);
+}
+
+std::string nvfp4_simd_target() { return hwy::TargetName(HWY_DYNAMIC_DISPATCH(CurrentTarget)()); }
+
+std::vector<int64_t> nvfp4_simd_targets() { return hwy::SupportedAndGeneratedTargets(); }
+
+}  // namespace detail
+}  // namespace fp4kit
+#endif  // HWY_ONCE
