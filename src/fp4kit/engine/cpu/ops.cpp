@@ -1,0 +1,120 @@
+// CPU kernels of the engine. Every loop writes disjoint outputs, so results do not depend on the
+// thread count (sgemm splits rows/columns, not the K sum, in OpenBLAS).
+#include "fp4kit/engine/cpu/ops.hpp"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "fp4kit/numeric/parallel.hpp"
+
+extern "C" void openblas_set_num_threads(int num_threads);
+
+namespace fp4kit::engine {
+
+void set_blas_threads(int n) {
+  if (n <= 0) n = thread_count();
+  openblas_set_num_threads(n);
+}
+
+void matmul_nt(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
+               const float* bias) {
+  if (rows == 0 || n == 0) return;
+  if (k == 0) {
+    std::fill(y, y + rows * n, 0.0f);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
+                static_cast<int>(n), static_cast<int>(k), 1.0f, x, static_cast<int>(k), w,
+                static_cast<int>(k), 0.0f, y, static_cast<int>(n));
+  }
+  if (bias) {
+    parallel_for(0, rows, 256, [&](size_t r0, size_t r1) {
+      for (size_t r = r0; r < r1; ++r) {
+        float* yr = y + r * n;
+        for (size_t j = 0; j < n; ++j) yr[j] += bias[j];
+      }
+    });
+  }
+}
+
+void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps, float* out) {
+  parallel_for(0, rows, 64, [&](size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * dim;
+      float* o = out + r * dim;
+      // Accumulate in double: closer to the exact value than any float order, so the result
+      // is within float rounding of transformers whatever order torch sums in.
+      double ss = 0.0;
+      for (size_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+      const float var = static_cast<float>(ss / static_cast<double>(dim));
+      const float inv = 1.0f / std::sqrt(var + eps);
+      for (size_t i = 0; i < dim; ++i) o[i] = weight[i] * (xr[i] * inv);
+    }
+  });
+}
+
+void silu_mul(float* gate, const float* up, size_t n) {
+  parallel_for(0, n, 16384, [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; ++i) {
+      const float g = gate[i];
+      gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+    }
+  });
+}
+
+void add_inplace(float* dst, const float* src, size_t n) {
+  parallel_for(0, n, 65536, [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; ++i) dst[i] += src[i];
+  });
+}
+
+void causal_attention(const float* q, size_t q_stride, const float* k, const float* v,
+                      size_t kv_stride, size_t L, int nh, int nkv, int d, float scale, int window,
+                      float* out, size_t out_stride) {
+  const int group = nh / nkv;
+  // One task per (head, block of queries): later queries have more keys, so blocks are small.
+  const size_t qblock = 16;
+  const size_t nblocks = (L + qblock - 1) / qblock;
+  parallel_for(0, static_cast<size_t>(nh) * nblocks, 1, [&](size_t t0, size_t t1) {
+    std::vector<float> p(L);
+    std::vector<float> acc(static_cast<size_t>(d));
+    for (size_t t = t0; t < t1; ++t) {
+      const int h = static_cast<int>(t / nblocks);
+      const size_t b = t % nblocks;
+      const int kvh = h / group;
+      for (size_t i = b * qblock; i < std::min(L, (b + 1) * qblock); ++i) {
+        const float* qi = q + i * q_stride + static_cast<size_t>(h) * d;
+        const size_t j0 = (window > 0 && i + 1 > static_cast<size_t>(window))
+                              ? i + 1 - static_cast<size_t>(window)
+                              : 0;
+        float mx = -INFINITY;
+        for (size_t j = j0; j <= i; ++j) {
+          const float* kj = k + j * kv_stride + static_cast<size_t>(kvh) * d;
+          float s = 0.0f;
+          for (int c = 0; c < d; ++c) s += qi[c] * kj[c];
+          s *= scale;
+          p[j] = s;
+          mx = std::max(mx, s);
+        }
+        double sum = 0.0;
+        for (size_t j = j0; j <= i; ++j) {
+          p[j] = std::exp(p[j] - mx);
+          sum += p[j];
+        }
+        const float inv = static_cast<float>(1.0 / sum);
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (size_t j = j0; j <= i; ++j) {
+          const float w = p[j] * inv;
+          const float* vj = v + j * kv_stride + static_cast<size_t>(kvh) * d;
+          for (int c = 0; c < d; ++c) acc[c] += w * vj[c];
+        }
+        float* oi = out + i * out_stride + static_cast<size_t>(h) * d;
+        for (int c = 0; c < d; ++c) oi[c] = acc[c];
+      }
+    }
+  });
+}
+
+}  // namespace fp4kit::engine

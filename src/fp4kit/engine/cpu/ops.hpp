@@ -1,0 +1,32 @@
+#pragma once
+// The float32 building blocks of the CPU forward pass. Matrix products go through OpenBLAS
+// (sgemm on all cores); the rest is plain loops spread over the TBB pool with parallel_for.
+#include <cstddef>
+
+namespace fp4kit::engine {
+
+// Threads OpenBLAS may use (0 = all cores). The engine calls BLAS only from the calling thread,
+// never from inside a parallel_for, so the two pools never nest.
+void set_blas_threads(int n);
+
+// y[rows, n] = x[rows, k] * w[n, k]^T (+ bias[n]). Row-major, w as stored in checkpoints.
+void matmul_nt(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
+               const float* bias = nullptr);
+
+// out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, per row of `dim` values (in place allowed).
+void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps, float* out);
+
+// gate[i] = silu(gate[i]) * up[i] (SwiGLU), silu(g) = g / (1 + exp(-g)).
+void silu_mul(float* gate, const float* up, size_t n);
+
+// dst[i] += src[i]
+void add_inplace(float* dst, const float* src, size_t n);
+
+// Causal grouped-query attention over ONE sequence of L tokens.
+// q [L, nh*d] (row stride q_stride), k/v [L, nkv*d] (row stride kv_stride), out [L, nh*d].
+// Query head h reads key/value head h / (nh / nkv). window > 0 limits keys to i - j < window.
+void causal_attention(const float* q, size_t q_stride, const float* k, const float* v,
+                      size_t kv_stride, size_t L, int nh, int nkv, int d, float scale, int window,
+                      float* out, size_t out_stride);
+
+}  // namespace fp4kit::engine

@@ -1,0 +1,69 @@
+#pragma once
+// The layer-by-layer forward pass in float32. Only one layer's weights are decoded at a time
+// (MoE layers: one expert at a time); the hidden states of all tokens of all sequences stay in
+// memory between layers. Used by `fp4kit calibrate` (activation statistics) and `fp4kit eval`.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "fp4kit/engine/model_spec.hpp"
+
+namespace fp4kit {
+class Checkpoint;
+}
+
+namespace fp4kit::engine {
+
+// Receives the inputs of the quantizable linears while the forward runs.
+class ActivationObserver {
+ public:
+  virtual ~ActivationObserver() = default;
+  // x [rows, k] is the input of every linear named in `modules` (they share it: q/k/v, gate/up).
+  virtual void linear_input(const std::vector<const std::string*>& modules, const float* x,
+                            size_t rows, size_t k) = 0;
+  // The router sent `tokens` tokens to the routed expert `expert_prefix` (real routing).
+  virtual void routed(const std::string& expert_prefix, int64_t tokens) = 0;
+};
+
+struct ForwardOptions {
+  // Run every routed expert on every token reaching its layer; the observer sees all of them,
+  // the layer output still uses the real routing only.
+  bool all_experts = false;
+  // Quantize linear inputs of W4A4 checkpoints (input_scale present) as Blackwell kernels do.
+  bool simulate_activations = true;
+  // Tokens per block for the linears (whole sequences are kept together for attention).
+  size_t chunk_tokens = 2048;
+  // Called after each layer with (layer index, layers).
+  std::function<void(int64_t, int64_t)> on_layer;
+};
+
+// Called once per sequence, in order, with its logits [len, vocab].
+using LogitsSink = std::function<void(size_t seq, const float* logits, size_t len, size_t vocab)>;
+
+class Engine {
+ public:
+  explicit Engine(const Checkpoint& ckpt);
+  const ModelSpec& spec() const { return spec_; }
+  const Checkpoint& checkpoint() const { return ckpt_; }
+
+  // Runs fresh sequences (positions from 0, no cache). `sink` may be empty (statistics only:
+  // the final norm and lm_head are then skipped).
+  void run(const std::vector<std::vector<int32_t>>& sequences, const ForwardOptions& opt,
+           ActivationObserver* observer, const LogitsSink& sink) const;
+
+  // Bytes of activations kept in memory for `tokens` tokens (hidden states, MoE buffers, one
+  // block of intermediate values); weights come on top (one layer, or one expert).
+  size_t activation_bytes(size_t tokens, size_t chunk_tokens, size_t longest_sequence) const;
+
+ private:
+  const Checkpoint& ckpt_;
+  ModelSpec spec_;
+};
+
+// Greedy continuation (argmax, no sampling) of `prompt` for `steps` tokens, recomputing the
+// whole sequence each step (no KV cache: meant for tests on small models).
+std::vector<int32_t> greedy_generate(const Engine& engine, std::vector<int32_t> prompt,
+                                     size_t steps);
+
+}  // namespace fp4kit::engine

@@ -1,0 +1,231 @@
+// Family tables of the engine: which tensors make up a layer, per model_type, following the
+// transformers modeling files of llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe and mixtral.
+#include "fp4kit/engine/model_spec.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "fp4kit/error.hpp"
+#include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/model/config.hpp"
+
+namespace fp4kit::engine {
+namespace {
+
+bool has_linear(const Checkpoint& c, const std::string& m) {
+  return c.has(m + ".weight") || c.has(m + ".weight_packed");
+}
+
+// Shape [N, K] of a linear, whatever its storage (float, NVFP4 format A or B).
+std::pair<uint64_t, uint64_t> linear_shape(const Checkpoint& c, const std::string& m) {
+  if (c.has(m + ".weight_packed")) {
+    const auto& t = c.info(m + ".weight_packed");
+    return {t.shape.at(0), t.shape.at(1) * 2};
+  }
+  const auto& t = c.info(m + ".weight");
+  if (t.shape.size() != 2)
+    throw Error(fmt::format("{}: tensor {}.weight has {} dimensions, expected 2",
+                            c.dir().string(), m, t.shape.size()));
+  if (t.dtype == DType::U8) return {t.shape[0], t.shape[1] * 2};  // NVFP4 format A
+  return {t.shape[0], t.shape[1]};
+}
+
+LinearRef linear(const Checkpoint& c, const std::string& m) {
+  if (!has_linear(c, m))
+    throw Error(fmt::format("{}: tensor {}.weight is missing (engine)", c.dir().string(), m));
+  auto [n, k] = linear_shape(c, m);
+  LinearRef r;
+  r.module = m;
+  r.rows = n;
+  r.cols = k;
+  return r;
+}
+
+bool json_bool(const nlohmann::json& j, const char* key, bool fallback) {
+  auto it = j.find(key);
+  return (it != j.end() && it->is_boolean()) ? it->get<bool>() : fallback;
+}
+int64_t json_int(const nlohmann::json& j, const char* key, int64_t fallback) {
+  auto it = j.find(key);
+  return (it != j.end() && it->is_number_integer()) ? it->get<int64_t>() : fallback;
+}
+
+}  // namespace
+
+const char* family_name(Family f) {
+  switch (f) {
+    case Family::Llama: return "llama";
+    case Family::Mistral: return "mistral";
+    case Family::Qwen2: return "qwen2";
+    case Family::Qwen3: return "qwen3";
+    case Family::Qwen2Moe: return "qwen2_moe";
+    case Family::Qwen3Moe: return "qwen3_moe";
+    case Family::Mixtral: return "mixtral";
+  }
+  return "?";
+}
+
+ModelSpec ModelSpec::from_checkpoint(const Checkpoint& ckpt) {
+  const std::string label = (ckpt.dir() / "config.json").string();
+  if (!ckpt.has_config()) throw Error(ckpt.dir().string() + ": config.json is missing (engine)");
+  const ModelConfig cfg = ModelConfig::parse(ckpt.config(), label);
+  const nlohmann::json& text = cfg.text;
+  ModelSpec s;
+  s.model_type = cfg.model_type;
+  const std::string& t = cfg.model_type;
+  if (t == "llama") s.family = Family::Llama;
+  else if (t == "mistral") s.family = Family::Mistral;
+  else if (t == "qwen2") s.family = Family::Qwen2;
+  else if (t == "qwen3") s.family = Family::Qwen3;
+  else if (t == "qwen2_moe") s.family = Family::Qwen2Moe;
+  else if (t == "qwen3_moe") s.family = Family::Qwen3Moe;
+  else if (t == "mixtral") s.family = Family::Mixtral;
+  else
+    throw Error(fmt::format("{}: model_type '{}' is not supported by the engine (supported: llama, "
+                            "mistral, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral)", label, t));
+  if (cfg.has_text_config)
+    throw Error(label + ": multimodal wrappers (text_config) are not supported by the engine");
+  auto act = text.find("hidden_act");
+  if (act != text.end() && act->is_string() && *act != "silu")
+    throw Error(fmt::format("{}: hidden_act '{}' is not supported (engine implements silu)", label,
+                            act->get<std::string>()));
+  s.hidden = cfg.hidden_size;
+  s.n_layers = cfg.num_hidden_layers;
+  s.n_heads = cfg.num_attention_heads;
+  s.n_kv_heads = cfg.num_key_value_heads > 0 ? cfg.num_key_value_heads : cfg.num_attention_heads;
+  s.head_dim = cfg.head_dim;
+  s.vocab = cfg.vocab_size;
+  s.eps = static_cast<float>(cfg.rms_norm_eps);
+  if (s.hidden <= 0 || s.n_layers <= 0 || s.n_heads <= 0 || s.head_dim <= 0 || s.vocab <= 0 ||
+      s.n_heads % s.n_kv_heads != 0 || s.head_dim % 2 != 0 || s.head_dim > 1024)
+    throw Error(fmt::format("{}: inconsistent dimensions (hidden {}, layers {}, heads {}/{}, "
+                            "head_dim {}, vocab {})", label, s.hidden, s.n_layers, s.n_heads,
+                            s.n_kv_heads, s.head_dim, s.vocab));
+  s.rope = RopeParams::from_config(text, cfg.rope_theta, static_cast<int>(s.head_dim), label);
+
+  const bool is_moe_family = s.family == Family::Qwen2Moe || s.family == Family::Qwen3Moe ||
+                             s.family == Family::Mixtral;
+  s.n_experts = cfg.num_experts;
+  s.top_k = cfg.num_experts_per_tok;
+  s.norm_topk = s.family == Family::Mixtral ? true : cfg.norm_topk_prob;
+  if (is_moe_family && (s.n_experts <= 0 || s.top_k <= 0 || s.top_k > s.n_experts))
+    throw Error(fmt::format("{}: MoE config needs 0 < num_experts_per_tok ({}) <= num_experts ({})",
+                            label, s.top_k, s.n_experts));
+
+  s.embed = "model.embed_tokens.weight";
+  if (!ckpt.has(s.embed)) throw Error(ckpt.dir().string() + ": tensor " + s.embed + " is missing");
+  s.final_norm = "model.norm.weight";
+  if (!ckpt.has(s.final_norm))
+    throw Error(ckpt.dir().string() + ": tensor " + s.final_norm + " is missing");
+  if (has_linear(ckpt, "lm_head")) {
+    s.lm_head = linear(ckpt, "lm_head");
+  } else {
+    // Tied embeddings (tie_word_embeddings, or simply no lm_head tensor, as transformers ties).
+    s.lm_head.module = "model.embed_tokens";
+    const auto& e = ckpt.info(s.embed);
+    s.lm_head.rows = e.shape.at(0);
+    s.lm_head.cols = e.shape.at(1);
+  }
+
+  // Sliding-window attention: Mistral/Mixtral on every layer when sliding_window is set; Qwen
+  // families only where layer_types (or use_sliding_window + max_window_layers) say so.
+  const int64_t window = json_int(text, "sliding_window", 0);
+  const bool use_sw = json_bool(text, "use_sliding_window", false);
+  const int64_t max_window_layers = json_int(text, "max_window_layers", 0);
+
+  for (int64_t l = 0; l < s.n_layers; ++l) {
+    LayerSpec L;
+    L.prefix = fmt::format("model.layers.{}.", l);
+    const std::string a = L.prefix + "self_attn.";
+    L.q = linear(ckpt, a + "q_proj");
+    L.k = linear(ckpt, a + "k_proj");
+    L.v = linear(ckpt, a + "v_proj");
+    L.o = linear(ckpt, a + "o_proj");
+    L.qk_norm = s.family == Family::Qwen3 || s.family == Family::Qwen3Moe;
+    if (L.q.rows != static_cast<uint64_t>(s.n_heads * s.head_dim) ||
+        L.k.rows != static_cast<uint64_t>(s.n_kv_heads * s.head_dim) ||
+        L.v.rows != L.k.rows || L.q.cols != static_cast<uint64_t>(s.hidden) ||
+        L.o.cols != L.q.rows || L.o.rows != static_cast<uint64_t>(s.hidden))
+      throw Error(fmt::format("{}: attention shapes of layer {} do not match config.json",
+                              ckpt.dir().string(), l));
+    if (s.family == Family::Mistral || s.family == Family::Mixtral) {
+      L.sliding_window = static_cast<int>(window);
+    } else if (s.family != Family::Llama) {
+      bool sliding = use_sw && l >= max_window_layers;
+      if (!cfg.layer_types.empty() && static_cast<size_t>(l) < cfg.layer_types.size())
+        sliding = cfg.layer_types[static_cast<size_t>(l)] == "sliding_attention";
+      L.sliding_window = sliding ? static_cast<int>(window) : 0;
+    }
+
+    bool moe = false;
+    if (s.family == Family::Mixtral) {
+      moe = true;
+    } else if (s.family == Family::Qwen2Moe || s.family == Family::Qwen3Moe) {
+      const bool mlp_only = std::find(cfg.mlp_only_layers.begin(), cfg.mlp_only_layers.end(), l) !=
+                            cfg.mlp_only_layers.end();
+      const int64_t step = cfg.decoder_sparse_step > 0 ? cfg.decoder_sparse_step : 1;
+      moe = !mlp_only && s.n_experts > 0 && (l + 1) % step == 0;
+    }
+    L.moe = moe;
+    if (!moe) {
+      L.gate = linear(ckpt, L.prefix + "mlp.gate_proj");
+      L.up = linear(ckpt, L.prefix + "mlp.up_proj");
+      L.down = linear(ckpt, L.prefix + "mlp.down_proj");
+    } else {
+      const bool mixtral_names = ckpt.has(L.prefix + "block_sparse_moe.gate.weight");
+      const std::string block = L.prefix + (mixtral_names ? "block_sparse_moe." : "mlp.");
+      L.router = block + "gate";
+      if (!ckpt.has(L.router + ".weight"))
+        throw Error(fmt::format("{}: router {}.weight is missing", ckpt.dir().string(), L.router));
+      const std::string fused_gu = block + "experts.gate_up_proj";
+      const bool fused = ckpt.has(fused_gu) && ckpt.has(block + "experts.down_proj");
+      uint64_t inter = 0;
+      if (fused) {
+        const auto& gu = ckpt.info(fused_gu);
+        const auto& dn = ckpt.info(block + "experts.down_proj");
+        if (gu.shape.size() != 3 || dn.shape.size() != 3 ||
+            gu.shape[0] != static_cast<uint64_t>(s.n_experts) || gu.shape[1] % 2 != 0 ||
+            gu.shape[2] != static_cast<uint64_t>(s.hidden) || dn.shape[0] != gu.shape[0] ||
+            dn.shape[1] != static_cast<uint64_t>(s.hidden) || dn.shape[2] != gu.shape[1] / 2)
+          throw Error(fmt::format("{}: fused experts {} / down_proj have unexpected shapes",
+                                  ckpt.dir().string(), fused_gu));
+        inter = gu.shape[1] / 2;
+      }
+      for (int64_t e = 0; e < s.n_experts; ++e) {
+        ExpertRef x;
+        x.prefix = fmt::format("{}experts.{}", block, e);
+        if (fused) {
+          // Output names are per expert (spec section 4); bytes come from row ranges.
+          x.gate = {x.prefix + ".gate_proj", fused_gu, static_cast<uint64_t>(e) * 2 * inter,
+                    inter, static_cast<uint64_t>(s.hidden)};
+          x.up = {x.prefix + ".up_proj", fused_gu, static_cast<uint64_t>(e) * 2 * inter + inter,
+                  inter, static_cast<uint64_t>(s.hidden)};
+          x.down = {x.prefix + ".down_proj", block + "experts.down_proj",
+                    static_cast<uint64_t>(e * s.hidden), static_cast<uint64_t>(s.hidden), inter};
+        } else if (mixtral_names) {
+          x.gate = linear(ckpt, x.prefix + ".w1");
+          x.up = linear(ckpt, x.prefix + ".w3");
+          x.down = linear(ckpt, x.prefix + ".w2");
+        } else {
+          x.gate = linear(ckpt, x.prefix + ".gate_proj");
+          x.up = linear(ckpt, x.prefix + ".up_proj");
+          x.down = linear(ckpt, x.prefix + ".down_proj");
+        }
+        L.experts.push_back(std::move(x));
+      }
+      if (has_linear(ckpt, block + "shared_expert.gate_proj")) {
+        L.has_shared_expert = true;
+        L.shared_gate = linear(ckpt, block + "shared_expert.gate_proj");
+        L.shared_up = linear(ckpt, block + "shared_expert.up_proj");
+        L.shared_down = linear(ckpt, block + "shared_expert.down_proj");
+        if (has_linear(ckpt, block + "shared_expert_gate"))
+          L.shared_expert_gate = block + "shared_expert_gate";
+      }
+    }
+    s.layers.push_back(std::move(L));
+  }
+  return s;
+}
+
+}  // namespace fp4kit::engine

@@ -1,0 +1,149 @@
+#include "fp4kit/engine/weights.hpp"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "fp4kit/error.hpp"
+#include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/numeric/convert.hpp"
+#include "fp4kit/numeric/formats.hpp"
+#include "fp4kit/numeric/nvfp4.hpp"
+#include "fp4kit/numeric/parallel.hpp"
+
+namespace fp4kit::engine {
+namespace {
+
+// A scalar F32 tensor stored as [] or [1] (format A writes 0-d, format B [1]).
+float scalar_f32(const Checkpoint& c, const std::string& name) {
+  const auto& t = c.info(name);
+  if (t.dtype != DType::F32 || t.numel() != 1)
+    throw Error(fmt::format("{}: tensor {} must be a single F32 value (got {} with {} elements)",
+                            c.dir().string(), name, dtype_name(t.dtype), t.numel()));
+  float v;
+  decode_to_f32(c.bytes(name).data(), DType::F32, 1, &v);
+  return v;
+}
+
+void check_nvfp4_shapes(const Checkpoint& c, const std::string& packed, const std::string& scale,
+                        uint64_t n, uint64_t k) {
+  const auto& p = c.info(packed);
+  const auto& s = c.info(scale);
+  if (p.dtype != DType::U8 || p.shape.size() != 2 || p.shape[0] != n || p.shape[1] * 2 != k)
+    throw Error(fmt::format("{}: {} must be U8 [{}, {}]", c.dir().string(), packed, n, k / 2));
+  if ((s.dtype != DType::F8_E4M3 && s.dtype != DType::U8) || s.shape.size() != 2 ||
+      s.shape[0] != n || s.shape[1] != k / 16)
+    throw Error(fmt::format("{}: {} must be F8_E4M3 [{}, {}]", c.dir().string(), scale, n,
+                            k / 16));
+}
+
+}  // namespace
+
+LinearWeights load_linear(const Checkpoint& c, const LinearRef& ref, bool activations) {
+  LinearWeights L;
+  L.module = ref.module;
+  L.n = ref.rows;
+  L.k = ref.cols;
+  L.w.resize(L.n * L.k);
+  const std::string& m = ref.module;
+  if (!ref.tensor.empty()) {
+    // A row range of a fused 3-D expert tensor (always high precision: loaders refuse quantized
+    // fused experts).
+    const auto& t = c.info(ref.tensor);
+    if (!dtype_is_float(t.dtype))
+      throw Error(fmt::format("{}: fused expert tensor {} has dtype {}; only float dtypes are "
+                              "supported for fused experts", c.dir().string(), ref.tensor,
+                              dtype_name(t.dtype)));
+    const size_t es = dtype_size(t.dtype);
+    auto bytes = c.bytes(ref.tensor);
+    decode_to_f32(bytes.data() + ref.row_begin * ref.cols * es, t.dtype, L.n * L.k, L.w.data());
+    return L;
+  }
+  if (c.has(m + ".weight_packed")) {  // format B (compressed-tensors)
+    check_nvfp4_shapes(c, m + ".weight_packed", m + ".weight_scale", L.n, L.k);
+    const float gs = scalar_f32(c, m + ".weight_global_scale");
+    if (!(gs > 0.0f) || !std::isfinite(gs))
+      throw Error(fmt::format("{}: {}.weight_global_scale = {} is not positive and finite",
+                              c.dir().string(), m, gs));
+    const uint8_t* packed = c.bytes(m + ".weight_packed").data();
+    const uint8_t* scales = c.bytes(m + ".weight_scale").data();
+    // vLLM's dequantize_to_dtype: e2m1 * (fp32(scale) / global_scale).
+    const size_t nb = L.k / 16;
+    parallel_for(0, L.n, 64, [&](size_t r0, size_t r1) {
+      for (size_t r = r0; r < r1; ++r) {
+        for (size_t b = 0; b < nb; ++b) {
+          const float s = e4m3_to_float(scales[r * nb + b]) / gs;
+          for (size_t i = 0; i < 16; ++i) {
+            const size_t col = b * 16 + i;
+            const uint8_t byte = packed[r * (L.k / 2) + col / 2];
+            const uint8_t code = (col % 2 == 0) ? (byte & 0x0F) : (byte >> 4);
+            L.w[r * L.k + col] = e2m1_to_float(code) * s;
+          }
+        }
+      }
+    });
+    L.nvfp4 = true;
+    if (activations && c.has(m + ".input_global_scale"))
+      L.act_global_scale = scalar_f32(c, m + ".input_global_scale");
+    c.release(m + ".weight_packed");
+  } else {
+    const std::string wname = m + ".weight";
+    const auto& t = c.info(wname);
+    if (t.dtype == DType::U8 && c.has(m + ".weight_scale")) {  // format A (ModelOpt)
+      check_nvfp4_shapes(c, wname, m + ".weight_scale", L.n, L.k);
+      const float s2 = scalar_f32(c, m + ".weight_scale_2");
+      nvfp4_dequantize(c.bytes(wname).data(), c.bytes(m + ".weight_scale").data(), L.n, L.k, s2,
+                       L.w.data());
+      L.nvfp4 = true;
+      if (activations && c.has(m + ".input_scale")) {
+        const float is = scalar_f32(c, m + ".input_scale");
+        if (!(is > 0.0f) || !std::isfinite(is))
+          throw Error(fmt::format("{}: {}.input_scale = {} is not positive and finite",
+                                  c.dir().string(), m, is));
+        L.act_global_scale = 1.0f / is;  // vLLM: input_scale_inv
+      }
+    } else {
+      if (!dtype_is_float(t.dtype) || c.has(m + ".weight_scale_inv") ||
+          (c.has(m + ".weight_scale") && t.dtype != DType::U8))
+        throw Error(fmt::format("{}: {} has dtype {} with scales the engine cannot decode "
+                                "(supported: BF16/F16/F32 and NVFP4)", c.dir().string(), wname,
+                                dtype_name(t.dtype)));
+      if (t.shape.size() != 2 || t.shape[0] != L.n || t.shape[1] != L.k)
+        throw Error(fmt::format("{}: {} has an unexpected shape", c.dir().string(), wname));
+      decode_to_f32(c.bytes(wname).data(), t.dtype, L.n * L.k, L.w.data());
+    }
+    c.release(wname);
+  }
+  if (c.has(m + ".bias")) L.bias = load_vector(c, m + ".bias", L.n);
+  return L;
+}
+
+std::vector<float> load_vector(const Checkpoint& c, const std::string& name, size_t expected) {
+  const auto& t = c.info(name);
+  if (!dtype_is_float(t.dtype) || t.numel() != expected)
+    throw Error(fmt::format("{}: tensor {} must be a float vector of {} elements (has {} {})",
+                            c.dir().string(), name, expected, t.numel(), dtype_name(t.dtype)));
+  std::vector<float> v(expected);
+  decode_to_f32(c.bytes(name).data(), t.dtype, expected, v.data());
+  return v;
+}
+
+void gather_rows(const Checkpoint& c, const std::string& name, const int32_t* ids, size_t count,
+                 size_t hidden, float* out) {
+  const auto& t = c.info(name);
+  if (!dtype_is_float(t.dtype) || t.shape.size() != 2 || t.shape[1] != hidden)
+    throw Error(fmt::format("{}: embedding {} must be a float [vocab, {}] tensor",
+                            c.dir().string(), name, hidden));
+  const uint64_t vocab = t.shape[0];
+  const size_t es = dtype_size(t.dtype);
+  const uint8_t* base = c.bytes(name).data();
+  for (size_t i = 0; i < count; ++i) {
+    if (ids[i] < 0 || static_cast<uint64_t>(ids[i]) >= vocab)
+      throw Error(fmt::format("token id {} at position {} is outside the vocabulary of {} ({})",
+                              ids[i], i, vocab, c.dir().string()));
+    decode_to_f32(base + static_cast<uint64_t>(ids[i]) * hidden * es, t.dtype, hidden,
+                  out + i * hidden);
+  }
+}
+
+}  // namespace fp4kit::engine
