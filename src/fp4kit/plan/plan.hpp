@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fp4kit/model/tensor_meta.hpp"
 #include "fp4kit/model/tensor_role.hpp"
 #include "fp4kit/numeric/dtype.hpp"
 
@@ -45,12 +46,23 @@ struct PlanEntry {
   uint64_t rows = 0, cols = 0;  // Quantize: the 2-D weight shape [N, K]
   int64_t weight_group = -1;    // index into Plan::groups: members share weight_scale_2
   int64_t input_group = -1;     // index into Plan::groups: members share input_scale
+
+  // Added by the plan builder (additive; the fields above keep their meaning):
+  // - Quantize entries always have input_group >= 0 (a group of one for a lone linear);
+  //   weight_group is -1 for a linear with its own s2 (o_proj, down_proj, ...).
+  // - Quantize entries of routed experts have role ExpertGate/ExpertUp/ExpertDown whether the
+  //   source is a per-expert 2-D tensor (source.expert == -1) or a slice of a fused 3-D tensor
+  //   (source.expert == e, role of the 3-D tensor itself is FusedExpertGateUp/Down).
+  std::vector<uint64_t> shape;  // the source tensor's full shape
+  uint64_t source_bytes = 0;    // bytes read from the source for this entry (slice for experts)
+  std::string source_scale_inv; // FP8 sources: the "<m>.weight_scale_inv" block-scale tensor
 };
 
 struct FusionGroup {
   std::string name;                 // e.g. "model.layers.0.self_attn.qkv"
   std::string why;                  // e.g. "q/k/v read the same input (spec 3)"
   std::vector<size_t> members;      // indices into Plan::entries
+  std::string kind;                 // "weight+input", "weight" (s2 only) or "input" (input_scale only)
 };
 
 struct Plan {
@@ -65,7 +77,7 @@ struct Plan {
 };
 
 struct Rule {
-  enum class Kind { Include, Exclude } kind;
+  enum class Kind { Include, Exclude } kind = Kind::Exclude;
   std::string glob;        // fnmatch-style over module names (checkpoint names)
   std::string origin;      // "--exclude", "recipe.yaml:3", ...
 };
@@ -79,5 +91,21 @@ struct PlanOptions {
 // nothing, tensors that must be quantized but have K % 16 != 0 (unless excluded explicitly),
 // experts missing or inconsistent, unknown layouts.
 Plan build_plan(const Checkpoint& ckpt, const ModelConfig& config, const PlanOptions& options);
+
+// The same from a plain tensor list (what build_plan reads from the checkpoint's headers), so the
+// planning logic is testable without files.
+Plan build_plan_from_tensors(const std::vector<TensorMeta>& tensors, const ModelConfig& config,
+                             const PlanOptions& options);
+
+// Fails (fp4kit::Error listing them) when an exclude_modules pattern matches a quantized module.
+void validate_exclude_list(const Plan& plan);
+
+// Output bytes of an entry: NVFP4 = rows*cols/2 + rows*cols/16 + 4 (s2) + 4 (input_scale unless
+// weights_only); Keep = source bytes; Drop = 0.
+uint64_t planned_output_bytes(const PlanEntry& e, bool weights_only = false);
+
+// The --dry-run table: action, name, reason, shape, dtype, fusion group, bytes before/after,
+// then totals and warnings.
+std::string format_plan_table(const Plan& plan, bool weights_only = false);
 
 }  // namespace fp4kit

@@ -1,0 +1,732 @@
+// Plan building: classify every tensor, expand fused 3-D experts into per-expert modules, apply the
+// default keep-rules (spec 7), then the user's rules (later wins), validate everything, and only
+// then lay out entries and fusion groups (spec 3). Every problem is collected and reported at once.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "fp4kit/error.hpp"
+#include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/model/classify.hpp"
+#include "fp4kit/model/config.hpp"
+#include "fp4kit/plan/glob.hpp"
+#include "fp4kit/plan/plan.hpp"
+
+namespace fp4kit {
+namespace {
+
+std::string shape_text(const std::vector<uint64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// A unit the plan decides on: one Linear weight, or one expert's slice of a fused 3-D tensor.
+struct Module {
+  std::string name;  // module name (no ".weight")
+  size_t tensor = 0;
+  Role role = Role::Other;
+  int64_t expert = -1;
+  SourceSlice source;
+  uint64_t rows = 0, cols = 0;
+  bool quantize = false;
+  std::string reason;
+  int rule = -1;  // index of the user rule that decided it, -1 for a default
+};
+
+// What the default rules (spec 7) say about a Linear weight.
+void default_decision(const TensorClass& c, const ArchFamily& family, const PlanOptions& opt,
+                      Module& m, std::vector<std::string>& warnings) {
+  auto keep = [&](std::string why) { m.quantize = false, m.reason = std::move(why); };
+  auto quant = [&](std::string why) { m.quantize = true, m.reason = std::move(why); };
+  switch (c.role) {
+    case Role::Router: keep("default: MoE router (spec 7)"); break;
+    case Role::SharedExpertGate: keep("default: shared_expert_gate (spec 7)"); break;
+    case Role::LmHead: keep("default: lm_head / output layer (spec 7)"); break;
+    case Role::Vision: keep("default: vision/audio tower (spec 7)"); break;
+    case Role::Mtp: keep("default: MTP layer (spec 7): " + c.rule); break;
+    case Role::LinearAttn:
+      if (c.linear_attn == LinearAttnPart::None)
+        keep("default: linear attention part never quantized (spec 7)");
+      else if (opt.quantize_linear_attn)
+        quant("option: quantize_linear_attn");
+      else
+        keep("default: linear attention (spec 7; quantize_linear_attn to quantize it)");
+      break;
+    case Role::OtherLinear:
+      if (family.name == "generic") {
+        quant("generic: " + c.rule);
+      } else {
+        keep(fmt::format("not in the {} table: kept (--include to quantize)", family.name));
+        warnings.push_back(fmt::format("{}: 2-D weight not in the {} table, kept ({})", m.name,
+                                       family.name, c.rule));
+      }
+      break;
+    case Role::AttnQ: case Role::AttnK: case Role::AttnV: case Role::AttnO:
+      quant(family.name == "generic" ? "generic: attention projection"
+                                     : "default: attention projection");
+      break;
+    case Role::MlaQA: case Role::MlaKVA: case Role::MlaQB: case Role::MlaKVB:
+      quant("default: MLA projection");
+      break;
+    case Role::MlpGate: case Role::MlpUp: case Role::MlpDown:
+      quant(family.name == "generic" ? "generic: MLP projection" : "default: MLP projection");
+      break;
+    case Role::ExpertGate: case Role::ExpertUp: case Role::ExpertDown:
+    case Role::FusedExpertGateUp: case Role::FusedExpertDown:
+      quant("default: routed expert");
+      break;
+    case Role::SharedGate: case Role::SharedUp: case Role::SharedDown:
+      quant("default: shared expert");
+      break;
+    default:
+      keep("not a Linear weight");
+      break;
+  }
+}
+
+// The reason a kept non-Linear tensor gets.
+std::string keep_reason(const TensorClass& c) {
+  switch (c.role) {
+    case Role::Norm: return "default: norm (spec 7)";
+    case Role::Embedding: return "default: embedding (spec 7)";
+    case Role::Bias: return "bias: copied (biases stay unquantized)";
+    case Role::RouterBias: return "default: e_score_correction_bias (spec 7)";
+    case Role::LinearAttn: return "default: linear attention part never quantized (spec 7)";
+    case Role::Vision: return "default: vision/audio tower (spec 7)";
+    case Role::Mtp: return "default: MTP layer (spec 7): " + c.rule;
+    default: return "not a Linear weight: copied";
+  }
+}
+
+struct ExpertParts {
+  std::array<int64_t, 3> tensor = {-1, -1, -1};  // gate, up, down: index into tensors
+};
+
+int expert_part(Role r) {
+  return r == Role::ExpertGate ? 0 : r == Role::ExpertUp ? 1 : r == Role::ExpertDown ? 2 : -1;
+}
+
+// The name expert `e` would have, from a sibling's name (".experts.<k>." -> ".experts.<e>.").
+std::string sibling_name(const std::string& name, int64_t from, int64_t to) {
+  const std::string needle = ".experts." + std::to_string(from) + ".";
+  size_t at = name.find(needle);
+  if (at == std::string::npos) return name;
+  return name.substr(0, at) + ".experts." + std::to_string(to) + "." +
+         name.substr(at + needle.size());
+}
+
+class PlanBuilder {
+ public:
+  PlanBuilder(const std::vector<TensorMeta>& tensors, const ModelConfig& config,
+              const PlanOptions& options)
+      : tensors_(tensors), config_(config), options_(options) {}
+
+  Plan build() {
+    choose_family();
+    TensorClassifier classifier(*family_, config_);
+    classes_.reserve(tensors_.size());
+    for (const auto& t : tensors_) classes_.push_back(classifier.classify(t));
+    for (size_t i = 0; i < tensors_.size(); ++i) by_name_[tensors_[i].name] = i;
+
+    make_modules();
+    check_experts();
+    apply_rules();
+    check_fused_consistency();
+    if (!errors_.empty()) {
+      std::string msg = fmt::format("plan: {} problem(s):", errors_.size());
+      for (const auto& e : errors_) msg += "\n  - " + e;
+      throw Error(msg);
+    }
+    lay_out_entries();
+    make_groups();
+    make_exclude_list();
+    plan_.warnings.insert(plan_.warnings.end(), warnings_.begin(), warnings_.end());
+    validate_exclude_list(plan_);
+    return std::move(plan_);
+  }
+
+ private:
+  void choose_family() {
+    family_ = find_family(config_.model_type, config_.architectures);
+    if (!family_) {
+      family_ = &generic_family();
+      std::string archs;
+      for (const auto& a : config_.architectures) archs += (archs.empty() ? "" : ", ") + a;
+      warnings_.push_back(fmt::format(
+          "unknown model family (model_type '{}', architectures [{}]): generic fallback "
+          "recognises Linear weights by name and shape; check this plan",
+          config_.model_type, archs));
+    }
+    plan_.family = std::string(family_->name);
+  }
+
+  // One module per Linear weight; fused 3-D experts become one module per expert and projection.
+  void make_modules() {
+    std::map<std::string, std::pair<int64_t, int64_t>> fused;  // moe_block -> (gate_up, down)
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const TensorClass& c = classes_[i];
+      if (c.role == Role::FusedExpertGateUp) fused[c.moe_block].first = i + 1;
+      if (c.role == Role::FusedExpertDown) fused[c.moe_block].second = i + 1;
+    }
+    for (auto& [block, pair] : fused) check_fused_layout(block, pair.first - 1, pair.second - 1);
+
+    // 3-D expert tensors that no table knows (Llama-4 feed_forward.experts, ...): refuse clearly.
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const TensorClass& c = classes_[i];
+      if (tensors_[i].shape.size() == 3 && tensors_[i].name.find("experts.") != std::string::npos &&
+          c.role != Role::FusedExpertGateUp && c.role != Role::FusedExpertDown &&
+          c.role != Role::Vision && c.role != Role::Mtp)
+        errors_.push_back(fmt::format("{} {}: 3-D expert tensor in a layout fp4kit does not know "
+                                      "(BMM expert layouts are not supported yet, issue 8)",
+                                      tensors_[i].name, shape_text(tensors_[i].shape)));
+    }
+    module_of_tensor_.assign(tensors_.size(), {});
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const TensorClass& c = classes_[i];
+      const TensorMeta& t = tensors_[i];
+      if (!c.linear_weight) continue;
+      if (c.role == Role::FusedExpertGateUp || c.role == Role::FusedExpertDown) {
+        if (!fused_ok_.count(i)) continue;  // error already recorded
+        const std::string base = c.moe_block + ".experts.";
+        const uint64_t E = t.shape[0], R = t.shape[1], K = t.shape[2];
+        for (uint64_t e = 0; e < E; ++e) {
+          if (c.role == Role::FusedExpertGateUp) {
+            add_fused_module(i, base + std::to_string(e) + ".gate_proj", Role::ExpertGate, e, 0,
+                             R / 2, K);
+            add_fused_module(i, base + std::to_string(e) + ".up_proj", Role::ExpertUp, e, R / 2,
+                             R, K);
+          } else {
+            add_fused_module(i, base + std::to_string(e) + ".down_proj", Role::ExpertDown, e, 0,
+                             R, K);
+          }
+        }
+        continue;
+      }
+      Module m;
+      m.name = c.module;
+      m.tensor = i;
+      m.role = c.role;
+      m.expert = c.expert;
+      m.rows = t.shape[0];
+      m.cols = t.shape[1];
+      m.source = {t.name, -1, 0, m.rows};
+      default_decision(c, *family_, options_, m, warnings_);
+      apply_shape_limits(m);
+      module_of_tensor_[i].push_back(modules_.size());
+      modules_.push_back(std::move(m));
+    }
+  }
+
+  void add_fused_module(size_t tensor, std::string name, Role role, uint64_t e, uint64_t r0,
+                        uint64_t r1, uint64_t cols) {
+    Module m;
+    m.name = std::move(name);
+    m.tensor = tensor;
+    m.role = role;
+    m.expert = static_cast<int64_t>(e);
+    m.rows = r1 - r0;
+    m.cols = cols;
+    m.source = {tensors_[tensor].name, static_cast<int64_t>(e), r0, r1};
+    default_decision(classes_[tensor], *family_, options_, m, warnings_);
+    apply_shape_limits(m);
+    module_of_tensor_[tensor].push_back(modules_.size());
+    modules_.push_back(std::move(m));
+  }
+
+  // Spec 7: K % 16 != 0 is kept and reported; a non-float source cannot be quantized.
+  void apply_shape_limits(Module& m) {
+    if (!m.quantize) return;
+    const DType dt = tensors_[m.tensor].dtype;
+    if (m.cols % 16 != 0 || m.cols == 0 || m.rows == 0) {
+      m.quantize = false;
+      m.reason = fmt::format("K={} not a multiple of 16", m.cols);
+      k16_kept_.push_back(m.name);
+    } else if (!dtype_is_float(dt)) {
+      m.quantize = false;
+      m.reason = fmt::format("source dtype {} is not a float type", dtype_name(dt));
+      warnings_.push_back(fmt::format("{}: source dtype {} cannot be quantized, kept", m.name,
+                                      dtype_name(dt)));
+    }
+  }
+
+  // Fused [E, 2I, H] gate_up + [E, H, I] down; the BMM layout [E, H, 2I] + [E, I, H] (Llama-4,
+  // gpt-oss) is told apart by which dimensions the two tensors share.
+  void check_fused_layout(const std::string& block, int64_t gu, int64_t dn) {
+    if (gu < 0 || dn < 0) {
+      const std::string have = tensors_[gu >= 0 ? gu : dn].name;
+      errors_.push_back(fmt::format("{}: fused experts need both gate_up_proj and down_proj, "
+                                    "found only {}",
+                                    block, have));
+      return;
+    }
+    const TensorMeta& a = tensors_[gu];
+    const TensorMeta& b = tensors_[dn];
+    if (a.shape.size() != 3 || b.shape.size() != 3) {
+      errors_.push_back(fmt::format("{} {} / {} {}: fused expert tensors must be 3-D", a.name,
+                                    shape_text(a.shape), b.name, shape_text(b.shape)));
+      return;
+    }
+    const uint64_t H = config_.hidden_size > 0 ? static_cast<uint64_t>(config_.hidden_size) : 0;
+    const bool fused = a.shape[0] == b.shape[0] && a.shape[2] == b.shape[1] &&
+                       a.shape[1] == 2 * b.shape[2] && (H == 0 || a.shape[2] == H);
+    const bool bmm = a.shape[0] == b.shape[0] && a.shape[1] == b.shape[2] &&
+                     a.shape[2] == 2 * b.shape[1] && (H == 0 || a.shape[1] == H);
+    if (!fused && bmm) {
+      errors_.push_back(fmt::format(
+          "{} {} / {} {}: BMM expert layout [E, H, 2I] not supported yet (issue 8)", a.name,
+          shape_text(a.shape), b.name, shape_text(b.shape)));
+      return;
+    }
+    if (!fused) {
+      errors_.push_back(fmt::format(
+          "{} {} / {} {}: not the fused expert layout gate_up [E, 2I, H] + down [E, H, I]"
+          " (hidden_size {})",
+          a.name, shape_text(a.shape), b.name, shape_text(b.shape), config_.hidden_size));
+      return;
+    }
+    if (config_.num_experts > 0 && a.shape[0] != static_cast<uint64_t>(config_.num_experts)) {
+      errors_.push_back(fmt::format("{} {}: {} experts, config num_experts is {}", a.name,
+                                    shape_text(a.shape), a.shape[0], config_.num_experts));
+      return;
+    }
+    fused_ok_.insert(gu);
+    fused_ok_.insert(dn);
+  }
+
+  // Every routed expert is checked on its own: all three projections present, gate and up the
+  // same shape, down its transpose, the same shapes and dtype as its siblings, and the router's
+  // row count equal to the number of experts. Nothing is inferred from expert 0.
+  void check_experts() {
+    std::map<std::string, std::map<int64_t, ExpertParts>> blocks;
+    std::map<std::string, int64_t> routers;
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const TensorClass& c = classes_[i];
+      int part = expert_part(c.role);
+      if (part >= 0 && c.expert >= 0) {
+        if (tensors_[i].shape.size() != 2) {
+          errors_.push_back(fmt::format("{} {}: an expert weight must be 2-D", tensors_[i].name,
+                                        shape_text(tensors_[i].shape)));
+          continue;
+        }
+        blocks[c.moe_block][c.expert].tensor[part] = i;
+      }
+      if (c.role == Role::Router && tensors_[i].shape.size() == 2) routers[c.moe_block] = i;
+    }
+    static const char* kPart[3] = {"gate", "up", "down"};
+    for (auto& [block, experts] : blocks) {
+      int64_t n = config_.num_experts;
+      const int64_t max_seen = experts.rbegin()->first;
+      if (n <= 0) n = max_seen + 1;
+      if (max_seen >= n) {
+        for (auto& [e, p] : experts)
+          if (e >= n)
+            errors_.push_back(fmt::format("{}: expert {} beyond num_experts {} ({})", block, e,
+                                          n, tensors_[*std::max_element(p.tensor.begin(),
+                                                                        p.tensor.end())]
+                                                 .name));
+      }
+      // A sibling name for every part, to name missing tensors exactly.
+      std::array<std::pair<int64_t, int64_t>, 3> example = {{{-1, -1}, {-1, -1}, {-1, -1}}};
+      for (auto& [e, p] : experts)
+        for (int k = 0; k < 3; ++k)
+          if (p.tensor[k] >= 0 && example[k].first < 0) example[k] = {p.tensor[k], e};
+      // Most common (gate shape, down shape, dtype) among complete experts: the reference the
+      // odd ones are reported against (reported, never used to fill anything in).
+      std::map<std::string, int> votes;
+      auto signature = [&](const ExpertParts& p) {
+        return fmt::format("gate/up {} down {} {}", shape_text(tensors_[p.tensor[0]].shape),
+                           shape_text(tensors_[p.tensor[2]].shape),
+                           dtype_name(tensors_[p.tensor[0]].dtype));
+      };
+      for (int64_t e = 0; e < n; ++e) {
+        auto it = experts.find(e);
+        bool complete = it != experts.end();
+        for (int k = 0; k < 3; ++k) {
+          if (it != experts.end() && it->second.tensor[k] >= 0) continue;
+          complete = false;
+          if (example[k].first >= 0)
+            errors_.push_back(fmt::format(
+                "{}: expert {} is missing its {} projection ({})", block, e, kPart[k],
+                sibling_name(tensors_[example[k].first].name, example[k].second, e)));
+          else
+            errors_.push_back(fmt::format("{}: expert {} is missing its {} projection", block,
+                                          e, kPart[k]));
+        }
+        if (!complete) continue;
+        const ExpertParts& p = it->second;
+        const TensorMeta& g = tensors_[p.tensor[0]];
+        const TensorMeta& u = tensors_[p.tensor[1]];
+        const TensorMeta& d = tensors_[p.tensor[2]];
+        if (g.shape != u.shape || g.dtype != u.dtype) {
+          errors_.push_back(fmt::format("{}: gate {} {} and up {} {} of expert {} differ",
+                                        block, g.name, shape_text(g.shape), u.name,
+                                        shape_text(u.shape), e));
+          continue;
+        }
+        if (d.shape != std::vector<uint64_t>{g.shape[1], g.shape[0]} || d.dtype != g.dtype) {
+          errors_.push_back(fmt::format("{}: down {} {} of expert {} does not match its gate {}",
+                                        block, d.name, shape_text(d.shape), e,
+                                        shape_text(g.shape)));
+          continue;
+        }
+        votes[signature(p)]++;
+      }
+      if (votes.size() > 1) {
+        auto common = std::max_element(votes.begin(), votes.end(), [](auto& a, auto& b) {
+          return a.second < b.second;
+        });
+        for (auto& [e, p] : experts) {
+          if (e >= n || p.tensor[0] < 0 || p.tensor[1] < 0 || p.tensor[2] < 0) continue;
+          std::string s = signature(p);
+          if (votes.count(s) && s != common->first)
+            errors_.push_back(fmt::format("{}: expert {} has {}, its siblings {}", block, e, s,
+                                          common->first));
+        }
+      }
+      auto r = routers.find(block);
+      if (r != routers.end() && tensors_[r->second].shape[0] != static_cast<uint64_t>(n))
+        errors_.push_back(fmt::format("{} {}: router has {} rows but the layer has {} experts",
+                                      tensors_[r->second].name,
+                                      shape_text(tensors_[r->second].shape),
+                                      tensors_[r->second].shape[0], n));
+    }
+  }
+
+  // User rules in order, later wins. Each must match something; an include may only hit Linear
+  // weights, and what ends up quantized must have K % 16 == 0.
+  void apply_rules() {
+    // Names of tensors that are not modules (norms, biases, ...), matched by their module name.
+    std::vector<size_t> non_modules;
+    for (size_t i = 0; i < tensors_.size(); ++i)
+      if (module_of_tensor_[i].empty() && !fused_ok_.count(i)) non_modules.push_back(i);
+
+    for (size_t ri = 0; ri < options_.rules.size(); ++ri) {
+      const Rule& r = options_.rules[ri];
+      const bool include = r.kind == Rule::Kind::Include;
+      const std::string what = fmt::format("rule {} ({} {})", r.origin,
+                                           include ? "include" : "exclude", r.glob);
+      size_t hits = 0;
+      for (Module& m : modules_) {
+        // A fused tensor's name selects all of its per-expert modules.
+        const bool fused_alias = m.source.expert >= 0 &&
+                                 glob_match(r.glob, classes_[m.tensor].module);
+        if (!fused_alias && !glob_match(r.glob, m.name)) continue;
+        ++hits;
+        m.quantize = include;
+        m.rule = static_cast<int>(ri);
+        m.reason = fmt::format("rule {}: {} {}", r.origin, include ? "include" : "exclude",
+                               r.glob);
+      }
+      std::vector<std::string> not_linear;
+      for (size_t i : non_modules) {
+        if (!glob_match(r.glob, classes_[i].module) && !glob_match(r.glob, tensors_[i].name))
+          continue;
+        ++hits;
+        if (include)
+          not_linear.push_back(fmt::format("{} {} ({})", tensors_[i].name,
+                                           shape_text(tensors_[i].shape), classes_[i].rule));
+      }
+      if (hits == 0) errors_.push_back(what + " matches no module");
+      if (!not_linear.empty()) {
+        std::string list;
+        for (const auto& s : not_linear) list += "\n      " + s;
+        errors_.push_back(fmt::format("{} matches {} tensor(s) that are not Linear weights and "
+                                      "cannot be quantized:{}",
+                                      what, not_linear.size(), list));
+      }
+    }
+    std::vector<std::string> bad;
+    for (const Module& m : modules_) {
+      if (!m.quantize) continue;
+      const DType dt = tensors_[m.tensor].dtype;
+      if (m.cols % 16 != 0 || m.cols == 0 || m.rows == 0)
+        bad.push_back(fmt::format("{} [{},{}]: K={} not a multiple of 16 (wanted by {})", m.name,
+                                  m.rows, m.cols, m.cols, options_.rules[m.rule].origin));
+      else if (!dtype_is_float(dt))
+        bad.push_back(fmt::format("{}: source dtype {} (wanted by {})", m.name, dtype_name(dt),
+                                  options_.rules[m.rule].origin));
+    }
+    if (!bad.empty()) {
+      std::string list;
+      for (const auto& s : bad) list += "\n      " + s;
+      errors_.push_back(fmt::format("{} tensor(s) the rules want quantized cannot be (exclude "
+                                    "them explicitly):{}",
+                                    bad.size(), list));
+    }
+  }
+
+  // A fused 3-D tensor is split only when all its experts are quantized; keeping it means keeping
+  // it whole (loaders accept fused experts in BF16 only, and a half-split tensor loads nowhere).
+  void check_fused_consistency() {
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const auto& mods = module_of_tensor_[i];
+      if (mods.size() < 2 || modules_[mods.front()].source.expert < 0) continue;
+      std::vector<std::string> kept, quantized;
+      for (size_t mi : mods) (modules_[mi].quantize ? quantized : kept).push_back(modules_[mi].name);
+      if (!kept.empty() && !quantized.empty())
+        errors_.push_back(fmt::format(
+            "{}: the rules quantize {} of its per-expert modules (e.g. {}) and keep {} (e.g. {}); "
+            "a fused 3-D tensor is either split and quantized whole or kept whole",
+            tensors_[i].name, quantized.size(), quantized.front(), kept.size(), kept.front()));
+    }
+  }
+
+  void lay_out_entries() {
+    // FP8 sources: "<m>.weight_scale_inv" goes with "<m>.weight".
+    std::unordered_map<std::string, size_t> scale_inv_of;  // weight tensor -> scale_inv tensor
+    std::set<size_t> scale_inv;
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const std::string& n = tensors_[i].name;
+      static const std::string kSuffix = ".weight_scale_inv";
+      if (n.size() > kSuffix.size() && n.compare(n.size() - kSuffix.size(), kSuffix.size(),
+                                                 kSuffix) == 0) {
+        std::string w = n.substr(0, n.size() - kSuffix.size()) + ".weight";
+        if (by_name_.count(w)) {
+          scale_inv_of[w] = i;
+          scale_inv.insert(i);
+        }
+      }
+    }
+    std::set<std::string> quantized_weights;
+    for (const Module& m : modules_)
+      if (m.quantize) quantized_weights.insert(tensors_[m.tensor].name);
+
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const TensorMeta& t = tensors_[i];
+      const TensorClass& c = classes_[i];
+      const auto& mods = module_of_tensor_[i];
+      bool any_quantized = false;
+      for (size_t mi : mods) any_quantized = any_quantized || modules_[mi].quantize;
+      if (any_quantized) {
+        for (size_t mi : mods) {
+          const Module& m = modules_[mi];
+          PlanEntry e;
+          e.name = m.name;
+          e.action = Action::Quantize;
+          e.reason = m.reason;
+          e.role = m.role;
+          e.layer = c.layer;
+          e.expert = m.expert;
+          e.source = m.source;
+          e.source_dtype = t.dtype;
+          e.rows = m.rows;
+          e.cols = m.cols;
+          e.shape = t.shape;
+          e.source_bytes = m.rows * m.cols * dtype_size(t.dtype);
+          if (auto s = scale_inv_of.find(t.name); s != scale_inv_of.end())
+            e.source_scale_inv = tensors_[s->second].name;
+          entry_module_.push_back(mi);
+          plan_.entries.push_back(std::move(e));
+        }
+        continue;
+      }
+      PlanEntry e;
+      e.name = t.name;
+      e.role = c.role;
+      e.layer = c.layer;
+      e.expert = c.expert;
+      e.source = {t.name, -1, 0, t.shape.empty() ? 0 : t.shape[0]};
+      e.source_dtype = t.dtype;
+      e.shape = t.shape;
+      e.source_bytes = t.nbytes();
+      if (t.shape.size() == 2) e.rows = t.shape[0], e.cols = t.shape[1];
+      if (!mods.empty()) {
+        e.reason = modules_[mods.front()].reason;
+        e.expert = mods.size() == 1 ? modules_[mods.front()].expert : -1;
+      } else if (scale_inv.count(i)) {
+        std::string w = t.name.substr(0, t.name.size() - 17) + ".weight";
+        if (quantized_weights.count(w)) {
+          e.action = Action::Drop;
+          e.reason = "FP8 block scale of " + w + ": absorbed by dequantization";
+        } else {
+          e.reason = "FP8 block scale of the kept " + w;
+        }
+      } else {
+        e.reason = keep_reason(c);
+      }
+      entry_module_.push_back(mods.empty() ? SIZE_MAX : mods.front());
+      plan_.entries.push_back(std::move(e));
+    }
+    for (const auto& name : k16_kept_)
+      warnings_.push_back(name + ": K not a multiple of 16, kept unquantized");
+  }
+
+  // Spec 3. Keys name the group; the same group may serve as weight group and input group.
+  void make_groups() {
+    std::map<std::string, int64_t> index;
+    auto group = [&](const std::string& name, const std::string& why, const std::string& kind) {
+      auto it = index.find(name);
+      if (it != index.end()) return it->second;
+      int64_t g = static_cast<int64_t>(plan_.groups.size());
+      plan_.groups.push_back({name, why, {}, kind});
+      index[name] = g;
+      return g;
+    };
+    // Kept partners of fusion groups, for the warning below.
+    std::map<std::string, std::vector<std::string>> kept_partners;
+
+    for (size_t ei = 0; ei < plan_.entries.size(); ++ei) {
+      PlanEntry& e = plan_.entries[ei];
+      const size_t mi = entry_module_[ei];
+      if (mi == SIZE_MAX) continue;
+      const Module& m = modules_[mi];
+      const TensorClass& c = classes_[m.tensor];
+      const std::string parent = m.name.substr(0, m.name.rfind('.'));
+      std::string both;  // weight+input group key
+      switch (m.role) {
+        case Role::AttnQ: case Role::AttnK: case Role::AttnV: case Role::MlaQA: case Role::MlaKVA:
+          both = c.layer_prefix + "self_attn.qkv";
+          break;
+        case Role::MlpGate: case Role::MlpUp:
+          both = parent + ".gate_up";
+          break;
+        case Role::LinearAttn:
+          if (c.linear_attn == LinearAttnPart::InProj) both = parent + ".in_proj";
+          break;
+        default:
+          break;
+      }
+      std::string wkey, ikey;
+      if (m.role == Role::ExpertGate || m.role == Role::ExpertUp) {
+        wkey = parent + ".gate_up";
+        ikey = c.moe_block + ".experts.gate_up";
+      } else if (m.role == Role::SharedGate || m.role == Role::SharedUp) {
+        wkey = parent + ".gate_up";
+        ikey = c.moe_block + ".experts.gate_up";
+      } else if (m.role == Role::ExpertDown) {
+        ikey = c.moe_block + ".experts.down";
+      }
+      if (e.action != Action::Quantize) {
+        if (!both.empty()) kept_partners[both].push_back(m.name);
+        if (!wkey.empty()) kept_partners[wkey].push_back(m.name);
+        continue;
+      }
+      if (!both.empty()) {
+        e.weight_group = e.input_group =
+            group(both, "read the same input, fused into one GEMM (spec 3)", "weight+input");
+      } else {
+        if (!wkey.empty())
+          e.weight_group = group(wkey, "one expert's gate/up: one fused GEMM (spec 3)", "weight");
+        if (!ikey.empty())
+          e.input_group = group(ikey,
+                                m.role == Role::ExpertDown
+                                    ? "routed experts' down_proj: one input_scale per MoE layer "
+                                      "(spec 3)"
+                                    : "routed and shared experts' gate/up read the same tokens: "
+                                      "one input_scale per MoE layer (spec 3)",
+                                "input");
+        else
+          e.input_group = group(e.name, "reads its own input", "input");
+      }
+      plan_.groups[e.weight_group >= 0 ? e.weight_group : e.input_group].members.push_back(ei);
+      if (e.weight_group >= 0 && e.input_group != e.weight_group)
+        plan_.groups[e.input_group].members.push_back(ei);
+    }
+    // Name attention groups by what they hold (q/k/v, or DeepSeek's q_a + kv_a).
+    for (auto& g : plan_.groups) {
+      if (g.name.size() < 4 || g.name.compare(g.name.size() - 4, 4, ".qkv") != 0) continue;
+      for (size_t ei : g.members)
+        if (plan_.entries[ei].role == Role::MlaQA || plan_.entries[ei].role == Role::MlaKVA) {
+          g.name = g.name.substr(0, g.name.size() - 4) + ".q_kv_a";
+          break;
+        }
+    }
+    for (auto& [key, kept] : kept_partners) {
+      auto it = index.find(key);
+      if (it == index.end()) continue;
+      std::string q;
+      for (size_t ei : plan_.groups[it->second].members) q += " " + plan_.entries[ei].name;
+      std::string k;
+      for (const auto& n : kept) k += " " + n;
+      warnings_.push_back(fmt::format(
+          "fusion group {}: quantized{} but kept{}; engines fuse these into one GEMM, expect a "
+          "load failure",
+          plan_.groups[it->second].name, q, k));
+    }
+  }
+
+  // Checkpoint names of kept Linear-like modules a loader would otherwise quantize (spec 5), sorted.
+  // Exact names, except one "<prefix>*" per vision subtree when that matches no quantized module.
+  void make_exclude_list() {
+    std::set<std::string> names;
+    std::map<std::string, std::vector<std::string>> vision;  // subtree -> exact names
+    bool has_lm_head = false;
+    for (size_t ei = 0; ei < plan_.entries.size(); ++ei) {
+      const PlanEntry& e = plan_.entries[ei];
+      const size_t mi = entry_module_[ei];
+      if (e.role == Role::LmHead) has_lm_head = true;
+      if (e.action != Action::Keep) continue;
+      if (mi == SIZE_MAX) {
+        // conv1d of linear attention: vLLM builds it as a Linear.
+        const TensorClass& c = classes_[by_name_.at(e.name)];
+        const std::string suffix = ".conv1d.weight";
+        if (c.role == Role::LinearAttn && e.name.size() > suffix.size() &&
+            e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) == 0)
+          names.insert(c.module);
+        continue;
+      }
+      const TensorClass& c = classes_[modules_[mi].tensor];
+      const std::string name = module_of_tensor_[modules_[mi].tensor].size() > 1
+                                   ? c.module  // a fused 3-D tensor kept whole
+                                   : modules_[mi].name;
+      if (c.role == Role::Vision && !c.subtree.empty())
+        vision[c.subtree].push_back(name);
+      else
+        names.insert(name);
+    }
+    if (!has_lm_head) names.insert("lm_head");  // tied embeddings: ModelOpt still lists it
+    for (auto& [subtree, exact] : vision) {
+      const std::string pattern = subtree + "*";
+      bool hits_quantized = false;
+      for (const PlanEntry& e : plan_.entries)
+        if (e.action == Action::Quantize && glob_match(pattern, e.name)) hits_quantized = true;
+      if (hits_quantized)
+        names.insert(exact.begin(), exact.end());
+      else
+        names.insert(pattern);
+    }
+    plan_.exclude_modules.assign(names.begin(), names.end());
+  }
+
+  const std::vector<TensorMeta>& tensors_;
+  const ModelConfig& config_;
+  const PlanOptions& options_;
+  const ArchFamily* family_ = nullptr;
+  std::vector<TensorClass> classes_;
+  std::unordered_map<std::string, size_t> by_name_;
+  std::vector<Module> modules_;
+  std::vector<std::vector<size_t>> module_of_tensor_;
+  std::set<size_t> fused_ok_;
+  std::vector<size_t> entry_module_;  // per entry: its module, SIZE_MAX for non-modules
+  std::vector<std::string> k16_kept_;
+  std::vector<std::string> errors_;
+  std::vector<std::string> warnings_;
+  Plan plan_;
+};
+
+}  // namespace
+
+Plan build_plan_from_tensors(const std::vector<TensorMeta>& tensors, const ModelConfig& config,
+                             const PlanOptions& options) {
+  return PlanBuilder(tensors, config, options).build();
+}
+
+Plan build_plan(const Checkpoint& ckpt, const ModelConfig& config, const PlanOptions& options) {
+  std::vector<TensorMeta> tensors;
+  tensors.reserve(ckpt.tensor_names().size());
+  for (const std::string& name : ckpt.tensor_names()) {
+    const TensorInfo& info = ckpt.info(name);
+    tensors.push_back({name, info.dtype, info.shape});
+  }
+  try {
+    return build_plan_from_tensors(tensors, config, options);
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}: {}", ckpt.dir().string(), e.what()));
+  }
+}
+
+}  // namespace fp4kit
