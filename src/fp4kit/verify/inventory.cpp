@@ -1,0 +1,98 @@
+#include "fp4kit/verify/inventory.hpp"
+
+#include <map>
+#include <string_view>
+
+namespace fp4kit::verify {
+namespace {
+
+// Suffixes that attach a tensor to its module.
+constexpr std::string_view kSuffixes[] = {
+    "weight",       "weight_scale", "weight_scale_2",  "input_scale",
+    "weight_packed", "weight_global_scale", "input_global_scale",
+    "bias",         "k_scale",      "v_scale",         "weight_shape", "weight_zero_point",
+    "e_score_correction_bias"};
+
+bool is_suffix(std::string_view s) {
+  for (auto k : kSuffixes)
+    if (k == s) return true;
+  return false;
+}
+
+}  // namespace
+
+uint64_t ModuleTensors::rows() const {
+  if (!weight || weight->shape.size() < 2) return 0;
+  return weight->shape[weight->shape.size() - 2];
+}
+
+uint64_t ModuleTensors::cols() const {
+  if (!weight || weight->shape.size() < 2) return 0;
+  const uint64_t c = weight->shape.back();
+  return quantized ? 2 * c : c;
+}
+
+uint64_t ModuleTensors::params() const {
+  if (!weight) return 0;
+  uint64_t n = 1;
+  for (auto d : weight->shape) n *= d;
+  return quantized ? 2 * n : n;
+}
+
+std::vector<ModuleTensors> build_inventory(const Checkpoint& ckpt, const DeclaredQuant& declared,
+                                           const NameContext& ctx) {
+  const bool ct = declared.format == QuantFormat::CompressedTensors;
+  std::map<std::string, ModuleTensors> by_name;
+  for (const auto& name : ckpt.tensor_names()) {
+    const TensorInfo& info = ckpt.info(name);
+    std::string_view suffix = last_of(name);
+    std::string module(parent_of(name));
+    if (module.empty() || !is_suffix(suffix)) {
+      module = name;  // suffix-less tensor: the module's weight itself (fused 3-D experts, ...)
+      suffix = "";
+    }
+    ModuleTensors& m = by_name[module];
+    m.name = module;
+    const bool packed_u8 = info.dtype == DType::U8;
+    if (suffix == "weight" || suffix.empty()) {
+      if (ct) {
+        if (m.weight && m.quantized) m.unpacked_weight = &info;
+        else m.weight = &info;
+      } else {
+        m.weight = &info;
+        m.quantized = packed_u8;
+      }
+    } else if (suffix == "weight_packed") {
+      if (ct) {
+        if (m.weight) m.unpacked_weight = m.weight;
+        m.weight = &info;
+        m.quantized = true;
+      } else {
+        m.foreign.push_back(&info);
+      }
+    } else if (suffix == "weight_scale") {
+      m.weight_scale = &info;
+    } else if (suffix == "weight_scale_2") {
+      if (ct) m.foreign.push_back(&info); else m.global_scale = &info;
+    } else if (suffix == "input_scale") {
+      if (ct) m.foreign.push_back(&info); else m.input_scale = &info;
+    } else if (suffix == "weight_global_scale") {
+      if (ct) m.global_scale = &info; else m.foreign.push_back(&info);
+    } else if (suffix == "input_global_scale") {
+      if (ct) m.input_scale = &info; else m.foreign.push_back(&info);
+    } else {
+      m.others.push_back(&info);
+    }
+  }
+  std::vector<ModuleTensors> out;
+  out.reserve(by_name.size());
+  for (auto& [name, m] : by_name) {
+    const int dims = m.weight ? static_cast<int>(m.weight->shape.size()) : 0;
+    m.role = classify_module(name, dims, ctx);
+    m.exclude_pattern = declared.exclusions.match(name);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+}  // namespace fp4kit::verify

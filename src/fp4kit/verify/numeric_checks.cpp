@@ -1,0 +1,204 @@
+// Numeric comparison with the source checkpoint (issue 5, "--source"). Dequantization is what
+// every loader does: w = e2m1(code) * e4m3(scale) * s2 (spec section 2).
+#include "fp4kit/verify/numeric_checks.hpp"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "fp4kit/error.hpp"
+#include "fp4kit/numeric/convert.hpp"
+#include "fp4kit/numeric/distortion.hpp"
+#include "fp4kit/numeric/nvfp4.hpp"
+#include "fp4kit/verify/module_names.hpp"
+
+namespace fp4kit::verify {
+namespace {
+
+bool comparable_dtype(DType t) { return t == DType::BF16 || t == DType::F16 || t == DType::F32; }
+
+const uint8_t* slice_ptr(const Checkpoint& src, const SourceSlice& s) {
+  return src.bytes(s.tensor->name).data() + s.offset_elems * dtype_size(s.tensor->dtype);
+}
+
+// The error a correct round-to-nearest encoding of this very tensor has (s2 from its own amax).
+std::optional<double> reference_rel_rmse(const void* src, DType dtype, uint64_t rows, uint64_t cols) {
+  try {
+    const float s2 = nvfp4_global_scale(tensor_amax(src, dtype, rows, cols));
+    std::vector<uint8_t> packed(rows * cols / 2), scales(rows * cols / 16);
+    nvfp4_quantize(src, dtype, rows, cols, s2, packed.data(), scales.data());
+    return nvfp4_distortion(src, dtype, rows, cols, packed.data(), scales.data(), s2).rel_rmse();
+  } catch (const Error&) {
+    return std::nullopt;  // NaN/Inf in the source: no reference
+  }
+}
+
+// Zero block scales are only right where the source block is all zero (spec 9.6).
+void check_zero_scales(const Checkpoint& source, const SourceSlice& s, const ModuleTensors& m,
+                       const ModuleScales& ms, Findings& out) {
+  if (ms.zero_scales == 0) return;
+  const uint64_t blocks_per_row = s.cols / 16;
+  const uint8_t* base = slice_ptr(source, s);
+  const size_t es = dtype_size(s.tensor->dtype);
+  uint64_t bad = 0;
+  std::string first;
+  for (uint64_t pos : ms.zero_positions) {
+    const uint64_t r = pos / blocks_per_row, b = pos % blocks_per_row;
+    float v[16];
+    decode_to_f32(base + (r * s.cols + b * 16) * es, s.tensor->dtype, 16, v);
+    float amax = 0;
+    for (float x : v) amax = std::max(amax, std::fabs(x));
+    if (amax != 0 && bad++ == 0)
+      first = fmt::format("row {}, block {} (source block amax {:.6g})", r, b, amax);
+  }
+  if (bad)
+    out.error("scale.zero", m.name,
+              fmt::format("{}.weight_scale: {} block scales are 0 where the source block is not all "
+                          "zero (first at {}){}: those weights dequantize to zero", m.name, bad, first,
+                          ms.zero_scales > ms.zero_positions.size()
+                              ? fmt::format(" ({} of {} zero scales checked)", ms.zero_positions.size(),
+                                            ms.zero_scales) : ""));
+}
+
+// Source tensors the output must carry (unchanged, or quantized as some module).
+void check_kept_tensors(const Checkpoint& ckpt, const Checkpoint& source,
+                        const std::set<std::string>& covered, Findings& out) {
+  for (const auto& name : source.tensor_names()) {
+    if (covered.count(name)) continue;
+    const auto last = last_of(name);
+    if (last == "weight_scale_inv" || name.ends_with("_blocks") || name.ends_with("_scales"))
+      continue;  // source-format scales, absorbed by dequantization
+    if (!ckpt.has(name)) {
+      out.error("keep.missing", std::string(parent_of(name)),
+                fmt::format("source tensor {} has no counterpart in the output (neither kept nor "
+                            "quantized)", name));
+      continue;
+    }
+    const TensorInfo& a = source.info(name);
+    const TensorInfo& b = ckpt.info(name);
+    if (b.dtype == DType::U8 && a.dtype != DType::U8) continue;  // quantized: compared elsewhere
+    if (a.dtype != b.dtype || a.shape != b.shape) {
+      out.info("keep.changed", std::string(parent_of(name)),
+               fmt::format("{} is {} in the source and {} in the output", name, dtype_name(a.dtype),
+                           dtype_name(b.dtype)));
+      continue;
+    }
+    const auto x = source.bytes(name), y = ckpt.bytes(name);
+    if (x.size() != y.size() || std::memcmp(x.data(), y.data(), x.size()) != 0)
+      out.warning("keep.changed", std::string(parent_of(name)),
+                  fmt::format("{} is kept unquantized but its bytes differ from the source", name));
+    source.release(name);
+    ckpt.release(name);
+  }
+}
+
+}  // namespace
+
+SourceSlice find_source(const Checkpoint& source, const ModuleTensors& m, std::string& why) {
+  const uint64_t rows = m.rows(), cols = m.cols();
+  const std::string direct = m.name + ".weight";
+  if (source.has(direct)) {
+    const TensorInfo& t = source.info(direct);
+    if (t.shape.size() == 2 && t.shape[0] == rows && t.shape[1] == cols)
+      return {&t, 0, rows, cols};
+    why = fmt::format("source {} has shape [{}], the output's weight is [{}, {}]", direct,
+                      fmt::format("{}", t.shape.size() == 2 ? fmt::format("{}, {}", t.shape[0], t.shape[1])
+                                                            : std::to_string(t.shape.size()) + "-D"),
+                      rows, cols);
+    return {};
+  }
+  if (const auto e = parse_expert(m.name)) {
+    const bool down = e->proj == "down_proj" || e->proj == "w2";
+    const bool up = e->proj == "up_proj" || e->proj == "w3";
+    const std::string fused = e->moe + (down ? ".down_proj" : ".gate_up_proj");
+    if (source.has(fused)) {
+      const TensorInfo& t = source.info(fused);
+      const auto& s = t.shape;
+      const uint64_t ei = static_cast<uint64_t>(e->index);
+      if (s.size() == 3 && ei < s[0]) {
+        if (!down && s[1] == 2 * rows && s[2] == cols)  // [E, 2I, H], gate rows first
+          return {&t, ei * s[1] * s[2] + (up ? rows * cols : 0), rows, cols};
+        if (down && s[1] == rows && s[2] == cols)  // [E, H, I]
+          return {&t, ei * s[1] * s[2], rows, cols};
+      }
+      why = fmt::format("fused source {} [{}] does not hold expert {} as a [{}, {}] slice (BMM "
+                        "[E, H, 2I] layouts are not compared)", fused,
+                        fmt::format("{}", s.size()), e->index, rows, cols);
+      return {};
+    }
+  }
+  why = fmt::format("the source has no {} and no fused expert tensor for it", direct);
+  return {};
+}
+
+void run_numeric_checks(const Checkpoint& ckpt, const Checkpoint& source,
+                        const std::vector<ModuleTensors>& mods,
+                        const std::vector<ModuleScales>& scales, double max_rel_rmse,
+                        Findings& out, VerifyReport& report) {
+  std::set<std::string> covered;  // source tensors some quantized module came from
+  for (size_t i = 0; i < mods.size(); ++i) {
+    const ModuleTensors& m = mods[i];
+    const ModuleScales& ms = scales[i];
+    if (!m.quantized || !m.weight || m.weight->shape.size() != 2) continue;
+    std::string why;
+    const SourceSlice s = find_source(source, m, why);
+    if (!s.tensor) {
+      out.warning("numeric.source", m.name, fmt::format("{}: not compared: {}", m.name, why));
+      continue;
+    }
+    covered.insert(s.tensor->name);
+    if (!comparable_dtype(s.tensor->dtype)) {
+      out.warning("numeric.source", m.name,
+                  fmt::format("{}: not compared: source {} is {} (only BF16/F16/F32 sources are "
+                              "compared)", m.name, s.tensor->name, dtype_name(s.tensor->dtype)));
+      continue;
+    }
+    if (!ms.s2_valid || !ms.scales_valid || s.cols % 16 != 0) continue;  // reported structurally
+    const void* src = slice_ptr(source, s);
+    const uint8_t* packed = ckpt.bytes(m.weight->name).data();
+    const uint8_t* sc = ckpt.bytes(m.weight_scale->name).data();
+    const DistortionStats d =
+        nvfp4_distortion(src, s.tensor->dtype, s.rows, s.cols, packed, sc, ms.s2);
+    TensorErrorStats st;
+    st.module = m.name;
+    st.rows = s.rows;
+    st.cols = s.cols;
+    st.rel_rmse = d.rel_rmse();
+    st.sqnr_db = d.sqnr_db();
+    st.max_abs_err = d.max_abs_err;
+    st.count = d.count;
+    st.sign_flips = d.sign_flips;
+    st.rounded_to_zero = d.rounded_to_zero;
+    check_zero_scales(source, s, m, ms, out);
+    if (!(st.rel_rmse <= max_rel_rmse)) {
+      const auto ref = reference_rel_rmse(src, s.tensor->dtype, s.rows, s.cols);
+      if (ref && st.rel_rmse <= 1.25 * *ref)
+        out.warning("numeric.error", m.name,
+                    fmt::format("{}: relative RMSE {:.4f} (SQNR {:.1f} dB) is above the threshold "
+                                "{:.3f}, but round-to-nearest NVFP4 of this source tensor gives "
+                                "{:.4f}: a hard distribution, not a broken encoding", m.name,
+                                st.rel_rmse, st.sqnr_db, max_rel_rmse, *ref));
+      else
+        out.error("numeric.error", m.name,
+                  fmt::format("{}: relative RMSE {:.4f} (SQNR {:.1f} dB, max abs error {:.4g}) "
+                              "against the source; correct NVFP4 rounding stays below {:.3f}{}",
+                              m.name, st.rel_rmse, st.sqnr_db, st.max_abs_err, max_rel_rmse,
+                              ref ? fmt::format(" and gives {:.4f} for this tensor", *ref) : ""));
+    }
+    if (st.sign_flips > 0)
+      out.warning("numeric.sign_flips", m.name,
+                  fmt::format("{}: {} of {} weights changed sign ({:.3g}%); round-to-nearest never "
+                              "flips a sign (error-compensating quantizers such as GPTQ may)",
+                              m.name, st.sign_flips, st.count, 100.0 * st.sign_flips / std::max<uint64_t>(st.count, 1)));
+    report.tensor_errors.push_back(std::move(st));
+    ckpt.release(m.weight->name);
+    ckpt.release(m.weight_scale->name);
+    source.release(s.tensor->name);
+  }
+  check_kept_tensors(ckpt, source, covered, out);
+}
+
+}  // namespace fp4kit::verify
