@@ -78,6 +78,7 @@ TEST(Classify, OutsideTheLayers) {
   EXPECT_EQ(classify("llama", "model.embed_tokens.weight", {512, 64}).role, Role::Embedding);
   EXPECT_EQ(classify("llama", "lm_head.weight", {512, 64}).role, Role::LmHead);
   EXPECT_EQ(classify("llama", "model.norm.weight", {64}).role, Role::Norm);
+  EXPECT_EQ(classify("chatglm", "transformer.output_layer.weight", {512, 64}).role, Role::LmHead);
   EXPECT_EQ(classify("qwen3_5_moe", "model.language_model.embed_tokens.weight", {512, 64}).role,
             Role::Embedding);
   TensorClass v = classify("qwen3_5_moe", "model.visual.blocks.0.attn.qkv.weight", {192, 64});

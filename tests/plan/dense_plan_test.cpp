@@ -170,6 +170,9 @@ TEST(DensePlan, UnknownFamilyFallsBackToGenericByNameAndShape) {
     EXPECT_GE(e.input_group, 0);
   }
   EXPECT_EQ(ENTRY(p, "transformer.h.0.mlp.c_fc.weight").action, Action::Keep);
+  // Kept 2-D weights are listed for the loader; norms, embeddings, biases and buffers are not.
+  EXPECT_EQ(p.exclude_modules,
+            (std::vector<std::string>{"lm_head", "transformer.h.0.mlp.c_fc"}));
   EXPECT_EQ(ENTRY(p, "transformer.wte.weight").role, Role::Embedding);
   EXPECT_EQ(ENTRY(p, "transformer.ln_f.weight").role, Role::Norm);
   EXPECT_EQ(ENTRY(p, "transformer.h.0.mlp.fc2.bias").action, Action::Keep);

@@ -196,7 +196,8 @@ TensorClass TensorClassifier::classify(const TensorMeta& t) const {
   } else if (c.layer < 0 && (contains(module_last, "embed") || module_last == "wte")) {
     c.role = Role::Embedding;
     c.rule = "embedding";
-  } else if (c.layer < 0 && (module_last == "lm_head" || t.name == "output.weight")) {
+  } else if (c.layer < 0 && (module_last == "lm_head" || module_last == "output_layer" ||
+                             t.name == "output.weight")) {
     c.role = Role::LmHead;
     c.rule = "lm_head";
     c.linear_weight = plain_2d_weight;

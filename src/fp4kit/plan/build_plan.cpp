@@ -661,8 +661,15 @@ class PlanBuilder {
       if (e.role == Role::LmHead) has_lm_head = true;
       if (e.action != Action::Keep) continue;
       if (mi == SIZE_MAX) {
-        // conv1d of linear attention: vLLM builds it as a Linear.
         const TensorClass& c = classes_[by_name_.at(e.name)];
+        // A kept 2-D weight no rule recognised (GPT-2 Conv1D, unknown names): a loader may still
+        // build it as a Linear, and listing a module that is not one is harmless.
+        if (c.role == Role::Other && e.shape.size() == 2 && e.name.size() > 7 &&
+            e.name.compare(e.name.size() - 7, 7, ".weight") == 0) {
+          names.insert(c.module);
+          continue;
+        }
+        // conv1d of linear attention: vLLM builds it as a Linear.
         const std::string suffix = ".conv1d.weight";
         if (c.role == Role::LinearAttn && e.name.size() > suffix.size() &&
             e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) == 0)
