@@ -510,6 +510,10 @@ TEST(MoePlan, FusedExpertsWithKNotMultipleOf16AreKeptWhole) {
             std::string::npos);
   EXPECT_EQ(ENTRY(p, "model.layers.0.mlp.experts.1.gate_proj").action, Action::Quantize);
   EXPECT_EQ(ENTRY(p, "model.layers.0.mlp.experts.1.up_proj").source.row_begin, 20u);
+  // Reported once, by the fused tensor's name.
+  ASSERT_EQ(p.warnings.size(), 1u);
+  EXPECT_NE(p.warnings[0].find("model.layers.0.mlp.experts.down_proj"), std::string::npos);
+  EXPECT_TRUE(contains(p.exclude_modules, "model.layers.0.mlp.experts.down_proj"));
 }
 
 }  // namespace

@@ -244,7 +244,8 @@ class PlanBuilder {
     if (m.cols % 16 != 0 || m.cols == 0 || m.rows == 0) {
       m.quantize = false;
       m.reason = fmt::format("K={} not a multiple of 16", m.cols);
-      k16_kept_.push_back(m.name);
+      // A fused 3-D tensor is kept whole: report it once, by its own name.
+      k16_kept_.insert(m.source.expert >= 0 ? m.source.tensor : m.name);
     } else if (!dtype_is_float(dt)) {
       m.quantize = false;
       m.reason = fmt::format("source dtype {} is not a float type", dtype_name(dt));
@@ -709,7 +710,7 @@ class PlanBuilder {
   std::vector<std::vector<size_t>> module_of_tensor_;
   std::set<size_t> fused_ok_;
   std::vector<size_t> entry_module_;  // per entry: its module, SIZE_MAX for non-modules
-  std::vector<std::string> k16_kept_;
+  std::set<std::string> k16_kept_;
   std::vector<std::string> errors_;
   std::vector<std::string> warnings_;
   Plan plan_;
