@@ -137,8 +137,14 @@ class PlanBuilder {
     apply_rules();
     check_fused_consistency();
     if (!errors_.empty()) {
+      // All of them, up to a length a terminal can still show (a systematically broken
+      // checkpoint can have one problem per expert).
+      constexpr size_t kMaxListed = 200;
       std::string msg = fmt::format("plan: {} problem(s):", errors_.size());
-      for (const auto& e : errors_) msg += "\n  - " + e;
+      for (size_t i = 0; i < errors_.size() && i < kMaxListed; ++i) msg += "\n  - " + errors_[i];
+      if (errors_.size() > kMaxListed)
+        msg += fmt::format("\n  ... and {} more of the same kinds",
+                           errors_.size() - kMaxListed);
       throw Error(msg);
     }
     lay_out_entries();
