@@ -1,0 +1,134 @@
+"""fp4kit's tokenizer (src/fp4kit/text) against the Hugging Face `tokenizers` library.
+
+The C++ side runs through build/fp4kit-tokenize (tools/tokenize_main.cpp): it reads a JSON array
+of strings and prints the ids of each (or the decoded text with --decode). The reference is
+tokenizers.Tokenizer.from_file on the same tokenizer.json. Every string of the corpora is
+compared, not a sample: all 4,300 TinyStories blocks and all 4,358 WikiText-2 test lines with
+the Qwen3 tokenizer (about 0.45 M tokens), plus edge cases; and WikiText lines with the
+stories260K tokenizer (heavy byte fallback).
+"""
+import json
+import os
+
+import pytest
+
+from conftest import require_executable, run_checked, running_in_ci, tool_path
+
+try:
+    import tokenizers
+except ImportError:  # pragma: no cover - depends on the venv
+    tokenizers = None
+
+
+@pytest.fixture(scope="module")
+def hf():
+    if tokenizers is None:
+        if running_in_ci():
+            pytest.fail("the `tokenizers` package is missing from the test venv")
+        pytest.skip("SKIPPED: `tokenizers` not installed")
+    return tokenizers
+
+
+@pytest.fixture(scope="module")
+def tokenize_tool():
+    bin_dir = os.environ.get("FP4KIT_BIN_DIR")
+    path = tool_path("tokenize") if not bin_dir else os.path.join(bin_dir, "fp4kit-tokenize")
+    from pathlib import Path
+
+    return require_executable(Path(path))
+
+
+def ours(tool, tokenizer_json, strings, tmp_path, *extra):
+    src = tmp_path / "strings.json"
+    src.write_text(json.dumps(strings), encoding="utf-8")
+    out = run_checked([tool, tokenizer_json, "--strings", src, *extra]).stdout
+    lines = out.split("\n")
+    assert lines[-1] == "", "tool output must end with a newline"
+    lines = lines[:-1]
+    assert len(lines) == len(strings), f"{len(lines)} output lines for {len(strings)} strings"
+    if "--decode" in extra:
+        return [json.loads(line) for line in lines]
+    return [[int(x) for x in line.split()] for line in lines]
+
+
+def compare(tool, tokenizer_json, strings, tmp_path, hf, add_special=True):
+    ref_tok = hf.Tokenizer.from_file(str(tokenizer_json))
+    ref = [e.ids for e in ref_tok.encode_batch(strings, add_special_tokens=add_special)]
+    got = ours(tool, tokenizer_json, strings, tmp_path, *([] if add_special else ["--no-special"]))
+    bad = [i for i, (a, b) in enumerate(zip(got, ref)) if a != b]
+    detail = "".join(f"\n  {strings[i][:80]!r}\n    ours {got[i][:24]}\n    hf   {ref[i][:24]}" for i in bad[:5])
+    assert not bad, f"{len(bad)} of {len(strings)} strings differ from tokenizers {hf.__version__}:{detail}"
+    return sum(len(r) for r in ref)
+
+
+def blocks(path):
+    """The calibration reader's documents: Python's [b.strip() for b in text.split("\\n\\n") if b.strip()]."""
+    text = path.read_text(encoding="utf-8")
+    return [b.strip() for b in text.split("\n\n") if b.strip()]
+
+
+EDGE_CASES = [
+    "", " ", "  ", "hello world", "Hello  world", "  leading", "trailing  ", "a\nb", "a\n\n\nb", "a \n b",
+    "\t tab", "   multiple   spaces   ", "\r\n windows\r\nline", " " * 100 + "y", "x" * 3000,
+    # emoji (with ZWJ sequences and flags), CJK, other scripts
+    "emoji 😀 ok 👨‍👩‍👧‍👦 🇫🇷", "🙂" * 50, "中文分词测试，你好世界。", "日本語のテキスト", "한국어 텍스트",
+    "Ωμέγα Привет мир", "naïve façade",
+    # combining accents that NFC composes, and compatibility characters NFC keeps
+    "e\u0301cole cafe\u0301 A\u030a", "Å vs A\u030a", "\u1e9b\u0323", "\ufb01 ligature", "\u2126 ohm",
+    # digits (the Qwen regex isolates each \p{N})
+    "123 4567 3.14159 1,000,000", "٣٤٥ ૩ ² ½",
+    # contractions (case-insensitive group), odd case folds
+    "I'm you're they've it's I'LL WE'D", "ſ and \u212a Kelvin 's 'S",
+    # whitespace classes: NEL, NBSP, ideographic space, line separator, zero-width space
+    "x\u0085y", "a\u0085 b", "a \u0085", "a\u00a0b", "a\u3000b", "a\u2028b", "\u200b zero width",
+    # special and added tokens
+    "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n", "<think>\nok\n</think>",
+    "<|endoftext|><|endoftext|>", "<|im_start", "<tool_call>{\"a\": 1}</tool_call>", " <|im_end|> ",
+    "def f(x):\n    return x**2  # comment\n", "tab\tsep\tvalues", "\x00\x01 control", "\ufffd replacement",
+]
+
+
+def test_qwen3_tinystories_all_blocks(hf, tokenize_tool, shared_data, tmp_path):
+    strings = blocks(shared_data / "text" / "tinystories_val.txt")
+    assert len(strings) == 4300
+    tokens = compare(tokenize_tool, shared_data / "tokenizers" / "qwen3" / "tokenizer.json", strings, tmp_path, hf)
+    assert tokens > 150_000
+
+
+def test_qwen3_wikitext_all_lines(hf, tokenize_tool, shared_data, tmp_path):
+    strings = (shared_data / "text" / "wikitext2_test.txt").read_text(encoding="utf-8").split("\n")
+    assert len(strings) == 4359  # 4,358 lines and the empty string after the last newline
+    tokens = compare(tokenize_tool, shared_data / "tokenizers" / "qwen3" / "tokenizer.json", strings, tmp_path, hf)
+    assert tokens > 250_000
+
+
+def test_qwen3_edge_cases(hf, tokenize_tool, shared_data, tmp_path):
+    tok = shared_data / "tokenizers" / "qwen3" / "tokenizer.json"
+    compare(tokenize_tool, tok, EDGE_CASES, tmp_path, hf, add_special=True)
+    compare(tokenize_tool, tok, EDGE_CASES, tmp_path, hf, add_special=False)
+
+
+def test_qwen3_decode_matches(hf, tokenize_tool, shared_data, tmp_path):
+    tok = shared_data / "tokenizers" / "qwen3" / "tokenizer.json"
+    strings = EDGE_CASES + blocks(shared_data / "text" / "tinystories_val.txt")[::50]
+    ref_tok = hf.Tokenizer.from_file(str(tok))
+    ref = [ref_tok.decode(ref_tok.encode(s).ids, skip_special_tokens=False) for s in strings]
+    got = ours(tokenize_tool, tok, strings, tmp_path, "--decode")
+    bad = [i for i, (a, b) in enumerate(zip(got, ref)) if a != b]
+    assert not bad, f"decode differs for {[strings[i][:40] for i in bad[:5]]}"
+
+
+def test_text_mode_uses_the_documented_document_rule(hf, tokenize_tool, shared_data, tmp_path):
+    """--text reads documents with the calibration reader; they must be Python's blank-line blocks."""
+    tok = shared_data / "tokenizers" / "qwen3" / "tokenizer.json"
+    text = shared_data / "text" / "tinystories_val.txt"
+    ref_tok = hf.Tokenizer.from_file(str(tok))
+    ref = [e.ids for e in ref_tok.encode_batch(blocks(text))]
+    out = run_checked([tokenize_tool, tok, "--text", text]).stdout.split("\n")[:-1]
+    assert [[int(x) for x in line.split()] for line in out] == ref
+
+
+def test_stories260k_wikitext_lines_and_edge_cases(hf, tokenize_tool, shared_data, tmp_path):
+    tok = shared_data / "models" / "stories260k-llama" / "tokenizer.json"
+    lines = (shared_data / "text" / "wikitext2_test.txt").read_text(encoding="utf-8").split("\n")
+    compare(tokenize_tool, tok, lines[:1500] + EDGE_CASES + ["<s>x</s>", "x<unk>y"], tmp_path, hf)
