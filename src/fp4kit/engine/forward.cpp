@@ -103,6 +103,25 @@ size_t Engine::activation_bytes(size_t tokens, size_t chunk, size_t longest) con
   return floats * sizeof(float);
 }
 
+size_t Engine::peak_weight_bytes() const {
+  auto sz = [](const LinearRef& r) { return static_cast<size_t>(r.rows * r.cols); };
+  size_t peak = static_cast<size_t>(spec_.lm_head.rows * spec_.lm_head.cols);
+  for (const auto& L : spec_.layers) {
+    const size_t attn = sz(L.q) + sz(L.k) + sz(L.v) + sz(L.o);
+    size_t mlp = 0;
+    if (!L.moe) {
+      mlp = sz(L.gate) + sz(L.up) + sz(L.down);
+    } else {
+      const auto& x = L.experts.front();
+      mlp = sz(x.gate) + sz(x.up) + sz(x.down);
+      if (L.has_shared_expert)
+        mlp = std::max(mlp, sz(L.shared_gate) + sz(L.shared_up) + sz(L.shared_down));
+    }
+    peak = std::max(peak, std::max(attn, mlp));
+  }
+  return peak * sizeof(float);
+}
+
 void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOptions& opt,
                  ActivationObserver* obs, const LogitsSink& sink) const {
   const ModelSpec& S = spec_;

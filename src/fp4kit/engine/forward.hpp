@@ -55,6 +55,9 @@ class Engine {
   // Bytes of activations kept in memory for `tokens` tokens (hidden states, MoE buffers, one
   // block of intermediate values); weights come on top (one layer, or one expert).
   size_t activation_bytes(size_t tokens, size_t chunk_tokens, size_t longest_sequence) const;
+  // The most float32 weight bytes decoded at once (attention of a layer + its dense MLP or one
+  // expert and the shared expert; or lm_head at the end).
+  size_t peak_weight_bytes() const;
 
  private:
   const Checkpoint& ckpt_;

@@ -1,0 +1,45 @@
+#include "fp4kit/engine/data_source.hpp"
+
+#include <memory>
+#include <optional>
+
+#include "fp4kit/error.hpp"
+#include "fp4kit/text/tokenizer.hpp"
+
+namespace fp4kit::engine {
+namespace {
+
+bool needs_tokenizer(const std::filesystem::path& data, const text::CalibrationOptions& o) {
+  const auto f = text::resolve_format(data, o.format);
+  return f == text::CalibrationFormat::Text || f == text::CalibrationFormat::Jsonl;
+}
+
+std::optional<text::Tokenizer> tokenizer_if_needed(const std::filesystem::path& data,
+                                                   const std::filesystem::path& model_dir,
+                                                   const text::CalibrationOptions& o) {
+  if (!std::filesystem::exists(data)) throw Error(data.string() + ": data file not found");
+  if (!needs_tokenizer(data, o)) return std::nullopt;
+  const auto dir = std::filesystem::is_directory(model_dir) ? model_dir : model_dir.parent_path();
+  if (!std::filesystem::exists(dir / "tokenizer.json"))
+    throw Error(data.string() + ": text data needs the model's tokenizer, but " +
+                (dir / "tokenizer.json").string() + " does not exist (use a .u16/.u32 id file)");
+  return text::Tokenizer::load(dir);
+}
+
+}  // namespace
+
+text::CalibrationSamples load_calibration_windows(const std::filesystem::path& data,
+                                                  const std::filesystem::path& model_dir,
+                                                  const text::CalibrationOptions& o) {
+  auto tok = tokenizer_if_needed(data, model_dir, o);
+  return text::load_calibration_data(data, tok ? &*tok : nullptr, o);
+}
+
+std::vector<int32_t> load_eval_stream(const std::filesystem::path& data,
+                                      const std::filesystem::path& model_dir,
+                                      const text::CalibrationOptions& o) {
+  auto tok = tokenizer_if_needed(data, model_dir, o);
+  return text::load_token_stream(data, tok ? &*tok : nullptr, o);
+}
+
+}  // namespace fp4kit::engine

@@ -1,0 +1,49 @@
+#pragma once
+// `fp4kit eval`: perplexity of a (quantized) model and, against a base model or saved base
+// log-probabilities, the KL-divergence statistics of kld_summary (llama.cpp's definitions).
+//
+// Windows follow shared/data/README.md's PPL protocol: window i = stream[ctx*i : ctx*i + ctx+1],
+// fed as a fresh sequence (window[:-1]); every position is scored on the next token (unlike
+// llama.cpp, which scores only the second half of each chunk).
+//
+// Base log-probability file (--save-base / --base-logits), little-endian:
+//   "FP4KBASE" (8 bytes), u32 version = 1, u32 vocab, u32 ctx, u32 windows,
+//   per window: u32 n, then n i32 token ids (the window, targets included),
+//   then per window, per scored position (n - 1 of them): vocab f32 = the FULL log-softmax of the
+//   base model's logits (exact; 4 bytes x vocab per token, so large for big vocabularies).
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <vector>
+
+#include "fp4kit/engine/eval_metrics.hpp"
+#include "fp4kit/engine/forward.hpp"
+
+namespace fp4kit {
+class Checkpoint;
+}
+
+namespace fp4kit::engine {
+
+struct EvalOptions {
+  size_t ctx = 512;
+  size_t max_windows = 0;  // --chunks (0 = all)
+  bool simulate_activations = true;  // W4A4 checkpoints: quantize linear inputs
+  size_t group_bytes = size_t(1) << 30;  // base log-probs held in memory at once
+  std::filesystem::path save_base, base_logits, dump_logits;
+  size_t chunk_tokens = 2048;
+};
+
+struct EvalResult {
+  size_t windows = 0;
+  PerplexityResult quant;
+  std::optional<PerplexityResult> base;
+  std::optional<KldSummary> kld;
+};
+
+// `stream` is ignored when options.base_logits is set (the file carries its windows).
+// `base` may be null: perplexity only (unless base_logits is given).
+EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
+                    const std::vector<int32_t>& stream, const EvalOptions& options);
+
+}  // namespace fp4kit::engine
