@@ -73,7 +73,8 @@ TEST(DensePlan, LlamaQuantizesEveryLinearAndKeepsTheRest) {
   EXPECT_NE(head.reason.find("lm_head"), std::string::npos);
   EXPECT_EQ(ENTRY(p, "model.embed_tokens.weight").action, Action::Keep);
   EXPECT_EQ(ENTRY(p, "model.norm.weight").role, Role::Norm);
-  EXPECT_EQ(p.exclude_modules, std::vector<std::string>{"lm_head"});
+  // ModelOpt lists the embedding too (its quantizers are disabled); loaders ignore that entry.
+  EXPECT_EQ(p.exclude_modules, (std::vector<std::string>{"lm_head", "model.embed_tokens"}));
   EXPECT_TRUE(p.warnings.empty());
   EXPECT_NO_THROW(validate_exclude_list(p));
 }
@@ -93,7 +94,8 @@ TEST(DensePlan, KNotMultipleOf16IsKeptReportedAndExcluded) {
               Action::Quantize);
   }
   EXPECT_EQ(p.exclude_modules,
-            (std::vector<std::string>{"lm_head", "model.layers.0.mlp.down_proj",
+            (std::vector<std::string>{"lm_head", "model.embed_tokens",
+                                      "model.layers.0.mlp.down_proj",
                                       "model.layers.1.mlp.down_proj"}));
 }
 
@@ -170,9 +172,9 @@ TEST(DensePlan, UnknownFamilyFallsBackToGenericByNameAndShape) {
     EXPECT_GE(e.input_group, 0);
   }
   EXPECT_EQ(ENTRY(p, "transformer.h.0.mlp.c_fc.weight").action, Action::Keep);
-  // Kept 2-D weights are listed for the loader; norms, embeddings, biases and buffers are not.
+  // Kept 2-D weights and embeddings are listed for the loader; norms, biases, buffers are not.
   EXPECT_EQ(p.exclude_modules,
-            (std::vector<std::string>{"lm_head", "transformer.h.0.mlp.c_fc"}));
+            (std::vector<std::string>{"lm_head", "transformer.h.0.mlp.c_fc", "transformer.wte"}));
   EXPECT_EQ(ENTRY(p, "transformer.wte.weight").role, Role::Embedding);
   EXPECT_EQ(ENTRY(p, "transformer.ln_f.weight").role, Role::Norm);
   EXPECT_EQ(ENTRY(p, "transformer.h.0.mlp.fc2.bias").action, Action::Keep);

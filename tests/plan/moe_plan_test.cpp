@@ -97,7 +97,7 @@ TEST(MoePlan, Qwen3MoePerExpert) {
   EXPECT_EQ(router.role, Role::Router);
   EXPECT_NE(router.reason.find("router"), std::string::npos);
   EXPECT_EQ(p.exclude_modules,
-            (std::vector<std::string>{"lm_head", "model.layers.0.mlp.gate",
+            (std::vector<std::string>{"lm_head", "model.embed_tokens", "model.layers.0.mlp.gate",
                                       "model.layers.1.mlp.gate"}));
 }
 
@@ -128,7 +128,7 @@ TEST(MoePlan, Qwen2MoeSharedExpertJoinsTheGateUpInputGroup) {
   EXPECT_EQ(seg.action, Action::Keep);
   EXPECT_EQ(seg.role, Role::SharedExpertGate);
   EXPECT_EQ(p.exclude_modules,
-            (std::vector<std::string>{"lm_head", "model.layers.0.mlp.gate",
+            (std::vector<std::string>{"lm_head", "model.embed_tokens", "model.layers.0.mlp.gate",
                                       "model.layers.0.mlp.shared_expert_gate"}));
 }
 
@@ -149,7 +149,8 @@ TEST(MoePlan, MixtralW1W3ShareAndW2Alone) {
   expect_moe_layer_groups(p, 0, 4, "w1", "w3", "w2", "model.layers.0.block_sparse_moe");
   EXPECT_EQ(ENTRY(p, "model.layers.0.block_sparse_moe.gate.weight").role, Role::Router);
   EXPECT_EQ(p.exclude_modules,
-            (std::vector<std::string>{"lm_head", "model.layers.0.block_sparse_moe.gate"}));
+            (std::vector<std::string>{"lm_head", "model.embed_tokens",
+                                      "model.layers.0.block_sparse_moe.gate"}));
 }
 
 void add_mla(Tensors& t, const std::string& p, bool q_lora) {

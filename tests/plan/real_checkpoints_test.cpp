@@ -21,7 +21,7 @@ Plan plan_of(const std::filesystem::path& dir) {
 }
 
 std::vector<std::string> routers(const std::string& name_in_layer) {
-  std::vector<std::string> out = {"lm_head"};
+  std::vector<std::string> out = {"lm_head", "model.embed_tokens"};
   for (int l = 0; l < 5; ++l)
     out.push_back("model.layers." + std::to_string(l) + "." + name_in_layer);
   return out;
@@ -39,7 +39,7 @@ TEST(RealCheckpoints, StoriesLlama) {
     EXPECT_TRUE(any_contains(p.warnings, down));
   }
   EXPECT_EQ(p.exclude_modules, (std::vector<std::string>{
-                                   "lm_head", "model.layers.0.mlp.down_proj",
+                                   "lm_head", "model.embed_tokens", "model.layers.0.mlp.down_proj",
                                    "model.layers.1.mlp.down_proj", "model.layers.2.mlp.down_proj",
                                    "model.layers.3.mlp.down_proj", "model.layers.4.mlp.down_proj"}));
   const PlanEntry& k = ENTRY(p, "model.layers.3.self_attn.k_proj");

@@ -676,6 +676,12 @@ class PlanBuilder {
           names.insert(c.module);
           continue;
         }
+        // Embeddings: ModelOpt lists them (their quantizers are disabled too); loaders ignore
+        // the entry, so listing them keeps both exclude lists equal.
+        if (c.role == Role::Embedding) {
+          names.insert(c.module);
+          continue;
+        }
         // conv1d of linear attention: vLLM builds it as a Linear.
         const std::string suffix = ".conv1d.weight";
         if (c.role == Role::LinearAttn && e.name.size() > suffix.size() &&
