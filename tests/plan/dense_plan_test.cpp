@@ -158,6 +158,7 @@ TEST(DensePlan, UnknownFamilyFallsBackToGenericByNameAndShape) {
   t.add("transformer.h.0.mlp.fc2.bias", {64});
   t.add("transformer.h.0.attn.rotary.inv_freq", {32}, DType::F32);
   t.add("transformer.h.0.mlp.c_fc.weight", {64, 128});  // GPT-2 Conv1D [K, N]: not recognised
+  t.add("transformer.h.0.mixer.conv1d.weight", {128, 1, 4});  // Mamba: kept, listed
   Plan p = build_plan_from_tensors(t.sorted(),
                                    config_of(R"({"model_type":"foo_lm","architectures":["FooLM"]})"),
                                    {});
@@ -174,7 +175,8 @@ TEST(DensePlan, UnknownFamilyFallsBackToGenericByNameAndShape) {
   EXPECT_EQ(ENTRY(p, "transformer.h.0.mlp.c_fc.weight").action, Action::Keep);
   // Kept 2-D weights and embeddings are listed for the loader; norms, biases, buffers are not.
   EXPECT_EQ(p.exclude_modules,
-            (std::vector<std::string>{"lm_head", "transformer.h.0.mlp.c_fc", "transformer.wte"}));
+            (std::vector<std::string>{"lm_head", "transformer.h.0.mixer.conv1d",
+                                      "transformer.h.0.mlp.c_fc", "transformer.wte"}));
   EXPECT_EQ(ENTRY(p, "transformer.wte.weight").role, Role::Embedding);
   EXPECT_EQ(ENTRY(p, "transformer.ln_f.weight").role, Role::Norm);
   EXPECT_EQ(ENTRY(p, "transformer.h.0.mlp.fc2.bias").action, Action::Keep);

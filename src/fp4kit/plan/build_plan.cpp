@@ -682,9 +682,10 @@ class PlanBuilder {
           names.insert(c.module);
           continue;
         }
-        // conv1d of linear attention: vLLM builds it as a Linear.
+        // conv1d of linear attention / Mamba mixers: vLLM builds it as a Linear, and ModelOpt
+        // lists it.
         const std::string suffix = ".conv1d.weight";
-        if (c.role == Role::LinearAttn && e.name.size() > suffix.size() &&
+        if (e.name.size() > suffix.size() &&
             e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) == 0)
           names.insert(c.module);
         continue;
