@@ -247,7 +247,10 @@ class PlanBuilder {
   void apply_shape_limits(Module& m) {
     if (!m.quantize) return;
     const DType dt = tensors_[m.tensor].dtype;
-    if (m.cols % 16 != 0 || m.cols == 0 || m.rows == 0) {
+    if (m.cols == 0 || m.rows == 0) {
+      m.quantize = false;
+      m.reason = "empty weight";
+    } else if (m.cols % 16 != 0) {
       m.quantize = false;
       m.reason = fmt::format("K={} not a multiple of 16", m.cols);
       // A fused 3-D tensor is kept whole: report it once, by its own name.
@@ -403,6 +406,10 @@ class PlanBuilder {
     }
   }
 
+  std::string rule_origin(const Module& m) const {
+    return m.rule >= 0 ? options_.rules[m.rule].origin : std::string("the defaults");
+  }
+
   // User rules in order, later wins. Each must match something; an include may only hit Linear
   // weights, and what ends up quantized must have K % 16 == 0.
   void apply_rules() {
@@ -450,12 +457,15 @@ class PlanBuilder {
     for (const Module& m : modules_) {
       if (!m.quantize) continue;
       const DType dt = tensors_[m.tensor].dtype;
-      if (m.cols % 16 != 0 || m.cols == 0 || m.rows == 0)
+      if (m.cols == 0 || m.rows == 0)
+        bad.push_back(fmt::format("{} [{},{}]: empty (wanted by {})", m.name, m.rows, m.cols,
+                                  rule_origin(m)));
+      else if (m.cols % 16 != 0)
         bad.push_back(fmt::format("{} [{},{}]: K={} not a multiple of 16 (wanted by {})", m.name,
-                                  m.rows, m.cols, m.cols, options_.rules[m.rule].origin));
+                                  m.rows, m.cols, m.cols, rule_origin(m)));
       else if (!dtype_is_float(dt))
         bad.push_back(fmt::format("{}: source dtype {} (wanted by {})", m.name, dtype_name(dt),
-                                  options_.rules[m.rule].origin));
+                                  rule_origin(m)));
     }
     if (!bad.empty()) {
       std::string list;
