@@ -1,9 +1,11 @@
 #include "fp4kit/text/bpe_model.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <queue>
 
 #include "fp4kit/error.hpp"
+#include "fp4kit/text/tokenizer_file.hpp"
 #include "fp4kit/text/utf8.hpp"
 
 namespace fp4kit::text {
@@ -24,23 +26,28 @@ BpeModel& BpeModel::operator=(BpeModel&& o) noexcept {
   return *this;
 }
 
-BpeModel BpeModel::parse(const nlohmann::json& m, const std::string& file) {
+BpeModel BpeModel::parse(const nlohmann::json& m, const std::string& file, TokenizerFile* extracted) {
   if (!m.is_object()) throw Error(file + ": 'model' must be an object");
   std::string type = m.contains("type") && m["type"].is_string() ? m["type"].get<std::string>() : "";
-  if (type.empty() && m.contains("merges")) type = "BPE";  // very old files omit the type
+  if (type.empty() && (m.contains("merges") || (extracted && extracted->merges_extracted)))
+    type = "BPE";  // very old files omit the type
   if (type != "BPE")
     throw Error(file + ": model type '" + type + "' is not supported (supported: BPE)");
   if (m.contains("dropout") && m["dropout"].is_number() && m["dropout"].get<double>() > 0.0)
     throw Error(file + ": model BPE with dropout > 0 is not supported (encoding would be random)");
 
   BpeModel bpe;
-  const auto& vocab = m.contains("vocab") ? m["vocab"] : nlohmann::json();
-  if (!vocab.is_object()) throw Error(file + ": model BPE needs an object 'vocab'");
-  bpe.vocab_.reserve(vocab.size());
-  for (const auto& [token, id] : vocab.items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-      throw Error(file + ": model vocab entry '" + token + "' has no valid id");
-    bpe.vocab_.emplace(token, id.get<int32_t>());
+  if (extracted && extracted->vocab_extracted) {
+    bpe.vocab_ = std::move(extracted->vocab);
+  } else {
+    const auto& vocab = m.contains("vocab") ? m["vocab"] : nlohmann::json();
+    if (!vocab.is_object()) throw Error(file + ": model BPE needs an object 'vocab'");
+    bpe.vocab_.reserve(vocab.size());
+    for (const auto& [token, id] : vocab.items()) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
+        throw Error(file + ": model vocab entry '" + token + "' has no valid id");
+      bpe.vocab_.emplace(token, id.get<int32_t>());
+    }
   }
 
   const auto str_opt = [&](const char* key) {
@@ -65,39 +72,50 @@ BpeModel BpeModel::parse(const nlohmann::json& m, const std::string& file) {
   }
 
   // Merges come as "left right" strings (older files) or ["left", "right"] pairs (newer).
-  const auto& merges = m.contains("merges") ? m["merges"] : nlohmann::json::array();
-  if (!merges.is_array()) throw Error(file + ": model BPE 'merges' must be an array");
-  bpe.merges_.reserve(merges.size());
-  const size_t prefix_len = bpe.continuing_subword_prefix_.size();
-  int32_t rank = 0;
-  for (const auto& entry : merges) {
-    std::string left, right;
-    if (entry.is_string()) {
-      const std::string& s = entry.get_ref<const std::string&>();
-      const size_t space = s.find(' ');
-      if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos)
-        throw Error(file + ": merge #" + std::to_string(rank) + " '" + s + "' is not two tokens separated by a space");
-      left = s.substr(0, space);
-      right = s.substr(space + 1);
-    } else if (entry.is_array() && entry.size() == 2 && entry[0].is_string() && entry[1].is_string()) {
-      left = entry[0].get<std::string>();
-      right = entry[1].get<std::string>();
-    } else {
-      throw Error(file + ": merge #" + std::to_string(rank) + " is neither \"a b\" nor [\"a\", \"b\"]");
+  std::vector<std::pair<std::string, std::string>> local;
+  const std::vector<std::pair<std::string, std::string>>* merges = &local;
+  if (extracted && extracted->merges_extracted) {
+    if (!extracted->merges_error.empty()) throw Error(file + ": " + extracted->merges_error);
+    merges = &extracted->merges;
+  } else if (m.contains("merges")) {
+    const auto& mj = m["merges"];
+    if (!mj.is_array()) throw Error(file + ": model BPE 'merges' must be an array");
+    for (const auto& entry : mj) {
+      const std::string where = file + ": merge #" + std::to_string(local.size());
+      if (entry.is_string()) {
+        const std::string& s = entry.get_ref<const std::string&>();
+        const size_t space = s.find(' ');
+        if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos)
+          throw Error(where + " '" + s + "' is not two tokens separated by a space");
+        local.emplace_back(s.substr(0, space), s.substr(space + 1));
+      } else if (entry.is_array() && entry.size() == 2 && entry[0].is_string() && entry[1].is_string()) {
+        local.emplace_back(entry[0].get<std::string>(), entry[1].get<std::string>());
+      } else {
+        throw Error(where + " is neither \"a b\" nor [\"a\", \"b\"]");
+      }
     }
-    const auto lookup = [&](const std::string& tok) {
+  }
+  bpe.merges_.reserve(merges->size());
+  const size_t prefix_len = bpe.continuing_subword_prefix_.size();
+  std::string merged;
+  int32_t rank = 0;
+  for (const auto& [left, right] : *merges) {
+    const auto lookup = [&](std::string_view tok) {
       const auto it = bpe.vocab_.find(tok);
       if (it == bpe.vocab_.end())
-        throw Error(file + ": merge #" + std::to_string(rank) + " uses '" + tok + "', which is not in the vocabulary");
+        throw Error(file + ": merge #" + std::to_string(rank) + " uses '" + std::string(tok) +
+                    "', which is not in the vocabulary");
       return it->second;
     };
     const int32_t a = lookup(left), b = lookup(right);
-    const std::string merged = left + (right.size() >= prefix_len ? right.substr(prefix_len) : right);
+    merged.assign(left);
+    merged.append(right, std::min(prefix_len, right.size()), std::string::npos);
     const int32_t merged_id = lookup(merged);
     // Like HF's HashMap collect: a repeated pair keeps its last rank.
     bpe.merges_[pair_key(a, b)] = Merge{rank, merged_id};
     ++rank;
   }
+  if (extracted) extracted->merges.clear();
   return bpe;
 }
 

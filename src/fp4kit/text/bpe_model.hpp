@@ -12,19 +12,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fp4kit/text/token_map.hpp"
+
 namespace fp4kit::text {
 
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-using TokenMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
+struct TokenizerFile;
 
 class BpeModel {
  public:
   // Parses the "model" value; `file` names tokenizer.json in errors (unsupported model types,
-  // merges that name tokens missing from the vocabulary, ...).
-  static BpeModel parse(const nlohmann::json& model, const std::string& file);
+  // merges that name tokens missing from the vocabulary, ...). When `extracted` is given, the
+  // vocabulary and merges it took out of the JSON are moved from it.
+  static BpeModel parse(const nlohmann::json& model, const std::string& file, TokenizerFile* extracted = nullptr);
 
   BpeModel() = default;
   BpeModel(BpeModel&& other) noexcept;

@@ -10,6 +10,7 @@
 #include "fp4kit/text/normalizer.hpp"
 #include "fp4kit/text/post_processor.hpp"
 #include "fp4kit/text/pre_tokenizer.hpp"
+#include "fp4kit/text/tokenizer_file.hpp"
 #include "fp4kit/text/tokenizer_json.hpp"
 #include "fp4kit/text/utf8.hpp"
 
@@ -87,15 +88,19 @@ Tokenizer Tokenizer::load(const std::filesystem::path& path) {
     throw Error(path.string() + ": tokenizer file not found");
   }
   const std::string file = json_path.string();
-  const nlohmann::json j = read_json_file(json_path);
+  TokenizerFile parsed = read_tokenizer_file(json_path);
+  const nlohmann::json& j = parsed.doc;
   if (!j.is_object() || !j.contains("model")) throw Error(file + ": not a tokenizer.json (no 'model')");
 
   auto impl = std::make_unique<Impl>();
   impl->json_path = json_path;
-  const auto field = [&](const char* key) { return j.contains(key) ? j[key] : nlohmann::json(); };
+  const auto field = [&](const char* key) -> const nlohmann::json& {
+    static const nlohmann::json null_value;
+    return j.contains(key) ? j[key] : null_value;
+  };
   impl->normalizer = Normalizer::parse(field("normalizer"), file);
   impl->pre_tokenizer = PreTokenizer::parse(field("pre_tokenizer"), file);
-  impl->model = BpeModel::parse(j["model"], file);
+  impl->model = BpeModel::parse(j["model"], file, &parsed);
   impl->decoder = Decoder::parse(field("decoder"), file);
   impl->frame = parse_post_processor(field("post_processor"), file);
 
