@@ -41,7 +41,8 @@ struct PlanEntry {
   Role role = Role::Other;
   int64_t layer = -1;
   int64_t expert = -1;
-  SourceSlice source;           // Keep: source.tensor == name (or renamed)
+  SourceSlice source;           // Keep: source.tensor == name (or renamed); a fused 3-D expert
+                                // tensor is either split into Quantize entries or kept whole
   DType source_dtype = DType::BF16;
   uint64_t rows = 0, cols = 0;  // Quantize: the 2-D weight shape [N, K]
   int64_t weight_group = -1;    // index into Plan::groups: members share weight_scale_2
@@ -70,7 +71,10 @@ struct Plan {
   std::vector<PlanEntry> entries;   // in output order
   std::vector<FusionGroup> groups;  // weight groups and input groups
   // Module names kept unquantized that a loader must know about (checkpoint names, sorted),
-  // for exclude_modules / ignore.
+  // for exclude_modules / ignore. Exact names (lm_head even when tied, embeddings, routers,
+  // shared_expert_gate, K % 16 linears, linear_attn parts, MTP linears, a fused 3-D expert tensor
+  // kept whole by its tensor name), plus one "<prefix>*" per vision tower when that wildcard
+  // matches no quantized module. Checked by validate_exclude_list.
   std::vector<std::string> exclude_modules;
   std::vector<std::string> warnings;
   nlohmann::json to_json() const;
