@@ -132,3 +132,54 @@ def test_stories260k_wikitext_lines_and_edge_cases(hf, tokenize_tool, shared_dat
     tok = shared_data / "models" / "stories260k-llama" / "tokenizer.json"
     lines = (shared_data / "text" / "wikitext2_test.txt").read_text(encoding="utf-8").split("\n")
     compare(tokenize_tool, tok, lines[:1500] + EDGE_CASES + ["<s>x</s>", "x<unk>y"], tmp_path, hf)
+
+
+def test_metaspace_variant_of_stories260k(hf, tokenize_tool, shared_data, tmp_path):
+    """The v5-style form of the same tokenizer (data README section 3): Metaspace pre-tokenizer
+    and decoder instead of the Prepend/Replace normalizer."""
+    spec = json.loads((shared_data / "models" / "stories260k-llama" / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["normalizer"] = None
+    spec["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": False}
+    spec["decoder"] = {
+        "type": "Sequence",
+        "decoders": [
+            {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": False},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+        ],
+    }
+    tok = tmp_path / "metaspace.json"
+    tok.write_text(json.dumps(spec), encoding="utf-8")
+    strings = blocks(shared_data / "text" / "tinystories_val.txt")[::10] + EDGE_CASES + ["a<s>  b", "<s> x"]
+    compare(tokenize_tool, tok, strings, tmp_path, hf)
+    spec["pre_tokenizer"]["prepend_scheme"] = "first"
+    spec["pre_tokenizer"]["split"] = True
+    tok.write_text(json.dumps(spec), encoding="utf-8")
+    compare(tokenize_tool, tok, strings, tmp_path, hf)
+    ref_tok = hf.Tokenizer.from_file(str(tok))
+    ref = [ref_tok.decode(ref_tok.encode(s).ids, skip_special_tokens=False) for s in strings]
+    assert ours(tokenize_tool, tok, strings, tmp_path, "--decode") == ref
+
+
+def test_gpt2_style_byte_level_with_roberta_specials(hf, tokenize_tool, shared_data, tmp_path):
+    """A GPT-2/RoBERTa-style tokenizer trained here by `tokenizers` itself (deterministic trainer):
+    ByteLevel pre-tokenizer with its own regex and add_prefix_space, an lstrip <mask> token and
+    the RobertaProcessing post-processor."""
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    t = hf.Tokenizer(models.BPE())
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    t.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    t.train_from_iterator(blocks(shared_data / "text" / "tinystories_val.txt")[:2000], trainer=trainer)
+    t.add_special_tokens([hf.AddedToken("<mask>", lstrip=True, rstrip=False, special=True, normalized=False)])
+    t.post_processor = processors.RobertaProcessing(("</s>", t.token_to_id("</s>")), ("<s>", t.token_to_id("<s>")))
+    tok = tmp_path / "gpt2ish.json"
+    t.save(str(tok))
+    wiki = (shared_data / "text" / "wikitext2_test.txt").read_text(encoding="utf-8").split("\n")[:1000]
+    strings = wiki + EDGE_CASES + ["The <mask> sat.", "a   <mask>b", "<mask>"]
+    compare(tokenize_tool, tok, strings, tmp_path, hf)
+    compare(tokenize_tool, tok, strings, tmp_path, hf, add_special=False)
