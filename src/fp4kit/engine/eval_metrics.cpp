@@ -55,7 +55,10 @@ double median(const std::vector<float>& v) {
 double token_nll(const float* logits, size_t vocab, int32_t target) {
   if (target < 0 || static_cast<size_t>(target) >= vocab)
     throw Error("target token " + std::to_string(target) + " is outside the vocabulary");
-  return logsumexp(logits, vocab) - static_cast<double>(logits[target]);
+  // Rounded to float like the stored base log-probs, so a model compared with itself (or with
+  // its saved log-probs) gives exactly the same numbers.
+  const double lse = logsumexp(logits, vocab);
+  return -static_cast<double>(static_cast<float>(logits[target] - lse));
 }
 
 void log_softmax(const float* logits, size_t vocab, float* out) {
@@ -86,13 +89,14 @@ void KldAccumulator::add(const float* lb, const float* ql, size_t vocab, int32_t
   double kld = 0.0;
   size_t top_b = 0, top_q = 0;
   for (size_t v = 0; v < vocab; ++v) {
-    const double lq = static_cast<double>(ql[v]) - lse;
+    // log p_q rounded to float exactly as log_softmax stores the base: identical models give 0.
+    const double lq = static_cast<float>(ql[v] - lse);
     const double pb = std::exp(static_cast<double>(lb[v]));
     kld += pb * (static_cast<double>(lb[v]) - lq);
     if (lb[v] > lb[top_b]) top_b = v;
     if (ql[v] > ql[top_q]) top_q = v;
   }
-  const double nll_q = lse - ql[target];
+  const double nll_q = -static_cast<double>(static_cast<float>(ql[target] - lse));
   const double nll_b = -static_cast<double>(lb[target]);
   const double dp = std::exp(-nll_q) - std::exp(-nll_b);
   sum_nll_ += nll_q;

@@ -1,0 +1,132 @@
+// Calibration statistics on the real stories260K checkpoints.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "fp4kit/engine/forward.hpp"
+#include "fp4kit/error.hpp"
+#include "fp4kit/engine/stats_collector.hpp"
+#include "fp4kit/engine/token_windows.hpp"
+#include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/io/stats_file.hpp"
+#include "fp4kit/numeric/convert.hpp"
+#include "support/shared_data.hpp"
+#include "support/temp_dir.hpp"
+
+namespace fp4kit {
+namespace {
+
+std::vector<std::vector<int32_t>> samples(const std::filesystem::path& data, size_t n, size_t len) {
+  const auto ids = engine::read_token_ids(data);
+  std::vector<std::vector<int32_t>> out;
+  for (size_t i = 0; i < n; ++i)
+    out.emplace_back(ids.begin() + static_cast<ptrdiff_t>(i * len),
+                     ids.begin() + static_cast<ptrdiff_t>((i + 1) * len));
+  return out;
+}
+
+ActivationStats calibrate(const std::filesystem::path& model,
+                          const std::vector<std::vector<int32_t>>& seqs, bool all_experts) {
+  auto ckpt = Checkpoint::open(model);
+  engine::Engine eng(*ckpt);
+  engine::StatsCollector c;
+  engine::ForwardOptions o;
+  o.all_experts = all_experts;
+  o.chunk_tokens = 700;  // several blocks, not aligned to sequences
+  eng.run(seqs, o, &c, {});
+  return c.result();
+}
+
+TEST(Stats, RoutedMixtralTop2CountsSumToTwiceTheTokens) {
+  FP4KIT_REQUIRE_SHARED(model, "models/stories260k-mixtral-routed");
+  FP4KIT_REQUIRE_SHARED(data, "text/tinystories_val.stories260k.u16");
+  const auto seqs = samples(data, 8, 200);
+  const int64_t T = 8 * 200;
+  for (bool all : {false, true}) {
+    const auto st = calibrate(model, seqs, all);
+    ASSERT_EQ(st.routed_tokens.size(), 5u * 4u);
+    for (int l = 0; l < 5; ++l) {
+      int64_t sum = 0;
+      int busy = 0;
+      for (int e = 0; e < 4; ++e) {
+        const std::string p = "model.layers." + std::to_string(l) + ".block_sparse_moe.experts." +
+                              std::to_string(e);
+        const int64_t routed = st.routed_tokens.at(p);
+        sum += routed;
+        busy += routed > 0;
+        // Without --all-experts an expert's linears saw exactly its routed tokens; with it, all.
+        EXPECT_EQ(st.token_count.at(p + ".w1"), all ? T : routed) << p;
+        EXPECT_EQ(st.token_count.at(p + ".w2"), all ? T : routed) << p;
+        EXPECT_GT(st.input_amax.at(p + ".w1"), 0.0f);
+        EXPECT_EQ(st.input_amax.at(p + ".w1"), st.input_amax.at(p + ".w3"));  // same input
+      }
+      EXPECT_EQ(sum, 2 * T) << "layer " << l;
+      EXPECT_EQ(busy, 4);
+    }
+    for (const auto& [m, a] : st.input_amax) {
+      EXPECT_GT(a, 0.0f) << m;
+      EXPECT_TRUE(std::isfinite(a)) << m;
+    }
+  }
+}
+
+// Layer 0's q_proj input is rmsnorm(embedding) * input_layernorm: recomputed here in double from
+// the raw tensors, independently of the engine.
+TEST(Stats, Layer0AmaxAndSquareSumsMatchADirectComputation) {
+  FP4KIT_REQUIRE_SHARED(model, "models/stories260k-llama");
+  FP4KIT_REQUIRE_SHARED(data, "text/tinystories_val.stories260k.u16");
+  const auto seqs = samples(data, 4, 128);
+  const auto st = calibrate(model, seqs, false);
+  auto ckpt = Checkpoint::open(model);
+  const size_t H = 64;
+  std::vector<float> emb(512 * H), ln(H);
+  decode_to_f32(ckpt->bytes("model.embed_tokens.weight").data(), DType::BF16, emb.size(), emb.data());
+  decode_to_f32(ckpt->bytes("model.layers.0.input_layernorm.weight").data(), DType::BF16, H, ln.data());
+  double amax = 0;
+  std::vector<double> sq(H, 0.0);
+  for (const auto& s : seqs)
+    for (int32_t id : s) {
+      double ms = 0;
+      for (size_t c = 0; c < H; ++c) ms += double(emb[id * H + c]) * emb[id * H + c];
+      const double inv = 1.0 / std::sqrt(ms / H + 1e-5);
+      for (size_t c = 0; c < H; ++c) {
+        const double x = emb[id * H + c] * inv * ln[c];
+        amax = std::max(amax, std::fabs(x));
+        sq[c] += x * x;
+      }
+    }
+  for (const char* m : {"q_proj", "k_proj", "v_proj"}) {
+    const std::string name = std::string("model.layers.0.self_attn.") + m;
+    EXPECT_NEAR(st.input_amax.at(name), amax, 1e-5 * amax) << name;
+    EXPECT_EQ(st.token_count.at(name), 512);
+    for (size_t c = 0; c < H; ++c) EXPECT_NEAR(st.input_sq_sum.at(name)[c], sq[c], 1e-5 * sq[c]);
+  }
+  EXPECT_EQ(st.input_amax.size(), 35u);  // 7 linears x 5 layers, lm_head not recorded
+}
+
+TEST(Stats, FileRoundTripAndRejections) {
+  testing::TempDir tmp;
+  ActivationStats st;
+  st.input_amax["a.q_proj"] = 2.5f;
+  st.input_sq_sum["a.q_proj"] = {1.0, 2.0, 3.0};
+  st.token_count["a.q_proj"] = 7;
+  st.routed_tokens["a.experts.0"] = 0;
+  st.metadata["source"] = "x";
+  write_stats_file(tmp / "s.safetensors", st);
+  const auto back = read_stats_file(tmp / "s.safetensors");
+  EXPECT_EQ(back.input_amax, st.input_amax);
+  EXPECT_EQ(back.input_sq_sum, st.input_sq_sum);
+  EXPECT_EQ(back.token_count, st.token_count);
+  EXPECT_EQ(back.routed_tokens, st.routed_tokens);
+  EXPECT_EQ(back.metadata.at("format"), "fp4kit-stats");
+  EXPECT_EQ(back.metadata.at("source"), "x");
+  EXPECT_FALSE(std::filesystem::exists(tmp / "s.safetensors.partial"));
+  ActivationStats bad = st;
+  bad.input_amax["b"] = std::nanf("");
+  EXPECT_THROW(write_stats_file(tmp / "t.safetensors", bad), Error);
+  EXPECT_THROW(read_stats_file(tmp / "missing.safetensors"), Error);
+}
+
+}  // namespace
+}  // namespace fp4kit
