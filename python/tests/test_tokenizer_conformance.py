@@ -4,7 +4,7 @@ The C++ side runs through build/fp4kit-tokenize (tools/tokenize_main.cpp): it re
 of strings and prints the ids of each (or the decoded text with --decode). The reference is
 tokenizers.Tokenizer.from_file on the same tokenizer.json. Every string of the corpora is
 compared, not a sample: all 4,300 TinyStories blocks and all 4,358 WikiText-2 test lines with
-the Qwen3 tokenizer (about 0.45 M tokens), plus edge cases; and WikiText lines with the
+the Qwen3 tokenizer (485,486 tokens), plus edge cases; and WikiText lines with the
 stories260K tokenizer (heavy byte fallback).
 """
 import json
