@@ -1,13 +1,72 @@
-// fp4kit quantize (placeholder until its issue lands: fails loudly, never pretends).
+// fp4kit quantize SRC OUT: command-line options of the quantize job.
+#include <map>
+#include <memory>
+
 #include "fp4kit/cli/commands.hpp"
-#include "fp4kit/error.hpp"
+#include "fp4kit/cli/quantize_job.hpp"
 
 namespace fp4kit::cli {
 
+namespace {
+
+// --include/--exclude in command-line order (later wins), after the recipe's rules.
+std::vector<Rule> rules_in_order(CLI::App* sub) {
+  std::vector<Rule> rules;
+  std::map<const CLI::Option*, size_t> used;
+  for (const CLI::Option* opt : sub->parse_order()) {
+    const bool inc = opt->get_name() == "--include";
+    const bool exc = opt->get_name() == "--exclude";
+    if (!inc && !exc) continue;
+    const auto& values = opt->results();
+    size_t& i = used[opt];
+    if (i >= values.size()) continue;
+    rules.push_back({inc ? Rule::Kind::Include : Rule::Kind::Exclude, values[i],
+                     opt->get_name() + " " + values[i]});
+    ++i;
+  }
+  return rules;
+}
+
+}  // namespace
+
 Command add_quantize(CLI::App& app) {
-  auto* sub = app.add_subcommand("quantize", "quantize (not implemented yet)");
-  sub->allow_extras();
-  return {sub, [] () -> int { throw Error("'quantize' is not implemented yet"); }};
+  auto args = std::make_shared<QuantizeArgs>();
+  auto* sub = app.add_subcommand("quantize", "Quantize a Hugging Face checkpoint to NVFP4");
+  sub->add_option("SRC", args->source, "source checkpoint directory")->required();
+  sub->add_option("OUT", args->out, "output directory (written atomically)");
+  sub->add_option("--format", args->format, "output format")
+      ->check(CLI::IsMember({"modelopt", "compressed-tensors"}));
+  sub->add_flag("--weights-only", args->weights_only,
+                "W4A16: NVFP4 weights, no activation scales (no calibration needed)");
+  sub->add_option("--stats", args->stats, "activation statistics from `fp4kit calibrate` (W4A4)");
+  sub->add_option("--include", "quantize modules matching GLOB (repeatable; later rules win)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  sub->add_option("--exclude", "keep modules matching GLOB unquantized (repeatable)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  sub->add_option("--recipe", args->recipe, "rules file (see docs: include/exclude per line)");
+  sub->add_flag("--dry-run", args->dry_run, "print the plan and stop");
+  sub->add_option("--plan-json", args->plan_json, "write the plan as JSON");
+  sub->add_option("--threads", args->threads, "worker threads (default: all cores)");
+  sub->add_option("--report", args->report, "write plan, per-tensor results and summary as JSON");
+  sub->add_option("--scale-form", args->scale_form,
+                  "weight_scale_2 rounding: gpu = amax*(1/2688) as ModelOpt on GPU (default, "
+                  "published checkpoints), cpu = amax/2688 as ModelOpt on CPU")
+      ->check(CLI::IsMember({"gpu", "cpu"}));
+  sub->add_option("--max-shard-size", args->max_shard_size, "e.g. 5GB, 500MB");
+  sub->add_flag("--force", args->force, "replace a non-empty OUT");
+  sub->add_option("--verify", args->verify,
+                  "check the output before committing it: structural (default), full (also "
+                  "compares every tensor with the source), none")
+      ->check(CLI::IsMember({"structural", "full", "none"}));
+  sub->add_flag("--input-scale-fallback", args->input_scale_fallback,
+                "input groups without statistics take the largest amax of the same projection "
+                "kind instead of failing");
+  sub->add_flag("--quantize-linear-attn", args->quantize_linear_attn,
+                "also quantize linear-attention projections (Qwen3.5/3.6, Qwen3-Next)");
+  return {sub, [args, sub] {
+    args->rules = rules_in_order(sub);
+    return run_quantize_job(*args);
+  }};
 }
 
 }  // namespace fp4kit::cli

@@ -6,6 +6,19 @@
 
 namespace fp4kit {
 
+namespace {
+std::string human_bytes(uint64_t b) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1000 && u < 4) {
+    v /= 1000;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.2f} {}", v, units[u]);
+}
+}  // namespace
+
 QuantizeSummary summarize(const Plan& plan, const ExportResult& result, double seconds) {
   QuantizeSummary s;
   s.seconds = seconds;
@@ -47,9 +60,8 @@ std::string format_summary(const QuantizeSummary& s) {
   out += fmt::format("  tensors: {} quantized, {} kept, {} dropped\n", s.quantized, s.kept,
                      s.dropped);
   for (const auto& [reason, n] : s.by_reason) out += fmt::format("    {:5}  {}\n", n, reason);
-  const double gb = 1e9;
-  out += fmt::format("  bytes: {:.3f} GB in -> {:.3f} GB out ({:.2f}x smaller)\n",
-                     s.bytes_in / gb, s.bytes_out / gb,
+  out += fmt::format("  bytes: {} in -> {} out ({:.2f}x smaller)\n", human_bytes(s.bytes_in),
+                     human_bytes(s.bytes_out),
                      s.bytes_out ? static_cast<double>(s.bytes_in) / s.bytes_out : 0.0);
   out += fmt::format("  quantized weights: {} parameters at {:.3f} bits per weight\n",
                      s.quantized_params, s.bits_per_weight);

@@ -1,0 +1,136 @@
+// The quantize job: plan, stream, write atomically, check, summarise.
+#include <fmt/core.h>
+
+#include <chrono>
+#include <fstream>
+#include <optional>
+
+#include "fp4kit/cli/quantize_job.hpp"
+#include "fp4kit/cli/progress.hpp"
+#include "fp4kit/cli/size_arg.hpp"
+#include "fp4kit/error.hpp"
+#include "fp4kit/export/checkpoint_export.hpp"
+#include "fp4kit/export/summary.hpp"
+#include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/io/output_dir.hpp"
+#include "fp4kit/io/stats_file.hpp"
+#include "fp4kit/model/config.hpp"
+#include "fp4kit/numeric/parallel.hpp"
+#include "fp4kit/plan/plan.hpp"
+#include "fp4kit/plan/recipe.hpp"
+#include "fp4kit/quant/input_scales.hpp"
+#include "fp4kit/verify/verify.hpp"
+
+namespace fp4kit::cli {
+
+namespace {
+
+
+void write_json_file(const std::string& path, const nlohmann::json& j) {
+  std::ofstream f(path);
+  f << j.dump(2) << "\n";
+  f.close();
+  if (!f) throw Error(fmt::format("cannot write {}", path));
+}
+
+}  // namespace
+
+int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (a.threads > 0) set_thread_count(a.threads);
+  if (!a.dry_run && a.out.empty()) throw Error("quantize: OUT is required (or use --dry-run)");
+
+  auto source = Checkpoint::open(a.source);
+  const ModelConfig config =
+      ModelConfig::parse(source->config(), (source->dir() / "config.json").string());
+
+  PlanOptions plan_options;
+  if (!a.recipe.empty()) plan_options = load_recipe(a.recipe);
+  for (const auto& r : a.rules) plan_options.rules.push_back(r);
+  if (a.quantize_linear_attn) plan_options.quantize_linear_attn = true;
+  const Plan plan = build_plan(*source, config, plan_options);
+
+  for (const auto& w : plan.warnings) fmt::print(stderr, "fp4kit: warning: {}\n", w);
+  if (!a.plan_json.empty()) write_json_file(a.plan_json, plan.to_json());
+  if (a.dry_run) {
+    fmt::print("{}", format_plan_table(plan, a.weights_only));
+    return 0;
+  }
+
+  ExportOptions eo;
+  eo.quant.format = a.format == "compressed-tensors" ? OutputFormat::CompressedTensors
+                                                     : OutputFormat::ModelOpt;
+  eo.quant.weights_only = a.weights_only;
+  eo.quant.scale_form = a.scale_form == "cpu" ? ScaleForm::Cpu : ScaleForm::Gpu;
+  eo.quant.input_scale_fallback = a.input_scale_fallback;
+  eo.max_shard_bytes = parse_size_arg(a.max_shard_size, "--max-shard-size");
+
+  std::vector<float> input_scales;
+  if (!a.weights_only) {
+    if (a.stats.empty())
+      throw Error(
+          "quantize: W4A4 NVFP4 needs activation statistics for input_scale. Run\n"
+          "  fp4kit calibrate " + a.source + " --data FILE -o stats.safetensors\n"
+          "and pass --stats stats.safetensors, or quantize weights only with --weights-only "
+          "(W4A16_NVFP4 / NVFP4A16).");
+    input_scales = compute_input_scales(plan, read_stats_file(a.stats), eo.quant, a.stats);
+  }
+
+  OutputDir out(a.out, source->dir(), a.force);
+  uint64_t total_bytes = 0;
+  for (const auto& e : plan.entries)
+    if (e.action != Action::Drop) total_bytes += source->info(e.source.tensor).nbytes();
+  Progress progress(total_bytes);
+  ExportResult result = export_checkpoint(
+      plan, *source, input_scales, eo, out.partial(),
+      [&](size_t done, size_t total, const EntryResult& r) {
+        const PlanEntry& e = plan.entries[r.entry];
+        std::string detail = fmt::format("{} ({}) {} -> {} bytes", action_name(e.action),
+                                         e.reason, r.bytes_in, r.bytes_out);
+        if (e.action == Action::Quantize)
+          detail += fmt::format(" rel-RMSE {:.4f}", r.error.rel_rmse());
+        // Sizes of a sliced (fused-expert) entry count the slice, the bar the whole tensor once.
+        progress.update(done, total, r.bytes_in, e.name, detail);
+      });
+  progress.finish();
+
+  // Check the output like a loader would before it gets its final name.
+  verify::VerifyOptions vo;
+  vo.numeric = a.verify == "full";
+  if (vo.numeric) vo.source = source->dir();
+  verify::VerifyReport vr;
+  if (a.verify != "none") {
+    vr = verify_checkpoint(out.partial(), vo);
+    if (!vr.ok()) {
+      fmt::print(stderr, "{}", vr.format_table());
+      throw Error(fmt::format("quantize: the output failed verification; nothing was written to "
+                              "{} (see the findings above)",
+                              a.out));
+    }
+  }
+  out.commit();
+
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const QuantizeSummary summary = summarize(plan, result, seconds);
+  fmt::print("wrote {} ({} format, {})\n", a.out, a.format,
+             a.weights_only ? "weights-only W4A16" : "W4A4");
+  fmt::print("{}", format_summary(summary));
+  if (a.verify != "none")
+    fmt::print("  verify ({}): passed, {} warning(s)\n", a.verify, vr.count(verify::Finding::Warning));
+  if (!a.report.empty()) {
+    nlohmann::json report = {{"plan", plan.to_json()},
+                             {"tensors", entries_json(plan, result)},
+                             {"summary", summary_json(summary)}};
+    if (a.verify != "none") report["verify"] = vr.to_json();
+    write_json_file(a.report, report);
+  }
+  if (outcome) {
+    outcome->summary = summary;
+    outcome->verify_warnings = vr.count(verify::Finding::Warning);
+  }
+  return 0;
+}
+
+
+}  // namespace fp4kit::cli
