@@ -9,6 +9,10 @@
 // and prints {"amax_bits": ..., "s2_bits": ...} on stdout.
 // s2 is nvfp4_global_scale(tensor_amax(X), form) unless --s2-bits passes it (a fusion group's s2).
 // --ref uses the scalar reference kernel instead of the dispatched fast path.
+//
+//   fp4kit-nvfp4 --dequantize DIR --rows R --cols K
+// reads DIR/weight.bin, weight_scale.bin and weight_scale_2.bin (as written above, or taken from a
+// checkpoint) and writes DIR/dequant.bin: R*K float32 from nvfp4_dequantize.
 // Exit codes: 0 ok, 1 fp4kit::Error (message on stderr), 2 usage.
 #include <cstdint>
 #include <cstdio>
@@ -67,6 +71,30 @@ int main(int argc, char** argv) {
       opt[a.substr(2)] = argv[++i];
     } else {
       return usage(("unexpected argument " + a).c_str());
+    }
+  }
+  if (opt.count("dequantize")) {
+    try {
+      const std::filesystem::path dir = opt["dequantize"];
+      const size_t rows = std::stoull(opt.at("rows"));
+      const size_t cols = std::stoull(opt.at("cols"));
+      const auto packed = read_all(dir / "weight.bin");
+      const auto scales = read_all(dir / "weight_scale.bin");
+      const auto s2_bytes = read_all(dir / "weight_scale_2.bin");
+      if (cols % fp4kit::kNvfp4Block != 0 || packed.size() != rows * cols / 2 ||
+          scales.size() != rows * (cols / fp4kit::kNvfp4Block) || s2_bytes.size() != 4)
+        throw fp4kit::Error("inputs in " + dir.string() + " do not match rows x cols");
+      float s2;
+      std::memcpy(&s2, s2_bytes.data(), 4);
+      std::vector<float> out(rows * cols);
+      fp4kit::nvfp4_dequantize(packed.data(), scales.data(), rows, cols, s2, out.data());
+      write_all(dir / "dequant.bin", out.data(), out.size() * sizeof(float));
+      return 0;
+    } catch (const std::out_of_range&) {
+      return usage("--dequantize needs --rows and --cols");
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "fp4kit-nvfp4: error: %s\n", e.what());
+      return 1;
     }
   }
   for (const char* k : {"in", "rows", "cols", "dtype", "out"})

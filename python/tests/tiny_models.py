@@ -1,0 +1,82 @@
+"""Tiny random Hugging Face models (transformers, CPU) of the families fp4kit supports, saved the way
+transformers saves them, for the quantize conformance tests. Dimensions that become a linear's
+input (K) are multiples of 16 so every linear NVFP4 wants is quantizable; a few layers, a few
+experts, seconds to build and to run ModelOpt on.
+"""
+import torch
+import transformers
+
+COMMON = dict(vocab_size=256, max_position_embeddings=256, rms_norm_eps=1e-6,
+              tie_word_embeddings=False)
+
+
+def llama():
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, **COMMON))
+
+
+def mixtral():
+    return transformers.MixtralForCausalLM(transformers.MixtralConfig(
+        hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, **COMMON))
+
+
+def qwen3_moe():
+    return transformers.Qwen3MoeForCausalLM(transformers.Qwen3MoeConfig(
+        hidden_size=64, intermediate_size=128, moe_intermediate_size=32, num_experts=4,
+        num_experts_per_tok=2, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, norm_topk_prob=True, **COMMON))
+
+
+def qwen3_5_moe():
+    """Text-only Qwen3.5-MoE: linear-attention (GatedDeltaNet) and full-attention layers, routed
+    experts, a shared expert with its sigmoid gate."""
+    return transformers.Qwen3_5MoeForCausalLM(transformers.Qwen3_5MoeTextConfig(
+        hidden_size=64, num_hidden_layers=2, layer_types=["linear_attention", "full_attention"],
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+        linear_value_head_dim=16, linear_conv_kernel_dim=4, moe_intermediate_size=32,
+        shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2, **COMMON))
+
+
+def deepseek_v3():
+    """DeepSeek-V3 MLA with q-LoRA, one dense first layer, routed + shared experts, grouped routing
+    with e_score_correction_bias."""
+    return transformers.DeepseekV3ForCausalLM(transformers.DeepseekV3Config(
+        hidden_size=64, intermediate_size=128, moe_intermediate_size=32, num_hidden_layers=2,
+        first_k_dense_replace=1, n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2,
+        n_group=2, topk_group=1, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=32,
+        kv_lora_rank=32, qk_rope_head_dim=16, qk_nope_head_dim=16, v_head_dim=16, **COMMON))
+
+
+FAMILIES = {
+    "llama": llama,
+    "mixtral": mixtral,
+    "qwen3_moe": qwen3_moe,
+    "qwen3_5_moe": qwen3_5_moe,
+    "deepseek_v3": deepseek_v3,
+}
+
+
+def build(family: str, seed: int = 0):
+    """The model in bf16 with deterministic random weights. Weights are re-drawn with a wider
+    spread than the default init so blocks use the whole FP4 range, and the MoE routers' bias
+    (DeepSeek) is non-zero."""
+    torch.manual_seed(seed)
+    model = FAMILIES[family]()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.01)
+    return model.to(torch.bfloat16).eval()
+
+
+def save(family: str, path, seed: int = 0):
+    model = build(family, seed)
+    model.save_pretrained(path)
+    return path
