@@ -159,6 +159,7 @@ struct MemCheckpoint {
   }
 
   void write(const std::filesystem::path& dir, uint64_t max_shard_bytes = 64 * 1024) const {
+    std::filesystem::create_directories(dir);
     std::vector<TensorSpec> specs;
     for (const auto& [name, t] : tensors) specs.push_back({name, t.dtype, t.shape});
     {
@@ -191,6 +192,7 @@ inline nlohmann::json moe_config(const MoeShape& s = {}) {
 // Writes the source as a BF16 checkpoint with config.json.
 inline void write_source(const std::filesystem::path& dir, const std::map<std::string, FloatTensor>& src,
                          const MoeShape& s = {}) {
+  std::filesystem::create_directories(dir);
   MemCheckpoint m;
   for (const auto& [name, t] : src) m.tensors[name] = {DType::BF16, t.shape, bf16_bytes(t.data)};
   m.config = moe_config(s);

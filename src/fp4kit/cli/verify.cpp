@@ -1,13 +1,63 @@
-// fp4kit verify (placeholder until its issue lands: fails loudly, never pretends).
+// fp4kit verify OUT [--source SRC] [--report FILE.json] [--threads N] [--max-rel-rmse X]
+// Checks an NVFP4 checkpoint (anyone's) against NVFP4-SPEC.md section 9. Exit 0 when there is no
+// error (warnings allowed), 1 when a check fails or the input cannot be read, 2 for usage errors.
+#include <fmt/core.h>
+
+#include <fstream>
+
 #include "fp4kit/cli/commands.hpp"
 #include "fp4kit/error.hpp"
+#include "fp4kit/numeric/parallel.hpp"
+#include "fp4kit/verify/verify.hpp"
 
 namespace fp4kit::cli {
+namespace {
+
+struct VerifyCli {
+  std::string dir;
+  std::string source;
+  std::string report;
+  int threads = 0;
+  double max_rel_rmse = 0;
+  bool quiet = false;
+};
+
+int run_verify(const VerifyCli& o) {
+  if (o.threads > 0) set_thread_count(o.threads);
+  verify::VerifyOptions opts;
+  opts.source = o.source;
+  opts.numeric = !o.source.empty();
+  opts.max_rel_rmse = o.max_rel_rmse;
+  const verify::VerifyReport r = verify::verify_checkpoint(o.dir, opts);
+  if (!o.report.empty()) {
+    std::ofstream out(o.report, std::ios::binary | std::ios::trunc);
+    out << r.to_json().dump(2) << "\n";
+    out.close();
+    if (!out) throw Error(fmt::format("{}: cannot write the report", o.report));
+  }
+  if (!o.quiet) fmt::print("{}", r.format_table());
+  else fmt::print("{}: {} ({} errors, {} warnings)\n", o.dir, r.ok() ? "PASS" : "FAIL",
+                  r.count(verify::Finding::Error), r.count(verify::Finding::Warning));
+  return r.ok() ? 0 : 1;
+}
+
+}  // namespace
 
 Command add_verify(CLI::App& app) {
-  auto* sub = app.add_subcommand("verify", "verify (not implemented yet)");
-  sub->allow_extras();
-  return {sub, [] () -> int { throw Error("'verify' is not implemented yet"); }};
+  auto state = std::make_shared<VerifyCli>();
+  auto* sub = app.add_subcommand(
+      "verify", "check an NVFP4 checkpoint (ModelOpt or compressed-tensors) for silent failures");
+  sub->add_option("checkpoint", state->dir, "NVFP4 checkpoint directory")->required();
+  sub->add_option("--source", state->source,
+                  "the unquantized checkpoint it was made from: compare every quantized tensor");
+  sub->add_option("--report", state->report, "write the full report as JSON to this file");
+  sub->add_option("--threads", state->threads, "worker threads (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--max-rel-rmse", state->max_rel_rmse,
+                  "relative RMSE above which a tensor is an error (default: measured threshold)")
+      ->check(CLI::PositiveNumber);
+  sub->add_flag("--quiet,-q", state->quiet, "print only the one-line result");
+  return {sub, [state]() -> int { return run_verify(*state); }};
 }
 
 }  // namespace fp4kit::cli

@@ -63,6 +63,21 @@ const std::vector<CheckInfo>& check_catalog() {
   return kCatalog;
 }
 
+namespace {
+
+// "failed" / "warning" / "passed", or "skipped" when the check did not run.
+std::string_view check_status(const VerifyReport& r, std::string_view id, size_t errors, size_t warnings) {
+  if (errors) return "failed";
+  if (warnings) return "warning";
+  const bool needs_source = id.rfind("numeric.", 0) == 0 || id.rfind("keep.", 0) == 0 || id == "scale.zero";
+  const bool always = id.rfind("config.", 0) == 0 || id == "checkpoint.read";
+  if (!always && !r.structural) return "skipped";
+  if (needs_source && !r.numeric && id != "scale.zero") return "skipped";
+  return "passed";
+}
+
+}  // namespace
+
 bool VerifyReport::ok() const { return count(Finding::Error) == 0; }
 
 size_t VerifyReport::count(Finding::Severity s) const {
@@ -104,10 +119,9 @@ nlohmann::json VerifyReport::to_json() const {
       if (f.check != c.id) continue;
       (f.severity == Finding::Error ? e : f.severity == Finding::Warning ? w : i)++;
     }
-    const bool numeric_only = c.id.rfind("numeric.", 0) == 0 || c.id.rfind("keep.", 0) == 0;
     checks.push_back({{"id", c.id},
                       {"description", c.description},
-                      {"status", e ? "failed" : w ? "warning" : (numeric_only && !numeric) ? "skipped" : "passed"},
+                      {"status", check_status(*this, c.id, e, w)},
                       {"errors", e},
                       {"warnings", w},
                       {"infos", i}});
@@ -147,8 +161,8 @@ std::string VerifyReport::format_table() const {
       if (f.severity == Finding::Error) ++e;
       else if (f.severity == Finding::Warning) ++w;
     }
-    const bool numeric_only = c.id.rfind("numeric.", 0) == 0 || c.id.rfind("keep.", 0) == 0;
-    const char* status = e ? "FAILED" : w ? "warning" : (numeric_only && !numeric) ? "skipped" : "ok";
+    std::string status(check_status(*this, c.id, e, w));
+    if (status == "failed") status = "FAILED";
     s += fmt::format("{:<24} {:<8} {:>6} {:>8}  {}\n", c.id, status, e, w, c.description);
   }
   if (!findings.empty()) {

@@ -63,6 +63,7 @@ VerifyReport verify_checkpoint(const std::filesystem::path& dir, const VerifyOpt
     report.tensors = ckpt->tensor_names().size();
     return finish();
   }
+  report.structural = true;
   const auto scales = run_structural_checks(*ckpt, declared, mods, num_experts, out, report);
   if (source)
     run_numeric_checks(*ckpt, *source, mods, scales, report.max_rel_rmse, out, report);

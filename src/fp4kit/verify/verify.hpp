@@ -74,6 +74,7 @@ struct VerifyReport {
   uint64_t expected_bytes = 0;    // the same if every module declared NVFP4 really were NVFP4
   std::vector<int> supported_tp;  // of 1, 2, 4, 8
 
+  bool structural = false;  // the tensor checks ran (false when no NVFP4 config was found)
   // Numeric comparison (only when a source was given).
   bool numeric = false;
   std::filesystem::path source;
