@@ -71,7 +71,9 @@ uint64_t write_synthetic_moe(const fs::path& dir, const SyntheticMoeSpec& s) {
   std::vector<Weight> w;
   const uint64_t H = s.hidden, I = s.moe_intermediate, E = s.experts;
   const uint64_t q = s.heads * s.head_dim, kv = s.kv_heads * s.head_dim;
-  w.push_back({"model.embed_tokens.weight", {uint64_t(s.vocab), H}});
+  // Embeddings and lm_head wide enough that next-token distributions are peaked, so top-1
+  // agreement and KL divergence in the demo's eval mean something.
+  w.push_back({"model.embed_tokens.weight", {uint64_t(s.vocab), H}, Weight::Normal, 1.0f});
   for (int64_t l = 0; l < s.layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     w.push_back({p + "input_layernorm.weight", {H}, Weight::Ones});
@@ -107,7 +109,8 @@ uint64_t write_synthetic_moe(const fs::path& dir, const SyntheticMoeSpec& s) {
     }
   }
   w.push_back({"model.norm.weight", {H}, Weight::Ones});
-  if (!s.tie_embeddings) w.push_back({"lm_head.weight", {uint64_t(s.vocab), H}});
+  if (!s.tie_embeddings)
+    w.push_back({"lm_head.weight", {uint64_t(s.vocab), H}, Weight::Normal, 0.1f});
   std::sort(w.begin(), w.end(), [](const Weight& a, const Weight& b) { return a.name < b.name; });
 
   std::vector<TensorSpec> specs;
