@@ -84,6 +84,7 @@ TEST(Classify, OutsideTheLayers) {
   TensorClass v = classify("qwen3_5_moe", "model.visual.blocks.0.attn.qkv.weight", {192, 64});
   EXPECT_EQ(v.role, Role::Vision);
   EXPECT_EQ(v.subtree, "model.visual");
+  EXPECT_EQ(v.layer, -1);  // vision block 0 is not decoder layer 0
   EXPECT_TRUE(v.linear_weight);
   EXPECT_FALSE(classify("qwen3_5_moe", "model.visual.patch_embed.proj.weight", {64, 3, 2, 16, 16})
                    .linear_weight);

@@ -130,8 +130,14 @@ TensorClass TensorClassifier::classify(const TensorMeta& t) const {
     c.layer_prefix = join(segs, 0, layer_seg + 2) + ".";
   }
 
+  // Vision towers and "mtp.*" number their own blocks: those indices are not decoder layers.
+  auto leave_the_layers = [&c]() {
+    c.layer = -1;
+    c.layer_prefix.clear();
+  };
   for (size_t i = 0; i < segs.size(); ++i) {
     if (is_vision_segment(segs[i])) {
+      leave_the_layers();
       c.role = Role::Vision;
       c.rule = fmt::format("vision/audio part ('{}')", segs[i]);
       c.subtree = join(segs, 0, i + 1);
@@ -139,6 +145,7 @@ TensorClass TensorClassifier::classify(const TensorMeta& t) const {
       return c;
     }
     if (segs[i] == "mtp") {
+      leave_the_layers();
       c.role = Role::Mtp;
       c.rule = "multi-token-prediction part ('mtp')";
       c.subtree = join(segs, 0, i + 1);
