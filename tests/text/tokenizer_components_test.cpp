@@ -125,6 +125,23 @@ TEST(Regex, UnicodePropertiesAndEmptyMatches) {
             std::string::npos);
 }
 
+TEST(Regex, WhitespaceIsUnicodeWhiteSpaceAsInOniguruma) {
+  // U+180E MONGOLIAN VOWEL SEPARATOR has not been White_Space since Unicode 6.3, but PCRE2's \s
+  // still matches it; HF tokenizers (Oniguruma) does not. U+0085 and U+3000 are White_Space.
+  const std::string mvs = "\xE1\xA0\x8E", nel = "\xC2\x85", ideo = "\xE3\x80\x80";
+  const Regex space(R"(\s+)", "test");
+  EXPECT_TRUE(space.find_all(mvs).empty());
+  EXPECT_EQ(space.find_all(nel + ideo + " \t\n").size(), 1u);
+  const Regex other(R"([^\s\p{L}\p{N}]+)", "test");  // as in the Qwen / Llama-3 split regex
+  ASSERT_EQ(other.find_all(mvs + "(").size(), 1u);
+  EXPECT_EQ(other.find_all(mvs + "(")[0], (std::pair<size_t, size_t>{0, 4}));
+  const Regex not_space(R"(\S)", "test");
+  EXPECT_EQ(not_space.find_all(mvs).size(), 1u);
+  // Escaped backslashes and literal ']' first in a class are kept as they are.
+  EXPECT_EQ(with_oniguruma_spaces(R"(\\s[]\s])"),
+            R"(\\s[]\x{09}-\x{0D}\x{20}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}])");
+}
+
 TEST(BpeModel, MergesByRankLowestFirst) {
   TempDir dir;
   // Ranks: "b c" = 0, "a b" = 1, "a bc" = 2. For "abc", (b,c) wins over (a,b) -> a|bc -> abc.

@@ -29,13 +29,60 @@ pcre2_match_data* thread_match_data() {
 
 }  // namespace
 
-Regex::Regex(const std::string& pattern, const std::string& context) : pattern_(pattern) {
+std::string with_oniguruma_spaces(std::string_view p) {
+  // Unicode White_Space, which is Oniguruma's \s for UTF-8.
+  static constexpr std::string_view kSpaces =
+      R"(\x{09}-\x{0D}\x{20}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
+  std::string out;
+  out.reserve(p.size() + 64);
+  bool in_class = false;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const char c = p[i];
+    if (c == '\\' && i + 1 < p.size()) {
+      const char e = p[i + 1];
+      ++i;
+      if (e == 's') {
+        if (in_class) out += kSpaces;
+        else out += "[" + std::string(kSpaces) + "]";
+      } else if (e == 'S' && !in_class) {
+        out += "[^" + std::string(kSpaces) + "]";
+      } else {
+        out.push_back('\\');
+        out.push_back(e);
+      }
+      continue;
+    }
+    if (!in_class && c == '[') {
+      in_class = true;
+      out.push_back(c);
+      // A ']' right after '[' or '[^' is a literal member, not the end of the class.
+      if (i + 1 < p.size() && p[i + 1] == '^') out.push_back(p[++i]);
+      if (i + 1 < p.size() && p[i + 1] == ']') out.push_back(p[++i]);
+      continue;
+    }
+    if (in_class && c == '[' && i + 1 < p.size() && p[i + 1] == ':') {
+      // POSIX class such as [:alpha:]: copy through its closing ":]".
+      const size_t end = p.find(":]", i + 2);
+      if (end != std::string_view::npos) {
+        out.append(p.substr(i, end + 2 - i));
+        i = end + 1;
+        continue;
+      }
+    }
+    if (in_class && c == ']') in_class = false;
+    out.push_back(c);
+  }
+  return out;
+}
+
+Regex::Regex(const std::string& original, const std::string& context) : pattern_(original) {
+  const std::string pattern = with_oniguruma_spaces(original);
   int error = 0;
   PCRE2_SIZE offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
                                    PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
   if (code == nullptr)
-    throw Error(context + ": regex /" + pattern + "/ does not compile with PCRE2 at offset " +
+    throw Error(context + ": regex /" + original + "/ does not compile with PCRE2 at offset " +
                 std::to_string(offset) + ": " + pcre2_message(error));
   // JIT is an optimisation only; without it pcre2_match interprets.
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);

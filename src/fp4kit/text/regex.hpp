@@ -1,8 +1,11 @@
 #pragma once
 // A compiled PCRE2 pattern in UTF + UCP mode (\p{L}, \s, \w follow Unicode properties), as the
-// Hugging Face pre-tokenizer regexes require. Matching follows the iteration rule of the
-// Oniguruma binding `tokenizers` uses: non-overlapping, left to right, and an empty match right
-// where the previous match ended is skipped.
+// Hugging Face pre-tokenizer regexes require. `tokenizers` runs them with Oniguruma, so:
+//   * \s and \S are rewritten to Oniguruma's meaning, the Unicode White_Space property: PCRE2
+//     also counts U+180E MONGOLIAN VOWEL SEPARATOR as space (an old Unicode rule), which changed
+//     how " \u180e" splits in Qwen3 (see with_oniguruma_spaces);
+//   * matching follows the Oniguruma binding's iteration: non-overlapping, left to right, and an
+//     empty match right where the previous match ended is skipped.
 #include <cstddef>
 #include <functional>
 #include <string>
@@ -29,6 +32,10 @@ class Regex {
   std::string pattern_;
   void* code_ = nullptr;  // pcre2_code_8*, kept opaque so users need no PCRE2 headers
 };
+
+// Rewrites \s / \S (outside and inside character classes; \S inside a class is left alone) to
+// an explicit White_Space class.
+std::string with_oniguruma_spaces(std::string_view pattern);
 
 // Escapes a literal string for use inside a PCRE2 pattern.
 std::string regex_escape(std::string_view literal);

@@ -9,6 +9,11 @@
 // Unsupported components (Unigram, WordPiece, BertNormalizer, ...) throw fp4kit::Error naming
 // the file and the component. Thread-safe: encode/decode may run concurrently.
 //
+// Known limit: regex character properties come from PCRE2 10.42 (Unicode 14) where `tokenizers`
+// uses Oniguruma with Unicode 16, so text containing characters first assigned in Unicode 15/16
+// (e.g. CJK Extension H, Kaktovik numerals, Garay) can split differently; on 20,000 random
+// strings over all code points this was the only remaining difference (7 strings).
+//
 // BOS/EOS: bos_id() comes from tokenizer_config.json "bos_token" when that key exists (null
 // means none, as for Qwen), otherwise generation_config.json "bos_token_id". eos_ids() lists
 // generation_config.json "eos_token_id" (int or list) and tokenizer_config.json "eos_token".
