@@ -58,7 +58,7 @@ RopeParams RopeParams::from_config(const nlohmann::json& cfg, double rope_theta,
     if (rs.contains("rope_type") && rs["rope_type"].is_string()) type = rs["rope_type"];
     else if (rs.contains("type") && rs["type"].is_string()) type = rs["type"];
     if (!type.empty()) p.type = type;
-    p.factor = num(rs, "factor", 1.0);
+    p.factor = num(rs, "factor", 0.0);  // 0 = absent (yarn derives it)
     p.low_freq_factor = num(rs, "low_freq_factor", 1.0);
     p.high_freq_factor = num(rs, "high_freq_factor", 4.0);
     p.original_max_position_embeddings = num(rs, "original_max_position_embeddings", 0.0);
@@ -69,6 +69,7 @@ RopeParams RopeParams::from_config(const nlohmann::json& cfg, double rope_theta,
     p.attention_factor = num(rs, "attention_factor", 0.0);
     if (rs.contains("truncate") && rs["truncate"].is_boolean()) p.truncate = rs["truncate"];
   }
+  if (p.type != "yarn" && p.factor == 0.0) p.factor = 1.0;
   if (p.type != "default" && p.type != "linear" && p.type != "llama3" && p.type != "yarn")
     throw Error(label + ": rope type '" + p.type +
                 "' is not supported by the engine (supported: default, linear, llama3, yarn)");
@@ -98,9 +99,10 @@ Rope::Rope(const RopeParams& p) {
       f = out;
     }
   } else if (p.type == "yarn") {
-    double factor = p.factor;
     double orig = p.original_max_position_embeddings > 0 ? p.original_max_position_embeddings
                                                          : p.max_position_embeddings;
+    // transformers: a missing factor is max_position_embeddings / original_max_position_embeddings.
+    double factor = p.factor > 0.0 ? p.factor : p.max_position_embeddings / orig;
     double attention = p.attention_factor;
     if (attention == 0.0) {
       if (p.mscale != 0.0 && p.mscale_all_dim != 0.0)
