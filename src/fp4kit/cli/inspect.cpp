@@ -1,13 +1,193 @@
-// fp4kit inspect (placeholder until its issue lands: fails loudly, never pretends).
+// fp4kit inspect DIR [--json]: what a checkpoint holds (tensors, dtypes, model family, config
+// summary, quantization config) without loading any weights.
+#include <fmt/core.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+
 #include "fp4kit/cli/commands.hpp"
 #include "fp4kit/error.hpp"
+#include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/model/config.hpp"
 
 namespace fp4kit::cli {
 
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+struct InspectOptions {
+  std::string dir;
+  bool as_json = false;
+};
+
+std::string human_bytes(uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024.0 && u < 4) v /= 1024.0, ++u;
+  return u == 0 ? fmt::format("{} B", n) : fmt::format("{:.2f} {}", v, units[u]);
+}
+
+// Quantization configs a checkpoint may already carry: transformers' quantization_config in
+// config.json (compressed-tensors, modelopt, fp8, gptq, awq, ...) and ModelOpt's
+// hf_quant_config.json.
+json detect_quantization(const Checkpoint& ck) {
+  json found = json::array();
+  if (auto qc = ck.config().find("quantization_config");
+      qc != ck.config().end() && qc->is_object()) {
+    json q = {{"source", "config.json quantization_config"}};
+    for (const char* k : {"quant_method", "quant_algo", "format", "bits", "weight_block_size"})
+      if (qc->contains(k)) q[k] = (*qc)[k];
+    q["raw"] = *qc;
+    found.push_back(q);
+  }
+  const fs::path hf = ck.dir() / "hf_quant_config.json";
+  std::error_code ec;
+  if (fs::is_regular_file(hf, ec)) {
+    json doc;
+    try {
+      std::ifstream in(hf);
+      doc = json::parse(in);
+    } catch (const json::exception& e) {
+      throw Error(fmt::format("{}: invalid JSON: {}", hf.string(), e.what()));
+    }
+    json q = {{"source", "hf_quant_config.json"}};
+    if (doc.contains("producer") && doc["producer"].is_object() &&
+        doc["producer"].contains("name"))
+      q["quant_method"] = doc["producer"]["name"];
+    if (doc.contains("quantization") && doc["quantization"].is_object())
+      for (const char* k : {"quant_algo", "kv_cache_quant_algo", "group_size"})
+        if (doc["quantization"].contains(k)) q[k] = doc["quantization"][k];
+    q["raw"] = doc;
+    found.push_back(q);
+  }
+  return found;
+}
+
+json model_summary(const Checkpoint& ck) {
+  if (!ck.has_config()) return nullptr;
+  const ModelConfig c = ModelConfig::parse(ck.config(), (ck.dir() / "config.json").string());
+  return {{"model_type", c.model_type},
+          {"outer_model_type", c.outer_model_type},
+          {"architectures", c.architectures},
+          {"num_hidden_layers", c.num_hidden_layers},
+          {"hidden_size", c.hidden_size},
+          {"num_experts", c.num_experts},
+          {"num_experts_per_tok", c.num_experts_per_tok},
+          {"dtype", c.dtype}};
+}
+
+json build_report(const Checkpoint& ck) {
+  json r;
+  r["path"] = ck.dir().string();
+  r["shards"] = json::array();
+  for (const auto& s : ck.shards()) r["shards"].push_back(s->path().filename().string());
+  r["tensors"] = json::array();
+  std::map<std::string, std::pair<uint64_t, uint64_t>> by_dtype;  // count, bytes
+  for (const auto& name : ck.tensor_names()) {
+    const TensorInfo& t = ck.info(name);
+    r["tensors"].push_back({{"name", name},
+                            {"dtype", std::string(dtype_name(t.dtype))},
+                            {"shape", t.shape},
+                            {"bytes", t.nbytes()},
+                            {"shard", ck.file_of(name).path().filename().string()}});
+    auto& d = by_dtype[std::string(dtype_name(t.dtype))];
+    d.first += 1;
+    d.second += t.nbytes();
+  }
+  r["totals_by_dtype"] = json::object();
+  for (const auto& [dt, v] : by_dtype)
+    r["totals_by_dtype"][dt] = {{"tensors", v.first}, {"bytes", v.second}};
+  r["total_tensors"] = ck.tensor_names().size();
+  r["total_bytes"] = ck.total_bytes();
+  r["model"] = model_summary(ck);
+  r["quantization"] = detect_quantization(ck);
+  r["sidecar_files"] = json::array();
+  for (const auto& p : ck.sidecar_files()) r["sidecar_files"].push_back(p.generic_string());
+  r["metadata"] = ck.shards().empty() ? json::object() : json(ck.shards()[0]->metadata());
+  return r;
+}
+
+std::string or_none(const std::string& s) { return s.empty() ? "(none)" : s; }
+
+void print_text(const json& r) {
+  fmt::print("checkpoint: {}\n", r["path"].get<std::string>());
+  fmt::print("shards: {}\n", r["shards"].size());
+  fmt::print("tensors: {}, {} ({} bytes)\n", r["total_tensors"].get<uint64_t>(),
+             human_bytes(r["total_bytes"].get<uint64_t>()), r["total_bytes"].get<uint64_t>());
+
+  const json& m = r["model"];
+  if (m.is_null()) {
+    fmt::print("model: (no config.json)\n");
+  } else {
+    std::vector<std::string> archs = m["architectures"].get<std::vector<std::string>>();
+    fmt::print("model: model_type {}", or_none(m["model_type"].get<std::string>()));
+    if (m["outer_model_type"] != m["model_type"])
+      fmt::print(" (inside {})", or_none(m["outer_model_type"].get<std::string>()));
+    fmt::print(", architectures {}\n", archs.empty() ? "(none)" : fmt::format("{}", fmt::join(archs, ",")));
+    fmt::print("  layers {}, hidden {}, experts {}", m["num_hidden_layers"].get<int64_t>(),
+               m["hidden_size"].get<int64_t>(), m["num_experts"].get<int64_t>());
+    if (m["num_experts"].get<int64_t>() > 0)
+      fmt::print(" ({} per token)", m["num_experts_per_tok"].get<int64_t>());
+    fmt::print(", dtype {}\n", or_none(m["dtype"].get<std::string>()));
+  }
+
+  if (r["quantization"].empty()) fmt::print("quantization: none\n");
+  for (const json& q : r["quantization"]) {
+    fmt::print("quantization ({}):", q["source"].get<std::string>());
+    for (const char* k : {"quant_method", "quant_algo", "format", "kv_cache_quant_algo"})
+      if (q.contains(k)) fmt::print(" {}={}", k, q[k].is_string() ? q[k].get<std::string>() : q[k].dump());
+    fmt::print("\n");
+  }
+
+  fmt::print("\ntotals by dtype:\n");
+  for (const auto& [dt, v] : r["totals_by_dtype"].items())
+    fmt::print("  {:<8} {:>8} tensors {:>16} bytes  {}\n", dt, v["tensors"].get<uint64_t>(),
+               v["bytes"].get<uint64_t>(), human_bytes(v["bytes"].get<uint64_t>()));
+
+  size_t wname = 4, wshape = 5;
+  std::vector<std::string> shapes;
+  for (const json& t : r["tensors"]) {
+    shapes.push_back(fmt::format("[{}]", fmt::join(t["shape"].get<std::vector<uint64_t>>(), ",")));
+    wname = std::max(wname, t["name"].get_ref<const std::string&>().size());
+    wshape = std::max(wshape, shapes.back().size());
+  }
+  fmt::print("\n{:<{}}  {:<8} {:<{}} {:>14}  {}\n", "name", wname, "dtype", "shape", wshape, "bytes",
+             "shard");
+  size_t i = 0;
+  for (const json& t : r["tensors"])
+    fmt::print("{:<{}}  {:<8} {:<{}} {:>14}  {}\n", t["name"].get<std::string>(), wname,
+               t["dtype"].get<std::string>(), shapes[i++], wshape, t["bytes"].get<uint64_t>(),
+               t["shard"].get<std::string>());
+
+  if (!r["sidecar_files"].empty()) {
+    fmt::print("\nsidecar files ({}):\n", r["sidecar_files"].size());
+    for (const json& s : r["sidecar_files"]) fmt::print("  {}\n", s.get<std::string>());
+  }
+}
+
+}  // namespace
+
 Command add_inspect(CLI::App& app) {
-  auto* sub = app.add_subcommand("inspect", "inspect (not implemented yet)");
-  sub->allow_extras();
-  return {sub, [] () -> int { throw Error("'inspect' is not implemented yet"); }};
+  auto opts = std::make_shared<InspectOptions>();
+  auto* sub = app.add_subcommand(
+      "inspect", "List a checkpoint's tensors, dtypes, model family and quantization config");
+  sub->add_option("DIR", opts->dir, "checkpoint directory (or one .safetensors file)")->required();
+  sub->add_flag("--json", opts->as_json, "print one JSON document for machines");
+  return {sub, [opts]() -> int {
+            auto ck = Checkpoint::open(opts->dir);
+            const json report = build_report(*ck);
+            if (opts->as_json)
+              fmt::print("{}\n", report.dump(2));
+            else
+              print_text(report);
+            return 0;
+          }};
 }
 
 }  // namespace fp4kit::cli
