@@ -102,6 +102,7 @@ class Run:
     modelopt: Path
     fp4kit_runs: dict = field(default_factory=dict)  # label -> output dir
     stats: Path | None = None
+    parity_args: list = field(default_factory=list)  # fp4kit options that match ModelOpt's run
 
 
 _RUNS: dict = {}
@@ -146,13 +147,10 @@ def get_run(family: str, mode: str, root: Path) -> Run:
     with torch.no_grad():
         export_hf_checkpoint(model, export_dir=run.modelopt)
     del model
-    if family == "qwen3_5_moe":
-        run.fp4kit_runs["parity"] = fp4kit_quantize(src, work / "fp4kit-parity",
-                                                    extra + ["--quantize-linear-attn"])
-        run.fp4kit_runs["default"] = fp4kit_quantize(src, work / "fp4kit-default", extra)
-    else:
-        run.fp4kit_runs["parity"] = run.fp4kit_runs["default"] = fp4kit_quantize(
-            src, work / "fp4kit", extra)
+    run.parity_args = extra + (["--quantize-linear-attn"] if family == "qwen3_5_moe" else [])
+    run.fp4kit_runs["parity"] = fp4kit_quantize(src, work / "fp4kit-parity", run.parity_args)
+    run.fp4kit_runs["default"] = (fp4kit_quantize(src, work / "fp4kit-default", extra)
+                                  if family == "qwen3_5_moe" else run.fp4kit_runs["parity"])
     _RUNS[key] = run
     return run
 
@@ -264,3 +262,154 @@ def test_qwen3_5_linear_attention_kept_by_default(runs_root, mode):
         assert torch.equal(ours[f"{m}.weight"], src[f"{m}.weight"]), m
     assert kept <= excluded_modules(run.fp4kit_runs["default"], kept)
     check_same_quantized_tensors(ours, theirs, q_ours, f"qwen3_5_moe {mode} default")
+
+
+# ---------------------------------------------------------------------------------------------
+# compressed-tensors (format B)
+
+def format_b(run: Run) -> Path:
+    """fp4kit's compressed-tensors output with the same options as its ModelOpt-format run."""
+    if "ct" not in run.fp4kit_runs:
+        run.fp4kit_runs["ct"] = fp4kit_quantize(
+            run.src, run.modelopt.parent / "fp4kit-ct",
+            run.parity_args + ["--format", "compressed-tensors"])
+    return run.fp4kit_runs["ct"]
+
+
+GLOBAL_SCALES = re.compile(r".*\.(weight_global_scale|input_global_scale)$")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compressed_tensors_converter_on_format_a_gives_format_b(runs_root, tmp_path, family, mode):
+    """compressed-tensors' own ModelOpt -> compressed-tensors converter (rename + reciprocal
+    globals), applied to fp4kit's format A, must give fp4kit's format B: same tensors, same bytes.
+    One allowed difference: the converter keeps ModelOpt's 0-d global scales, fp4kit writes shape
+    [1] as llm-compressor does (spec section 6); the 4 bytes must be equal."""
+    from compressed_tensors.entrypoints.convert.convert_checkpoint import convert_checkpoint
+    from compressed_tensors.entrypoints.convert.converters.modelopt_nvfp4 import (
+        ModelOptNvfp4Converter)
+    run = get_run(family, mode, runs_root)
+    ours_b = format_b(run)
+    qc_b = json.loads((ours_b / "config.json").read_text())["quantization_config"]
+    converted = tmp_path / "converted"
+    convert_checkpoint(run.fp4kit_runs["parity"], converted,
+                       ModelOptNvfp4Converter(ignore=qc_b["ignore"], targets=["Linear"]),
+                       max_workers=1, device="cpu")
+    theirs, ours = read_tensors(converted), read_tensors(ours_b)
+    assert sorted(ours) == sorted(theirs), (f"only fp4kit: {sorted(set(ours) - set(theirs))}; "
+                                            f"only converter: {sorted(set(theirs) - set(ours))}")
+    assert any(k.endswith(".weight_packed") for k in ours)
+    for name in sorted(theirs):
+        a, b = ours[name], theirs[name]
+        assert a.dtype == b.dtype, f"{name}: {a.dtype} vs {b.dtype}"
+        if GLOBAL_SCALES.match(name):
+            assert tuple(a.shape) == (1,) and b.numel() == 1, f"{name}: shape {list(a.shape)}"
+        else:
+            assert tuple(a.shape) == tuple(b.shape), f"{name}: {list(a.shape)} vs {list(b.shape)}"
+        assert raw(a) == raw(b), f"{name}: fp4kit {a.flatten()[:4]} vs converter {b.flatten()[:4]}"
+
+    if mode == "w4a4":  # the converter always declares W4A4 NVFP4, so its config is for W4A4 only
+        qc_conv = json.loads((converted / "config.json").read_text())["quantization_config"]
+        assert qc_b["format"] == qc_conv["format"] == "nvfp4-pack-quantized"
+        assert qc_b["quant_method"] == qc_conv["quant_method"] == "compressed-tensors"
+        [group_b] = qc_b["config_groups"].values()
+        [group_conv] = qc_conv["config_groups"].values()
+        for part in ("weights", "input_activations"):
+            for key in ("num_bits", "type", "symmetric", "strategy", "group_size", "dynamic"):
+                assert group_b[part][key] == group_conv[part][key], f"{part}.{key}"
+
+
+def fp4kit_dequantize(packed: torch.Tensor, scale: torch.Tensor, s2: torch.Tensor, work: Path):
+    """fp4kit's nvfp4_dequantize (build/fp4kit-nvfp4 --dequantize) as float32 [rows, cols]."""
+    work.mkdir(parents=True, exist_ok=True)
+    rows, cols = packed.shape[0], packed.shape[1] * 2
+    (work / "weight.bin").write_bytes(raw(packed))
+    (work / "weight_scale.bin").write_bytes(raw(scale))
+    (work / "weight_scale_2.bin").write_bytes(raw(s2.float().reshape(())))
+    run_checked([require_executable(tool_path("nvfp4")), "--dequantize", work, "--rows", rows,
+                 "--cols", cols])
+    return torch.from_numpy(np.fromfile(work / "dequant.bin", np.float32).reshape(rows, cols))
+
+
+def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Largest distance in units in the last place between same-signed float tensors."""
+    int_t = {torch.float32: torch.int32, torch.bfloat16: torch.int16}[a.dtype]
+    return (a.view(int_t).long() - b.view(int_t).long()).abs().max().item()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", ["llama", "qwen3_moe", "deepseek_v3"])
+def test_compressed_tensors_decompression_equals_fp4kit_dequantization(runs_root, tmp_path,
+                                                                      family, mode):
+    """compressed-tensors' NVFP4 decompression of fp4kit's format B against fp4kit's
+    dequantization (w = e2m1 * scale * s2, from format A) for every quantized linear.
+
+    Not bit-exact by construction: format B stores 1/s2 and compressed-tensors computes
+    code * (scale / (1/s2)), two more roundings than fp4kit's product. So: its float32 path within
+    2 float32 ulps, and its default decompressor (bfloat16) within 1 bfloat16 ulp of fp4kit's value
+    rounded to bfloat16. A wrong code, block scale or global scale is off by far more."""
+    from compressed_tensors.compressors.nvfp4.base import NVFP4PackedCompressor
+    from compressed_tensors.compressors.nvfp4.helpers import unpack_fp4_from_uint8
+    from compressed_tensors.quantization import QuantizationConfig
+    from compressed_tensors.quantization.lifecycle.forward import dequantize
+    run = get_run(family, mode, runs_root)
+    b_dir = format_b(run)
+    qc = QuantizationConfig.model_validate(
+        json.loads((b_dir / "config.json").read_text())["quantization_config"])
+    [scheme] = qc.config_groups.values()
+    b, a = read_tensors(b_dir), read_tensors(run.fp4kit_runs["parity"])
+    modules = sorted(k[: -len(".weight_packed")] for k in b if k.endswith(".weight_packed"))
+    assert modules
+    for i, m in enumerate(modules):
+        packed, scale, gscale = (b[f"{m}.weight_packed"], b[f"{m}.weight_scale"],
+                                 b[f"{m}.weight_global_scale"])
+        ref = fp4kit_dequantize(a[f"{m}.weight"], a[f"{m}.weight_scale"], a[f"{m}.weight_scale_2"],
+                                tmp_path / str(i))
+        rows, cols = ref.shape
+        codes = unpack_fp4_from_uint8(packed, rows, cols, dtype=torch.float32)
+        w32 = dequantize(codes, scale.float(), args=scheme.weights, dtype=torch.float32,
+                         global_scale=gscale)
+        assert w32.shape == ref.shape, m
+        assert ulp_distance(w32, ref) <= 2, f"{m}: float32 decompression off by > 2 ulp"
+        w16 = NVFP4PackedCompressor.decompress(
+            {"weight_packed": packed, "weight_scale": scale, "weight_global_scale": gscale},
+            scheme)["weight"]
+        assert w16.dtype == torch.bfloat16
+        assert ulp_distance(w16, ref.to(torch.bfloat16)) <= 1, f"{m}: bf16 decompression off"
+
+
+def test_format_b_dense_model_loads_in_transformers(runs_root):
+    """A dense model in format B (weight-only and W4A4) loads in transformers on CPU through
+    compressed-tensors; weight-only logits equal those of the source model with fp4kit's
+    dequantized weights put in, and both stay close to the source model's logits."""
+    from transformers import AutoModelForCausalLM
+    ids = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(5))
+    logits = {}
+    for mode in MODES:
+        run = get_run("llama", mode, runs_root)
+        model, info = AutoModelForCausalLM.from_pretrained(format_b(run), dtype=torch.bfloat16,
+                                                           output_loading_info=True)
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+            assert not info[kind], f"{mode} {kind}: {info[kind]}"
+        with torch.no_grad():
+            logits[mode] = model(ids).logits.float()
+
+    run = get_run("llama", "w4a16", runs_root)
+    source = AutoModelForCausalLM.from_pretrained(run.src, dtype=torch.bfloat16)
+    a = read_tensors(run.fp4kit_runs["parity"])
+    with torch.no_grad():
+        src_logits = source(ids).logits.float()
+        params = dict(source.named_parameters())
+        for i, m in enumerate(sorted(quantized_modules(a))):
+            params[f"{m}.weight"].copy_(fp4kit_dequantize(
+                a[f"{m}.weight"], a[f"{m}.weight_scale"], a[f"{m}.weight_scale_2"],
+                runs_root / "llama-dq" / str(i)).to(torch.bfloat16))
+        dq_logits = source(ids).logits.float()
+
+    def rel(x, y):
+        return ((x - y).norm() / y.norm()).item()
+    assert rel(logits["w4a16"], dq_logits) < 1e-2, rel(logits["w4a16"], dq_logits)
+    for mode in MODES:
+        cos = torch.nn.functional.cosine_similarity(logits[mode].flatten(), src_logits.flatten(), 0)
+        assert cos > 0.9, f"{mode}: cosine {cos:.3f} to the source logits"
