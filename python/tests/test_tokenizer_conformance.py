@@ -220,3 +220,19 @@ def test_random_strings(hf, tokenize_tool, shared_data, tmp_path, rel):
     ref_tok = hf.Tokenizer.from_file(str(shared_data / rel))
     ref = [ref_tok.decode(ref_tok.encode(s).ids, skip_special_tokens=False) for s in strings[:1000]]
     assert ours(tokenize_tool, shared_data / rel, strings[:1000], tmp_path, "--decode") == ref
+
+
+def test_qwen3_random_combining_sequences(hf, tokenize_tool, shared_data, tmp_path):
+    """NFC on text dense with combining marks of every Unicode version: `tokenizers` normalizes with
+    Unicode 9.0 tables (marks assigned later are not reordered); fp4kit must do the same."""
+    import random
+
+    rng = random.Random(11)
+    marks = (list(range(0x300, 0x370)) + list(range(0x1AB0, 0x1AC0)) + list(range(0x1DC0, 0x1E00))
+             + list(range(0x20D0, 0x20F0)) + [0x3099, 0x309A, 0x0E38, 0x05B0, 0x0651, 0x093C, 0x094D, 0x0F71])
+    bases = (list(range(0x41, 0x5B)) + list(range(0xC0, 0x250)) + list(range(0x1100, 0x1113))
+             + list(range(0x1161, 0x1176)) + list(range(0x11A8, 0x11C3)) + list(range(0xAC00, 0xAC40))
+             + list(range(0x3040, 0x30FF)) + list(range(0x0391, 0x03CA)) + list(range(0x1E00, 0x1F00)) + [0x20, 0x0915])
+    strings = ["".join(chr(rng.choice(bases if rng.random() < 0.5 else marks)) for _ in range(rng.randint(1, 25)))
+               for _ in range(5000)]
+    compare(tokenize_tool, shared_data / "tokenizers" / "qwen3" / "tokenizer.json", strings, tmp_path, hf)

@@ -9,7 +9,8 @@ namespace fp4kit::text {
 
 enum class NormalForm { NFC, NFD, NFKC, NFKD };
 
-// Returns `s` (valid UTF-8) in the given normal form.
+// Returns `s` (valid UTF-8) in the given normal form, as Unicode 9.0 defines it (the version
+// Hugging Face `tokenizers` uses; characters assigned later pass through unchanged).
 std::string normalize_unicode(std::string_view s, NormalForm form);
 
 // Full Unicode lowercase mapping (root locale), as Rust's str::to_lowercase.
