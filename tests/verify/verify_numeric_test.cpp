@@ -1,6 +1,8 @@
 // verify --source: every quantized tensor dequantized and compared with the source.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/verify/numeric_checks.hpp"
 #include "fp4kit/verify/verify.hpp"
@@ -95,6 +97,22 @@ TEST(VerifyNumeric, WrongGlobalScaleIsCaught) {
   EXPECT_EQ(r.count(Finding::Error), 1u) << dump_findings(r);
   // Structurally the checkpoint is fine: only the comparison with the source sees it.
   EXPECT_TRUE(verify_mem(m).ok());
+}
+
+TEST(VerifyNumeric, TinyGroupMemberDestroyedBySharedScaleIsCaught) {
+  // Like stories260k-qwen3moe: q/k scaled by 2^-24 share s2 with v (spec section 3), so their block
+  // scales fall to the E4M3 floor 2^-9 and the weights are lost, although every byte is a correct
+  // encoding under that s2.
+  SourceAndOut t;
+  for (const char* m : {"q_proj", "k_proj"})
+    for (auto& x : t.src.at(std::string("model.layers.1.self_attn.") + m + ".weight").data)
+      x = std::ldexp(x, -24);
+  const auto r = t.verify(build_nvfp4(t.src));
+  EXPECT_FINDING(r, Error, "numeric.error", "model.layers.1.self_attn.q_proj");
+  EXPECT_FINDING(r, Error, "numeric.error", "model.layers.1.self_attn.k_proj");
+  EXPECT_FALSE(has_finding(r, Finding::Error, "numeric.error", "model.layers.1.self_attn.v_proj"));
+  EXPECT_NE(dump_findings(r).find("underflow"), std::string::npos) << dump_findings(r);
+  EXPECT_TRUE(verify_mem(build_nvfp4(t.src)).ok());  // structurally nothing is wrong
 }
 
 TEST(VerifyNumeric, ZeroScaleOnlyWhereSourceBlockIsZero) {

@@ -188,6 +188,18 @@ TEST(VerifyBroken, RouterNotListedAsExcluded) {
   EXPECT_FINDING(r, Error, "exclude.unlisted", "model.layers.1.mlp.gate");
 }
 
+TEST(VerifyBroken, LmHeadNotListedAsExcluded) {
+  // ModelOpt: vLLM builds lm_head as an NVFP4 layer unless excluded (ModelOptNvFp4LMHeadMethod).
+  auto m = good();
+  m.remove_exclusion("lm_head");
+  EXPECT_FINDING(verify_mem(m), Error, "exclude.unlisted", "lm_head");
+  // compressed-tensors targets "Linear" by class name, which vLLM's ParallelLMHead is not.
+  auto b = good(Format::CompressedTensors);
+  b.remove_exclusion("lm_head");
+  const auto rb = verify_mem(b);
+  EXPECT_TRUE(rb.ok()) << dump_findings(rb);
+}
+
 TEST(VerifyBroken, ExcludedLmHeadCarriesInputScale) {
   auto m = good();
   m.tensors["lm_head.input_scale"] = {DType::F32, {}, f32_bytes(0.001f)};

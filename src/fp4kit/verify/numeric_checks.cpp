@@ -24,16 +24,31 @@ const uint8_t* slice_ptr(const Checkpoint& src, const SourceSlice& s) {
   return src.bytes(s.tensor->name).data() + s.offset_elems * dtype_size(s.tensor->dtype);
 }
 
+struct Reference {
+  double rel_rmse = 0;
+  float s2 = 0;  // the global scale of the tensor's own amax
+};
+
 // The error a correct round-to-nearest encoding of this very tensor has (s2 from its own amax).
-std::optional<double> reference_rel_rmse(const void* src, DType dtype, uint64_t rows, uint64_t cols) {
+std::optional<Reference> reference_encoding(const void* src, DType dtype, uint64_t rows, uint64_t cols) {
   try {
     const float s2 = nvfp4_global_scale(tensor_amax(src, dtype, rows, cols));
     std::vector<uint8_t> packed(rows * cols / 2), scales(rows * cols / 16);
     nvfp4_quantize(src, dtype, rows, cols, s2, packed.data(), scales.data());
-    return nvfp4_distortion(src, dtype, rows, cols, packed.data(), scales.data(), s2).rel_rmse();
+    return Reference{
+        nvfp4_distortion(src, dtype, rows, cols, packed.data(), scales.data(), s2).rel_rmse(), s2};
   } catch (const Error&) {
     return std::nullopt;  // NaN/Inf in the source: no reference
   }
+}
+
+// Why a tensor may be far off although its bytes are a correct encoding: a global scale shared
+// with much larger fusion-group members pushes its block scales to the E4M3 floor (2^-9).
+std::string shared_scale_hint(float s2, const std::optional<Reference>& ref) {
+  if (!ref || ref->s2 <= 0 || s2 < 16 * ref->s2) return "";
+  return fmt::format("; its global scale {:.4g} is {:.3g}x what its own amax needs (a fusion group "
+                     "shares it), so its block scales underflow E4M3: keep the group unquantized",
+                     s2, s2 / ref->s2);
 }
 
 // Zero block scales are only right where the source block is all zero (spec 9.6).
@@ -174,19 +189,20 @@ void run_numeric_checks(const Checkpoint& ckpt, const Checkpoint& source,
     st.rounded_to_zero = d.rounded_to_zero;
     check_zero_scales(source, s, m, ms, out);
     if (!(st.rel_rmse <= max_rel_rmse)) {
-      const auto ref = reference_rel_rmse(src, s.tensor->dtype, s.rows, s.cols);
-      if (ref && st.rel_rmse <= 1.25 * *ref)
+      const auto ref = reference_encoding(src, s.tensor->dtype, s.rows, s.cols);
+      if (ref && st.rel_rmse <= 1.25 * ref->rel_rmse)
         out.warning("numeric.error", m.name,
                     fmt::format("{}: relative RMSE {:.4f} (SQNR {:.1f} dB) is above the threshold "
                                 "{:.3f}, but round-to-nearest NVFP4 of this source tensor gives "
                                 "{:.4f}: a hard distribution, not a broken encoding", m.name,
-                                st.rel_rmse, st.sqnr_db, max_rel_rmse, *ref));
+                                st.rel_rmse, st.sqnr_db, max_rel_rmse, ref->rel_rmse));
       else
         out.error("numeric.error", m.name,
                   fmt::format("{}: relative RMSE {:.4f} (SQNR {:.1f} dB, max abs error {:.4g}) "
-                              "against the source; correct NVFP4 rounding stays below {:.3f}{}",
+                              "against the source; correct NVFP4 rounding stays below {:.3f}{}{}",
                               m.name, st.rel_rmse, st.sqnr_db, st.max_abs_err, max_rel_rmse,
-                              ref ? fmt::format(" and gives {:.4f} for this tensor", *ref) : ""));
+                              ref ? fmt::format(" and gives {:.4f} for this tensor", ref->rel_rmse) : "",
+                              shared_scale_hint(ms.s2, ref)));
     }
     if (st.sign_flips > 0)
       out.warning("numeric.sign_flips", m.name,
