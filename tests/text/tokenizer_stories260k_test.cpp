@@ -5,6 +5,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -105,4 +106,23 @@ TEST(Stories260kTokenizer, SpecialTokensInTextAreMatched) {
   EXPECT_EQ(with, (std::vector<int32_t>{410, 444, 1, 410, 444}));
   EXPECT_EQ(tok.decode(with, true), "x x");
   EXPECT_EQ(tok.decode(with, false), "x<s> x");
+}
+
+TEST(Stories260kTokenizer, ConcurrentEncodingGivesTheSameIds) {
+  FP4KIT_REQUIRE_SHARED(dir, "models/stories260k-llama");
+  FP4KIT_REQUIRE_SHARED(text, "text/tinystories_val.txt");
+  const Tokenizer tok = Tokenizer::load(dir);
+  const auto docs = fp4kit::text::read_text_documents(text);
+  std::vector<std::vector<int32_t>> serial;
+  for (size_t i = 0; i < 400; ++i) serial.push_back(tok.encode(docs[i]));
+  // Four threads share one tokenizer (and its word cache), each encoding every document.
+  std::vector<size_t> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (size_t i = 0; i < 400; ++i)
+        if (tok.encode(docs[(i + 100 * t) % 400]) != serial[(i + 100 * t) % 400]) ++mismatches[t];
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches, (std::vector<size_t>(4, 0)));
 }
