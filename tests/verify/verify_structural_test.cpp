@@ -395,6 +395,32 @@ TEST(VerifyBroken, CompressedTensorsRouterIgnoredByExactName) {
   EXPECT_FINDING(r, Info, "exclude.unmatched", "");
 }
 
+TEST(VerifyBroken, VisionPartAndEmbeddingQuantized) {
+  auto m = good();
+  FloatTensor vis{{64, 64}, std::vector<float>(64 * 64, 0.25f)};
+  put_quantized(m, "model.visual.blocks.0.attn.qkv", vis, nvfp4_global_scale(0.25f),
+                nvfp4_global_scale(1.0f));
+  const auto& emb = source().at("model.embed_tokens.weight");
+  m.erase("model.embed_tokens.weight");
+  put_quantized(m, "model.embed_tokens", emb, nvfp4_global_scale(amax_of(emb)), nvfp4_global_scale(1.0f));
+  const auto r = verify_mem(m);
+  EXPECT_FINDING(r, Error, "role.quantized", "model.visual.blocks.0.attn.qkv");
+  EXPECT_FINDING(r, Error, "role.quantized", "model.embed_tokens");
+}
+
+TEST(VerifyBroken, IndexAndShardsDisagree) {
+  TempDir dir;
+  good().write(dir.path());
+  const auto index = dir.path() / "model.safetensors.index.json";
+  ASSERT_TRUE(std::filesystem::exists(index)) << "the fixture must be sharded";
+  auto j = nlohmann::json::parse(std::ifstream(index));
+  j["weight_map"].erase("model.norm.weight");
+  std::ofstream(index) << j.dump();
+  const auto r = verify::verify_checkpoint(dir.path(), {});
+  EXPECT_FINDING(r, Error, "checkpoint.read", "");
+  EXPECT_NE(dump_findings(r).find("model.norm.weight"), std::string::npos) << dump_findings(r);
+}
+
 TEST(VerifyReport, JsonAndTableNameModuleAndRule) {
   auto m = good();
   m.tensors["lm_head.input_scale"] = {DType::F32, {}, f32_bytes(0.001f)};
