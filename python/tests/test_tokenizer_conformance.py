@@ -236,3 +236,33 @@ def test_qwen3_random_combining_sequences(hf, tokenize_tool, shared_data, tmp_pa
     strings = ["".join(chr(rng.choice(bases if rng.random() < 0.5 else marks)) for _ in range(rng.randint(1, 25)))
                for _ in range(5000)]
     compare(tokenize_tool, shared_data / "tokenizers" / "qwen3" / "tokenizer.json", strings, tmp_path, hf)
+
+
+def test_llama3_style_pipeline(hf, tokenize_tool, shared_data, tmp_path):
+    """Llama-3's layout on Qwen3's vocabulary: no normalizer, Llama-3's split regex (digits in
+    groups of up to three), and a Sequence post-processor [ByteLevel, TemplateProcessing] that
+    puts a BOS in front (here <|endoftext|>, id 151643)."""
+    spec = json.loads((shared_data / "tokenizers" / "qwen3" / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["normalizer"] = None
+    spec["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
+    bos = {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}
+    spec["post_processor"] = {
+        "type": "Sequence",
+        "processors": [
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+            {
+                "type": "TemplateProcessing",
+                "single": [bos, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [bos, {"Sequence": {"id": "A", "type_id": 0}}, bos, {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [151643], "tokens": ["<|endoftext|>"]}},
+            },
+        ],
+    }
+    tok = tmp_path / "llama3ish.json"
+    tok.write_text(json.dumps(spec), encoding="utf-8")
+    wiki = (shared_data / "text" / "wikitext2_test.txt").read_text(encoding="utf-8").split("\n")[:1500]
+    strings = wiki + EDGE_CASES + ["1234567 12 1", "year 2024: 3.14159"]
+    compare(tokenize_tool, tok, strings, tmp_path, hf)
+    compare(tokenize_tool, tok, strings, tmp_path, hf, add_special=False)
