@@ -14,29 +14,47 @@ extern "C" void openblas_set_num_threads(int num_threads);
 
 namespace fp4kit::engine {
 
-void set_blas_threads(int n) {
-  if (n <= 0) n = thread_count();
-  openblas_set_num_threads(n);
+void set_blas_threads(int /*n*/) {
+  // OpenBLAS always runs single-threaded; the engine parallelises over fixed tiles itself, so
+  // every output element is computed by the same kernel path whatever the thread count.
+  openblas_set_num_threads(1);
 }
+
+namespace {
+// Fixed tile sizes: an element's value depends on its position inside its tile (OpenBLAS edge
+// kernels round differently), never on how many threads run the tiles.
+constexpr size_t kTileRows = 64;
+constexpr size_t kTileCols = 512;
+}  // namespace
 
 void matmul_nt(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
                const float* bias) {
   if (rows == 0 || n == 0) return;
-  if (k == 0) {
-    std::fill(y, y + rows * n, 0.0f);
-  } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
-                static_cast<int>(n), static_cast<int>(k), 1.0f, x, static_cast<int>(k), w,
-                static_cast<int>(k), 0.0f, y, static_cast<int>(n));
-  }
-  if (bias) {
-    parallel_for(0, rows, 256, [&](size_t r0, size_t r1) {
-      for (size_t r = r0; r < r1; ++r) {
-        float* yr = y + r * n;
-        for (size_t j = 0; j < n; ++j) yr[j] += bias[j];
+  static const bool single = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)single;
+  const size_t tr = (rows + kTileRows - 1) / kTileRows;
+  const size_t tc = (n + kTileCols - 1) / kTileCols;
+  parallel_for(0, tr * tc, 1, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t) {
+      const size_t r0 = (t / tc) * kTileRows, c0 = (t % tc) * kTileCols;
+      const size_t nr = std::min(kTileRows, rows - r0), nc = std::min(kTileCols, n - c0);
+      float* yt = y + r0 * n + c0;
+      if (k == 0) {
+        for (size_t r = 0; r < nr; ++r) std::fill(yt + r * n, yt + r * n + nc, 0.0f);
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nr),
+                    static_cast<int>(nc), static_cast<int>(k), 1.0f, x + r0 * k,
+                    static_cast<int>(k), w + c0 * k, static_cast<int>(k), 0.0f, yt,
+                    static_cast<int>(n));
       }
-    });
-  }
+      if (bias)
+        for (size_t r = 0; r < nr; ++r)
+          for (size_t j = 0; j < nc; ++j) yt[r * n + j] += bias[c0 + j];
+    }
+  });
 }
 
 void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps, float* out) {

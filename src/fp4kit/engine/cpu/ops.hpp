@@ -5,11 +5,13 @@
 
 namespace fp4kit::engine {
 
-// Threads OpenBLAS may use (0 = all cores). The engine calls BLAS only from the calling thread,
-// never from inside a parallel_for, so the two pools never nest.
+// Keeps OpenBLAS single-threaded (the engine runs fixed tiles on the TBB pool instead); the
+// argument is ignored and kept for callers that state their thread count.
 void set_blas_threads(int n);
 
 // y[rows, n] = x[rows, k] * w[n, k]^T (+ bias[n]). Row-major, w as stored in checkpoints.
+// Fixed 64 x 512 output tiles, each one single-threaded sgemm, spread over all threads: the
+// bytes do not depend on the thread count.
 void matmul_nt(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
                const float* bias = nullptr);
 
