@@ -143,6 +143,19 @@ TEST(VerifyNumeric, KeptTensorsMissingOrChanged) {
   EXPECT_FINDING(r, Warning, "keep.changed", "model.embed_tokens");
 }
 
+TEST(VerifyNumeric, ModulesWithoutComparableSourceAreListed) {
+  SourceAndOut t;
+  const auto out = build_nvfp4(t.src);
+  t.src.erase("model.layers.0.self_attn.o_proj.weight");
+  auto& q = t.src.at("model.layers.1.self_attn.q_proj.weight");
+  q.shape = {32, 128};  // same values, other shape
+  const auto r = t.verify(out);
+  EXPECT_FINDING(r, Warning, "numeric.source", "model.layers.0.self_attn.o_proj");
+  EXPECT_FINDING(r, Warning, "numeric.source", "model.layers.1.self_attn.q_proj");
+  EXPECT_NE(dump_findings(r).find("[32, 128]"), std::string::npos) << dump_findings(r);
+  EXPECT_EQ(r.tensor_errors.size(), 30u);
+}
+
 TEST(VerifyNumeric, ThresholdOptionIsUsed) {
   SourceAndOut t;
   const auto s = t.dir / "src";

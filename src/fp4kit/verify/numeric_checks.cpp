@@ -3,6 +3,7 @@
 #include "fp4kit/verify/numeric_checks.hpp"
 
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -120,9 +121,7 @@ SourceSlice find_source(const Checkpoint& source, const ModuleTensors& m, std::s
     if (t.shape.size() == 2 && t.shape[0] == rows && t.shape[1] == cols)
       return {&t, 0, rows, cols};
     why = fmt::format("source {} has shape [{}], the output's weight is [{}, {}]", direct,
-                      fmt::format("{}", t.shape.size() == 2 ? fmt::format("{}, {}", t.shape[0], t.shape[1])
-                                                            : std::to_string(t.shape.size()) + "-D"),
-                      rows, cols);
+                      fmt::join(t.shape, ", "), rows, cols);
     return {};
   }
   if (const auto e = parse_expert(m.name)) {
@@ -141,7 +140,7 @@ SourceSlice find_source(const Checkpoint& source, const ModuleTensors& m, std::s
       }
       why = fmt::format("fused source {} [{}] does not hold expert {} as a [{}, {}] slice (BMM "
                         "[E, H, 2I] layouts are not compared)", fused,
-                        fmt::format("{}", s.size()), e->index, rows, cols);
+                        fmt::join(s, ", "), e->index, rows, cols);
       return {};
     }
   }
