@@ -162,8 +162,8 @@ TEST_P(Nvfp4Simd, BestTargetMatchesReferenceOnManyRows) {
   size_t ties = 0, rows = 0;
   int seed = 0;
   for (bool pow2 : {true, false}) {
-    for (size_t cols : {32, 64}) {
-      const size_t n_rows = cols == 64 ? 75'000 : (pow2 ? 150'000 : 100'000);
+    for (size_t cols : {32, 256}) {
+      const size_t n_rows = cols == 256 ? 12'500 : (pow2 ? 200'000 : 175'000);
       const Dataset ds = make_dataset(GetParam(), n_rows, cols, 1000 + seed++, pow2);
       const Encoded want = encode(ds, true), got = encode(ds, false);
       expect_same(want, got, ds, "dispatched " + detail::nvfp4_simd_target());
@@ -176,8 +176,10 @@ TEST_P(Nvfp4Simd, BestTargetMatchesReferenceOnManyRows) {
 }
 
 TEST_P(Nvfp4Simd, EveryCompiledTargetMatchesReference) {
-  const Dataset ds_ties = make_dataset(GetParam(), 20'000, 48, 7, true);
-  const Dataset ds_rand = make_dataset(GetParam(), 10'000, 96, 8, false);
+  // 19 and 65 blocks per row: whole 16-block groups (the AVX-512 max tree) plus tails, and rows
+  // longer than one 64-block chunk.
+  const Dataset ds_ties = make_dataset(GetParam(), 3'200, 304, 7, true);
+  const Dataset ds_rand = make_dataset(GetParam(), 1'000, 1040, 8, false);
   const Encoded want_ties = encode(ds_ties, true), want_rand = encode(ds_rand, true);
   const auto targets = detail::nvfp4_simd_targets();
   EXPECT_GE(targets.size(), 1u);

@@ -4,7 +4,7 @@
 // A row is handled in chunks of up to 64 blocks (1 KiB..4 KiB of input, L1-resident):
 //   1. block amax as the max of |bits| (integer max: exact, and NaN/Inf show up as >= 0x7F800000);
 //   2. all block scales of the chunk at once: s = bamax / den, s==0 -> 1, clamp, E4M3 RNE, d;
-//   3. codes: x / d (true IEEE division, never a reciprocal), E2M1 by counting thresholds,
+//   3. codes: x / d (true IEEE division, never a reciprocal), E2M1 by rounding the float bits,
 //      two codes per byte.
 // Each step is the reference's float32 operation on the same operands, so the bits agree.
 #undef HWY_TARGET_INCLUDE
@@ -56,6 +56,32 @@ HWY_INLINE hn::Vec<DF> LoadF32(DF df, const unsigned char* p, F16In) {
 
 constexpr size_t kChunkBlocks = 64;
 
+#undef FP4KIT_BLOCKMAX_TREE  // this file is compiled once per target: decide again each time
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define FP4KIT_BLOCKMAX_TREE 1
+// Maxima of 16 vectors of 16 int32 lanes (one block each) at once, returned in block order:
+// a max-tree of 128-bit, 64-bit and 32-bit shuffles costs about 3 instructions per block, where
+// one horizontal reduction per block costs about 9.
+HWY_INLINE __m512i BlockMax16(const __m512i a[16]) {
+  __m512i b[8], c[4], d[2];
+  for (int i = 0; i < 8; ++i)  // quarters: [2i: q0|q2, 2i: q1|q3, 2i+1: q0|q2, 2i+1: q1|q3]
+    b[i] = _mm512_max_epi32(_mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0x44),
+                            _mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0xEE));
+  for (int j = 0; j < 4; ++j)  // quarter q: 4 lanes of block 4j + q
+    c[j] = _mm512_max_epi32(_mm512_shuffle_i32x4(b[2 * j], b[2 * j + 1], 0x88),
+                            _mm512_shuffle_i32x4(b[2 * j], b[2 * j + 1], 0xDD));
+  for (int k = 0; k < 2; ++k)  // quarter q: lanes 0,1 of block 8k + q, lanes 2,3 of block 8k + 4 + q
+    d[k] = _mm512_max_epi32(_mm512_unpacklo_epi64(c[2 * k], c[2 * k + 1]),
+                            _mm512_unpackhi_epi64(c[2 * k], c[2 * k + 1]));
+  const __m512i e0 = _mm512_max_epi32(d[0], _mm512_shuffle_epi32(d[0], _MM_PERM_CDAB));
+  const __m512i e1 = _mm512_max_epi32(d[1], _mm512_shuffle_epi32(d[1], _MM_PERM_CDAB));
+  // Lane 4q + k holds block q + {0, 8, 4, 12}[k]; put block b in lane b.
+  const __m512i f = _mm512_mask_blend_epi32(0xAAAA, e0, e1);
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15);
+  return _mm512_permutexvar_epi32(order, f);
+}
+#endif
+
 template <class In>
 HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize, float s2,
                             uint8_t* packed, uint8_t* scales) {
@@ -73,7 +99,23 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
 
     // 1. Block amax over |bits|.
     int32_t worst = 0;
-    for (size_t b = 0; b < nb; ++b) {
+    size_t b_done = 0;
+#ifdef FP4KIT_BLOCKMAX_TREE
+    {
+      auto worst_v = hn::Zero(di);
+      for (; b_done + 16 <= nb; b_done += 16) {
+        __m512i a[16];
+        for (size_t i = 0; i < 16; ++i)
+          a[i] = hn::And(hn::BitCast(di, LoadF32(df, in + (b_done + i) * 16 * esize, In())),
+                         hn::Set(di, 0x7FFFFFFF)).raw;
+        const hn::Vec<DI> m{BlockMax16(a)};
+        worst_v = hn::Max(worst_v, m);
+        hn::Store(hn::BitCast(df, m), df, bamax + b_done);
+      }
+      worst = hn::GetLane(hn::MaxOfLanes(di, worst_v));
+    }
+#endif
+    for (size_t b = b_done; b < nb; ++b) {
       auto m = hn::Zero(di);
       for (size_t k = 0; k < 16; k += N) {
         const auto v = hn::BitCast(di, LoadF32(df, in + (b * 16 + k) * esize, In()));
@@ -117,26 +159,25 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
     for (size_t b = 0; b < nb; ++b) scales[b0 + b] = static_cast<uint8_t>(sfcodes[b]);
 
     // 3. Element codes.
-    const auto c025 = hn::Set(df, 0.25f), c075 = hn::Set(df, 0.75f), c125 = hn::Set(df, 1.25f),
-               c175 = hn::Set(df, 1.75f), c250 = hn::Set(df, 2.5f), c350 = hn::Set(df, 3.5f),
-               c500 = hn::Set(df, 5.0f);
-    const auto eight = hn::Set(di, 8);
+    const auto six = hn::Set(df, 6.0f), two23 = hn::Set(df, 8388608.0f);
+    const auto two23_bits = hn::Set(di, 0x4B000000), round22 = hn::Set(di, 0x1FFFFF);
+    const auto c252 = hn::Set(di, 252), one_i = hn::Set(di, 1), eight = hn::Set(di, 8);
     uint8_t* out = packed + b0 * 8;
     for (size_t b = 0; b < nb; ++b) {
       const auto vd = hn::Set(df, dvals[b]);
       for (size_t k = 0; k < 16; k += N) {
         const auto y = hn::Div(LoadF32(df, in + (b * 16 + k) * esize, In()), vd);
-        const auto a = hn::Abs(y);
-        // Magnitude index = number of thresholds passed; ">" where the tie goes down (to the even
-        // neighbour below), ">=" where it goes up. VecFromMask is -1 per true lane.
-        auto idx = hn::Zero(di);
-        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Gt(a, c025))));
-        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Ge(a, c075))));
-        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Gt(a, c125))));
-        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Ge(a, c175))));
-        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Gt(a, c250))));
-        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Ge(a, c350))));
-        idx = hn::Sub(idx, hn::VecFromMask(di, hn::RebindMask(di, hn::Gt(a, c500))));
+        // E2M1 magnitude of a = min(|y|, 6) (values > 6 saturate; 5 < a <= 6 rounds to 6 anyway).
+        // a >= 1: round the float to 1 mantissa bit, half to even, with the carry running into
+        //   the exponent; code = (rounded bits >> 22) - ((127 << 1) - 2)  (1.0 -> 2, 6.0 -> 7).
+        // a < 1: the step is 0.5 as in [1, 2), so code = round_half_even(2a) via the 2^23 trick
+        //   (the low mantissa bits of 2a + 2^23 are the rounded integer).
+        const auto a = hn::Min(hn::Abs(y), six);
+        const auto bits = hn::BitCast(di, a);
+        const auto odd = hn::And(hn::ShiftRight<22>(bits), one_i);
+        const auto normal = hn::Sub(hn::ShiftRight<22>(hn::Add(bits, hn::Add(round22, odd))), c252);
+        const auto sub = hn::Sub(hn::BitCast(di, hn::Add(hn::Add(a, a), two23)), two23_bits);
+        const auto idx = hn::IfThenElse(hn::RebindMask(di, hn::Lt(a, one)), sub, normal);
         // Sign from y < 0 before rounding (a small negative gives 0x8; -0.0 gives 0x0).
         const auto code = hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Lt(y, zero)), eight));
 #if HWY_TARGET == HWY_SCALAR
