@@ -92,6 +92,7 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
   HWY_ALIGN float bamax[kChunkBlocks];
   HWY_ALIGN float dvals[kChunkBlocks];
   HWY_ALIGN int32_t sfcodes[kChunkBlocks];
+  HWY_ALIGN float xbuf[kChunkBlocks * 16];  // the chunk as float32, converted once in step 1
   const size_t nblocks = cols / 16;
   for (size_t b0 = 0; b0 < nblocks; b0 += kChunkBlocks) {
     const size_t nb = nblocks - b0 < kChunkBlocks ? nblocks - b0 : kChunkBlocks;
@@ -105,9 +106,11 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
       auto worst_v = hn::Zero(di);
       for (; b_done + 16 <= nb; b_done += 16) {
         __m512i a[16];
-        for (size_t i = 0; i < 16; ++i)
-          a[i] = hn::And(hn::BitCast(di, LoadF32(df, in + (b_done + i) * 16 * esize, In())),
-                         hn::Set(di, 0x7FFFFFFF)).raw;
+        for (size_t i = 0; i < 16; ++i) {
+          const auto v = LoadF32(df, in + (b_done + i) * 16 * esize, In());
+          hn::Store(v, df, xbuf + (b_done + i) * 16);
+          a[i] = hn::And(hn::BitCast(di, v), hn::Set(di, 0x7FFFFFFF)).raw;
+        }
         const hn::Vec<DI> m{BlockMax16(a)};
         worst_v = hn::Max(worst_v, m);
         hn::Store(hn::BitCast(df, m), df, bamax + b_done);
@@ -118,7 +121,9 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
     for (size_t b = b_done; b < nb; ++b) {
       auto m = hn::Zero(di);
       for (size_t k = 0; k < 16; k += N) {
-        const auto v = hn::BitCast(di, LoadF32(df, in + (b * 16 + k) * esize, In()));
+        const auto f = LoadF32(df, in + (b * 16 + k) * esize, In());
+        hn::Store(f, df, xbuf + b * 16 + k);
+        const auto v = hn::BitCast(di, f);
         m = hn::Max(m, hn::And(v, hn::Set(di, 0x7FFFFFFF)));
       }
       const int32_t mb = hn::GetLane(hn::MaxOfLanes(di, m));
@@ -166,7 +171,7 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
     for (size_t b = 0; b < nb; ++b) {
       const auto vd = hn::Set(df, dvals[b]);
       for (size_t k = 0; k < 16; k += N) {
-        const auto y = hn::Div(LoadF32(df, in + (b * 16 + k) * esize, In()), vd);
+        const auto y = hn::Div(hn::Load(df, xbuf + b * 16 + k), vd);
         // E2M1 magnitude of a = min(|y|, 6) (values > 6 saturate; 5 < a <= 6 rounds to 6 anyway).
         // a >= 1: round the float to 1 mantissa bit, half to even, with the carry running into
         //   the exponent; code = (rounded bits >> 22) - ((127 << 1) - 2)  (1.0 -> 2, 6.0 -> 7).
