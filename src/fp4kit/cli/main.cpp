@@ -20,7 +20,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);  // 0 for --help/--version, 2 for wrong usage
+    // app.exit prints help/version or the usage error; CLI11's own codes for wrong usage are
+    // 100+ (106 missing argument, 109 extras, ...): DESIGN.md promises 2.
+    return app.exit(e) == 0 ? 0 : 2;
   }
   try {
     for (auto& c : commands)
