@@ -291,3 +291,26 @@ def test_all_zero_tensor_deliberate_difference(fp4kit_encode):
     s2_for_amax_1 = np.float32(1.0) / np.float32(2688.0)
     assert_same(ours, modelopt_encode(x, s2_for_amax_1), 32, "all-zero tensor")
     assert set(ours.weight_scale) == {0x38} and set(ours.weight) == {0}
+
+
+def test_dequantize_agrees_with_modelopt(nvfp4_tool, tmp_path):
+    """fp4kit's nvfp4_dequantize (fp4kit-nvfp4 --dequantize) against NVFP4QTensor.dequantize on
+    ModelOpt's own encodings. ModelOpt computes code * (scale * s2), fp4kit (code * scale) * s2, so
+    non-zero values agree within 1 float32 ulp; zeros agree as numbers (ModelOpt maps code 0x8 to
+    +0.0, fp4kit to -0.0)."""
+    for seed in range(4):
+        x = to_torch(wide_range(32, 256, seed) if seed == 3 else
+                     gaussian(32, 256, seed, std=10.0 ** (seed - 2)), "bf16")
+        q, sf, s2 = NVFP4QTensor.quantize(x.clone(), 16)
+        theirs = q.dequantize(dtype=torch.float32, scale=sf, double_scale=s2, block_sizes={-1: 16})
+        d = tmp_path / str(seed)
+        d.mkdir()
+        (d / "weight.bin").write_bytes(q._quantized_data.numpy().tobytes())
+        (d / "weight_scale.bin").write_bytes(sf.view(torch.uint8).numpy().tobytes())
+        (d / "weight_scale_2.bin").write_bytes(s2.float().reshape(()).numpy().tobytes())
+        run_checked([nvfp4_tool, "--dequantize", d, "--rows", 32, "--cols", 256])
+        ours = torch.from_numpy(np.fromfile(d / "dequant.bin", np.float32).reshape(32, 256))
+        assert torch.equal(ours == 0, theirs == 0), f"seed {seed}: zeros differ"
+        nz = ours != 0
+        ulps = (ours[nz].view(torch.int32).long() - theirs[nz].view(torch.int32).long()).abs()
+        assert ulps.max().item() <= 1, f"seed {seed}: {ulps.max().item()} ulp apart"
