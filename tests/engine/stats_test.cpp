@@ -9,6 +9,7 @@
 #include "fp4kit/engine/stats_collector.hpp"
 #include "fp4kit/engine/token_windows.hpp"
 #include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/io/safetensors_writer.hpp"
 #include "fp4kit/io/stats_file.hpp"
 #include "fp4kit/numeric/convert.hpp"
 #include "support/shared_data.hpp"
@@ -103,6 +104,43 @@ TEST(Stats, Layer0AmaxAndSquareSumsMatchADirectComputation) {
     for (size_t c = 0; c < H; ++c) EXPECT_NEAR(st.input_sq_sum.at(name)[c], sq[c], 1e-5 * sq[c]);
   }
   EXPECT_EQ(st.input_amax.size(), 35u);  // 7 linears x 5 layers, lm_head not recorded
+}
+
+// A copy of the routed Mixtral whose routers are all zero: every expert gets probability 1/4, the
+// top-2 ties resolve to the lowest indices (0 and 1), so experts 2 and 3 never get a token.
+void write_zero_router_copy(const Checkpoint& src, const std::filesystem::path& out) {
+  std::filesystem::create_directories(out);
+  std::filesystem::copy_file(src.dir() / "config.json", out / "config.json");
+  std::vector<TensorSpec> specs;
+  for (const auto& n : src.tensor_names()) specs.push_back({n, src.info(n).dtype, src.info(n).shape});
+  CheckpointWriter w(out, specs);
+  for (const auto& n : src.tensor_names()) {
+    auto b = src.bytes(n);
+    std::vector<uint8_t> v(b.begin(), b.end());
+    if (n.find("block_sparse_moe.gate.weight") != std::string::npos) std::fill(v.begin(), v.end(), 0);
+    w.write(n, v);
+  }
+  w.finish();
+}
+
+TEST(Stats, ExpertsWithoutTokensAndAllExperts) {
+  FP4KIT_REQUIRE_SHARED(model, "models/stories260k-mixtral-routed");
+  FP4KIT_REQUIRE_SHARED(data, "text/tinystories_val.stories260k.u16");
+  testing::TempDir tmp;
+  write_zero_router_copy(*Checkpoint::open(model), tmp / "m");
+  const auto seqs = samples(data, 4, 100);
+  const std::string e2 = "model.layers.2.block_sparse_moe.experts.2";
+  const std::string e0 = "model.layers.2.block_sparse_moe.experts.0";
+  const auto routed = calibrate(tmp / "m", seqs, false);
+  EXPECT_EQ(routed.routed_tokens.at(e0), 400);
+  EXPECT_EQ(routed.routed_tokens.at(e2), 0);
+  EXPECT_EQ(routed.input_amax.count(e2 + ".w1"), 0u);  // no token, no statistics
+  const auto all = calibrate(tmp / "m", seqs, true);
+  EXPECT_EQ(all.routed_tokens.at(e2), 0);              // real routing still reported
+  EXPECT_EQ(all.token_count.at(e2 + ".w1"), 400);      // but every token ran through it
+  EXPECT_GT(all.input_amax.at(e2 + ".w2"), 0.0f);
+  // The same input reaches every expert: gate/up amax equal across experts.
+  EXPECT_EQ(all.input_amax.at(e2 + ".w1"), all.input_amax.at(e0 + ".w1"));
 }
 
 TEST(Stats, FileRoundTripAndRejections) {
