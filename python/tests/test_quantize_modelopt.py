@@ -132,14 +132,15 @@ def get_run(family: str, mode: str, root: Path, src: Path | None = None) -> Run:
     require_executable(fp4kit_bin())
     import modelopt.torch.quantization as mtq
     from modelopt.torch.export import export_hf_checkpoint
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     work = root / f"{src.name if src else family}-{mode}"
     if src is None:
         src = work / "src"
         tiny_models.save(family, src)
     work.mkdir(parents=True, exist_ok=True)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).eval()
+    auto = AutoModelForImageTextToText if family.endswith("_vl") else AutoModelForCausalLM
+    model = auto.from_pretrained(src, dtype=torch.bfloat16).eval()
     cfg = copy.deepcopy(mtq.NVFP4_DEFAULT_CFG if mode == "w4a4" else mtq.W4A16_NVFP4_CFG)
     # DELIBERATE: ModelOpt aborts the whole export on a linear with K % 16 != 0 ("Weight shape is
     # not divisible for block size"); the user must exclude it. fp4kit keeps it and reports it
@@ -160,10 +161,11 @@ def get_run(family: str, mode: str, root: Path, src: Path | None = None) -> Run:
     with torch.no_grad():
         export_hf_checkpoint(model, export_dir=run.modelopt)
     del model
-    run.parity_args = extra + (["--quantize-linear-attn"] if family == "qwen3_5_moe" else [])
+    linear_attn = family.startswith("qwen3_5_moe")
+    run.parity_args = extra + (["--quantize-linear-attn"] if linear_attn else [])
     run.fp4kit_runs["parity"] = fp4kit_quantize(src, work / "fp4kit-parity", run.parity_args)
     run.fp4kit_runs["default"] = (fp4kit_quantize(src, work / "fp4kit-default", extra)
-                                  if family == "qwen3_5_moe" else run.fp4kit_runs["parity"])
+                                  if linear_attn else run.fp4kit_runs["parity"])
     _RUNS[key] = run
     return run
 
@@ -299,10 +301,11 @@ def test_same_excluded_modules_and_config(runs_root, family, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_qwen3_5_linear_attention_kept_by_default(runs_root, mode):
+@pytest.mark.parametrize("family", ["qwen3_5_moe", "qwen3_5_moe_vl"])
+def test_qwen3_5_linear_attention_kept_by_default(runs_root, family, mode):
     """The deliberate difference: without --quantize-linear-attn fp4kit keeps exactly ModelOpt's
     quantized linear_attn projections in BF16 (listed as excluded) and matches everything else."""
-    run = get_run("qwen3_5_moe", mode, runs_root)
+    run = get_run(family, mode, runs_root)
     ours, theirs = read_tensors(run.fp4kit_runs["default"]), read_tensors(run.modelopt)
     q_ours, q_theirs = quantized_modules(ours), quantized_modules(theirs)
     kept = {m for m in q_theirs if DELIBERATE["linear_attn_kept"].match(m)}
@@ -312,7 +315,7 @@ def test_qwen3_5_linear_attention_kept_by_default(runs_root, mode):
     for m in kept:
         assert torch.equal(ours[f"{m}.weight"], src[f"{m}.weight"]), m
     assert kept <= excluded_modules(run.fp4kit_runs["default"], kept)
-    check_same_quantized_tensors(ours, theirs, q_ours, f"qwen3_5_moe {mode} default",
+    check_same_quantized_tensors(ours, theirs, q_ours, f"{family} {mode} default",
                                  run.zero_input())
 
 

@@ -40,6 +40,17 @@ def qwen3_5_moe():
         shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2, **COMMON))
 
 
+def qwen3_5_moe_vl():
+    """The multimodal wrapper real Qwen3.5/3.6-MoE checkpoints use: text under
+    model.language_model., a (tiny) vision tower under model.visual. that stays unquantized."""
+    text = qwen3_5_moe().config.to_dict()
+    vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                  patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                  num_position_embeddings=64)
+    return transformers.Qwen3_5MoeForConditionalGeneration(transformers.Qwen3_5MoeConfig(
+        text_config=text, vision_config=vision, tie_word_embeddings=False))
+
+
 def deepseek_v3():
     """DeepSeek-V3 MLA with q-LoRA, one dense first layer, routed + shared experts, grouped routing
     with e_score_correction_bias."""
@@ -55,6 +66,7 @@ FAMILIES = {
     "mixtral": mixtral,
     "qwen3_moe": qwen3_moe,
     "qwen3_5_moe": qwen3_5_moe,
+    "qwen3_5_moe_vl": qwen3_5_moe_vl,
     "deepseek_v3": deepseek_v3,
 }
 
