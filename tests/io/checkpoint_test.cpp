@@ -137,6 +137,27 @@ TEST(Checkpoint, RealSharedModelOpens) {
     EXPECT_TRUE(side.count(f)) << f;
 }
 
+// Hugging Face cache snapshots: every file is a symlink into ../../blobs/.
+TEST(Checkpoint, HuggingFaceCacheSnapshotOfSymlinks) {
+  TempDir dir;
+  write_file(dir / "blobs/b1", shard_image({"a", "b"}));
+  write_file(dir / "blobs/b2", shard_image({"c"}));
+  write_file(dir / "blobs/b3", kGoodIndex);
+  write_file(dir / "blobs/b4", R"({"model_type":"llama"})");
+  write_file(dir / "blobs/b5", "{}");
+  const fs::path snap = dir / "snapshots/abc";
+  fs::create_directories(snap);
+  fs::create_symlink("../../blobs/b1", snap / "model-00001-of-00002.safetensors");
+  fs::create_symlink("../../blobs/b2", snap / "model-00002-of-00002.safetensors");
+  fs::create_symlink("../../blobs/b3", snap / "model.safetensors.index.json");
+  fs::create_symlink("../../blobs/b4", snap / "config.json");
+  fs::create_symlink("../../blobs/b5", snap / "tokenizer.json");
+  auto ck = Checkpoint::open(snap);
+  EXPECT_EQ(ck->tensor_names(), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(ck->config()["model_type"], "llama");
+  EXPECT_EQ(ck->sidecar_files(), std::vector<fs::path>{"tokenizer.json"});
+}
+
 // ---- bad directories and indexes ----
 
 TEST(CheckpointBad, IndexNamesMissingShard) {
