@@ -3,6 +3,8 @@
 // must be caught by the right check, naming the right module.
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/verify/verify.hpp"
 #include "verify/verify_helpers.hpp"
@@ -442,6 +444,64 @@ TEST(VerifyReport, JsonAndTableNameModuleAndRule) {
   EXPECT_NE(table.find("FAILED"), std::string::npos);
   EXPECT_NE(table.find("lm_head"), std::string::npos);
   EXPECT_NE(table.find("result: FAIL"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fp4kit::testing
+
+namespace fp4kit::testing {
+namespace {
+
+// Whatever a checkpoint holds, verify reports findings and never throws or crashes: random shape,
+// dtype and byte damage to the good checkpoint.
+TEST(VerifyRobustness, RandomDamageNeverThrows) {
+  std::mt19937 rng(2026);
+  const auto src = make_moe_source();
+  const auto base = build_nvfp4(src);
+  TempDir src_dir;
+  write_source(src_dir.path(), src);
+  verify::VerifyOptions with_source;
+  with_source.source = src_dir.path();
+  std::vector<std::string> names;
+  for (const auto& [n, t] : base.tensors) names.push_back(n);
+  const DType dtypes[] = {DType::U8, DType::F8_E4M3, DType::F32, DType::BF16, DType::I64, DType::BOOL};
+  for (int round = 0; round < 40; ++round) {
+    auto m = base;
+    for (int k = 0; k < 4; ++k) {
+      auto& t = m.at(names[rng() % names.size()]);
+      switch (rng() % 4) {
+        case 0: {  // new shape (bytes resized to match)
+          std::vector<uint64_t> shape;
+          const size_t rank = rng() % 4;
+          for (size_t d = 0; d < rank; ++d) shape.push_back(rng() % 5 == 0 ? 0 : 1 + rng() % 40);
+          t.shape = shape;
+          uint64_t n = dtype_size(t.dtype);
+          for (auto d : shape) n *= d;
+          t.bytes.assign(n, static_cast<uint8_t>(rng()));
+          break;
+        }
+        case 1: {  // other dtype, same byte count when possible
+          const DType d = dtypes[rng() % 6];
+          uint64_t n = dtype_size(d);
+          for (auto x : t.shape) n *= x;
+          t.dtype = d;
+          t.bytes.resize(n, 0xFF);
+          break;
+        }
+        case 2:
+          for (auto& b : t.bytes) b = static_cast<uint8_t>(rng());
+          break;
+        default:
+          if (t.shape.empty()) t.shape = {1};
+          break;
+      }
+    }
+    verify::VerifyReport r;
+    EXPECT_NO_THROW(r = verify_mem(m, round % 2 ? with_source : verify::VerifyOptions{}))
+        << "round " << round;
+    EXPECT_NO_THROW((void)r.to_json().dump());
+    EXPECT_NO_THROW((void)r.format_table());
+  }
 }
 
 }  // namespace

@@ -465,10 +465,10 @@ void count_and_size(const Ctx& c) {
     if (m.exclude_pattern < 0 && is_default_quantized_role(m.role) && c.d.targets_module(m.name)) {
       ++unquantized_declared;
       // What this module would take as NVFP4: K/2 + K/16 bytes per row plus the scalars.
+      // (one module per 2-D matrix: E of them for a fused 3-D expert tensor).
       const uint64_t p = m.params();
-      const uint64_t rows = p / m.weight->shape.back();
-      const uint64_t nvfp4 = p / 2 + p / 16 + 4 * rows / m.weight->shape[m.weight->shape.size() - 2] *
-                                                  (c.d.weights_only ? 1 : 2);
+      const uint64_t matrices = m.weight->shape.size() == 3 ? m.weight->shape[0] : 1;
+      const uint64_t nvfp4 = p / 2 + p / 16 + 4 * matrices * (c.d.weights_only ? 1 : 2);
       saved += m.weight->nbytes() > nvfp4 ? m.weight->nbytes() - nvfp4 : 0;
     }
   }
