@@ -1,8 +1,10 @@
 // bf16 -> NVFP4 throughput (GB/s of bf16 input) on one thread and on all threads, beside a
 // memory-read baseline over the same buffer measured in the same binary.
 //   build-numeric/bench/bench_nvfp4 --benchmark_counters_tabular=true
-// Counters: GBps = bf16 input bytes per second / 1e9; vs_read_1t / vs_read_all = GBps divided by
-// the read baseline (one thread / all threads) measured once at start-up.
+// Counters: GBps = bf16 input bytes per second / 1e9 (mean), GBps_best = the best iteration;
+// vs_read_1t / vs_read_all = GBps_best divided by the read baseline (one thread / all threads,
+// best of 5 passes) measured once at start-up. Targets: 1 thread >= 2 GB/s, all threads
+// vs_read_all >= 0.5.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -22,8 +24,8 @@ namespace {
 
 using namespace fp4kit;
 
-// 8192 x 4096 bf16 = 64 MiB: larger than the last-level cache, like a real weight matrix.
-constexpr size_t kRows = 8192, kCols = 4096;
+// 16384 x 4096 bf16 = 128 MiB: 4x the last-level cache (32 MiB here), like a real weight matrix.
+constexpr size_t kRows = 16384, kCols = 4096;
 
 struct Data {
   std::vector<uint16_t> w;
@@ -103,20 +105,25 @@ void BM_Nvfp4QuantizeBf16(benchmark::State& state) {
   const double r1 = read_1t(), ra = read_all();
   set_thread_count(threads);
   state.SetLabel(detail::nvfp4_simd_target() + (threads ? " 1 thread" : " all threads"));
-  double seconds = 0;
+  double seconds = 0, best = 1e30;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     nvfp4_quantize(d.w.data(), DType::BF16, kRows, kCols, d.s2, d.packed.data(), d.scales.data());
     benchmark::ClobberMemory();
-    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    seconds += t;
+    best = std::min(best, t);
   }
   set_thread_count(0);
-  const double gbps = static_cast<double>(state.iterations() * d.w.size() * 2) / 1e9 / seconds;
-  state.counters["GBps"] = gbps;
+  const double gb = static_cast<double>(d.w.size() * 2) / 1e9;
+  // Mean over iterations, and the best iteration (the read baseline is a best of 5 too, so the
+  // ratios compare like with like on a shared, noisy machine).
+  state.counters["GBps"] = gb * static_cast<double>(state.iterations()) / seconds;
+  state.counters["GBps_best"] = gb / best;
   state.counters["read_1t_GBps"] = r1;
   state.counters["read_all_GBps"] = ra;
-  state.counters["vs_read_1t"] = gbps / r1;
-  state.counters["vs_read_all"] = gbps / ra;
+  state.counters["vs_read_1t"] = gb / best / r1;
+  state.counters["vs_read_all"] = gb / best / ra;
 }
 
 void BM_Nvfp4QuantizeRefBf16(benchmark::State& state) {
