@@ -410,6 +410,35 @@ TEST(VerifyBroken, VisionPartAndEmbeddingQuantized) {
   EXPECT_FINDING(r, Error, "role.quantized", "model.embed_tokens");
 }
 
+// ModelOpt keeps gpt-oss / Llama-4 BMM experts 3-D (spec section 4): "<x>" U8 [E, H/2, 2I],
+// "<x>_weight_scale" F8_E4M3 [E, H/16, 2I], one "<x>_weight_scale_2" and "<x>_input_scale".
+void add_bmm_experts(MemCheckpoint& m, const std::string& x) {
+  m.tensors[x] = {DType::U8, {4, 32, 64}, std::vector<uint8_t>(4 * 32 * 64, 0x21)};
+  m.tensors[x + "_weight_scale"] = {DType::F8_E4M3, {4, 4, 64}, std::vector<uint8_t>(4 * 4 * 64, 0x38)};
+  m.tensors[x + "_weight_scale_2"] = {DType::F32, {}, f32_bytes(0.001f)};
+  m.tensors[x + "_input_scale"] = {DType::F32, {}, f32_bytes(0.002f)};
+}
+
+TEST(VerifyGood, ModelOptBmmExpertLayoutIsRecognised) {
+  auto m = good();
+  const std::string x = "model.layers.0.mlp.experts.gate_up_proj";
+  add_bmm_experts(m, x);
+  const auto r = verify_mem(m);
+  EXPECT_TRUE(r.ok()) << dump_findings(r);
+  EXPECT_FINDING(r, Info, "tensor.shape", x);
+  EXPECT_EQ(r.modules_quantized, 33u);
+
+  auto bad = good();
+  add_bmm_experts(bad, x);
+  bad.at(x + "_weight_scale").shape = {4, 64, 4};
+  bad.at(x + "_weight_scale").bytes[7] = 0xFF;
+  bad.erase(x + "_input_scale");
+  const auto rb = verify_mem(bad);
+  EXPECT_FINDING(rb, Error, "tensor.shape", x);
+  EXPECT_FINDING(rb, Error, "scale.nan", x);
+  EXPECT_FINDING(rb, Error, "input_scale.missing", x);
+}
+
 TEST(VerifyBroken, IndexAndShardsDisagree) {
   TempDir dir;
   good().write(dir.path());

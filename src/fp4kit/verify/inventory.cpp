@@ -47,7 +47,22 @@ std::vector<ModuleTensors> build_inventory(const Checkpoint& ckpt, const Declare
     const TensorInfo& info = ckpt.info(name);
     std::string_view suffix = last_of(name);
     std::string module(parent_of(name));
-    if (module.empty() || !is_suffix(suffix)) {
+    // ModelOpt's BMM expert layout (gpt-oss, Llama-4; spec section 4) joins with '_':
+    // "<experts>.gate_up_proj_weight_scale" belongs to "<experts>.gate_up_proj".
+    bool bmm_part = false;
+    if (!is_suffix(suffix)) {
+      for (std::string_view s : {"weight_scale_2", "weight_scale", "input_scale"}) {
+        const std::string tail = "_" + std::string(s);
+        if (name.size() > tail.size() && name.ends_with(tail) &&
+            ckpt.has(std::string_view(name).substr(0, name.size() - tail.size()))) {
+          module = name.substr(0, name.size() - tail.size());
+          suffix = s;
+          bmm_part = true;
+          break;
+        }
+      }
+    }
+    if (!bmm_part && (module.empty() || !is_suffix(suffix))) {
       module = name;  // suffix-less tensor: the module's weight itself (fused 3-D experts, ...)
       suffix = "";
     }

@@ -72,8 +72,50 @@ void check_scalar_tensor(const Ctx& c, const ModuleTensors& m, const TensorInfo&
                                                       shape_str(want)));
 }
 
+// ModelOpt's 3-D BMM experts (gpt-oss, Llama-4; spec section 4): "<x>" U8 [E, H/2, 2I] with
+// blocks along H, "<x>_weight_scale" F8_E4M3 [E, H/16, 2I], one "<x>_weight_scale_2" and one
+// "<x>_input_scale" for all experts. vLLM loads this layout only for those model families.
+void check_bmm_tensors(const Ctx& c, const ModuleTensors& m, ModuleScales& ms) {
+  const TensorInfo& w = *m.weight;
+  const uint64_t k = 2 * w.shape[1];
+  c.out.info("tensor.shape", m.name,
+             fmt::format("{} {} is ModelOpt's 3-D BMM expert layout (blocks along dim 1); "
+                         "loaders accept it only for gpt-oss / Llama-4, and --source does not "
+                         "compare it", w.name, shape_str(w.shape)));
+  if (k % 16 != 0)
+    c.out.error("shape.k16", m.name, fmt::format("{}: the blocked dimension {} is not a multiple "
+                                                 "of 16", w.name, k));
+  const TensorInfo& s = *m.weight_scale;
+  const std::vector<uint64_t> want{w.shape[0], k / 16, w.shape[2]};
+  if (s.dtype != DType::F8_E4M3)
+    c.out.error("tensor.dtype", m.name, fmt::format("{} is {}, expected F8_E4M3", s.name,
+                                                    dtype_name(s.dtype)));
+  if (s.shape != want)
+    c.out.error("tensor.shape", m.name, fmt::format("{} has shape {}, expected {}", s.name,
+                                                    shape_str(s.shape), shape_str(want)));
+  for (const TensorInfo* t : {m.global_scale, m.input_scale}) {
+    if (!t) continue;
+    const auto v = read_scalar(c.ckpt, *t);
+    if (!v || !std::isfinite(*v) || *v <= 0)
+      c.out.error(t == m.global_scale ? "scale.global" : "input_scale.value", m.name,
+                  fmt::format("{} = {}: must be finite and > 0", t->name,
+                              v ? fmt::format("{}", *v) : "unreadable"));
+  }
+  if (!m.global_scale)
+    c.out.error("tensor.missing", m.name, fmt::format("{}_weight_scale_2 is missing", m.name));
+  if (!c.d.weights_only && !m.input_scale)
+    c.out.error("input_scale.missing", m.name,
+                fmt::format("{}_input_scale is missing in a W4A4 checkpoint", m.name));
+  ms.scales_valid = false;  // not compared numerically
+}
+
 void check_quantized_tensors(const Ctx& c, const ModuleTensors& m, ModuleScales& ms) {
   const TensorInfo& w = *m.weight;
+  if (w.shape.size() == 3 && m.weight_scale && !c.ct() &&
+      m.weight_scale->name == m.name + "_weight_scale") {
+    check_bmm_tensors(c, m, ms);
+    return;
+  }
   if (w.shape.size() != 2) {
     c.out.error("tensor.shape", m.name,
                 fmt::format("{} is a {}-D packed tensor {}: loaders need per-module 2-D NVFP4 "
