@@ -164,9 +164,12 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
     for (size_t b = 0; b < nb; ++b) scales[b0 + b] = static_cast<uint8_t>(sfcodes[b]);
 
     // 3. Element codes.
-    const auto six = hn::Set(df, 6.0f), two23 = hn::Set(df, 8388608.0f);
-    const auto two23_bits = hn::Set(di, 0x4B000000), round22 = hn::Set(di, 0x1FFFFF);
-    const auto c252 = hn::Set(di, 252), one_i = hn::Set(di, 1), eight = hn::Set(di, 8);
+    const auto six = hn::Set(df, 6.0f), two22 = hn::Set(df, 4194304.0f);
+    const auto two22_bits = hn::Set(di, 0x4A800000);
+    // 0x1FFFFF rounds half up on the 22 dropped bits (+1 for odd = half to even); minus 252 << 22
+    // turns the exponent-and-mantissa field of 1.0 into code 2.
+    const auto round22 = hn::Set(di, 0x1FFFFF - (252 << 22));
+    const auto one_i = hn::Set(di, 1), eight = hn::Set(di, 8);
     uint8_t* out = packed + b0 * 8;
     for (size_t b = 0; b < nb; ++b) {
       const auto vd = hn::Set(df, dvals[b]);
@@ -174,15 +177,19 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
         const auto y = hn::Div(hn::Load(df, xbuf + b * 16 + k), vd);
         // E2M1 magnitude of a = min(|y|, 6) (values > 6 saturate; 5 < a <= 6 rounds to 6 anyway).
         // a >= 1: round the float to 1 mantissa bit, half to even, with the carry running into
-        //   the exponent; code = (rounded bits >> 22) - ((127 << 1) - 2)  (1.0 -> 2, 6.0 -> 7).
-        // a < 1: the step is 0.5 as in [1, 2), so code = round_half_even(2a) via the 2^23 trick
-        //   (the low mantissa bits of 2a + 2^23 are the rounded integer).
+        //   the exponent; code = rounded bits >> 22, less (127 << 1) - 2 (1.0 -> 2, 6.0 -> 7); the
+        //   subtraction is folded into the rounding constant.
+        // a < 1: the step is 0.5 as in [1, 2), so code = round_half_even(2a): adding 2^22 (whose
+        //   ulp is 0.5) rounds a to halves, and the low mantissa bits are then 2a.
+        // Taking that second form on min(a, 1) it never exceeds the first for a >= 1 and is the
+        // larger one for a < 1 (where the first is <= round(4a) - 2 <= round(2a), or negative),
+        // so code = max of the two: no compare-and-select.
         const auto a = hn::Min(hn::Abs(y), six);
         const auto bits = hn::BitCast(di, a);
         const auto odd = hn::And(hn::ShiftRight<22>(bits), one_i);
-        const auto normal = hn::Sub(hn::ShiftRight<22>(hn::Add(bits, hn::Add(round22, odd))), c252);
-        const auto sub = hn::Sub(hn::BitCast(di, hn::Add(hn::Add(a, a), two23)), two23_bits);
-        const auto idx = hn::IfThenElse(hn::RebindMask(di, hn::Lt(a, one)), sub, normal);
+        const auto normal = hn::ShiftRight<22>(hn::Add(bits, hn::Add(round22, odd)));
+        const auto halves = hn::Sub(hn::BitCast(di, hn::Add(hn::Min(a, one), two22)), two22_bits);
+        const auto idx = hn::Max(normal, halves);
         // Sign from y < 0 before rounding (a small negative gives 0x8; -0.0 gives 0x0).
         const auto code = hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Lt(y, zero)), eight));
 #if HWY_TARGET == HWY_SCALAR
