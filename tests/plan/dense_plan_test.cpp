@@ -218,7 +218,31 @@ TEST(DensePlan, Fp8BlockScalesAreDroppedWhenTheirWeightIsQuantized) {
   EXPECT_EQ(o.source_dtype, DType::F8_E4M3);
   EXPECT_EQ(o.source_scale_inv, "model.layers.0.self_attn.o_proj.weight_scale_inv");
   EXPECT_EQ(ENTRY(p, "model.layers.0.self_attn.o_proj.weight_scale_inv").action, Action::Drop);
-  EXPECT_EQ(ENTRY(p, "lm_head.weight_scale_inv").action, Action::Keep);
+  EXPECT_EQ(o.encoding, SourceEncoding::Fp8Block);
+  // A kept FP8 weight is written dequantized to BF16 (issue 8): raw FP8 codes without their
+  // scales would load as wrong values, so its scale tensor goes too.
+  EXPECT_EQ(ENTRY(p, "lm_head.weight").action, Action::Dequantize);
+  EXPECT_EQ(ENTRY(p, "lm_head.weight").encoding, SourceEncoding::Fp8Block);
+  EXPECT_EQ(ENTRY(p, "lm_head.weight").source_scale_inv, "lm_head.weight_scale_inv");
+  EXPECT_EQ(ENTRY(p, "lm_head.weight_scale_inv").action, Action::Drop);
+  EXPECT_EQ(planned_output_bytes(ENTRY(p, "lm_head.weight")), 256u * 256u * 2u);
+}
+
+TEST(DensePlan, Fp8WeightWithoutScalesOrWithAWrongGridIsAnError) {
+  Tensors t;
+  t.add("model.layers.0.self_attn.o_proj.weight", {256, 256}, DType::F8_E4M3);
+  t.add("model.layers.0.self_attn.q_proj.weight", {256, 300}, DType::F8_E4M3);
+  t.add("model.layers.0.self_attn.q_proj.weight_scale_inv", {2, 2}, DType::F32);
+  try {
+    build_plan_from_tensors(t.sorted(), config_of(kLlamaConfig), {});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("model.layers.0.self_attn.o_proj.weight [256,256]: F8_E4M3 weight without"),
+              std::string::npos) << msg;
+    EXPECT_NE(msg.find("q_proj.weight_scale_inv [2,2]: shape should be [2,3]"), std::string::npos)
+        << msg;
+  }
 }
 
 }  // namespace

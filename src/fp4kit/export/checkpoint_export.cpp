@@ -47,9 +47,15 @@ class WriterSink : public EntrySink {
                         f32_bytes(reciprocal_ ? 1.0f / q.input_scale : q.input_scale));
           break;
         case OutputPart::Copy:
+        case OutputPart::Dequantized:
           throw Error(fmt::format("output '{}': copy part for a quantized entry", t.spec.name));
       }
     }
+  }
+
+  void dequantized(size_t entry, std::vector<uint8_t>&& bf16) override {
+    auto it = by_entry_.find(entry);
+    writer_.write(layout_[it->second].spec.name, std::move(bf16));
   }
 
   void copied(size_t entry, std::span<const uint8_t> bytes) override {

@@ -24,6 +24,11 @@ std::vector<OutputTensor> output_layout(const Plan& plan, const Checkpoint& sour
       out.push_back({{e.name, info.dtype, info.shape}, i, OutputPart::Copy});
       continue;
     }
+    if (e.action == Action::Dequantize) {  // an FP8 source kept unquantized: BF16, same shape
+      const TensorInfo& info = source.info(e.source.tensor);
+      out.push_back({{e.name, DType::BF16, info.shape}, i, OutputPart::Dequantized});
+      continue;
+    }
     const std::string& m = e.name;
     if (!options.weights_only)
       out.push_back({{m + (b ? ".input_global_scale" : ".input_scale"), DType::F32, global_shape},

@@ -12,6 +12,7 @@ namespace fp4kit {
 
 enum class OutputPart {
   Copy,         // a kept tensor, byte for byte
+  Dequantized,  // a kept FP8 block-scaled tensor, written as BF16 (Action::Dequantize)
   Weight,       // A: <m>.weight U8 [N, K/2]        B: <m>.weight_packed
   WeightScale,  // A/B: <m>.weight_scale F8_E4M3 [N, K/16]
   GlobalScale,  // A: <m>.weight_scale_2 F32 []     B: <m>.weight_global_scale F32 [1] = 1/s2

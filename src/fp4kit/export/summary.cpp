@@ -27,7 +27,7 @@ QuantizeSummary summarize(const Plan& plan, const ExportResult& result, double s
   for (const auto& e : plan.entries) {
     s.by_reason[fmt::format("{}: {}", action_name(e.action), e.reason)]++;
     if (e.action == Action::Quantize) s.quantized++;
-    else if (e.action == Action::Keep) s.kept++;
+    else if (e.action == Action::Keep || e.action == Action::Dequantize) s.kept++;
     else s.dropped++;
   }
   for (const auto& r : result.entries) {

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -136,6 +137,7 @@ class PlanBuilder {
     check_experts();
     apply_rules();
     check_fused_consistency();
+    check_fp8_sources();
     if (!errors_.empty()) {
       // All of them, up to a length a terminal can still show (a systematically broken
       // checkpoint can have one problem per expert).
@@ -492,22 +494,85 @@ class PlanBuilder {
     }
   }
 
-  void lay_out_entries() {
-    // FP8 sources: "<m>.weight_scale_inv" goes with "<m>.weight".
-    std::unordered_map<std::string, size_t> scale_inv_of;  // weight tensor -> scale_inv tensor
-    std::set<size_t> scale_inv;
+  // FP8 sources: "<m>.weight_scale_inv" goes with "<m>.weight" (weight tensor -> scale tensor).
+  std::unordered_map<std::string, size_t> find_scale_inv() const {
+    std::unordered_map<std::string, size_t> scale_inv_of;
+    static const std::string kSuffix = ".weight_scale_inv";
     for (size_t i = 0; i < tensors_.size(); ++i) {
       const std::string& n = tensors_[i].name;
-      static const std::string kSuffix = ".weight_scale_inv";
       if (n.size() > kSuffix.size() && n.compare(n.size() - kSuffix.size(), kSuffix.size(),
                                                  kSuffix) == 0) {
         std::string w = n.substr(0, n.size() - kSuffix.size()) + ".weight";
-        if (by_name_.count(w)) {
-          scale_inv_of[w] = i;
-          scale_inv.insert(i);
-        }
+        if (by_name_.count(w)) scale_inv_of[w] = i;
       }
     }
+    return scale_inv_of;
+  }
+
+  // Block size of FP8 block-scaled sources: config.json quantization_config.weight_block_size
+  // (DeepSeek-V3, Kimi-K2 and Qwen3-FP8 all say [128, 128]), 128x128 when absent.
+  std::array<uint64_t, 2> fp8_block_size() const {
+    std::array<uint64_t, 2> b = {128, 128};
+    const auto& raw = config_.raw;
+    if (raw.is_object() && raw.contains("quantization_config") &&
+        raw["quantization_config"].is_object()) {
+      const auto& q = raw["quantization_config"];
+      if (q.contains("weight_block_size") && q["weight_block_size"].is_array() &&
+          q["weight_block_size"].size() == 2 && q["weight_block_size"][0].is_number_unsigned() &&
+          q["weight_block_size"][1].is_number_unsigned()) {
+        b[0] = q["weight_block_size"][0].get<uint64_t>();
+        b[1] = q["weight_block_size"][1].get<uint64_t>();
+      }
+    }
+    return b;
+  }
+
+  // An FP8 E4M3 weight is only meaningful with its block scales: without them (or with a grid of
+  // the wrong shape) neither quantizing nor copying it would give the right values.
+  void check_fp8_sources() {
+    const auto scale_inv_of = find_scale_inv();
+    const auto block = fp8_block_size();
+    if (block[0] == 0 || block[1] == 0) {
+      errors_.push_back("config.json quantization_config.weight_block_size has a zero entry");
+      return;
+    }
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const TensorMeta& t = tensors_[i];
+      if (t.dtype != DType::F8_E4M3) continue;
+      const bool is_weight = t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".weight") == 0;
+      auto s = scale_inv_of.find(t.name);
+      if (s == scale_inv_of.end()) {
+        if (is_weight)
+          errors_.push_back(fmt::format(
+              "{} {}: F8_E4M3 weight without its block scale tensor {}_scale_inv (only FP8 with "
+              "128x128 block scales, as DeepSeek-V3/Qwen3-FP8 ship it, can be read)",
+              t.name, shape_text(t.shape), t.name));
+        continue;
+      }
+      const TensorMeta& st = tensors_[s->second];
+      if (t.shape.size() != 2) {
+        errors_.push_back(fmt::format("{} {}: FP8 block-scaled tensors must be 2-D", t.name,
+                                      shape_text(t.shape)));
+        continue;
+      }
+      const std::vector<uint64_t> want = {(t.shape[0] + block[0] - 1) / block[0],
+                                          (t.shape[1] + block[1] - 1) / block[1]};
+      if (st.shape != want)
+        errors_.push_back(fmt::format("{} {}: shape should be {} for the {} {} weight in {}x{} "
+                                      "blocks",
+                                      st.name, shape_text(st.shape), shape_text(want), t.name,
+                                      shape_text(t.shape), block[0], block[1]));
+      if (st.dtype != DType::F32 && st.dtype != DType::BF16)
+        errors_.push_back(fmt::format("{}: dtype {}, expected F32 (or BF16) block scales",
+                                      st.name, dtype_name(st.dtype)));
+    }
+  }
+
+  void lay_out_entries() {
+    const auto scale_inv_of = find_scale_inv();
+    std::set<size_t> scale_inv;
+    for (const auto& [w, i] : scale_inv_of) scale_inv.insert(i);
+    const auto fp8_block = fp8_block_size();
     std::set<std::string> quantized_weights;
     for (const Module& m : modules_)
       if (m.quantize) quantized_weights.insert(tensors_[m.tensor].name);
@@ -534,8 +599,15 @@ class PlanBuilder {
           e.cols = m.cols;
           e.shape = t.shape;
           e.source_bytes = m.rows * m.cols * dtype_size(t.dtype);
-          if (auto s = scale_inv_of.find(t.name); s != scale_inv_of.end())
+          if (auto s = scale_inv_of.find(t.name); s != scale_inv_of.end()) {
             e.source_scale_inv = tensors_[s->second].name;
+            if (t.dtype == DType::F8_E4M3) {
+              e.encoding = SourceEncoding::Fp8Block;
+              e.fp8_block = fp8_block;
+              e.reason += fmt::format("; dequantized from FP8 ({}x{} block scales)",
+                                      fp8_block[0], fp8_block[1]);
+            }
+          }
           entry_module_.push_back(mi);
           plan_.entries.push_back(std::move(e));
         }
@@ -556,14 +628,26 @@ class PlanBuilder {
         e.expert = mods.size() == 1 ? modules_[mods.front()].expert : -1;
       } else if (scale_inv.count(i)) {
         std::string w = t.name.substr(0, t.name.size() - 17) + ".weight";
-        if (quantized_weights.count(w)) {
+        if (quantized_weights.count(w) || tensors_[by_name_.at(w)].dtype == DType::F8_E4M3) {
+          // Both a quantized FP8 weight and a kept one (written as BF16) absorb their scales.
           e.action = Action::Drop;
-          e.reason = "FP8 block scale of " + w + ": absorbed by dequantization";
+          e.reason = "FP8 block scale (weight_scale_inv): absorbed by dequantization";
         } else {
           e.reason = "FP8 block scale of the kept " + w;
         }
       } else {
         e.reason = keep_reason(c);
+      }
+      // A kept FP8 block-scaled tensor (MTP layer, router, K % 16, excluded by a rule) is written
+      // dequantized to BF16: raw FP8 codes without their scale would load as wrong values.
+      if (e.action == Action::Keep && t.dtype == DType::F8_E4M3) {
+        if (auto s = scale_inv_of.find(t.name); s != scale_inv_of.end()) {
+          e.action = Action::Dequantize;
+          e.source_scale_inv = tensors_[s->second].name;
+          e.encoding = SourceEncoding::Fp8Block;
+          e.fp8_block = fp8_block;
+          e.reason += "; FP8 source written dequantized as BF16";
+        }
       }
       entry_module_.push_back(mods.empty() ? SIZE_MAX : mods.front());
       plan_.entries.push_back(std::move(e));
@@ -676,7 +760,7 @@ class PlanBuilder {
       const PlanEntry& e = plan_.entries[ei];
       const size_t mi = entry_module_[ei];
       if (e.role == Role::LmHead) has_lm_head = true;
-      if (e.action != Action::Keep) continue;
+      if (e.action != Action::Keep && e.action != Action::Dequantize) continue;
       if (mi == SIZE_MAX) {
         const TensorClass& c = classes_[by_name_.at(e.name)];
         // A kept 2-D weight no rule recognised (GPT-2 Conv1D, unknown names): a loader may still

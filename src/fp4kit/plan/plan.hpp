@@ -1,6 +1,7 @@
 #pragma once
 // The plan: every output tensor's fate and the rule that decided it, fixed before any byte is
 // written (llama-quantize's first pass). The stream executes it; --dry-run prints it.
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -21,8 +22,17 @@ enum class Action {
   Quantize,  // NVFP4: writes <module>.weight (+ scales); source may be a slice of a fused 3-D tensor
   Keep,      // copied byte for byte (excluded module, norm, embedding, bias, ...)
   Drop,      // not written (e.g. source-format scale tensors absorbed by dequantization)
+  Dequantize,  // a kept tensor stored quantized in the source (FP8 block-scaled): written as BF16
+               // with the same name and shape, never as raw codes without their scales
 };
 std::string_view action_name(Action a);
+
+// How a source tensor's bytes encode its values (NVFP4-SPEC.md section 8).
+enum class SourceEncoding {
+  Plain,     // BF16 / F16 / F32: read element by element
+  Fp8Block,  // F8_E4M3 codes times a 2-D block scale grid "<m>.weight_scale_inv" (DeepSeek-V3/R1,
+             // Kimi-K2, Qwen3-FP8): decoded to float32 in the stream
+};
 
 // Where a quantized weight's [rows, cols] values come from.
 struct SourceSlice {
@@ -57,6 +67,11 @@ struct PlanEntry {
   std::vector<uint64_t> shape;  // the source tensor's full shape
   uint64_t source_bytes = 0;    // bytes read from the source for this entry (slice for experts)
   std::string source_scale_inv; // FP8 sources: the "<m>.weight_scale_inv" block-scale tensor
+  // Quantize / Dequantize entries: how the source encodes its values. Fp8Block: source_scale_inv
+  // names the scale grid, fp8_block its block size (config quantization_config.weight_block_size,
+  // default 128x128).
+  SourceEncoding encoding = SourceEncoding::Plain;
+  std::array<uint64_t, 2> fp8_block = {128, 128};
 };
 
 struct FusionGroup {
@@ -105,7 +120,7 @@ Plan build_plan_from_tensors(const std::vector<TensorMeta>& tensors, const Model
 void validate_exclude_list(const Plan& plan);
 
 // Output bytes of an entry: NVFP4 = rows*cols/2 + rows*cols/16 + 4 (s2) + 4 (input_scale unless
-// weights_only); Keep = source bytes; Drop = 0.
+// weights_only); Keep = source bytes; Dequantize = 2 bytes per element (BF16); Drop = 0.
 uint64_t planned_output_bytes(const PlanEntry& e, bool weights_only = false);
 
 // The --dry-run table: action, name, reason, shape, dtype, fusion group, bytes before/after,

@@ -17,6 +17,7 @@ std::string_view action_name(Action a) {
     case Action::Quantize: return "quantize";
     case Action::Keep: return "keep";
     case Action::Drop: return "drop";
+    case Action::Dequantize: return "dequantize";
   }
   return "?";
 }
@@ -29,6 +30,11 @@ uint64_t planned_output_bytes(const PlanEntry& e, bool weights_only) {
     }
     case Action::Keep: return e.source_bytes;
     case Action::Drop: return 0;
+    case Action::Dequantize: {
+      uint64_t n = 1;
+      for (uint64_t d : e.shape) n *= d;
+      return n * 2;
+    }
   }
   return 0;
 }
@@ -60,6 +66,8 @@ nlohmann::json Plan::to_json() const {
       x["input_group"] = e.input_group;
     }
     if (!e.source_scale_inv.empty()) x["source_scale_inv"] = e.source_scale_inv;
+    if (e.encoding == SourceEncoding::Fp8Block)
+      x["source_encoding"] = {{"kind", "fp8_block"}, {"block", e.fp8_block}};
     es.push_back(std::move(x));
   }
   j["entries"] = std::move(es);

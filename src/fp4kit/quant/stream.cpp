@@ -8,6 +8,7 @@
 
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
+#include "fp4kit/quant/source_decode.hpp"
 #include "fp4kit/quant/source_view.hpp"
 
 namespace fp4kit {
@@ -18,8 +19,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-float entry_amax(const Checkpoint& source, const PlanEntry& e) {
-  const SourceView v = source_view(source, e);
+// `buffer` holds decoded values of FP8 sources (reused: one tensor's float32 copy at a time).
+float entry_amax(const Checkpoint& source, const PlanEntry& e, std::vector<float>& buffer) {
+  const SourceView v = decoded_view(source, e, buffer);
   try {
     return tensor_amax(v.data, v.dtype, v.rows, v.cols);
   } catch (const Error& err) {
@@ -32,20 +34,21 @@ float entry_amax(const Checkpoint& source, const PlanEntry& e) {
 // Computed once, when the first member is reached; members are read again when quantized.
 class GroupScales {
  public:
-  GroupScales(const Plan& plan, const Checkpoint& source, ScaleForm form)
-      : plan_(plan), source_(source), form_(form) {}
+  GroupScales(const Plan& plan, const Checkpoint& source, ScaleForm form,
+              std::vector<float>& buffer)
+      : plan_(plan), source_(source), form_(form), buffer_(buffer) {}
 
   std::pair<float, float> amax_and_s2(size_t entry) {
     const PlanEntry& e = plan_.entries[entry];
     if (e.weight_group < 0) {
-      const float a = entry_amax(source_, e);
+      const float a = entry_amax(source_, e, buffer_);
       return {a, nvfp4_global_scale(a, form_)};
     }
     auto it = cache_.find(e.weight_group);
     if (it == cache_.end()) {
       float group_amax = 0;
       for (size_t m : plan_.groups[e.weight_group].members) {
-        const float a = entry_amax(source_, plan_.entries[m]);
+        const float a = entry_amax(source_, plan_.entries[m], buffer_);
         own_amax_[m] = a;
         group_amax = std::max(group_amax, a);
       }
@@ -58,6 +61,7 @@ class GroupScales {
   const Plan& plan_;
   const Checkpoint& source_;
   ScaleForm form_;
+  std::vector<float>& buffer_;
   std::map<int64_t, float> cache_;
   std::map<size_t, float> own_amax_;
 };
@@ -69,7 +73,8 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
                                     const std::vector<float>& input_scales,
                                     const QuantOptions& options, EntrySink& sink,
                                     const StreamProgress& progress) {
-  GroupScales groups(plan, source, options.scale_form);
+  std::vector<float> decoded;  // FP8 sources: one tensor's float32 values, reused
+  GroupScales groups(plan, source, options.scale_form, decoded);
   std::vector<EntryResult> results;
   results.reserve(order.size());
   for (size_t idx : order) {
@@ -82,12 +87,19 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
       const auto bytes = source.bytes(e.source.tensor);
       r.bytes_in = r.bytes_out = bytes.size();
       sink.copied(idx, bytes);
+    } else if (e.action == Action::Dequantize) {
+      std::vector<uint8_t> bf16 = dequantize_to_bf16(source, e, decoded);
+      r.bytes_in = source.info(e.source.tensor).nbytes();
+      r.bytes_out = bf16.size();
+      sink.dequantized(idx, std::move(bf16));
+      source.release(e.source.tensor);
     } else {
       if (e.cols % kNvfp4Block != 0)
         throw Error(fmt::format("module '{}': K = {} is not a multiple of 16 (plan error)", e.name,
                                 e.cols));
-      const SourceView v = source_view(source, e);
+      // s2 first: the group pass may reuse the decode buffer that the view below then fills.
       auto [amax, s2] = groups.amax_and_s2(idx);
+      const SourceView v = decoded_view(source, e, decoded);
       QuantizedWeight q;
       q.s2 = s2;
       q.packed.resize(v.rows * v.cols / 2);
@@ -106,13 +118,14 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
           throw Error(fmt::format("module '{}': no input_scale computed (internal error)", e.name));
         q.input_scale = input_scales[e.input_group];
       }
-      r.bytes_in = v.rows * v.cols * dtype_size(v.dtype);
+      r.bytes_in = v.rows * v.cols * dtype_size(e.source_dtype);
       r.bytes_out = q.packed.size() + q.scales.size() + 4 + (options.weights_only ? 0 : 4);
       r.amax = amax;
       r.s2 = s2;
       r.input_scale = q.input_scale;
       sink.quantized(idx, std::move(q));
       source.release(e.source.tensor);  // bounded RSS: the mapping's pages go back to the kernel
+      if (!e.source_scale_inv.empty()) source.release(e.source_scale_inv);
     }
     r.seconds = seconds_since(t0);
     results.push_back(r);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <stdexcept>
 #include <vector>
 
 #include "fp4kit/io/checkpoint.hpp"
@@ -27,6 +28,11 @@ class EntrySink {
   virtual void quantized(size_t entry, QuantizedWeight&& weight) = 0;
   // `bytes` stays valid until the source checkpoint is closed.
   virtual void copied(size_t entry, std::span<const uint8_t> bytes) = 0;
+  // A Dequantize entry: the whole tensor as BF16 bytes (FP8 source written unquantized).
+  virtual void dequantized(size_t entry, std::vector<uint8_t>&& bf16) {
+    (void)entry, (void)bf16;
+    throw std::logic_error("this sink cannot take dequantized tensors");
+  }
 };
 
 struct EntryResult {

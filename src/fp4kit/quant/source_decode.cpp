@@ -1,0 +1,84 @@
+#include "fp4kit/quant/source_decode.hpp"
+
+#include <fmt/core.h>
+
+#include <cstring>
+
+#include "fp4kit/error.hpp"
+#include "fp4kit/numeric/formats.hpp"
+#include "fp4kit/numeric/source_formats.hpp"
+
+namespace fp4kit {
+
+namespace {
+
+// The FP8 scale grid of the entry's source tensor, checked against the tensor's shape.
+Fp8BlockScales fp8_scales(const Checkpoint& ckpt, const PlanEntry& e, uint64_t n, uint64_t k) {
+  if (e.source_scale_inv.empty() || !ckpt.has(e.source_scale_inv))
+    throw Error(fmt::format("module '{}': FP8 source tensor '{}' has no block scale tensor '{}'",
+                            e.name, e.source.tensor,
+                            e.source_scale_inv.empty() ? e.source.tensor + "_scale_inv"
+                                                       : e.source_scale_inv));
+  const TensorInfo& si = ckpt.info(e.source_scale_inv);
+  if (si.shape.size() != 2)
+    throw Error(fmt::format("FP8 block scale tensor '{}' of '{}': rank {}, expected 2-D",
+                            e.source_scale_inv, e.source.tensor, si.shape.size()));
+  Fp8BlockScales s;
+  s.data = ckpt.bytes(e.source_scale_inv).data();
+  s.dtype = si.dtype;
+  s.grid_rows = si.shape[0];
+  s.grid_cols = si.shape[1];
+  s.block_rows = e.fp8_block[0];
+  s.block_cols = e.fp8_block[1];
+  check_fp8_block_scales(s, n, k, e.source_scale_inv);
+  return s;
+}
+
+}  // namespace
+
+SourceView decoded_view(const Checkpoint& ckpt, const PlanEntry& e, std::vector<float>& buffer) {
+  SourceView v = source_view(ckpt, e);
+  if (e.encoding == SourceEncoding::Plain) {
+    if (v.dtype == DType::F8_E4M3)  // a plan that forgot the scales: never quantize raw codes
+      throw Error(fmt::format("module '{}': source tensor '{}' is F8_E4M3 without block scales",
+                              e.name, e.source.tensor));
+    return v;
+  }
+  if (v.dtype != DType::F8_E4M3)
+    throw Error(fmt::format("module '{}': source tensor '{}' is {}, the plan says FP8", e.name,
+                            e.source.tensor, dtype_name(v.dtype)));
+  if (e.source.expert >= 0)
+    throw Error(fmt::format("module '{}': FP8 block-scaled fused 3-D tensor '{}' is not supported",
+                            e.name, e.source.tensor));
+  const TensorInfo& info = ckpt.info(e.source.tensor);
+  const Fp8BlockScales s = fp8_scales(ckpt, e, info.shape[0], info.shape[1]);
+  buffer.resize(v.rows * v.cols);
+  fp8_block_dequantize(v.data, e.source.row_begin, v.rows, info.shape[0], info.shape[1], s,
+                       buffer.data(), e.source.tensor);
+  v.data = reinterpret_cast<const uint8_t*>(buffer.data());
+  v.dtype = DType::F32;
+  return v;
+}
+
+std::vector<uint8_t> dequantize_to_bf16(const Checkpoint& ckpt, const PlanEntry& e,
+                                        std::vector<float>& buffer) {
+  const TensorInfo& info = ckpt.info(e.source.tensor);
+  if (e.encoding != SourceEncoding::Fp8Block || info.dtype != DType::F8_E4M3 ||
+      info.shape.size() != 2)
+    throw Error(fmt::format("tensor '{}': dequantize to BF16 needs a 2-D FP8 block-scaled source "
+                            "(is {}, rank {})",
+                            e.source.tensor, dtype_name(info.dtype), info.shape.size()));
+  const uint64_t n = info.shape[0], k = info.shape[1];
+  const Fp8BlockScales s = fp8_scales(ckpt, e, n, k);
+  buffer.resize(n * k);
+  fp8_block_dequantize(ckpt.bytes(e.source.tensor).data(), 0, n, n, k, s, buffer.data(),
+                       e.source.tensor);
+  std::vector<uint8_t> out(n * k * 2);
+  for (uint64_t i = 0; i < n * k; ++i) {
+    const uint16_t b = float_to_bf16(buffer[i]);
+    std::memcpy(out.data() + 2 * i, &b, 2);
+  }
+  return out;
+}
+
+}  // namespace fp4kit
