@@ -138,8 +138,18 @@ void BM_Nvfp4QuantizeRefBf16(benchmark::State& state) {
   state.counters["GBps"] = benchmark::Counter(gb, benchmark::Counter::kIsRate);
 }
 
+void BM_TensorAmaxBf16(benchmark::State& state) {
+  // The pass before quantizing (s2 needs the tensor amax), all threads.
+  Data& d = data();
+  float amax = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(amax = tensor_amax(d.w.data(), DType::BF16, kRows, kCols));
+  const double gb = static_cast<double>(state.iterations() * d.w.size() * 2) / 1e9;
+  state.counters["GBps"] = benchmark::Counter(gb, benchmark::Counter::kIsRate);
+}
+
 }  // namespace
 
+BENCHMARK(BM_TensorAmaxBf16)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ReadBaseline)->Arg(1)->Arg(0)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Nvfp4QuantizeBf16)->Arg(1)->Arg(0)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Nvfp4QuantizeRefBf16)->UseRealTime()->Unit(benchmark::kMillisecond);
