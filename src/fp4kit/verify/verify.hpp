@@ -33,7 +33,7 @@ struct VerifyOptions {
   // The unquantized checkpoint the output was made from (BF16/FP16/FP32). Empty: structural
   // checks only. Given: every quantized tensor is dequantized and compared with it.
   std::filesystem::path source;
-  // Compare with the source (requires `source`); set automatically when source is given.
+  // Informational: the numeric checks run exactly when `source` is set.
   bool numeric = false;
   // Relative RMSE above which a tensor is an error (see numeric_checks.hpp for how the default
   // was measured).
@@ -90,8 +90,9 @@ struct VerifyReport {
 };
 
 // Runs every structural check on checkpoint `dir`, and the numeric ones when options.source is
-// set. Never throws for a bad checkpoint (problems become findings); throws fp4kit::Error only
-// when `dir` or the source cannot be opened at all.
+// set. Never throws for a bad checkpoint: problems, a `dir` that cannot be opened included
+// (check "checkpoint.read"), become findings. Throws fp4kit::Error when the source cannot be
+// opened (a wrong --source is the caller's mistake, not a property of the checkpoint).
 VerifyReport verify_checkpoint(const std::filesystem::path& dir, const VerifyOptions& options);
 
 }  // namespace fp4kit::verify
