@@ -85,6 +85,14 @@ TEST(CliVerify, UsageErrorsExitTwo) {
   EXPECT_EQ(run_fp4kit("verify a b c --no-such-flag").code, 2);
 }
 
+TEST(CliVerify, UnreadableSourceExitsOne) {
+  TempDir d;
+  good_checkpoint().write(d / "out");
+  const auto r = run_fp4kit("verify " + (d / "out").string() + " --source " + (d / "nope").string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("nope"), std::string::npos) << r.out;
+}
+
 TEST(CliVerify, MissingDirectoryExitsOne) {
   TempDir d;
   const auto r = run_fp4kit("verify " + (d / "nope").string());
