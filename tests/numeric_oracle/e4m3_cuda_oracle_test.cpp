@@ -107,7 +107,7 @@ TEST(E4M3CudaOracle, DecodeAllCodes) {
 
 #else
 TEST(E4M3CudaOracle, SKIPPED_CudaHeadersMissing) {
-  GTEST_SKIP() << "SKIPPED: cuda_fp8.h not found (install the CUDA toolkit headers); the E4M3 "
-                  "oracle test did not run";
+  GTEST_SKIP() << "SKIPPED: cuda_fp8.h not available to this build (CUDA toolkit headers "
+                  "absent, or a cross build); the E4M3 oracle test did not run";
 }
 #endif
