@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <map>
+#include <set>
+#include <string>
 
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
@@ -66,6 +69,43 @@ class GroupScales {
   std::map<size_t, float> own_amax_;
 };
 
+// Asks the kernel to read the source tensors of the next entries (about `window` bytes ahead), so
+// disk reads overlap with quantizing the current one instead of stalling the worker threads.
+class ReadAhead {
+ public:
+  ReadAhead(const Plan& plan, const Checkpoint& source, const std::vector<size_t>& order,
+            uint64_t window)
+      : plan_(plan), source_(source), order_(order), window_(window) {}
+
+  void advance(size_t position) {
+    while (next_ < order_.size() && (next_ <= position || ahead_bytes_ < window_)) {
+      const PlanEntry& e = plan_.entries[order_[next_]];
+      if (e.action != Action::Drop && started_.insert(e.source.tensor).second) {
+        const TensorInfo& info = source_.info(e.source.tensor);
+        source_.file_of(e.source.tensor).prefetch(info);
+        ahead_bytes_ += info.nbytes();
+        sizes_.push_back({next_, info.nbytes()});
+      }
+      ++next_;
+    }
+    // Entries at or before `position` are being processed: no longer "ahead".
+    while (!sizes_.empty() && sizes_.front().first <= position) {
+      ahead_bytes_ -= sizes_.front().second;
+      sizes_.pop_front();
+    }
+  }
+
+ private:
+  const Plan& plan_;
+  const Checkpoint& source_;
+  const std::vector<size_t>& order_;
+  uint64_t window_;
+  size_t next_ = 0;
+  uint64_t ahead_bytes_ = 0;
+  std::set<std::string> started_;
+  std::deque<std::pair<size_t, uint64_t>> sizes_;
+};
+
 }  // namespace
 
 std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
@@ -77,7 +117,10 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
   GroupScales groups(plan, source, options.scale_form, decoded);
   std::vector<EntryResult> results;
   results.reserve(order.size());
-  for (size_t idx : order) {
+  ReadAhead read_ahead(plan, source, order, 64ull << 20);
+  for (size_t position = 0; position < order.size(); ++position) {
+    const size_t idx = order[position];
+    read_ahead.advance(position);
     const PlanEntry& e = plan.entries[idx];
     if (e.action == Action::Drop) continue;
     const auto t0 = std::chrono::steady_clock::now();
