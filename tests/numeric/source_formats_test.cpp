@@ -71,6 +71,32 @@ TEST(Fp8Block, Default128BlocksPickTheRightScaleAtEveryEdge) {
   EXPECT_EQ(part[29 * k + 150], 11.0f);  // row 129
 }
 
+TEST(Fp8Block, AmaxEqualsTheMaxOfTheDecodedValues) {
+  // Random codes (no NaN) and scales, slices crossing block rows: amax must be bit-identical to
+  // max |decode|, which is computed here from the decoded output.
+  const size_t n = 300, k = 272;
+  std::vector<uint8_t> codes(n * k);
+  uint32_t x = 12345;
+  for (auto& c : codes) {
+    x = x * 1664525u + 1013904223u;
+    c = static_cast<uint8_t>(x >> 24);
+    if ((c & 0x7F) == 0x7F) c = 0x3F;
+  }
+  std::vector<float> grid(3 * 3);
+  for (size_t i = 0; i < grid.size(); ++i) grid[i] = 0.001f * float(i * 7 % 9 + 1) / 3.0f;
+  Fp8BlockScales s{grid.data(), DType::F32, 3, 3};
+  for (auto [r0, rows] : {std::pair<size_t, size_t>{0, 300}, {100, 60}, {256, 44}, {5, 1}}) {
+    std::vector<float> out(rows * k);
+    fp8_block_dequantize(codes.data() + r0 * k, r0, rows, n, k, s, out.data(), "w");
+    float want = 0;
+    for (float v : out) want = std::max(want, std::fabs(v));
+    EXPECT_EQ(fp8_block_amax(codes.data() + r0 * k, r0, rows, n, k, s, "w"), want) << r0;
+  }
+  codes[7 * k + 3] = 0xFF;
+  EXPECT_NE(error_of([&] { fp8_block_amax(codes.data(), 0, n, n, k, s, "w"); }).find("row 7, column 3"),
+            std::string::npos);
+}
+
 TEST(Fp8Block, Bf16ScaleGrid) {
   const std::vector<uint8_t> codes = {0x40, 0xB8};  // 2, -1
   const std::vector<uint16_t> grid = {0x3FC0};      // bf16 1.5

@@ -10,6 +10,7 @@
 #include "fp4kit/numeric/formats.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/parallel.hpp"
+#include "fp4kit/numeric/source_formats.hpp"
 
 namespace fp4kit::engine {
 namespace {
@@ -102,6 +103,17 @@ LinearWeights load_linear(const Checkpoint& c, const LinearRef& ref, bool activa
                                   c.dir().string(), m, is));
         L.act_global_scale = 1.0f / is;  // vLLM: input_scale_inv
       }
+    } else if (t.dtype == DType::F8_E4M3 && c.has(m + ".weight_scale_inv") &&
+               t.shape.size() == 2 && t.shape[0] == L.n && t.shape[1] == L.k) {
+      // FP8 with 128x128 block scales (DeepSeek-V3, Qwen3-FP8; spec 8): the values calibration
+      // must see are fp8 * scale_inv of the block. A grid that is not [ceil(n/128), ceil(k/128)]
+      // (another block size) is an error, never a silent misread.
+      const std::string sname = m + ".weight_scale_inv";
+      const auto& si = c.info(sname);
+      if (si.shape.size() != 2)
+        throw Error(fmt::format("{}: {} must be 2-D", c.dir().string(), sname));
+      Fp8BlockScales s{c.bytes(sname).data(), si.dtype, si.shape[0], si.shape[1], 128, 128};
+      fp8_block_dequantize(c.bytes(wname).data(), 0, L.n, L.n, L.k, s, L.w.data(), wname);
     } else {
       if (!dtype_is_float(t.dtype) || c.has(m + ".weight_scale_inv") ||
           (c.has(m + ".weight_scale") && t.dtype != DType::U8))

@@ -83,7 +83,7 @@ void fp8_block_dequantize(const uint8_t* codes, size_t row_begin, size_t rows, s
   if (row_begin + rows > n)
     throw Error(cat("FP8 tensor '", tensor, "': rows [", row_begin, ", ", row_begin + rows,
                     ") outside [0, ", n, ")"));
-  check_fp8_block_scales(s, n, k, std::string(tensor) + " scale_inv");
+  check_fp8_block_scales(s, n, k, std::string(tensor) + "_scale_inv");
   const auto& lut = e4m3_table();
   parallel_for(0, rows, 16, [&](size_t r0, size_t r1) {
     std::vector<float> row_scales(s.grid_cols);
@@ -107,6 +107,41 @@ void fp8_block_dequantize(const uint8_t* codes, size_t row_begin, size_t rows, s
                           row_begin + r, ", column ", c));
     }
   });
+}
+
+float fp8_block_amax(const uint8_t* codes, size_t row_begin, size_t rows, size_t n, size_t k,
+                     const Fp8BlockScales& s, std::string_view tensor) {
+  if (row_begin + rows > n)
+    throw Error(cat("FP8 tensor '", tensor, "': rows [", row_begin, ", ", row_begin + rows,
+                    ") outside [0, ", n, ")"));
+  check_fp8_block_scales(s, n, k, std::string(tensor) + "_scale_inv");
+  const auto& lut = e4m3_table();
+  // Per row and column block: the largest code magnitude (codes compare like magnitudes once the
+  // sign bit is cleared), then one multiply by the block's scale.
+  std::vector<float> row_max(rows, 0.0f);
+  parallel_for(0, rows, 16, [&](size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; ++r) {
+      const size_t br = (row_begin + r) / s.block_rows;
+      const uint8_t* src = codes + r * k;
+      float m = 0;
+      for (size_t bc = 0; bc < s.grid_cols; ++bc) {
+        const size_t c0 = bc * s.block_cols, c1 = std::min(k, c0 + s.block_cols);
+        uint8_t top = 0;
+        for (size_t c = c0; c < c1; ++c) top = std::max<uint8_t>(top, src[c] & 0x7F);
+        if (top == 0x7F) {
+          for (size_t c = c0; c < c1; ++c)
+            if ((src[c] & 0x7F) == 0x7F)
+              throw Error(cat("FP8 tensor '", tensor, "': NaN code ", int(src[c]), " at row ",
+                              row_begin + r, ", column ", c));
+        }
+        m = std::max(m, lut[top] * scale_at(s, br, bc));
+      }
+      row_max[r] = m;
+    }
+  });
+  float amax = 0;
+  for (float m : row_max) amax = std::max(amax, m);
+  return amax;
 }
 
 void mxfp4_dequantize(const uint8_t* blocks, const uint8_t* scales, size_t groups, float* out,

@@ -29,10 +29,17 @@ void check_fp8_block_scales(const Fp8BlockScales& scales, size_t n, size_t k,
                             std::string_view tensor);
 
 // Decodes rows [row_begin, row_begin + rows) of the FP8 E4M3FN matrix [n, k]; `codes` points at row
-// row_begin, `out` receives rows * k floats. Checks the scales it uses (as above) and fails on a NaN
-// code (0x7F / 0xFF) naming row and column. Runs on all cores. `tensor` names the weight tensor.
+// row_begin, `out` receives rows * k floats. Checks the scales (as above, naming them
+// "<tensor>_scale_inv") and fails on a NaN code (0x7F / 0xFF) naming row and column. Runs on all
+// cores. `tensor` names the weight tensor.
 void fp8_block_dequantize(const uint8_t* codes, size_t row_begin, size_t rows, size_t n, size_t k,
                           const Fp8BlockScales& scales, float* out, std::string_view tensor);
+
+// max |w| over the same rows, equal to the max of fp8_block_dequantize's output (a positive scale
+// and float rounding are both monotonic, so the block's largest code times its scale is the
+// block's amax) without writing the values: the fusion-group pass reads each weight once more.
+float fp8_block_amax(const uint8_t* codes, size_t row_begin, size_t rows, size_t n, size_t k,
+                     const Fp8BlockScales& scales, std::string_view tensor);
 
 // MXFP4 as gpt-oss stores it: blocks U8 [..., G, 16] (32 E2M1 codes per block, element 2j in the
 // LOW nibble of byte j) and scales U8 E8M0 [..., G] (2^(s - 127)). `groups` = product of the

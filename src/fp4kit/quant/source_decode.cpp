@@ -6,6 +6,7 @@
 
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/formats.hpp"
+#include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/source_formats.hpp"
 
 namespace fp4kit {
@@ -58,6 +59,21 @@ SourceView decoded_view(const Checkpoint& ckpt, const PlanEntry& e, std::vector<
   v.data = reinterpret_cast<const uint8_t*>(buffer.data());
   v.dtype = DType::F32;
   return v;
+}
+
+float source_amax(const Checkpoint& ckpt, const PlanEntry& e) {
+  std::vector<float> unused;
+  if (e.encoding == SourceEncoding::Plain) {
+    const SourceView v = decoded_view(ckpt, e, unused);  // a view, no copy
+    return tensor_amax(v.data, v.dtype, v.rows, v.cols);
+  }
+  const SourceView v = source_view(ckpt, e);
+  if (v.dtype != DType::F8_E4M3 || e.source.expert >= 0)
+    return decoded_view(ckpt, e, unused), 0.0f;  // throws the decoder's error
+  const TensorInfo& info = ckpt.info(e.source.tensor);
+  const Fp8BlockScales s = fp8_scales(ckpt, e, info.shape[0], info.shape[1]);
+  return fp8_block_amax(v.data, e.source.row_begin, v.rows, info.shape[0], info.shape[1], s,
+                        e.source.tensor);
 }
 
 std::vector<uint8_t> dequantize_to_bf16(const Checkpoint& ckpt, const PlanEntry& e,

@@ -14,6 +14,10 @@ namespace fp4kit {
 // resized as needed) for encoded sources. Errors name the module, the tensor and the scale tensor.
 SourceView decoded_view(const Checkpoint& ckpt, const PlanEntry& entry, std::vector<float>& buffer);
 
+// max |value| of the entry's [rows, cols] values; for FP8 sources computed from the codes and
+// block scales without decoding (bit-identical to the max over decoded_view).
+float source_amax(const Checkpoint& ckpt, const PlanEntry& entry);
+
 // A Dequantize entry's whole tensor as BF16 bytes (round to nearest even), for writing.
 std::vector<uint8_t> dequantize_to_bf16(const Checkpoint& ckpt, const PlanEntry& entry,
                                         std::vector<float>& buffer);

@@ -22,11 +22,10 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// `buffer` holds decoded values of FP8 sources (reused: one tensor's float32 copy at a time).
-float entry_amax(const Checkpoint& source, const PlanEntry& e, std::vector<float>& buffer) {
-  const SourceView v = decoded_view(source, e, buffer);
+// FP8 sources: amax from codes and block scales, without decoding (bit-identical).
+float entry_amax(const Checkpoint& source, const PlanEntry& e) {
   try {
-    return tensor_amax(v.data, v.dtype, v.rows, v.cols);
+    return source_amax(source, e);
   } catch (const Error& err) {
     throw Error(fmt::format("module '{}' (source tensor '{}'): {}", e.name, e.source.tensor,
                             err.what()));
@@ -37,21 +36,20 @@ float entry_amax(const Checkpoint& source, const PlanEntry& e, std::vector<float
 // Computed once, when the first member is reached; members are read again when quantized.
 class GroupScales {
  public:
-  GroupScales(const Plan& plan, const Checkpoint& source, ScaleForm form,
-              std::vector<float>& buffer)
-      : plan_(plan), source_(source), form_(form), buffer_(buffer) {}
+  GroupScales(const Plan& plan, const Checkpoint& source, ScaleForm form)
+      : plan_(plan), source_(source), form_(form) {}
 
   std::pair<float, float> amax_and_s2(size_t entry) {
     const PlanEntry& e = plan_.entries[entry];
     if (e.weight_group < 0) {
-      const float a = entry_amax(source_, e, buffer_);
+      const float a = entry_amax(source_, e);
       return {a, nvfp4_global_scale(a, form_)};
     }
     auto it = cache_.find(e.weight_group);
     if (it == cache_.end()) {
       float group_amax = 0;
       for (size_t m : plan_.groups[e.weight_group].members) {
-        const float a = entry_amax(source_, plan_.entries[m], buffer_);
+        const float a = entry_amax(source_, plan_.entries[m]);
         own_amax_[m] = a;
         group_amax = std::max(group_amax, a);
       }
@@ -64,7 +62,6 @@ class GroupScales {
   const Plan& plan_;
   const Checkpoint& source_;
   ScaleForm form_;
-  std::vector<float>& buffer_;
   std::map<int64_t, float> cache_;
   std::map<size_t, float> own_amax_;
 };
@@ -114,7 +111,7 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
                                     const QuantOptions& options, EntrySink& sink,
                                     const StreamProgress& progress) {
   std::vector<float> decoded;  // FP8 sources: one tensor's float32 values, reused
-  GroupScales groups(plan, source, options.scale_form, decoded);
+  GroupScales groups(plan, source, options.scale_form);
   std::vector<EntryResult> results;
   results.reserve(order.size());
   ReadAhead read_ahead(plan, source, order, 64ull << 20);
@@ -140,7 +137,6 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
       if (e.cols % kNvfp4Block != 0)
         throw Error(fmt::format("module '{}': K = {} is not a multiple of 16 (plan error)", e.name,
                                 e.cols));
-      // s2 first: the group pass may reuse the decode buffer that the view below then fills.
       auto [amax, s2] = groups.amax_and_s2(idx);
       const SourceView v = decoded_view(source, e, decoded);
       QuantizedWeight q;
