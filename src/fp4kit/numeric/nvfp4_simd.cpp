@@ -191,7 +191,11 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
         const auto halves = hn::Sub(hn::BitCast(di, hn::Add(hn::Min(a, one), two22)), two22_bits);
         const auto idx = hn::Max(normal, halves);
         // Sign from y < 0 before rounding (a small negative gives 0x8; -0.0 gives 0x0).
+#ifdef FP4KIT_BLOCKMAX_TREE
+        const hn::Vec<DI> code{_mm512_mask_or_epi32(idx.raw, hn::Lt(y, zero).raw, idx.raw, eight.raw)};
+#else
         const auto code = hn::Or(idx, hn::IfThenElseZero(hn::RebindMask(di, hn::Lt(y, zero)), eight));
+#endif
 #if HWY_TARGET == HWY_SCALAR
         HWY_ALIGN int32_t c[1];
         hn::Store(code, di, c);
