@@ -10,6 +10,7 @@
 #include "fp4kit/numeric/convert.hpp"
 #include "fp4kit/numeric/formats.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
+#include "fp4kit/numeric/nvfp4_row_decode.hpp"
 #include "fp4kit/numeric/nvfp4_checks.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 
@@ -122,12 +123,8 @@ void nvfp4_dequantize(const uint8_t* packed, const uint8_t* scales, size_t rows,
   const size_t nblocks = cols / kNvfp4Block;
   parallel_for(0, rows, 1 + (1 << 14) / std::max<size_t>(cols, 1), [&](size_t r0, size_t r1) {
     for (size_t r = r0; r < r1; ++r)
-      for (size_t c = 0; c < cols; ++c) {
-        const uint8_t byte = packed[r * (cols / 2) + c / 2];
-        const uint8_t code = (c & 1) ? (byte >> 4) : (byte & 0xF);
-        const float sf = e4m3_to_float(scales[r * nblocks + c / kNvfp4Block]);
-        out[r * cols + c] = e2m1_to_float(code) * sf * s2;
-      }
+      detail::nvfp4_dequantize_row(packed + r * (cols / 2), scales + r * nblocks, cols, s2,
+                                   out + r * cols);
   });
 }
 
