@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end quantize throughput against the I/O floor, measured in the same run (issue 4).
-#   bench/quantize_e2e.sh [WORKDIR] [SIZE: 4gb|small]
+#   [FP4KIT_BUILD=build] bench/quantize_e2e.sh [WORKDIR] [SIZE: 4gb|small]
 # Builds a synthetic bf16 Qwen3-MoE checkpoint (~4 GB), then times, with the page cache of the
 # input evicted before each (dd iflag=nocache, no privileges needed):
 #   read floor : cat of every input shard to /dev/null
@@ -11,8 +11,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-/tmp/fp4kit-bench}
 size=${2:-4gb}
-bin=$root/build/fp4kit
-synth=$root/build/fp4kit-synth
+bindir=${FP4KIT_BUILD:-$root/build}
+bin=$bindir/fp4kit
+synth=$bindir/fp4kit-synth
 mkdir -p "$work"
 src=$work/src-$size
 if [ ! -f "$src/config.json" ]; then
@@ -28,11 +29,11 @@ if [ ! -f "$src/config.json" ]; then
 fi
 evict() { for f in "$1"/*.safetensors; do dd if="$f" iflag=nocache count=0 status=none; done; }
 now() { date +%s.%N; }
-in_bytes=$(du -cb "$src"/*.safetensors | tail -1 | cut -f1)
+in_bytes=$(cat "$src"/*.safetensors | wc -c)
 
 evict "$src"
 t0=$(now); cat "$src"/*.safetensors > /dev/null; t1=$(now)
-read_s=$(echo "$t1 - $t0" | bc -l)
+read_s=$(python3 -c "print($t1 - $t0)")
 
 out=$work/out-$size
 rm -rf "$out" "$out.partial"
@@ -42,7 +43,7 @@ evict "$src"
 fp_s=$(grep "Elapsed (wall clock)" "$work/time.txt" | awk '{print $NF}' |
   awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
 rss_kb=$(grep "Maximum resident set size" "$work/time.txt" | awk '{print $NF}')
-out_bytes=$(du -cb "$out"/*.safetensors | tail -1 | cut -f1)
+out_bytes=$(cat "$out"/*.safetensors | wc -c)
 largest=$(python3 - "$src" <<'PY'
 import json, struct, sys, glob
 m = 0
@@ -59,17 +60,23 @@ PY
 
 t0=$(now); dd if=/dev/zero of="$work/write-floor.bin" bs=16M count=$((out_bytes / 16777216 + 1)) \
   conv=fsync status=none; t1=$(now)
-write_s=$(echo "$t1 - $t0" | bc -l)
+write_s=$(python3 -c "print($t1 - $t0)")
 rm -f "$work/write-floor.bin"
 
-floor_s=$(echo "$read_s + $write_s" | bc -l)
-printf "machine: %s, %s cores; date: %s\n" "$(lscpu | grep 'Model name' | sed 's/.*: *//')" "$(nproc)" "$(date -u +%F)"
-printf "input %.2f GB bf16 -> output %.2f GB; largest tensor %.1f MB\n" \
-  "$(echo "$in_bytes/1e9" | bc -l)" "$(echo "$out_bytes/1e9" | bc -l)" "$(echo "$largest/1e6" | bc -l)"
-printf "read floor   %6.2f s  (%.2f GB/s)\n" "$read_s" "$(echo "$in_bytes/1e9/$read_s" | bc -l)"
-printf "write floor  %6.2f s  (%.2f GB/s of output)\n" "$write_s" "$(echo "$out_bytes/1e9/$write_s" | bc -l)"
-printf "I/O floor    %6.2f s  (%.2f GB/s of input)\n" "$floor_s" "$(echo "$in_bytes/1e9/$floor_s" | bc -l)"
-printf "fp4kit       %6.2f s  (%.2f GB/s of input)\n" "$fp_s" "$(echo "$in_bytes/1e9/$fp_s" | bc -l)"
-printf "fp4kit throughput / I/O floor throughput = %.2f (target >= 0.70)\n" "$(echo "$floor_s/$fp_s" | bc -l)"
-printf "peak RSS %.0f MB; bound 1 GB + 2 x largest tensor = %.0f MB\n" \
-  "$(echo "$rss_kb/1024" | bc -l)" "$(echo "(1e9 + 2*$largest)/1048576" | bc -l)"
+python3 - "$in_bytes" "$out_bytes" "$largest" "$read_s" "$write_s" "$fp_s" "$rss_kb" <<'PY'
+import sys, subprocess, datetime, os
+inb, outb, largest = (int(x) for x in sys.argv[1:4])
+read_s, write_s, fp_s = (float(x) for x in sys.argv[4:7])
+rss_mb = int(sys.argv[7]) / 1024
+cpu = subprocess.run("lscpu | grep 'Model name' | sed 's/.*: *//'", shell=True,
+                     capture_output=True, text=True).stdout.strip()
+floor_s = read_s + write_s
+print(f"machine: {cpu}, {os.cpu_count()} cores; date: {datetime.date.today()}")
+print(f"input {inb/1e9:.2f} GB bf16 -> output {outb/1e9:.2f} GB; largest tensor {largest/1e6:.1f} MB")
+print(f"read floor   {read_s:7.2f} s  ({inb/1e9/read_s:.2f} GB/s)")
+print(f"write floor  {write_s:7.2f} s  ({outb/1e9/write_s:.2f} GB/s of output)")
+print(f"I/O floor    {floor_s:7.2f} s  ({inb/1e9/floor_s:.2f} GB/s of input)")
+print(f"fp4kit       {fp_s:7.2f} s  ({inb/1e9/fp_s:.2f} GB/s of input)")
+print(f"fp4kit throughput / I/O floor throughput = {floor_s/fp_s:.2f} (target >= 0.70)")
+print(f"peak RSS {rss_mb:.0f} MB; bound 1 GB + 2 x largest tensor = {(1e9 + 2*largest)/2**20:.0f} MB")
+PY
