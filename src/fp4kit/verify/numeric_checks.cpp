@@ -153,12 +153,35 @@ void run_numeric_checks(const Checkpoint& ckpt, const Checkpoint& source,
                         const std::vector<ModuleScales>& scales, double max_rel_rmse,
                         Findings& out, VerifyReport& report) {
   std::set<std::string> covered;  // source tensors some quantized module came from
+  // Sources found up front, so their pages can be read ahead (~64 MiB) while earlier modules are
+  // compared: without it every page fault waits for the disk.
+  std::vector<SourceSlice> slices(mods.size());
+  std::vector<std::string> whys(mods.size());
+  for (size_t i = 0; i < mods.size(); ++i)
+    if (mods[i].quantized && mods[i].weight && mods[i].weight->shape.size() == 2)
+      slices[i] = find_source(source, mods[i], whys[i]);
+  std::set<const TensorInfo*> prefetched;
+  size_t ahead = 0;
+  auto read_ahead = [&](size_t i) {
+    uint64_t window = 0;
+    for (ahead = std::max(ahead, i); ahead < mods.size() && window < (64ull << 20); ++ahead) {
+      const SourceSlice& s = slices[ahead];
+      if (!s.tensor) continue;
+      if (prefetched.insert(s.tensor).second) {
+        source.file_of(s.tensor->name).prefetch(*s.tensor);
+        window += s.tensor->nbytes();
+      }
+      ckpt.file_of(mods[ahead].weight->name).prefetch(*mods[ahead].weight);
+      window += mods[ahead].weight->nbytes();
+    }
+  };
   for (size_t i = 0; i < mods.size(); ++i) {
     const ModuleTensors& m = mods[i];
     const ModuleScales& ms = scales[i];
     if (!m.quantized || !m.weight || m.weight->shape.size() != 2) continue;
-    std::string why;
-    const SourceSlice s = find_source(source, m, why);
+    if (i + 1 >= ahead) read_ahead(i);
+    const std::string& why = whys[i];
+    const SourceSlice& s = slices[i];
     if (!s.tensor) {
       out.warning("numeric.source", m.name, fmt::format("{}: not compared: {}", m.name, why));
       continue;
