@@ -13,6 +13,7 @@
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/convert.hpp"
 #include "fp4kit/numeric/distortion.hpp"
+#include "fp4kit/numeric/source_formats.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/verify/module_names.hpp"
 
@@ -148,6 +149,40 @@ SourceSlice find_source(const Checkpoint& source, const ModuleTensors& m, std::s
   return {};
 }
 
+namespace {
+
+// The weight_scale_inv grid beside an FP8 weight "<m>.weight", or nullptr.
+const TensorInfo* fp8_scale_of(const Checkpoint& source, const TensorInfo& weight) {
+  const std::string& n = weight.name;
+  if (!n.ends_with(".weight")) return nullptr;
+  const std::string scale = n + "_scale_inv";
+  return source.has(scale) ? &source.info(scale) : nullptr;
+}
+
+// Decodes a whole FP8 block-scaled weight [n, k] to float32; the block size comes from the source
+// config (quantization_config.weight_block_size), 128 x 128 when absent, as the quantizer reads it.
+void decode_fp8_source(const Checkpoint& source, const TensorInfo& weight, std::vector<float>& out) {
+  const TensorInfo& scale = *fp8_scale_of(source, weight);
+  Fp8BlockScales grid;
+  grid.data = source.bytes(scale.name).data();
+  grid.dtype = scale.dtype;
+  if (scale.shape.size() == 2) {
+    grid.grid_rows = scale.shape[0];
+    grid.grid_cols = scale.shape[1];
+  }
+  const auto& qc = source.config().value("quantization_config", nlohmann::json::object());
+  if (qc.is_object() && qc.contains("weight_block_size") && qc["weight_block_size"].is_array() &&
+      qc["weight_block_size"].size() == 2) {
+    grid.block_rows = qc["weight_block_size"][0].get<size_t>();
+    grid.block_cols = qc["weight_block_size"][1].get<size_t>();
+  }
+  const size_t n = weight.shape[0], k = weight.shape[1];
+  out.resize(n * k);
+  fp8_block_dequantize(source.bytes(weight.name).data(), 0, n, n, k, grid, out.data(), weight.name);
+}
+
+}  // namespace
+
 void run_numeric_checks(const Checkpoint& ckpt, const Checkpoint& source,
                         const std::vector<ModuleTensors>& mods,
                         const std::vector<ModuleScales>& scales, double max_rel_rmse,
@@ -161,6 +196,7 @@ void run_numeric_checks(const Checkpoint& ckpt, const Checkpoint& source,
     if (mods[i].quantized && mods[i].weight && mods[i].weight->shape.size() == 2)
       slices[i] = find_source(source, mods[i], whys[i]);
   std::set<const TensorInfo*> prefetched;
+  std::vector<float> fp8_decoded;  // one FP8 source tensor's float32 values, reused
   size_t ahead = 0;
   auto read_ahead = [&](size_t i) {
     uint64_t window = 0;
@@ -187,18 +223,32 @@ void run_numeric_checks(const Checkpoint& ckpt, const Checkpoint& source,
       continue;
     }
     covered.insert(s.tensor->name);
-    if (!comparable_dtype(s.tensor->dtype)) {
+    // FP8 block-scaled sources (DeepSeek-V3, Qwen3-FP8) are decoded as the quantizer decoded them.
+    const bool fp8 = s.tensor->dtype == DType::F8_E4M3 && fp8_scale_of(source, *s.tensor) &&
+                     s.tensor->shape.size() == 2;
+    if (!comparable_dtype(s.tensor->dtype) && !fp8) {
       out.warning("numeric.source", m.name,
-                  fmt::format("{}: not compared: source {} is {} (only BF16/F16/F32 sources are "
-                              "compared)", m.name, s.tensor->name, dtype_name(s.tensor->dtype)));
+                  fmt::format("{}: not compared: source {} is {} (only BF16/F16/F32 and FP8 "
+                              "block-scaled sources are compared)",
+                              m.name, s.tensor->name, dtype_name(s.tensor->dtype)));
       continue;
     }
     if (!ms.s2_valid || !ms.scales_valid || s.cols % 16 != 0) continue;  // reported structurally
     const void* src = slice_ptr(source, s);
+    DType src_dtype = s.tensor->dtype;
+    if (fp8) {
+      try {
+        decode_fp8_source(source, *s.tensor, fp8_decoded);
+      } catch (const Error& e) {
+        out.error("numeric.source", m.name, fmt::format("{}: {}", m.name, e.what()));
+        continue;
+      }
+      src = fp8_decoded.data();
+      src_dtype = DType::F32;
+    }
     const uint8_t* packed = ckpt.bytes(m.weight->name).data();
     const uint8_t* sc = ckpt.bytes(m.weight_scale->name).data();
-    const DistortionStats d =
-        nvfp4_distortion(src, s.tensor->dtype, s.rows, s.cols, packed, sc, ms.s2);
+    const DistortionStats d = nvfp4_distortion(src, src_dtype, s.rows, s.cols, packed, sc, ms.s2);
     TensorErrorStats st;
     st.module = m.name;
     st.rows = s.rows;
@@ -211,7 +261,7 @@ void run_numeric_checks(const Checkpoint& ckpt, const Checkpoint& source,
     st.rounded_to_zero = d.rounded_to_zero;
     check_zero_scales(source, s, m, ms, out);
     if (!(st.rel_rmse <= max_rel_rmse)) {
-      const auto ref = reference_encoding(src, s.tensor->dtype, s.rows, s.cols);
+      const auto ref = reference_encoding(src, src_dtype, s.rows, s.cols);
       if (ref && st.rel_rmse <= 1.25 * ref->rel_rmse)
         out.warning("numeric.error", m.name,
                     fmt::format("{}: relative RMSE {:.4f} (SQNR {:.1f} dB) is above the threshold "
