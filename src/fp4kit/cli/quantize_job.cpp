@@ -3,7 +3,6 @@
 
 #include <chrono>
 #include <fstream>
-#include <optional>
 
 #include "fp4kit/cli/quantize_job.hpp"
 #include "fp4kit/cli/progress.hpp"
@@ -24,7 +23,6 @@
 namespace fp4kit::cli {
 
 namespace {
-
 
 void write_json_file(const std::string& path, const nlohmann::json& j) {
   std::ofstream f(path);
