@@ -11,6 +11,7 @@
 #include "io/raw_safetensors.hpp"
 #include "support/shared_data.hpp"
 #include "support/temp_dir.hpp"
+#include "support/error_of.hpp"
 
 namespace fp4kit {
 namespace {
@@ -22,16 +23,7 @@ using testing::safetensors_image;
 using testing::TempDir;
 using testing::write_file;
 
-template <class F>
-std::string error_of(F&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no fp4kit::Error thrown";
-  return {};
-}
+using testing::error_of;
 
 // One U8 tensor of 2 bytes per name, contiguous.
 std::string shard_image(const std::vector<std::string>& names) {

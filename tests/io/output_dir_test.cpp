@@ -19,6 +19,7 @@
 #include "fp4kit/io/safetensors_writer.hpp"
 #include "io/raw_safetensors.hpp"
 #include "support/temp_dir.hpp"
+#include "support/error_of.hpp"
 
 namespace fp4kit {
 namespace {
@@ -30,16 +31,7 @@ using testing::read_file;
 using testing::TempDir;
 using testing::write_file;
 
-template <class F>
-std::string error_of(F&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no fp4kit::Error thrown";
-  return {};
-}
+using testing::error_of;
 
 fs::path partial_of(const fs::path& out) {
   fs::path p = out;

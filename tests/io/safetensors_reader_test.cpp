@@ -8,6 +8,7 @@
 #include "io/raw_safetensors.hpp"
 #include "support/shared_data.hpp"
 #include "support/temp_dir.hpp"
+#include "support/error_of.hpp"
 
 namespace fp4kit {
 namespace {
@@ -19,16 +20,7 @@ using testing::TempDir;
 using testing::write_file;
 
 // Runs `fn`, expects fp4kit::Error and returns its message.
-template <class F>
-std::string error_of(F&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no fp4kit::Error thrown";
-  return {};
-}
+using testing::error_of;
 
 std::string open_error(const TempDir& dir, const std::string& bytes) {
   const auto p = dir / "model.safetensors";

@@ -14,6 +14,7 @@
 #include "fp4kit/io/safetensors_writer.hpp"
 #include "io/raw_safetensors.hpp"
 #include "support/temp_dir.hpp"
+#include "support/error_of.hpp"
 
 namespace fp4kit {
 namespace {
@@ -24,16 +25,7 @@ using ::testing::HasSubstr;
 using testing::read_file;
 using testing::TempDir;
 
-template <class F>
-std::string error_of(F&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no fp4kit::Error thrown";
-  return {};
-}
+using testing::error_of;
 
 std::span<const uint8_t> as_bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
