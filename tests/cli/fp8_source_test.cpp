@@ -18,9 +18,14 @@
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "support/run_command.hpp"
 #include "support/temp_dir.hpp"
+#include "support/checkpoint_values.hpp"
 
 namespace fp4kit {
 namespace {
+
+using testing::amax_of;
+using testing::scalar_f32;
+using testing::bytes_of;
 
 using testing::quote;
 using testing::run_command;
@@ -203,25 +208,6 @@ class DeepSeekFp8 : public ::testing::Test {
            quote(out.string()) + " --weights-only " + extra;
   }
 };
-
-float scalar_f32(const Checkpoint& c, const std::string& name) {
-  const auto b = c.bytes(name);
-  EXPECT_EQ(b.size(), 4u) << name;
-  float v = 0;
-  if (b.size() == 4) std::memcpy(&v, b.data(), 4);
-  return v;
-}
-
-std::vector<uint8_t> bytes_of(const Checkpoint& c, const std::string& name) {
-  const auto b = c.bytes(name);
-  return {b.begin(), b.end()};
-}
-
-float amax_of(const std::vector<float>& v) {
-  float m = 0;
-  for (float x : v) m = std::max(m, std::fabs(x));
-  return m;
-}
 
 TEST_F(DeepSeekFp8, QuantizesFromDecodedFp8) {
   const fs::path src = write(), out = tmp / "out";

@@ -15,40 +15,20 @@
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "support/run_command.hpp"
 #include "support/temp_dir.hpp"
+#include "support/checkpoint_values.hpp"
 
 namespace fp4kit {
 namespace {
+
+using testing::decode;
+using testing::amax_of;
+using testing::scalar_f32;
+using testing::bytes_of;
 
 using testing::quote;
 using testing::run_command;
 using testing::TempDir;
 namespace fs = std::filesystem;
-
-std::vector<float> decode(const Checkpoint& c, const std::string& name) {
-  const auto& info = c.info(name);
-  std::vector<float> v(info.numel());
-  decode_to_f32(c.bytes(name).data(), info.dtype, v.size(), v.data());
-  return v;
-}
-
-float amax_of(const std::vector<float>& v) {
-  float m = 0;
-  for (float x : v) m = std::max(m, std::fabs(x));
-  return m;
-}
-
-float scalar_f32(const Checkpoint& c, const std::string& name) {
-  const auto b = c.bytes(name);
-  EXPECT_EQ(b.size(), 4u) << name;
-  float v = 0;
-  std::memcpy(&v, b.data(), 4);
-  return v;
-}
-
-std::vector<uint8_t> bytes_of(const Checkpoint& c, const std::string& name) {
-  const auto b = c.bytes(name);
-  return {b.begin(), b.end()};
-}
 
 // Reference: quantize `values` [rows, cols] with s2 using the scalar reference codec.
 std::pair<std::vector<uint8_t>, std::vector<uint8_t>> reference(const std::vector<float>& values,
