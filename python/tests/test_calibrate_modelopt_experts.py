@@ -1,0 +1,62 @@
+"""fp4kit calibrate's input amax of routed experts against ModelOpt's calibrated amax.
+
+ModelOpt 0.47 registers transformers 5's fused MoE experts with one input quantizer per projection
+(gate_up, down) for all experts of a layer, so its calibrated amax is a per-layer value: the max
+over every token routed to any expert. fp4kit records each expert separately; the max over a layer's
+experts must agree with ModelOpt's value within 1% (ModelOpt computes in bf16, fp4kit in float32:
+NVFP4-SPEC.md section 2 expects about 1%). Dense linears are compared one to one. Same token ids for
+both (4 windows of 32 tokens, batch of 4 in ModelOpt, no padding).
+"""
+import collections
+import re
+import subprocess
+
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+import tiny_models
+from conftest import fp4kit_bin, require_executable
+from test_quantize_modelopt import CALIB_IDS, modelopt_input_amax
+
+
+def group_key(module: str) -> str:
+    """ModelOpt's fused-expert amax is shared by all experts (and by gate and up) of a layer."""
+    if ".experts." not in module:
+        return module
+    key = re.sub(r"experts\.\d+\.", "experts.*.", module)
+    return re.sub(r"\.(gate_proj|up_proj|w1|w3)$", ".gate_up", key)
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "mixtral"])
+def test_expert_and_dense_input_amax_within_1_percent_of_modelopt(family, tmp_path):
+    import modelopt.torch.quantization as mtq
+    from transformers import AutoModelForCausalLM
+
+    src = tiny_models.save(family, tmp_path / "src")
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        model = mtq.quantize(model, mtq.NVFP4_DEFAULT_CFG, lambda m: m(CALIB_IDS))
+    theirs = modelopt_input_amax(model, family)
+    assert any(".experts." in m for m in theirs), "ModelOpt calibrated no expert"
+
+    ids = tmp_path / "ids.u32"
+    CALIB_IDS.numpy().astype("<u4").tofile(ids)  # the 4 x 32 windows, back to back
+    stats = tmp_path / "stats.safetensors"
+    proc = subprocess.run([str(require_executable(fp4kit_bin())), "calibrate", str(src), "--data",
+                           str(ids), "--samples", "4", "--seq-len", "32", "-o", str(stats)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    ours = {k[: -len(".input_amax")]: float(v) for k, v in load_file(stats).items()
+            if k.endswith(".input_amax")}
+
+    groups = collections.defaultdict(list)
+    for m in theirs:
+        groups[group_key(m)].append(m)
+    checked = collections.Counter()
+    for key, members in groups.items():
+        ref = max(theirs[m] for m in members)
+        got = max(ours.get(m, 0.0) for m in members)
+        assert abs(got - ref) <= 0.01 * ref, f"{family} {key}: fp4kit {got} vs ModelOpt {ref}"
+        checked["expert" if ".experts." in key else "dense"] += 1
+    assert checked["expert"] >= 4 and checked["dense"] >= 8, checked
