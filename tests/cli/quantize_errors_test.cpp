@@ -8,6 +8,7 @@
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/model/synthetic_checkpoint.hpp"
 #include "support/run_command.hpp"
+#include "support/small_moe_spec.hpp"
 #include "support/temp_dir.hpp"
 
 namespace fp4kit {
@@ -18,18 +19,7 @@ using testing::run_command;
 using testing::TempDir;
 namespace fs = std::filesystem;
 
-SyntheticMoeSpec small_spec() {
-  SyntheticMoeSpec s;
-  s.layers = 2;
-  s.hidden = 64;
-  s.heads = 2;
-  s.kv_heads = 1;
-  s.head_dim = 32;
-  s.experts = 4;
-  s.moe_intermediate = 32;
-  s.vocab = 128;
-  return s;
-}
+SyntheticMoeSpec small_spec() { return testing::small_moe_spec(); }
 
 std::string quantize_cmd(const fs::path& src, const fs::path& out, const std::string& extra) {
   return testing::fp4kit_binary() + " quantize " + quote(src.string()) + " " +

@@ -14,6 +14,7 @@
 #include "fp4kit/numeric/convert.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "support/run_command.hpp"
+#include "support/small_moe_spec.hpp"
 #include "support/temp_dir.hpp"
 #include "support/checkpoint_values.hpp"
 
@@ -52,17 +53,7 @@ nlohmann::json read_json(const fs::path& p) {
 class QuantizeE2E : public ::testing::Test {
  protected:
   TempDir tmp;
-  SyntheticMoeSpec spec;
-  void SetUp() override {
-    spec.layers = 2;
-    spec.hidden = 64;
-    spec.heads = 2;
-    spec.kv_heads = 1;
-    spec.head_dim = 32;
-    spec.experts = 4;
-    spec.moe_intermediate = 32;
-    spec.vocab = 128;
-  }
+  SyntheticMoeSpec spec = testing::small_moe_spec();
 };
 
 TEST_F(QuantizeE2E, Qwen3MoeWeightsOnlyModelOpt) {
