@@ -51,10 +51,15 @@ std::vector<ModuleTensors> build_inventory(const Checkpoint& ckpt, const Declare
     // "<experts>.gate_up_proj_weight_scale" belongs to "<experts>.gate_up_proj".
     bool bmm_part = false;
     if (!is_suffix(suffix)) {
-      for (std::string_view s : {"weight_scale_2", "weight_scale", "input_scale"}) {
+      // gpt-oss also writes "<experts>.gate_up_proj_bias" next to the BMM weight.
+      for (std::string_view s : {"weight_scale_2", "weight_scale", "input_scale", "bias"}) {
         const std::string tail = "_" + std::string(s);
-        if (name.size() > tail.size() && name.ends_with(tail) &&
-            ckpt.has(std::string_view(name).substr(0, name.size() - tail.size()))) {
+        if (name.size() <= tail.size() || !name.ends_with(tail)) continue;
+        const std::string_view base = std::string_view(name).substr(0, name.size() - tail.size());
+        // (next to an MXFP4 "<m>_blocks" too, so a leftover pair does not orphan its bias)
+        std::string blocks(base);
+        blocks.append("_blocks");
+        if (ckpt.has(base) || (s == "bias" && ckpt.has(blocks))) {
           module = name.substr(0, name.size() - tail.size());
           suffix = s;
           bmm_part = true;
@@ -68,6 +73,17 @@ std::vector<ModuleTensors> build_inventory(const Checkpoint& ckpt, const Declare
     }
     ModuleTensors& m = by_name[module];
     m.name = module;
+    // gpt-oss's MXFP4 pair: "<m>_blocks" U8 [..., G, 16] + "<m>_scales" U8 [..., G].
+    if (const std::string base = mxfp4_base_name(name); !base.empty() && info.dtype == DType::U8) {
+      const bool blocks = name.ends_with("_blocks");
+      const std::string other = base + (blocks ? "_scales" : "_blocks");
+      if (ckpt.has(other) && ckpt.info(other).dtype == DType::U8 &&
+          (blocks ? info.shape.size() >= 2 && info.shape.back() == 16 : info.shape.size() >= 1)) {
+        m.weight = &info;
+        m.mxfp4 = true;
+        continue;
+      }
+    }
     const bool packed_u8 = info.dtype == DType::U8;
     if (suffix == "weight" || suffix.empty()) {
       if (ct) {

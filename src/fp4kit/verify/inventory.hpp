@@ -25,6 +25,9 @@ struct ModuleTensors {
   std::vector<const TensorInfo*> foreign;  // scale/packed tensors named in the other format
   std::vector<const TensorInfo*> others;   // bias, k_scale, ... (not checked)
   int exclude_pattern = -1;                // index into the exclusion list, -1 when not excluded
+  // An MXFP4 source tensor ("<m>_blocks" / "<m>_scales" of gpt-oss, spec section 8) still in the
+  // checkpoint: U8 but not NVFP4, so never `quantized`.
+  bool mxfp4 = false;
 
   bool has_scales() const { return weight_scale || global_scale || input_scale; }
   // [N, K] of the (unpacked) weight matrix; K = 2 * packed columns. 0 when unknown.

@@ -90,6 +90,13 @@ int64_t layer_index(std::string_view m) {
   return -1;
 }
 
+std::string mxfp4_base_name(std::string_view tensor) {
+  for (std::string_view tail : {std::string_view("_blocks"), std::string_view("_scales")})
+    if (tensor.size() > tail.size() && tensor.ends_with(tail))
+      return std::string(tensor.substr(0, tensor.size() - tail.size()));
+  return "";
+}
+
 Role classify_module(std::string_view m, int dims, const NameContext& ctx) {
   const auto last = last_of(m);
   const auto parent = parent_of(m);

@@ -47,6 +47,10 @@ TpSplit tp_split(Role r, std::string_view module);
 // kv_a_proj_with_mqa (DeepSeek without q-LoRA fuses q_proj with it instead of q/k/v).
 std::string fusion_key(std::string_view module, Role r, bool parent_has_kv_a);
 
+// MXFP4 source tensors as gpt-oss stores them: "<m>_blocks" (E2M1 codes) and "<m>_scales" (E8M0).
+// Returns "<m>" for such a name, "" for any other.
+std::string mxfp4_base_name(std::string_view tensor);
+
 // "a.b.c" -> "a.b" ("" when there is no dot); "a.b.c" -> "c".
 std::string_view parent_of(std::string_view name);
 std::string_view last_of(std::string_view name);

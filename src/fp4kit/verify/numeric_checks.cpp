@@ -15,7 +15,9 @@
 #include "fp4kit/numeric/distortion.hpp"
 #include "fp4kit/numeric/source_formats.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
+#include "fp4kit/verify/bmm_numeric.hpp"
 #include "fp4kit/verify/module_names.hpp"
+#include "fp4kit/verify/numeric_reference.hpp"
 
 namespace fp4kit::verify {
 namespace {
@@ -24,33 +26,6 @@ bool comparable_dtype(DType t) { return t == DType::BF16 || t == DType::F16 || t
 
 const uint8_t* slice_ptr(const Checkpoint& src, const SourceSlice& s) {
   return src.bytes(s.tensor->name).data() + s.offset_elems * dtype_size(s.tensor->dtype);
-}
-
-struct Reference {
-  double rel_rmse = 0;
-  float s2 = 0;  // the global scale of the tensor's own amax
-};
-
-// The error a correct round-to-nearest encoding of this very tensor has (s2 from its own amax).
-std::optional<Reference> reference_encoding(const void* src, DType dtype, uint64_t rows, uint64_t cols) {
-  try {
-    const float s2 = nvfp4_global_scale(tensor_amax(src, dtype, rows, cols));
-    std::vector<uint8_t> packed(rows * cols / 2), scales(rows * cols / 16);
-    nvfp4_quantize(src, dtype, rows, cols, s2, packed.data(), scales.data());
-    return Reference{
-        nvfp4_distortion(src, dtype, rows, cols, packed.data(), scales.data(), s2).rel_rmse(), s2};
-  } catch (const Error&) {
-    return std::nullopt;  // NaN/Inf in the source: no reference
-  }
-}
-
-// Why a tensor may be far off although its bytes are a correct encoding: a global scale shared
-// with much larger fusion-group members pushes its block scales to the E4M3 floor (2^-9).
-std::string shared_scale_hint(float s2, const std::optional<Reference>& ref) {
-  if (!ref || ref->s2 <= 0 || s2 < 16 * ref->s2) return "";
-  return fmt::format("; its global scale {:.4g} is {:.3g}x what its own amax needs (a fusion group "
-                     "shares it), so its block scales underflow E4M3: keep the group unquantized",
-                     s2, s2 / ref->s2);
 }
 
 // Zero block scales are only right where the source block is all zero (spec 9.6).
@@ -86,8 +61,10 @@ void check_kept_tensors(const Checkpoint& ckpt, const Checkpoint& source,
   for (const auto& name : source.tensor_names()) {
     if (covered.count(name)) continue;
     const auto last = last_of(name);
-    if (last == "weight_scale_inv" || name.ends_with("_blocks") || name.ends_with("_scales"))
-      continue;  // source-format scales, absorbed by dequantization
+    if (last == "weight_scale_inv") continue;  // FP8 source scales, absorbed by dequantization
+    // MXFP4 "<m>_blocks" / "<m>_scales" (gpt-oss) become the NVFP4 tensor "<m>": covered when the
+    // output has it; otherwise they must be in the output as they are (checked below).
+    if (const auto base = mxfp4_base_name(name); !base.empty() && ckpt.has(base)) continue;
     if (!ckpt.has(name)) {
       out.error("keep.missing", std::string(parent_of(name)),
                 fmt::format("source tensor {} has no counterpart in the output (neither kept nor "
@@ -214,6 +191,10 @@ void run_numeric_checks(const Checkpoint& ckpt, const Checkpoint& source,
   for (size_t i = 0; i < mods.size(); ++i) {
     const ModuleTensors& m = mods[i];
     const ModuleScales& ms = scales[i];
+    if (ms.bmm) {  // ModelOpt's 3-D expert layout (gpt-oss, Llama-4): compared expert by expert
+      compare_bmm_module(ckpt, source, m, ms, max_rel_rmse, out, report, covered);
+      continue;
+    }
     if (!m.quantized || !m.weight || m.weight->shape.size() != 2) continue;
     if (i + 1 >= ahead) read_ahead(i);
     const std::string& why = whys[i];
@@ -253,16 +234,11 @@ void run_numeric_checks(const Checkpoint& ckpt, const Checkpoint& source,
     st.module = m.name;
     st.rows = s.rows;
     st.cols = s.cols;
-    st.rel_rmse = d.rel_rmse();
-    st.sqnr_db = d.sqnr_db();
-    st.max_abs_err = d.max_abs_err;
-    st.count = d.count;
-    st.sign_flips = d.sign_flips;
-    st.rounded_to_zero = d.rounded_to_zero;
+    fill_error_stats(d, st);
     check_zero_scales(source, s, m, ms, out);
     if (!(st.rel_rmse <= max_rel_rmse)) {
       const auto ref = reference_encoding(src, src_dtype, s.rows, s.cols);
-      if (ref && st.rel_rmse <= 1.25 * ref->rel_rmse)
+      if (within_reference(st.rel_rmse, ref))
         out.warning("numeric.error", m.name,
                     fmt::format("{}: relative RMSE {:.4f} (SQNR {:.1f} dB) is above the threshold "
                                 "{:.3f}, but round-to-nearest NVFP4 of this source tensor gives "

@@ -32,6 +32,7 @@ const std::vector<CheckInfo>& check_catalog() {
       {"tensor.shape", "[N, K/2] weights, [N, K/16] scales, scalar globals, 2-D modules"},
       {"tensor.naming", "tensor names of the declared format only"},
       {"tensor.orphan", "no scale tensor without its packed weight"},
+      {"tensor.mxfp4", "no MXFP4 _blocks/_scales tensors under an NVFP4 label"},
       {"quant.unquantized", "nothing declared NVFP4 is still BF16/FP16/FP32 (the seed bug)"},
       {"quant.total", "quantized share of linear parameters, expected versus actual size"},
       {"fusion.partial", "fused modules are all NVFP4 or all unquantized"},
@@ -134,12 +135,19 @@ nlohmann::json VerifyReport::to_json() const {
   j["findings"] = fs;
   if (numeric) {
     json ts = json::array();
-    for (const auto& t : tensor_errors)
+    for (const auto& t : tensor_errors) {
       ts.push_back({{"module", t.module}, {"rows", t.rows}, {"cols", t.cols},
                     {"rel_rmse", t.rel_rmse},
                     {"sqnr_db", std::isfinite(t.sqnr_db) ? json(t.sqnr_db) : json(nullptr)},
                     {"max_abs_err", t.max_abs_err}, {"sign_flips", t.sign_flips},
                     {"rounded_to_zero", t.rounded_to_zero}, {"count", t.count}});
+      if (t.experts > 0) {  // BMM: per-expert [rows, cols], stats over all experts
+        ts.back()["experts"] = t.experts;
+        ts.back()["worst_expert"] = t.worst_expert;
+        ts.back()["worst_expert_rel_rmse"] =
+            std::isfinite(t.worst_rel_rmse) ? json(t.worst_rel_rmse) : json(nullptr);
+      }
+    }
     j["numeric"] = {{"source", source.string()}, {"max_rel_rmse", max_rel_rmse}, {"tensors", ts}};
   }
   j["seconds"] = seconds;

@@ -72,41 +72,79 @@ void check_scalar_tensor(const Ctx& c, const ModuleTensors& m, const TensorInfo&
                                                       shape_str(want)));
 }
 
-// ModelOpt's 3-D BMM experts (gpt-oss, Llama-4; spec section 4): "<x>" U8 [E, H/2, 2I] with
-// blocks along H, "<x>_weight_scale" F8_E4M3 [E, H/16, 2I], one "<x>_weight_scale_2" and one
-// "<x>_input_scale" for all experts. vLLM loads this layout only for those model families.
+// ModelOpt's 3-D BMM experts (gpt-oss, Llama-4; spec section 4): "<x>" U8 [E, K/2, N] with
+// blocks along K (H for gate_up_proj), "<x>_weight_scale" F8_E4M3 [E, K/16, N], ONE
+// "<x>_weight_scale_2" and ONE "<x>_input_scale" for all experts (s2 from the amax over all
+// experts). vLLM loads this layout only for those model families.
 void check_bmm_tensors(const Ctx& c, const ModuleTensors& m, ModuleScales& ms) {
   const TensorInfo& w = *m.weight;
-  const uint64_t k = 2 * w.shape[1];
+  const uint64_t experts = w.shape[0], k = 2 * w.shape[1];
+  ms.bmm = true;
   c.out.info("tensor.shape", m.name,
              fmt::format("{} {} is ModelOpt's 3-D BMM expert layout (blocks along dim 1); "
-                         "loaders accept it only for gpt-oss / Llama-4, and --source does not "
-                         "compare it", w.name, shape_str(w.shape)));
+                         "loaders accept it only for gpt-oss / Llama-4", w.name, shape_str(w.shape)));
   if (k % 16 != 0)
     c.out.error("shape.k16", m.name, fmt::format("{}: the blocked dimension {} is not a multiple "
                                                  "of 16", w.name, k));
   const TensorInfo& s = *m.weight_scale;
-  const std::vector<uint64_t> want{w.shape[0], k / 16, w.shape[2]};
+  const std::vector<uint64_t> want{experts, k / 16, w.shape[2]};
   if (s.dtype != DType::F8_E4M3)
     c.out.error("tensor.dtype", m.name, fmt::format("{} is {}, expected F8_E4M3", s.name,
                                                     dtype_name(s.dtype)));
   if (s.shape != want)
     c.out.error("tensor.shape", m.name, fmt::format("{} has shape {}, expected {}", s.name,
                                                     shape_str(s.shape), shape_str(want)));
+  ms.scales_valid = (s.dtype == DType::F8_E4M3 || s.dtype == DType::U8) && s.shape == want &&
+                    k % 16 == 0;
   for (const TensorInfo* t : {m.global_scale, m.input_scale}) {
     if (!t) continue;
+    const bool global = t == m.global_scale;
+    if (t->numel() == experts && experts > 1) {
+      // One value per expert: the per-expert habit of 2-D experts carried over. ModelOpt and
+      // vLLM's gpt-oss / Llama-4 loaders have one scalar for the whole 3-D tensor.
+      c.out.error("tensor.shape", m.name,
+                  fmt::format("{} has shape {}, one value per expert: the BMM layout has ONE {} "
+                              "for all {} experts (spec section 4), a scalar []", t->name,
+                              shape_str(t->shape), global ? "weight_scale_2" : "input_scale",
+                              experts));
+      continue;
+    }
+    check_scalar_tensor(c, m, *t);
     const auto v = read_scalar(c.ckpt, *t);
-    if (!v || !std::isfinite(*v) || *v <= 0)
-      c.out.error(t == m.global_scale ? "scale.global" : "input_scale.value", m.name,
+    if (!v || !std::isfinite(*v) || *v <= 0) {
+      c.out.error(global ? "scale.global" : "input_scale.value", m.name,
                   fmt::format("{} = {}: must be finite and > 0", t->name,
                               v ? fmt::format("{}", *v) : "unreadable"));
+    } else if (global) {
+      ms.s2 = *v;
+      ms.s2_valid = true;
+    }
   }
   if (!m.global_scale)
-    c.out.error("tensor.missing", m.name, fmt::format("{}_weight_scale_2 is missing", m.name));
+    c.out.error("tensor.missing", m.name,
+                fmt::format("{}_weight_scale_2 is missing (one F32 scalar for all experts)", m.name));
   if (!c.d.weights_only && !m.input_scale)
     c.out.error("input_scale.missing", m.name,
                 fmt::format("{}_input_scale is missing in a W4A4 checkpoint", m.name));
-  ms.scales_valid = false;  // not compared numerically
+  else if (c.d.weights_only && m.input_scale)
+    c.out.warning("input_scale.unexpected", m.name,
+                  fmt::format("{} is present but the config declares weight-only {} (no "
+                              "activation quantization)", m.input_scale->name, c.d.quant_algo));
+}
+
+// gpt-oss ships its experts as MXFP4 ("<m>_blocks" E2M1 codes + "<m>_scales" E8M0 per 32). Such a
+// pair left in a checkpoint that declares NVFP4 is read by no NVFP4 loader path: vLLM either
+// rejects the unknown keys or, where the names match, reads MXFP4 codes under an NVFP4 label.
+void check_mxfp4_leftovers(const Ctx& c, const ModuleTensors& m) {
+  if (!m.mxfp4 || !m.name.ends_with("_blocks")) return;
+  const std::string base = mxfp4_base_name(m.name);
+  c.out.error("tensor.mxfp4", base,
+              fmt::format("{} {} and {}_scales are MXFP4 (E2M1 codes, E8M0 scales per 32) but the "
+                          "config declares {}: a loader would read MXFP4 codes as NVFP4; "
+                          "quantize them to NVFP4 \"{}\" (+ _weight_scale, _weight_scale_2){}",
+                          m.name, shape_str(m.weight->shape), base, c.d.quant_algo, base,
+                          c.ckpt.has(base) ? fmt::format(" and drop them: {} is already there", base)
+                                           : ""));
 }
 
 void check_quantized_tensors(const Ctx& c, const ModuleTensors& m, ModuleScales& ms) {
@@ -302,10 +340,13 @@ void scan_scale_bytes(const Ctx& c, std::vector<ModuleScales>& scales) {
   });
   for (size_t j = 0; j < todo.size(); ++j) {
     const ModuleTensors& m = c.mods[todo[j]];
-    const uint64_t per_row = m.weight_scale->shape.size() == 2 ? m.weight_scale->shape[1] : 1;
+    const auto& shape = m.weight_scale->shape;
+    const uint64_t per_row = shape.size() >= 2 ? std::max<uint64_t>(shape.back(), 1) : 1;
     auto where = [&](uint64_t i) {
-      return fmt::format("row {}, block {}", i / std::max<uint64_t>(per_row, 1),
-                         i % std::max<uint64_t>(per_row, 1));
+      if (shape.size() == 3 && shape[1] > 0)  // BMM [E, K/16, N]
+        return fmt::format("expert {}, scale [{}, {}]", i / (shape[1] * per_row),
+                           i / per_row % shape[1], i % per_row);
+      return fmt::format("row {}, block {}", i / per_row, i % per_row);
     };
     const uint64_t total = m.weight_scale->numel();
     if (counts[j].nan)
@@ -551,6 +592,7 @@ std::vector<ModuleScales> run_structural_checks(const Checkpoint& ckpt, const De
   for (size_t i = 0; i < mods.size(); ++i) {
     const ModuleTensors& m = mods[i];
     check_foreign(c, m);
+    check_mxfp4_leftovers(c, m);
     if (m.quantized) check_quantized_tensors(c, m, scales[i]);
     check_module(c, m);
   }

@@ -16,6 +16,8 @@ struct ModuleScales {
   float s2 = 0;            // weight_scale_2 (format B: 1 / weight_global_scale)
   bool s2_valid = false;   // finite and > 0
   bool scales_valid = false;  // weight_scale present with dtype F8_E4M3/U8 and shape [N, K/16]
+                              // (BMM: [E, K/16, N])
+  bool bmm = false;           // ModelOpt's 3-D BMM expert layout "<m>" U8 [E, K/2, N]
   uint64_t zero_scales = 0;              // block-scale bytes equal to 0x00
   std::vector<uint64_t> zero_positions;  // their flat indices r * (K/16) + b (first few)
 };

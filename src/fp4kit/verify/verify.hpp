@@ -30,8 +30,9 @@ struct CheckInfo {
 const std::vector<CheckInfo>& check_catalog();
 
 struct VerifyOptions {
-  // The unquantized checkpoint the output was made from (BF16/FP16/FP32). Empty: structural
-  // checks only. Given: every quantized tensor is dequantized and compared with it.
+  // The checkpoint the output was made from (BF16/FP16/FP32, FP8 block-scaled, MXFP4 experts).
+  // Empty: structural checks only. Given: every quantized tensor is dequantized and compared
+  // with it.
   std::filesystem::path source;
   // Informational: the numeric checks run exactly when `source` is set.
   bool numeric = false;
@@ -52,6 +53,11 @@ struct TensorErrorStats {
   uint64_t sign_flips = 0;
   uint64_t rounded_to_zero = 0;
   uint64_t nonzero_source = 0;  // source elements != 0 (denominator of the rounded-to-zero share)
+  // 3-D BMM experts (gpt-oss, Llama-4): rows/cols are one expert's [N, K], the stats above
+  // aggregate all experts, and the worst expert is named here. 0 / -1 for 2-D modules.
+  uint64_t experts = 0;
+  int64_t worst_expert = -1;
+  double worst_rel_rmse = 0;
 };
 
 struct VerifyReport {

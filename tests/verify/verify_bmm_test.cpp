@@ -1,0 +1,289 @@
+// verify on ModelOpt's 3-D BMM experts (gpt-oss, Llama-4; NVFP4-SPEC.md section 4): structural
+// rules of the layout and, with --source, the expert-by-expert comparison against a BF16 or an
+// MXFP4 source.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "fp4kit/verify/verify.hpp"
+#include "verify/bmm_fixture.hpp"
+#include "verify/verify_helpers.hpp"
+
+namespace fp4kit::testing {
+namespace {
+
+using verify::Finding;
+
+enum class Source { Bf16, Mxfp4 };
+const char* source_name(Source s) { return s == Source::Bf16 ? "bf16" : "mxfp4"; }
+
+// A gpt-oss source on disk and the values the output is built from.
+struct BmmCase {
+  TempDir dir;
+  BmmShape shape;
+  std::map<std::string, FloatTensor> values;
+  explicit BmmCase(Source s, BmmShape sh = {}) : shape(sh) {
+    if (s == Source::Bf16) {
+      values = make_gptoss_source(shape);
+      gptoss_bf16_source(values, shape).write(dir / "src");
+    } else {
+      make_gptoss_mxfp4_source(values, shape).write(dir / "src");
+    }
+  }
+  void rewrite_bf16_source() {
+    std::filesystem::remove_all(dir / "src");
+    gptoss_bf16_source(values, shape).write(dir / "src");
+  }
+  MemCheckpoint good(bool w4a4 = true) const { return build_bmm_nvfp4(values, w4a4, shape); }
+  verify::VerifyReport verify(const MemCheckpoint& m) {
+    const auto o = dir / "out";
+    std::filesystem::remove_all(o);
+    m.write(o);
+    verify::VerifyOptions opt;
+    opt.source = dir / "src";
+    return verify::verify_checkpoint(o, opt);
+  }
+};
+
+std::string messages(const verify::VerifyReport& r, const std::string& check) {
+  std::string s;
+  for (const auto& f : r.findings)
+    if (f.check == check) s += f.message + "\n";
+  return s;
+}
+
+const verify::TensorErrorStats* stats_of(const verify::VerifyReport& r, const std::string& m) {
+  for (const auto& t : r.tensor_errors)
+    if (t.module == m) return &t;
+  return nullptr;
+}
+
+// Expert e's bytes of a [E, ...] tensor.
+std::vector<uint8_t>::iterator expert_begin(OutTensor& t, uint64_t e) {
+  return t.bytes.begin() + static_cast<std::ptrdiff_t>(e * (t.bytes.size() / t.shape[0]));
+}
+
+TEST(VerifyBmm, CorrectOutputMatchesEitherSource) {
+  for (Source s : {Source::Bf16, Source::Mxfp4}) {
+    SCOPED_TRACE(source_name(s));
+    BmmCase c(s);
+    for (bool w4a4 : {true, false}) {
+      const auto r = c.verify(c.good(w4a4));
+      EXPECT_TRUE(r.ok()) << dump_findings(r);
+      EXPECT_EQ(r.count(Finding::Warning), 0u) << dump_findings(r);
+      EXPECT_EQ(r.modules_quantized, 2u);
+      ASSERT_EQ(r.tensor_errors.size(), 2u) << dump_findings(r);
+      // One row per BMM tensor: one expert's [N, K], aggregated over the E experts.
+      const auto* gu = stats_of(r, kGateUp);
+      const auto* dn = stats_of(r, kDown);
+      ASSERT_TRUE(gu && dn);
+      EXPECT_EQ(gu->rows, 2 * c.shape.inter);  // N = 2I
+      EXPECT_EQ(gu->cols, c.shape.hidden);     // K = H
+      EXPECT_EQ(dn->rows, c.shape.hidden);
+      EXPECT_EQ(dn->cols, c.shape.inter);
+      for (const auto* t : {gu, dn}) {
+        EXPECT_EQ(t->experts, c.shape.experts);
+        EXPECT_EQ(t->count, t->experts * t->rows * t->cols);
+        // Correct round-to-nearest NVFP4: a few percent to ~10% relative RMSE (never exact for
+        // these sources), well below the 0.22 threshold; never a sign flip.
+        EXPECT_GT(t->rel_rmse, 0.01) << t->module;
+        EXPECT_LT(t->rel_rmse, 0.15) << t->module;
+        EXPECT_LT(t->worst_rel_rmse, 0.15) << t->module;
+        EXPECT_GE(t->worst_expert, 0);
+        EXPECT_EQ(t->sign_flips, 0u) << t->module;
+      }
+      // The structural note no longer says the layout is not compared.
+      EXPECT_EQ(dump_findings(r).find("does not compare"), std::string::npos) << dump_findings(r);
+    }
+  }
+}
+
+TEST(VerifyBmm, ExpertsSwappedAreCaughtNamingTheExperts) {
+  for (Source s : {Source::Bf16, Source::Mxfp4}) {
+    SCOPED_TRACE(source_name(s));
+    BmmCase c(s);
+    auto m = c.good();
+    // Experts 1 and 2 of gate_up_proj exchanged (bytes and scales): each is a correct encoding
+    // of the other expert, so only the comparison with the source sees it.
+    for (const std::string& t : {kGateUp, kGateUp + "_weight_scale"}) {
+      auto& x = m.at(t);
+      std::swap_ranges(expert_begin(x, 1), expert_begin(x, 2), expert_begin(x, 2));
+    }
+    const auto r = c.verify(m);
+    EXPECT_FINDING(r, Error, "numeric.error", kGateUp);
+    EXPECT_FALSE(has_finding(r, Finding::Error, "numeric.error", kDown)) << dump_findings(r);
+    const std::string msg = messages(r, "numeric.error");
+    EXPECT_NE(msg.find("experts off: 2 of 4 (1, 2)"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(kGateUp + ": expert "), std::string::npos) << msg;
+    // Structurally the swap is invisible.
+    EXPECT_TRUE(verify_mem(m).ok()) << dump_findings(verify_mem(m));
+  }
+}
+
+TEST(VerifyBmm, OneExpertWithZeroScalesAmongManyIsCaught) {
+  // 64 experts: one expert dequantizing to zero (relative RMSE 1) moves the whole tensor's
+  // relative RMSE only to sqrt((63 * 0.1^2 + 1) / 64) ~ 0.16, under the 0.22 threshold; the
+  // per-expert comparison must still catch it.
+  BmmShape sh;
+  sh.experts = 64;
+  BmmCase c(Source::Bf16, sh);
+  auto m = c.good();
+  auto& sc = m.at(kDown + "_weight_scale");
+  std::fill(expert_begin(sc, 37), expert_begin(sc, 38), uint8_t{0});
+  const auto r = c.verify(m);
+  EXPECT_FINDING(r, Error, "numeric.error", kDown);
+  EXPECT_FINDING(r, Error, "scale.zero", kDown);
+  const std::string msg = messages(r, "numeric.error");
+  EXPECT_NE(msg.find(kDown + ": expert 37 of 64"), std::string::npos) << msg;
+  EXPECT_NE(messages(r, "scale.zero").find("expert 37"), std::string::npos) << dump_findings(r);
+  const auto* t = stats_of(r, kDown);
+  ASSERT_TRUE(t);
+  EXPECT_LT(t->rel_rmse, 0.22);  // the aggregate alone would have passed
+  EXPECT_EQ(t->worst_expert, 37);
+  EXPECT_NEAR(t->worst_rel_rmse, 1.0, 1e-9);  // every weight of expert 37 decodes to 0
+}
+
+TEST(VerifyBmm, ZeroScaleOnAllZeroSourceBlockIsFine) {
+  BmmCase c(Source::Bf16);
+  // Expert 3, output column n = 5, K-block 1 of down_proj all zero in the source: the encoder
+  // may write a zero scale there (fp4kit writes 1.0, 0x38).
+  auto& src = c.values.at(kDown);  // [E, K = I, N = H]
+  const uint64_t K = c.shape.inter, N = c.shape.hidden;
+  for (uint64_t k = 16; k < 32; ++k) src.data[(3 * K + k) * N + 5] = 0.0f;
+  c.rewrite_bf16_source();
+  auto m = c.good();
+  auto& sc = m.at(kDown + "_weight_scale");  // [E, K/16, N]
+  const uint64_t at = (3 * (K / 16) + 1) * N + 5;
+  ASSERT_EQ(sc.bytes[at], 0x38);
+  sc.bytes[at] = 0;
+  const auto ok = c.verify(m);
+  EXPECT_TRUE(ok.ok()) << dump_findings(ok);
+  sc.bytes[at + 1] = 0;  // column 6: the source block is not zero
+  const auto r = c.verify(m);
+  EXPECT_FINDING(r, Error, "scale.zero", kDown);
+  EXPECT_NE(messages(r, "scale.zero").find("expert 3, scale [1, 6]"), std::string::npos)
+      << dump_findings(r);
+}
+
+TEST(VerifyBmm, WrongGlobalScaleIsCaught) {
+  for (Source s : {Source::Bf16, Source::Mxfp4}) {
+    SCOPED_TRACE(source_name(s));
+    BmmCase c(s);
+    auto m = c.good();
+    const std::string s2 = kGateUp + "_weight_scale_2";
+    m.set_f32(s2, 4 * m.get_f32(s2));
+    const auto r = c.verify(m);
+    EXPECT_FINDING(r, Error, "numeric.error", kGateUp);
+    EXPECT_EQ(r.count(Finding::Error), 1u) << dump_findings(r);
+    const std::string msg = messages(r, "numeric.error");
+    EXPECT_NE(msg.find("experts off: 4 of 4"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("every expert is off"), std::string::npos) << msg;
+    EXPECT_TRUE(verify_mem(m).ok());  // a positive finite scalar: structurally fine
+  }
+}
+
+TEST(VerifyBmm, GlobalScaleMissingOrPerExpert) {
+  BmmCase c(Source::Bf16);
+  auto m = c.good();
+  m.erase(kDown + "_weight_scale_2");
+  auto r = c.verify(m);
+  EXPECT_FINDING(r, Error, "tensor.missing", kDown);
+  EXPECT_NE(messages(r, "tensor.missing").find(kDown + "_weight_scale_2 is missing"),
+            std::string::npos) << dump_findings(r);
+
+  // One s2 per expert ([E]): ModelOpt writes one for all experts.
+  m = c.good();
+  const float s2 = m.get_f32(kDown + "_weight_scale_2");
+  std::vector<uint8_t> per_expert;
+  for (uint64_t e = 0; e < c.shape.experts; ++e) {
+    const auto b = f32_bytes(s2);
+    per_expert.insert(per_expert.end(), b.begin(), b.end());
+  }
+  m.at(kDown + "_weight_scale_2") = {DType::F32, {c.shape.experts}, per_expert};
+  r = c.verify(m);
+  EXPECT_FINDING(r, Error, "tensor.shape", kDown);
+  EXPECT_NE(messages(r, "tensor.shape").find("ONE weight_scale_2 for all 4 experts"),
+            std::string::npos) << dump_findings(r);
+}
+
+TEST(VerifyBmm, ScaleShapeAndInputScaleStillChecked) {
+  BmmCase c(Source::Bf16);
+  auto m = c.good();
+  m.erase(kGateUp + "_input_scale");
+  auto& sc = m.at(kDown + "_weight_scale");
+  sc.shape = {sc.shape[0], sc.shape[2], sc.shape[1]};  // [E, N, K/16]: same size, wrong layout
+  const auto r = c.verify(m);
+  EXPECT_FINDING(r, Error, "input_scale.missing", kGateUp);
+  EXPECT_FINDING(r, Error, "tensor.shape", kDown);
+  EXPECT_EQ(stats_of(r, kDown), nullptr);  // not compared with scales of the wrong shape
+  EXPECT_NE(stats_of(r, kGateUp), nullptr);
+}
+
+TEST(VerifyBmm, Mxfp4TensorsUnderAnNvfp4LabelAreAnError) {
+  std::map<std::string, FloatTensor> values;
+  auto src = make_gptoss_mxfp4_source(values);
+  auto m = build_bmm_nvfp4(values);
+  // Left over next to the NVFP4 tensor ...
+  m.tensors[kDown + "_blocks"] = src.at(kDown + "_blocks");
+  m.tensors[kDown + "_scales"] = src.at(kDown + "_scales");
+  // ... or instead of it.
+  for (const char* t : {"", "_weight_scale", "_weight_scale_2", "_input_scale"})
+    m.erase(kGateUp + t);
+  m.tensors[kGateUp + "_blocks"] = src.at(kGateUp + "_blocks");
+  m.tensors[kGateUp + "_scales"] = src.at(kGateUp + "_scales");
+  for (bool w4a4 : {true, false}) {
+    auto x = m;
+    if (!w4a4) {
+      x.config["quantization_config"]["quant_algo"] = "W4A16_NVFP4";
+      (*x.hf_quant)["quantization"]["quant_algo"] = "W4A16_NVFP4";
+      x.erase(kDown + "_input_scale");
+    }
+    const auto r = verify_mem(x);
+    EXPECT_FINDING(r, Error, "tensor.mxfp4", kDown);
+    EXPECT_FINDING(r, Error, "tensor.mxfp4", kGateUp);
+    const std::string msg = messages(r, "tensor.mxfp4");
+    EXPECT_NE(msg.find("MXFP4"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(w4a4 ? "declares NVFP4" : "declares W4A16_NVFP4"), std::string::npos) << msg;
+    // Not mistaken for malformed NVFP4 tensors.
+    EXPECT_FALSE(has_finding(r, Finding::Error, "tensor.shape", kGateUp + "_blocks"))
+        << dump_findings(r);
+    EXPECT_EQ(r.modules_quantized, 1u) << dump_findings(r);
+    // gate_up_proj_bias stays attached to its (MXFP4) weight, not a linear of its own.
+    EXPECT_FALSE(has_finding(r, Finding::Warning, "exclude.unlisted", kGateUp + "_bias"))
+        << dump_findings(r);
+  }
+}
+
+TEST(VerifyBmm, SourceTensorsCoveredOrMissing) {
+  BmmCase c(Source::Mxfp4);
+  auto m = c.good();
+  // The output lost down_proj entirely: its MXFP4 source pair has no counterpart.
+  for (const char* t : {"", "_weight_scale", "_weight_scale_2", "_input_scale"})
+    m.erase(kDown + t);
+  const auto r = c.verify(m);
+  EXPECT_FINDING(r, Error, "keep.missing", kBmmExperts);
+  EXPECT_NE(messages(r, "keep.missing").find(kDown + "_blocks"), std::string::npos)
+      << dump_findings(r);
+  // gate_up_proj's pair is covered by the NVFP4 gate_up_proj.
+  EXPECT_EQ(messages(r, "keep.missing").find(kGateUp), std::string::npos) << dump_findings(r);
+}
+
+TEST(VerifyBmm, SourceOfAnotherShapeIsNotCompared) {
+  BmmCase c(Source::Bf16);
+  auto& v = c.values.at(kDown);
+  v.shape = {v.shape[0], v.shape[2], v.shape[1]};  // [E, N, K]: the transpose's shape
+  c.rewrite_bf16_source();
+  const auto out = [&] {
+    auto fixed = c.values;
+    auto& f = fixed.at(kDown);
+    f.shape = {f.shape[0], f.shape[2], f.shape[1]};
+    return build_bmm_nvfp4(fixed);
+  }();
+  const auto r = c.verify(out);
+  EXPECT_FINDING(r, Warning, "numeric.source", kDown);
+  EXPECT_NE(messages(r, "numeric.source").find("[E, K, N]"), std::string::npos) << dump_findings(r);
+  EXPECT_EQ(r.tensor_errors.size(), 1u);
+}
+
+}  // namespace
+}  // namespace fp4kit::testing
