@@ -1,7 +1,8 @@
 """Quantize conformance: `fp4kit quantize` against ModelOpt's NVFP4 PTQ + unified HF export, and
 fp4kit's compressed-tensors output against the compressed-tensors library, all on CPU.
 
-For each tiny random model of tiny_models.py (llama, mixtral, qwen3_moe, qwen3_5_moe, deepseek_v3):
+For each tiny random model of tiny_models.py (llama, mixtral, qwen3_moe, qwen3_5_moe, deepseek_v3,
+gpt_oss, llama4):
   ModelOpt: from_pretrained (bf16) -> mtq.quantize(NVFP4_DEFAULT_CFG or W4A16_NVFP4_CFG, one small
             calibration forward) -> export_hf_checkpoint. On CPU ModelOpt computes s2 = amax / 2688.
   fp4kit:   fp4kit quantize SRC OUT --scale-form cpu [--weights-only | --stats FILE].
@@ -12,6 +13,13 @@ For each tiny random model of tiny_models.py (llama, mixtral, qwen3_moe, qwen3_5
 Required: identical weight, weight_scale, weight_scale_2 (and input_scale) bytes for every quantized
 tensor, identical unquantized tensors, the same quantized and excluded module sets, and matching
 quantization configs, except for the DELIBERATE differences listed below.
+
+BMM experts (gpt-oss, Llama-4; NVFP4-SPEC section 4): ModelOpt keeps `<m>` = `...experts.gate_up_proj`
+/ `...experts.down_proj` 3-D and names its tensors `<m>`, `<m>_weight_scale`, `<m>_weight_scale_2`,
+`<m>_input_scale` (one s2 and one input_scale for all experts). Its calibrated amax comes from the
+experts module's `gate_up_proj_input_quantizer` / `down_proj_input_quantizer`; fp4kit's stats key
+for it is `<m>.input_amax` (its plan entry is named `<m>`). These names are compared byte for byte
+like any other quantized module.
 """
 import copy
 import fnmatch
@@ -59,8 +67,29 @@ def raw(t: torch.Tensor) -> bytes:
     return t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
+# A quantized BMM expert tensor of a checkpoint (gpt-oss, Llama-4): 3-D, its scales are named
+# `<m>_weight_scale` etc. Per-expert linears are `...experts.<e>.<proj>`, never this.
+BMM_MODULE = re.compile(r".*\.experts\.(gate_up_proj|down_proj)$")
+QUANT_SUFFIXES = ("weight", "weight_scale", "weight_scale_2", "input_scale")
+
+
+def qname(m: str, suffix: str) -> str:
+    """Checkpoint name of a quantized module's tensor: `<m>.weight_scale` for a linear,
+    `<m>_weight_scale` (and `<m>` itself for the weight) for a BMM expert tensor."""
+    if BMM_MODULE.match(m):
+        return m if suffix == "weight" else f"{m}_{suffix}"
+    return f"{m}.{suffix}"
+
+
 def quantized_modules(tensors: dict) -> set:
-    return {k[: -len(".weight_scale")] for k in tensors if k.endswith(".weight_scale")}
+    linears = {k[: -len(".weight_scale")] for k in tensors if k.endswith(".weight_scale")}
+    bmm = {k[: -len("_weight_scale")] for k in tensors
+           if k.endswith("_weight_scale") and BMM_MODULE.match(k[: -len("_weight_scale")])}
+    return linears | bmm
+
+
+def quantized_tensor_names(modules: set) -> set:
+    return {qname(m, s) for m in modules for s in QUANT_SUFFIXES}
 
 
 def modelopt_checkpoint_name(name: str, family: str) -> str:
@@ -72,9 +101,21 @@ def modelopt_checkpoint_name(name: str, family: str) -> str:
     return name
 
 
+def bmm_expert_classes() -> tuple:
+    """transformers' expert modules that ModelOpt exports 3-D (its own registration list)."""
+    import transformers
+    return tuple(c for c in (getattr(transformers.models.gpt_oss.modeling_gpt_oss, "GptOssExperts",
+                                     None),
+                             getattr(transformers.models.llama4.modeling_llama4,
+                                     "Llama4TextExperts", None)) if c is not None)
+
+
 def modelopt_input_amax(model, family: str) -> dict:
-    """Calibrated input amax of every enabled input quantizer, under checkpoint module names."""
+    """Calibrated input amax of every enabled input quantizer, under checkpoint module names
+    (for a BMM experts module: `<experts>.gate_up_proj` / `<experts>.down_proj`, fp4kit's name of
+    the 3-D tensor)."""
     out = {}
+    bmm_classes = bmm_expert_classes()
     for name, mod in model.named_modules():
         q = getattr(mod, "input_quantizer", None)
         if q is not None and q.is_enabled and getattr(q, "amax", None) is not None:
@@ -82,6 +123,9 @@ def modelopt_input_amax(model, family: str) -> dict:
         for proj, members in (("gate_up_proj", ("gate_proj", "up_proj")), ("down_proj", ("down_proj",))):
             q = getattr(mod, f"{proj}_input_quantizer", None)
             if q is None or not q.is_enabled or getattr(q, "amax", None) is None:
+                continue
+            if isinstance(mod, bmm_classes):
+                out[f"{name}.{proj}"] = float(q.amax.float().max())
                 continue
             for e in range(getattr(mod, proj).shape[0]):
                 for m in members:
@@ -187,12 +231,12 @@ def check_all_zero_deliberate(ours: dict, theirs: dict, m: str, what: str) -> bo
     """DELIBERATE (spec section 2): for an all-zero weight (e.g. Qwen2-MoE padding shared experts)
     ModelOpt writes s2 = 0 and NaN scale bytes; fp4kit uses amax = 1: s2 = 1/2688 (CPU form), scale
     bytes 0x38, codes 0. Returns True when this case applied (and was checked)."""
-    if theirs[f"{m}.weight_scale_2"].item() != 0.0:
+    if theirs[qname(m, "weight_scale_2")].item() != 0.0:
         return False
-    assert ours[f"{m}.weight_scale_2"].numpy() == S2_OF_AMAX_1_CPU, f"{what}: {m} all-zero s2"
-    assert set(raw(ours[f"{m}.weight_scale"])) == {0x38}, f"{what}: {m} all-zero scales"
-    assert set(raw(ours[f"{m}.weight"])) == {0}, f"{what}: {m} all-zero codes"
-    assert set(raw(theirs[f"{m}.weight_scale"])) <= {0x7F, 0xFF}, "ModelOpt changed"
+    assert ours[qname(m, "weight_scale_2")].numpy() == S2_OF_AMAX_1_CPU, f"{what}: {m} all-zero s2"
+    assert set(raw(ours[qname(m, "weight_scale")])) == {0x38}, f"{what}: {m} all-zero scales"
+    assert set(raw(ours[qname(m, "weight")])) == {0}, f"{what}: {m} all-zero codes"
+    assert set(raw(theirs[qname(m, "weight_scale")])) <= {0x7F, 0xFF}, "ModelOpt changed"
     return True
 
 
@@ -201,8 +245,9 @@ def check_zero_input_deliberate(ours: dict, theirs: dict, m: str):
     down_proj of an all-zero shared expert): ModelOpt's quantizer exports amax = maxbound = 6,
     input_scale 6/2688; fp4kit treats amax 0 as 1 (spec section 2), input_scale 1/2688. Either
     scale gives exact zeros."""
-    assert theirs[f"{m}.input_scale"].numpy() == np.float32(6.0) / np.float32(2688.0), "ModelOpt changed"
-    assert ours[f"{m}.input_scale"].numpy() == S2_OF_AMAX_1_CPU, f"{m}: zero-input input_scale"
+    assert theirs[qname(m, "input_scale")].numpy() == np.float32(6.0) / np.float32(2688.0), (
+        "ModelOpt changed")
+    assert ours[qname(m, "input_scale")].numpy() == S2_OF_AMAX_1_CPU, f"{m}: zero-input input_scale"
 
 
 def check_same_quantized_tensors(ours: dict, theirs: dict, modules: set, what: str,
@@ -216,7 +261,7 @@ def check_same_quantized_tensors(ours: dict, theirs: dict, modules: set, what: s
         if check_all_zero_deliberate(ours, theirs, m, what):
             suffixes = ["input_scale"] if m not in zero_input else []
         for suffix in suffixes:
-            name = f"{m}.{suffix}"
+            name = qname(m, suffix)
             assert (name in ours) == (name in theirs), f"{what}: {name} present in only one"
             if name not in theirs:
                 continue
@@ -251,9 +296,9 @@ def test_unquantized_tensors_identical_to_modelopt(runs_root, family, mode):
     ours, theirs = read_tensors(run.fp4kit_runs["parity"]), read_tensors(run.modelopt)
     assert sorted(ours) == sorted(theirs), (f"only fp4kit: {sorted(set(ours) - set(theirs))}; "
                                             f"only ModelOpt: {sorted(set(theirs) - set(ours))}")
-    quantized = quantized_modules(theirs)
+    quantized = quantized_tensor_names(quantized_modules(theirs))
     for name in sorted(theirs):
-        if name.rpartition(".")[0] in quantized:
+        if name in quantized:
             continue
         a, b = ours[name], theirs[name]
         assert tuple(a.shape) == tuple(b.shape), name
@@ -271,9 +316,12 @@ def excluded_modules(ckpt_dir: Path, candidates: set) -> set:
 
 def weight_modules(src: Path) -> set:
     """Modules with a weight of 2 or more dimensions in the source: the ones a quantizer decides
-    about (linears, embeddings, routers, conv1d)."""
-    return {k[: -len(".weight")] for k, t in read_tensors(src).items()
-            if k.endswith(".weight") and t.dim() >= 2}
+    about (linears, embeddings, routers, conv1d), and the 3-D BMM expert tensors (gpt-oss,
+    Llama-4), which are modules of their own in the output."""
+    tensors = read_tensors(src)
+    return ({k[: -len(".weight")] for k, t in tensors.items()
+             if k.endswith(".weight") and t.dim() >= 2}
+            | {k for k, t in tensors.items() if BMM_MODULE.match(k) and t.dim() == 3})
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -332,6 +380,26 @@ def format_b(run: Run) -> Path:
 
 
 GLOBAL_SCALES = re.compile(r".*\.(weight_global_scale|input_global_scale)$")
+# Families whose routed experts are 3-D BMM tensors: compressed-tensors has no 3-D NVFP4 layout
+# (its ModelOpt converter and vLLM's compressed-tensors MoE path take per-expert 2-D linears), and
+# vLLM's gpt-oss / Llama-4 loaders read these experts in ModelOpt's format only, so fp4kit refuses
+# format B for them.
+BMM_FAMILIES = {"gpt_oss", "llama4"}
+
+
+def check_format_b_refused(run: Run, tmp_path: Path):
+    """fp4kit's format-B refusal for a BMM family: exit 1 (not a crash, not a usage error), no
+    output, and a message naming the option, a BMM tensor of the model and the way out."""
+    out = tmp_path / "ct"
+    cmd = [fp4kit_bin(), "quantize", run.src, out, "--scale-form", "cpu", *run.parity_args,
+           "--format", "compressed-tensors"]
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    assert proc.returncode == 1, f"exit {proc.returncode}:\n{proc.stderr}"
+    bmm = {k for k in read_tensors(run.src) if BMM_MODULE.match(k)}
+    assert bmm, "the model has no BMM expert tensor"
+    assert any(f"'{m}'" in proc.stderr for m in bmm), proc.stderr
+    assert "compressed-tensors" in proc.stderr and "--format modelopt" in proc.stderr, proc.stderr
+    assert not out.exists() and not (tmp_path / "ct.partial").exists()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -345,6 +413,9 @@ def test_compressed_tensors_converter_on_format_a_gives_format_b(runs_root, tmp_
     from compressed_tensors.entrypoints.convert.converters.modelopt_nvfp4 import (
         ModelOptNvfp4Converter)
     run = get_run(family, mode, runs_root)
+    if family in BMM_FAMILIES:
+        check_format_b_refused(run, tmp_path)
+        return
     ours_b = format_b(run)
     qc_b = json.loads((ours_b / "config.json").read_text())["quantization_config"]
     converted = tmp_path / "converted"

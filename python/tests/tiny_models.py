@@ -61,6 +61,31 @@ def deepseek_v3():
         kv_lora_rank=32, qk_rope_head_dim=16, qk_nope_head_dim=16, v_head_dim=16, **COMMON))
 
 
+def gpt_oss(intermediate_size: int = 48):
+    """gpt-oss: BMM experts [E, H, 2I] with gate/up interleaved in columns and biases, a router
+    with bias, attention sinks, sliding and full attention. H = 64 != 2I = 96, so [E, H, 2I] and
+    its transpose cannot be confused; I = 48 is a multiple of 16 (down_proj's K). MXFP4 sources
+    need K a multiple of 32: test_mxfp4_source.py passes intermediate_size=96."""
+    return transformers.GptOssForCausalLM(transformers.GptOssConfig(
+        hidden_size=64, intermediate_size=intermediate_size, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+        sliding_window=16, layer_types=["sliding_attention", "full_attention"],
+        # ModelOpt's export fails on architectures None (spec section 7).
+        architectures=["GptOssForCausalLM"], **COMMON))
+
+
+def llama4():
+    """Text-only Llama-4 (Llama4ForCausalLM, model_type llama4_text): layer 0 dense
+    (intermediate_size_mlp), layer 1 MoE with BMM experts [E, H, 2I] (gate = first I columns),
+    a sigmoid top-k router and a shared expert. H = 64 != 2I = 96; I = 48 and 80 are multiples
+    of 16."""
+    return transformers.Llama4ForCausalLM(transformers.Llama4TextConfig(
+        hidden_size=64, intermediate_size=48, intermediate_size_mlp=80, num_hidden_layers=2,
+        interleave_moe_layer_step=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        num_local_experts=4, num_experts_per_tok=1, attention_chunk_size=16,
+        architectures=["Llama4ForCausalLM"], **COMMON))
+
+
 FAMILIES = {
     "llama": llama,
     "mixtral": mixtral,
@@ -68,27 +93,31 @@ FAMILIES = {
     "qwen3_5_moe": qwen3_5_moe,
     "qwen3_5_moe_vl": qwen3_5_moe_vl,
     "deepseek_v3": deepseek_v3,
+    "gpt_oss": gpt_oss,
+    "llama4": llama4,
 }
 
 
-def build(family: str, seed: int = 0):
+def build(family: str, seed: int = 0, **dims):
     """The model in bf16 with deterministic random weights. Weights are re-drawn with a wider
-    spread than the default init so blocks use the whole FP4 range, and the MoE routers' bias
-    (DeepSeek) is non-zero."""
+    spread than the default init so blocks use the whole FP4 range, and biases, gpt-oss's
+    attention sinks and the MoE routers' bias (DeepSeek) are non-zero."""
     torch.manual_seed(seed)
-    model = FAMILIES[family]()
+    model = FAMILIES[family](**dims)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() >= 2:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+            elif name.endswith((".bias", ".sinks")):  # gpt-oss: zero by default, kept as is
+                p.copy_(torch.randn(p.shape, generator=g) * 0.01)
         for name, b in model.named_buffers():
             if name.endswith("e_score_correction_bias"):
                 b.copy_(torch.randn(b.shape, generator=g) * 0.01)
     return model.to(torch.bfloat16).eval()
 
 
-def save(family: str, path, seed: int = 0):
-    model = build(family, seed)
+def save(family: str, path, seed: int = 0, **dims):
+    model = build(family, seed, **dims)
     model.save_pretrained(path)
     return path

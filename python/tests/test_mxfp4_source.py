@@ -1,0 +1,258 @@
+"""MXFP4 sources (issue 8, NVFP4-SPEC section 8): a tiny gpt-oss checkpoint as openai ships
+gpt-oss-20b/120b (routed experts as `*_blocks` U8 [E, N, K/32, 16] + `*_scales` U8 E8M0 [E, N, K/32],
+everything else BF16, config quantization_config {"quant_method": "mxfp4", ...}), written here
+from the OCP MX format definition in numpy, then:
+
+(a) transformers' MXFP4 dequantization of that file (convert_moe_packed_tensors, and loading it with
+    Mxfp4Config(dequantize=True) on CPU) equals the numpy decoding: the fixture is what transformers
+    reads;
+(b) `fp4kit quantize SRC --scale-form cpu --weights-only` writes, for every tensor, the bytes of
+    ModelOpt's W4A16 export (mtq.quantize + export_hf_checkpoint, CPU) of the model transformers
+    dequantized from the same MXFP4 file (loaded with Mxfp4Config(dequantize=True), the model
+    itself, no BF16 copy in between);
+(c) the output has no `_blocks` / `_scales` and `fp4kit verify OUT --source SRC` passes;
+(d) a NaN (0xFF) E8M0 scale makes quantize exit 1 naming the `_scales` tensor, leaving neither OUT
+    nor OUT.partial.
+
+Dimensions: H = 64, I = 96 (2I = 192): every MXFP4 K (H for gate_up, I for down) is a multiple of
+32 and H != 2I, so a transposed layout cannot pass for the right one.
+"""
+import copy
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import tiny_models
+from conftest import fp4kit_bin, require_executable, run_checked
+from test_quantize_modelopt import (CALIB_IDS, check_same_quantized_tensors, excluded_modules,
+                                    quantized_modules, quantized_tensor_names, raw, read_tensors)
+
+transformers = pytest.importorskip("transformers")
+mxfp4 = pytest.importorskip("transformers.integrations.mxfp4")
+
+HIDDEN, INTER, LAYERS, EXPERTS = 64, 96, 2, 4
+PROJS = ("gate_up_proj", "down_proj")
+# gpt-oss-20b's config.json quantization_config (openai/gpt-oss-20b on the Hub).
+QUANT_CONFIG = {"modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                           "model.embed_tokens", "lm_head"],
+                "quant_method": "mxfp4"}
+
+# E2M1 code -> value (OCP MX spec v1.0, table of FP4 E2M1): codes 0..7 positive, 8..15 negative.
+E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                 -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], np.float32)
+E2M1_EMAX = 2  # exponent of the largest E2M1 normal (6 = 1.5 * 2^2)
+
+
+def mxfp4_encode(w: np.ndarray):
+    """[..., N, K] float32 -> (blocks U8 [..., N, K/32, 16], scales U8 [..., N, K/32]).
+    Per block of 32 along K: shared scale X = 2^(floor(log2(amax)) - emax_elem) stored as the E8M0
+    byte exp + 127; element codes = E2M1 of x / X rounded to nearest (ties to the even code),
+    saturating at 6 (a negative value that rounds to 0 gets +0, code 0); byte j holds element 2j
+    in its LOW nibble, 2j+1 in its high nibble."""
+    *lead, n, k = w.shape
+    assert k % 32 == 0
+    x = w.reshape(*lead, n, k // 32, 32).astype(np.float32)
+    amax = np.abs(x).max(-1, keepdims=True)
+    exp = np.where(amax > 0, np.floor(np.log2(np.where(amax > 0, amax, 1))) - E2M1_EMAX, 0)
+    exp = exp.astype(np.int32)
+    assert ((exp + 127 >= 0) & (exp + 127 <= 254)).all()
+    q = np.abs(x) / np.ldexp(np.float32(1), exp)
+    dist = np.abs(q[..., None] - E2M1[:8])  # [..., 32, 8]
+    nearest = dist == dist.min(-1, keepdims=True)
+    even = (np.arange(8) % 2 == 0)
+    code = np.argmax(nearest * 2 + even, -1).astype(np.uint8)  # tie -> the even code
+    code = np.where((x < 0) & (code != 0), code | 8, code).astype(np.uint8)
+    blocks = (code[..., 0::2] | (code[..., 1::2] << 4)).astype(np.uint8)
+    return np.ascontiguousarray(blocks), np.ascontiguousarray((exp[..., 0] + 127).astype(np.uint8))
+
+
+def mxfp4_decode(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """blocks [..., G, 16], scales [..., G] -> float32 [..., G*32] (value = E2M1 * 2^(s - 127))."""
+    codes = np.stack([blocks & 0x0F, blocks >> 4], -1).reshape(*blocks.shape[:-1], 32)
+    vals = E2M1[codes] * np.ldexp(np.float32(1), scales.astype(np.int32) - 127)[..., None]
+    return vals.reshape(*blocks.shape[:-2], blocks.shape[-2] * 32).astype(np.float32)
+
+
+def test_encoder_by_hand():
+    """One block worked by hand: amax 5.9 -> floor(log2 5.9) - 2 = 0 -> scale byte 127; 5.9 -> 6
+    (code 7), -0.74 -> -0.5 (code 9), 1.25 is a tie between 1.0 (code 2) and 1.5 (code 3) -> the
+    even code 2, 2.5 ties 2 (4) and 3 (5) -> 4, 0.2 -> 0 (code 0)."""
+    w = np.zeros((1, 32), np.float32)
+    w[0, :5] = [5.9, -0.74, 1.25, 2.5, 0.2]
+    blocks, scales = mxfp4_encode(w)
+    assert scales.tolist() == [[127]]
+    assert blocks[0, 0, :3].tolist() == [0x97, 0x42, 0x00]
+    # amax 2.5 -> exp floor(1.32) - 2 = -1 (byte 126), X = 0.5: 0.1/X = 0.2 -> 0, -0.74/X = -1.48
+    # -> -1.5 (code 0xB), 1.25/X = 2.5 ties 2 and 3 -> 2 (code 4), 2.5/X = 5 ties 4 (code 6) and
+    # 6 (code 7) -> code 6.
+    w[0, 0] = 0.1
+    blocks, scales = mxfp4_encode(w)
+    assert scales.tolist() == [[126]]
+    assert blocks[0, 0, :2].tolist() == [0xB0, 0x64]
+    np.testing.assert_array_equal(mxfp4_decode(blocks, scales)[0, :4], [0.0, -0.75, 1.0, 2.0])
+
+
+def write_mxfp4_gpt_oss(path: Path, nan_scale: str | None = None) -> dict:
+    """Saves the tiny gpt-oss (H 64, I 96) with its experts MXFP4-encoded; returns
+    {expert tensor name: numpy decoding [E, N, K]}. `nan_scale`: a `_scales` tensor whose first
+    byte becomes 0xFF (E8M0 NaN)."""
+    model = tiny_models.build("gpt_oss", intermediate_size=INTER)
+    assert model.config.hidden_size == HIDDEN and model.config.intermediate_size == INTER
+    model.save_pretrained(path)
+    tensors = read_tensors(path)
+    decoded = {}
+    for layer in range(LAYERS):
+        for proj in PROJS:
+            name = f"model.layers.{layer}.mlp.experts.{proj}"
+            bmm = tensors.pop(name)  # [E, K, N]: gpt-oss's in-memory / BF16 layout
+            blocks, scales = mxfp4_encode(bmm.float().transpose(1, 2).numpy())  # per expert [N, K]
+            if f"{name}_scales" == nan_scale:
+                scales.reshape(-1)[0] = 0xFF
+            tensors[f"{name}_blocks"] = torch.from_numpy(blocks)
+            tensors[f"{name}_scales"] = torch.from_numpy(scales)
+            decoded[name] = mxfp4_decode(blocks, scales)
+    for f in path.glob("*.safetensors"):
+        f.unlink()
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["quantization_config"] = QUANT_CONFIG
+    (path / "config.json").write_text(json.dumps(cfg, indent=2))
+    return decoded
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gptoss-mxfp4") / "src"
+    return path, write_mxfp4_gpt_oss(path)
+
+
+def dequantized_model(src: Path):
+    """transformers' own MXFP4 load on CPU, dequantized to BF16."""
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        src, dtype=torch.bfloat16,
+        quantization_config=transformers.Mxfp4Config(dequantize=True)).eval()
+
+
+def test_fixture_layout_is_gpt_oss_mxfp4(source):
+    src, _ = source
+    with safe_open(src / "model.safetensors", "pt") as f:
+        shapes = {k: (f.get_slice(k).get_dtype(), f.get_slice(k).get_shape()) for k in f.keys()}
+    e, h, i = EXPERTS, HIDDEN, INTER
+    p = "model.layers.1.mlp.experts."
+    assert shapes[p + "gate_up_proj_blocks"] == ("U8", [e, 2 * i, h // 32, 16])
+    assert shapes[p + "gate_up_proj_scales"] == ("U8", [e, 2 * i, h // 32])
+    assert shapes[p + "down_proj_blocks"] == ("U8", [e, h, i // 32, 16])
+    assert shapes[p + "down_proj_scales"] == ("U8", [e, h, i // 32])
+    assert shapes[p + "gate_up_proj_bias"] == ("BF16", [e, 2 * i])
+    assert shapes["model.layers.1.mlp.router.weight"] == ("BF16", [e, h])
+    assert not any(k.endswith(("experts.gate_up_proj", "experts.down_proj")) for k in shapes)
+
+
+def test_transformers_decoding_equals_numpy_decoding(source):
+    """(a) The fixture: transformers' convert_moe_packed_tensors and its dequantizing load on CPU
+    give exactly the numpy decoding of the format definition."""
+    src, decoded = source
+    tensors = read_tensors(src)
+    model = dequantized_model(src)
+    params = dict(model.named_parameters())
+    for name, ref in decoded.items():
+        ref_bmm = np.ascontiguousarray(ref.transpose(0, 2, 1))  # [E, K, N], gpt-oss's layout
+        theirs = mxfp4.convert_moe_packed_tensors(tensors[f"{name}_blocks"],
+                                                  tensors[f"{name}_scales"], dtype=torch.float32)
+        np.testing.assert_array_equal(theirs.numpy().view(np.uint32), ref_bmm.view(np.uint32),
+                                      err_msg=name)
+        loaded = params[name].detach()
+        assert loaded.dtype == torch.bfloat16 and tuple(loaded.shape) == ref_bmm.shape, name
+        # Every decoded value (3 significant bits) is exact in bf16.
+        np.testing.assert_array_equal(loaded.float().numpy(), ref_bmm, err_msg=name)
+
+
+def fp4kit_run(*args) -> subprocess.CompletedProcess:
+    cmd = [require_executable(fp4kit_bin()), *args]
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def outputs(source, tmp_path_factory):
+    """fp4kit's and ModelOpt's W4A16 outputs of the MXFP4 source."""
+    import modelopt.torch.quantization as mtq
+    from modelopt.torch.export import export_hf_checkpoint
+    src, _ = source
+    work = tmp_path_factory.mktemp("gptoss-mxfp4-out")
+    ours = work / "fp4kit"
+    proc = fp4kit_run("quantize", src, ours, "--scale-form", "cpu", "--weights-only")
+    assert proc.returncode == 0, f"fp4kit quantize exited {proc.returncode}:\n{proc.stderr}"
+
+    model = dequantized_model(src)
+    with torch.no_grad():
+        model = mtq.quantize(model, copy.deepcopy(mtq.W4A16_NVFP4_CFG), lambda m: m(CALIB_IDS))
+        export_hf_checkpoint(model, export_dir=work / "modelopt")
+    return ours, work / "modelopt"
+
+
+def test_quantized_and_unquantized_tensors_identical_to_modelopt(outputs):
+    """(b) Every tensor of fp4kit's output has ModelOpt's name, dtype, shape and bytes."""
+    ours_dir, theirs_dir = outputs
+    ours, theirs = read_tensors(ours_dir), read_tensors(theirs_dir)
+    assert sorted(ours) == sorted(theirs), (f"only fp4kit: {sorted(set(ours) - set(theirs))}; "
+                                            f"only ModelOpt: {sorted(set(theirs) - set(ours))}")
+    q = quantized_modules(theirs)
+    bmm = {f"model.layers.{l}.mlp.experts.{p}" for l in range(LAYERS) for p in PROJS}
+    assert bmm <= q, "ModelOpt did not quantize the experts: the reference run is broken"
+    assert quantized_modules(ours) == q
+    check_same_quantized_tensors(ours, theirs, q, "gpt-oss MXFP4 w4a16")
+    qnames = quantized_tensor_names(q)
+    for name in sorted(set(theirs) - qnames):
+        a, b = ours[name], theirs[name]
+        assert a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape), name
+        assert raw(a) == raw(b), f"{name}: differs from ModelOpt's"
+
+
+def test_excluded_modules_and_config_as_modelopt(outputs, source):
+    ours_dir, theirs_dir = outputs
+    candidates = ({f"model.layers.{l}.mlp.{m}" for l in range(LAYERS)
+                   for m in ("router", "experts.gate_up_proj", "experts.down_proj")}
+                  | {"lm_head", "model.embed_tokens"})
+    ex_theirs = excluded_modules(theirs_dir, candidates)
+    assert ex_theirs == {"lm_head", "model.embed_tokens", "model.layers.0.mlp.router",
+                         "model.layers.1.mlp.router"}, "ModelOpt changed"
+    assert excluded_modules(ours_dir, candidates) == ex_theirs
+    qc_ours = json.loads((ours_dir / "config.json").read_text())["quantization_config"]
+    qc_theirs = json.loads((theirs_dir / "config.json").read_text())["quantization_config"]
+    for key in ("quant_method", "quant_algo", "config_groups"):
+        assert qc_ours[key] == qc_theirs[key], f"config.json quantization_config[{key}]"
+    assert "modules_to_not_convert" not in qc_ours, "the MXFP4 source config leaked into the output"
+
+
+def test_output_has_no_mxfp4_tensors_and_verifies(outputs, source):
+    """(c) The `_blocks` / `_scales` of the source are gone and verify passes against the source."""
+    ours_dir, _ = outputs
+    src, _ = source
+    ours = read_tensors(ours_dir)
+    left = sorted(k for k in ours if k.endswith(("_blocks", "_scales")))
+    assert not left, left
+    for l in range(LAYERS):
+        assert ours[f"model.layers.{l}.mlp.experts.gate_up_proj"].shape == (EXPERTS, HIDDEN // 2,
+                                                                             2 * INTER)
+        assert ours[f"model.layers.{l}.mlp.experts.down_proj"].shape == (EXPERTS, INTER // 2, HIDDEN)
+    run_checked([fp4kit_bin(), "verify", ours_dir, "--source", src])
+
+
+def test_nan_e8m0_scale_is_an_error_naming_the_tensor(outputs, tmp_path):
+    """(d) An E8M0 0xFF (NaN) scale: exit 1, the `_scales` tensor and the NaN named, no finished
+    output. (`outputs`: the same model without the NaN quantizes, so the error is the NaN's.)"""
+    bad = "model.layers.1.mlp.experts.down_proj_scales"
+    src = tmp_path / "src"
+    write_mxfp4_gpt_oss(src, nan_scale=bad)
+    out = tmp_path / "out"
+    proc = fp4kit_run("quantize", src, out, "--scale-form", "cpu", "--weights-only")
+    assert proc.returncode == 1, f"exit {proc.returncode}:\n{proc.stderr}"
+    assert bad in proc.stderr and "nan" in proc.stderr.lower(), proc.stderr
+    assert not out.exists(), "an output directory was left behind"
+    assert not (tmp_path / "out.partial").exists(), "OUT.partial was left behind"
