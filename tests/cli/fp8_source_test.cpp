@@ -317,7 +317,7 @@ TEST_F(DeepSeekFp8, PlanSaysDequantizedFromFp8) {
   const auto& qa = by_name.at("model.layers.0.self_attn.q_a_proj");
   EXPECT_EQ(qa["action"], "quantize");
   EXPECT_NE(qa["reason"].get<std::string>().find("dequantized from FP8"), std::string::npos);
-  EXPECT_EQ(qa["source_scale_inv"], "model.layers.0.self_attn.q_a_proj.weight_scale_inv");
+  EXPECT_EQ(qa["source_scales"], "model.layers.0.self_attn.q_a_proj.weight_scale_inv");
   EXPECT_EQ(by_name.at("model.layers.0.self_attn.q_a_proj.weight_scale_inv")["action"], "drop");
   EXPECT_EQ(by_name.at("model.layers.2.eh_proj.weight")["action"], "dequantize");
   EXPECT_EQ(by_name.at("model.layers.2.eh_proj.weight_scale_inv")["action"], "drop");

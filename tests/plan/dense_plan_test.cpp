@@ -216,14 +216,14 @@ TEST(DensePlan, Fp8BlockScalesAreDroppedWhenTheirWeightIsQuantized) {
   const PlanEntry& o = ENTRY(p, "model.layers.0.self_attn.o_proj");
   EXPECT_EQ(o.action, Action::Quantize);
   EXPECT_EQ(o.source_dtype, DType::F8_E4M3);
-  EXPECT_EQ(o.source_scale_inv, "model.layers.0.self_attn.o_proj.weight_scale_inv");
+  EXPECT_EQ(o.source_scales, "model.layers.0.self_attn.o_proj.weight_scale_inv");
   EXPECT_EQ(ENTRY(p, "model.layers.0.self_attn.o_proj.weight_scale_inv").action, Action::Drop);
   EXPECT_EQ(o.encoding, SourceEncoding::Fp8Block);
   // A kept FP8 weight is written dequantized to BF16 (issue 8): raw FP8 codes without their
   // scales would load as wrong values, so its scale tensor goes too.
   EXPECT_EQ(ENTRY(p, "lm_head.weight").action, Action::Dequantize);
   EXPECT_EQ(ENTRY(p, "lm_head.weight").encoding, SourceEncoding::Fp8Block);
-  EXPECT_EQ(ENTRY(p, "lm_head.weight").source_scale_inv, "lm_head.weight_scale_inv");
+  EXPECT_EQ(ENTRY(p, "lm_head.weight").source_scales, "lm_head.weight_scale_inv");
   EXPECT_EQ(ENTRY(p, "lm_head.weight_scale_inv").action, Action::Drop);
   EXPECT_EQ(planned_output_bytes(ENTRY(p, "lm_head.weight")), 256u * 256u * 2u);
 }

@@ -67,23 +67,17 @@ TEST(PlanErrors, ExpertBeyondNumExperts) {
   EXPECT_NE(err.find("expert 4 beyond num_experts 4"), std::string::npos) << err;
 }
 
-TEST(PlanErrors, BmmExpertLayoutIsRefusedClearly) {
-  // gpt-oss style [E, H, 2I] / [E, I, H].
+TEST(PlanErrors, ThreeDExpertsOfAnUnknownLayoutAreRefusedClearly) {
+  // Llama-4-style names in a family that is not llama4: nothing says which dimension is K.
   Tensors t;
-  t.add("model.layers.0.mlp.router.weight", {4, 64});
-  t.add("model.layers.0.mlp.experts.gate_up_proj", {4, 64, 64});
-  t.add("model.layers.0.mlp.experts.down_proj", {4, 32, 64});
-  std::string err = plan_error(
-      t.sorted(), config_of(R"({"model_type":"gpt_oss","hidden_size":64,"num_local_experts":4})"));
-  EXPECT_NE(err.find("BMM expert layout"), std::string::npos) << err;
-  EXPECT_NE(err.find("model.layers.0.mlp.experts.gate_up_proj"), std::string::npos) << err;
-  // Llama-4 names (feed_forward.experts) are refused the same way.
-  Tensors l4;
-  l4.add("model.layers.0.feed_forward.experts.gate_up_proj", {4, 64, 64});
-  l4.add("model.layers.0.feed_forward.experts.down_proj", {4, 32, 64});
-  err = plan_error(l4.sorted(), config_of(R"({"model_type":"llama4_text","hidden_size":64})"));
-  EXPECT_NE(err.find("not supported yet"), std::string::npos) << err;
-  EXPECT_NE(err.find("feed_forward.experts.gate_up_proj"), std::string::npos) << err;
+  t.add("model.layers.0.feed_forward.experts.gate_up_proj", {4, 64, 96});
+  t.add("model.layers.0.feed_forward.experts.down_proj", {4, 48, 64});
+  const std::string err =
+      plan_error(t.sorted(), config_of(R"({"model_type":"mystery_moe","hidden_size":64})"));
+  EXPECT_NE(err.find("model.layers.0.feed_forward.experts.gate_up_proj [4,64,96]: 3-D expert "
+                     "tensor in a layout fp4kit does not know"),
+            std::string::npos) << err;
+  EXPECT_NE(err.find("gpt_oss / llama4"), std::string::npos) << err;
 }
 
 TEST(PlanErrors, FusedExpertsWithoutTheirPartnerOrWrongCount) {

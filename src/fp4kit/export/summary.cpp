@@ -2,6 +2,7 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace fp4kit {
@@ -35,7 +36,7 @@ QuantizeSummary summarize(const Plan& plan, const ExportResult& result, double s
     s.bytes_in += r.bytes_in;
     s.bytes_out += r.bytes_out;
     if (e.action != Action::Quantize) continue;
-    s.quantized_params += e.rows * e.cols;
+    s.quantized_params += e.rows * e.cols * std::max<uint64_t>(e.bmm_experts, 1);
     s.quantized_bytes_out += r.bytes_out;
     const double rel = r.error.rel_rmse();
     if (s.worst_module.empty() || rel > s.worst_rel_rmse) {
@@ -104,6 +105,7 @@ nlohmann::json entries_json(const Plan& plan, const ExportResult& result) {
                         {"seconds", r.seconds}};
     if (e.action == Action::Quantize) {
       j["shape"] = {e.rows, e.cols};
+      if (e.bmm_experts > 0) j["bmm_experts"] = e.bmm_experts;  // E matrices of that shape
       j["amax"] = r.amax;
       j["weight_scale_2"] = r.s2;
       if (r.input_scale > 0) j["input_scale"] = r.input_scale;

@@ -73,6 +73,34 @@ constexpr LayerPattern kMixtralExperts[] = {
     {"block_sparse_moe.experts.{E}.w2.weight", Role::ExpertDown},
 };
 
+// gpt-oss: BMM experts [E, H, 2I] (gate/up interleaved in columns) + [E, I, H] with biases, as
+// transformers saves them, or MXFP4 "_blocks" [E, N, K/32, 16] + "_scales" as openai ships them;
+// a router with a bias. Attention sinks and biases are recognised by name (copied).
+constexpr LayerPattern kGptOssMoe[] = {
+    {"mlp.router.weight", Role::Router},
+    {"mlp.router.bias", Role::Bias},
+    {"mlp.experts.gate_up_proj", Role::BmmExpertGateUp},
+    {"mlp.experts.down_proj", Role::BmmExpertDown},
+    {"mlp.experts.gate_up_proj_blocks", Role::BmmExpertGateUp},
+    {"mlp.experts.down_proj_blocks", Role::BmmExpertDown},
+    {"mlp.experts.gate_up_proj_bias", Role::Bias},
+    {"mlp.experts.down_proj_bias", Role::Bias},
+};
+
+// Llama-4 text layers: MoE layers hold BMM experts [E, H, 2I] (gate = first I columns) +
+// [E, I, H], one shared expert and a router; the other layers a dense MLP, all under feed_forward.
+constexpr LayerPattern kLlama4FeedForward[] = {
+    {"feed_forward.router.weight", Role::Router},
+    {"feed_forward.experts.gate_up_proj", Role::BmmExpertGateUp},
+    {"feed_forward.experts.down_proj", Role::BmmExpertDown},
+    {"feed_forward.shared_expert.gate_proj.weight", Role::SharedGate},
+    {"feed_forward.shared_expert.up_proj.weight", Role::SharedUp},
+    {"feed_forward.shared_expert.down_proj.weight", Role::SharedDown},
+    {"feed_forward.gate_proj.weight", Role::MlpGate},
+    {"feed_forward.up_proj.weight", Role::MlpUp},
+    {"feed_forward.down_proj.weight", Role::MlpDown},
+};
+
 // Qwen3-Next (in_proj_qkvz, in_proj_ba) and Qwen3.5/3.6 (in_proj_qkv, in_proj_z, in_proj_a,
 // in_proj_b) gated delta-net layers. Spec 7: kept by default; ModelOpt quantizes
 // in_proj_qkv / in_proj_z / out_proj, so those are quantizable on request.
@@ -121,6 +149,11 @@ std::vector<ArchFamily> make_families() {
                true});
   f.push_back({"olmoe", {"olmoe"}, {"OlmoeForCausalLM"},
                {T(kAttention), T(kDenseMlp), T(kMoeExperts)}, true, true});
+  f.push_back({"gpt_oss", {"gpt_oss"}, {"GptOssForCausalLM"}, {T(kAttention), T(kGptOssMoe)},
+               true, false});
+  f.push_back({"llama4", {"llama4", "llama4_text"},
+               {"Llama4ForConditionalGeneration", "Llama4ForCausalLM"},
+               {T(kAttention), T(kLlama4FeedForward)}, true, false});
   return f;
 }
 

@@ -177,6 +177,7 @@ TensorClass TensorClassifier::classify(const TensorMeta& t) const {
         switch (p.role) {
           case Role::ExpertGate: case Role::ExpertUp: case Role::ExpertDown:
           case Role::FusedExpertGateUp: case Role::FusedExpertDown:
+          case Role::BmmExpertGateUp: case Role::BmmExpertDown:
           case Role::SharedGate: case Role::SharedUp: case Role::SharedDown:
           case Role::SharedExpertGate: case Role::Router: case Role::RouterBias:
             c.moe_block = c.layer_prefix + std::string(segs[first]);
@@ -186,6 +187,9 @@ TensorClass TensorClassifier::classify(const TensorMeta& t) const {
         }
         if (p.role == Role::FusedExpertGateUp || p.role == Role::FusedExpertDown)
           c.linear_weight = t.shape.size() == 3;
+        else if (p.role == Role::BmmExpertGateUp || p.role == Role::BmmExpertDown)
+          c.linear_weight = t.shape.size() == 3 ||  // BF16 [E, K, N]
+                            (t.shape.size() == 4 && t.dtype == DType::U8);  // MXFP4 blocks
         else
           c.linear_weight = is_linear_role(p.role) && plain_2d_weight;
         return c;

@@ -21,6 +21,8 @@ std::string_view role_name(Role r) {
     case Role::ExpertDown: return "expert_down";
     case Role::FusedExpertGateUp: return "fused_expert_gate_up";
     case Role::FusedExpertDown: return "fused_expert_down";
+    case Role::BmmExpertGateUp: return "bmm_expert_gate_up";
+    case Role::BmmExpertDown: return "bmm_expert_down";
     case Role::SharedGate: return "shared_gate";
     case Role::SharedUp: return "shared_up";
     case Role::SharedDown: return "shared_down";

@@ -12,6 +12,8 @@ enum class Role {
   MlpGate, MlpUp, MlpDown,             // dense MLP
   ExpertGate, ExpertUp, ExpertDown,    // routed expert (per-expert 2-D)
   FusedExpertGateUp, FusedExpertDown,  // fused 3-D experts [E, 2I, H] / [E, H, I] (split on output)
+  BmmExpertGateUp, BmmExpertDown,      // BMM 3-D experts [E, H, 2I] / [E, I, H] (gpt-oss, Llama-4;
+                                       // kept 3-D on output, spec 4), or their MXFP4 "_blocks"
   SharedGate, SharedUp, SharedDown,    // shared expert(s)
   SharedExpertGate,                    // Qwen shared_expert_gate (kept)
   Router,                              // mlp.gate / router / block_sparse_moe.gate (kept)

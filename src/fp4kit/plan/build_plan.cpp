@@ -33,6 +33,8 @@ struct Module {
   int64_t expert = -1;
   SourceSlice source;
   uint64_t rows = 0, cols = 0;
+  uint64_t bmm_experts = 0;   // BMM 3-D experts: E matrices [rows, cols] = [N, K] (spec 4)
+  std::string mxfp4_scales;   // MXFP4 source ("<m>_blocks"): its "<m>_scales" tensor
   bool quantize = false;
   std::string reason;
   int rule = -1;  // index of the user rule that decided it, -1 for a default
@@ -79,6 +81,9 @@ void default_decision(const TensorClass& c, const ArchFamily& family, const Plan
     case Role::ExpertGate: case Role::ExpertUp: case Role::ExpertDown:
     case Role::FusedExpertGateUp: case Role::FusedExpertDown:
       quant("default: routed expert");
+      break;
+    case Role::BmmExpertGateUp: case Role::BmmExpertDown:
+      quant("default: routed experts (BMM 3-D, written 3-D as ModelOpt does, spec 4)");
       break;
     case Role::SharedGate: case Role::SharedUp: case Role::SharedDown:
       quant("default: shared expert");
@@ -138,7 +143,7 @@ class PlanBuilder {
     apply_rules();
     check_fused_consistency();
     check_fp8_sources();
-    check_mxfp4_sources();
+    check_mxfp4_leftovers();
     if (!errors_.empty()) {
       // All of them, up to a length a terminal can still show (a systematically broken
       // checkpoint can have one problem per expert).
@@ -182,22 +187,33 @@ class PlanBuilder {
       if (c.role == Role::FusedExpertDown) fused[c.moe_block].second = i + 1;
     }
     for (auto& [block, pair] : fused) check_fused_layout(block, pair.first - 1, pair.second - 1);
+    check_bmm_layouts();
 
-    // 3-D expert tensors that no table knows (Llama-4 feed_forward.experts, ...): refuse clearly.
+    // 3-D expert tensors that no table knows (feed_forward.experts of an unknown family, ...):
+    // refuse clearly. MXFP4 "_scales" go with their "_blocks" (checked there).
     for (size_t i = 0; i < tensors_.size(); ++i) {
       const TensorClass& c = classes_[i];
-      if (tensors_[i].shape.size() == 3 && tensors_[i].name.find("experts.") != std::string::npos &&
+      const std::string& n = tensors_[i].name;
+      const bool mxfp4_scales =
+          n.ends_with("_scales") && by_name_.count(n.substr(0, n.size() - 7) + "_blocks");
+      if (tensors_[i].shape.size() == 3 && n.find("experts.") != std::string::npos &&
           c.role != Role::FusedExpertGateUp && c.role != Role::FusedExpertDown &&
-          c.role != Role::Vision && c.role != Role::Mtp)
-        errors_.push_back(fmt::format("{} {}: 3-D expert tensor in a layout fp4kit does not know "
-                                      "(BMM expert layouts are not supported yet, issue 8)",
-                                      tensors_[i].name, shape_text(tensors_[i].shape)));
+          c.role != Role::BmmExpertGateUp && c.role != Role::BmmExpertDown &&
+          c.role != Role::Vision && c.role != Role::Mtp && !mxfp4_scales)
+        errors_.push_back(fmt::format(
+            "{} {}: 3-D expert tensor in a layout fp4kit does not know for family {} (known: "
+            "fused [E, 2I, H] of the Qwen-style families, BMM [E, H, 2I] of gpt_oss / llama4)",
+            n, shape_text(tensors_[i].shape), family_->name));
     }
     module_of_tensor_.assign(tensors_.size(), {});
     for (size_t i = 0; i < tensors_.size(); ++i) {
       const TensorClass& c = classes_[i];
       const TensorMeta& t = tensors_[i];
       if (!c.linear_weight) continue;
+      if (c.role == Role::BmmExpertGateUp || c.role == Role::BmmExpertDown) {
+        if (bmm_ok_.count(i)) add_bmm_module(i);  // else an error is already recorded
+        continue;
+      }
       if (c.role == Role::FusedExpertGateUp || c.role == Role::FusedExpertDown) {
         if (!fused_ok_.count(i)) continue;  // error already recorded
         const std::string base = c.moe_block + ".experts.";
@@ -246,10 +262,118 @@ class PlanBuilder {
     modules_.push_back(std::move(m));
   }
 
+  // A BMM expert tensor is one module, quantized (or kept) whole: E matrices [N, K], the transpose
+  // of each source[e] [K, N]; MXFP4 blocks [E, N, K/32, 16] already hold [N, K].
+  void add_bmm_module(size_t tensor) {
+    const TensorMeta& t = tensors_[tensor];
+    const TensorClass& c = classes_[tensor];
+    Module m;
+    m.tensor = tensor;
+    m.role = c.role;
+    m.bmm_experts = t.shape[0];
+    if (is_mxfp4_blocks(t)) {
+      m.name = c.module.substr(0, c.module.size() - kBlocksSuffix.size());
+      m.mxfp4_scales = m.name + "_scales";
+      m.rows = t.shape[1];
+      m.cols = t.shape[2] * kMxfp4BlockSize;
+    } else {
+      m.name = c.module;
+      m.rows = t.shape[2];
+      m.cols = t.shape[1];
+    }
+    m.source = {t.name, -1, 0, m.rows};
+    default_decision(c, *family_, options_, m, warnings_);
+    apply_shape_limits(m);
+    module_of_tensor_[tensor].push_back(modules_.size());
+    modules_.push_back(std::move(m));
+  }
+
+  static constexpr std::string_view kBlocksSuffix = "_blocks";
+  static bool is_mxfp4_blocks(const TensorMeta& t) {
+    return t.shape.size() == 4 && t.dtype == DType::U8 && t.name.ends_with(kBlocksSuffix);
+  }
+
+  // The [E, K, N] shape a BMM tensor stands for (MXFP4 blocks [E, N, K/32, 16] included), after
+  // checking an MXFP4 pair; empty (error recorded) when unusable.
+  std::vector<uint64_t> bmm_shape(size_t i) {
+    const TensorMeta& t = tensors_[i];
+    if (t.shape.size() == 3) {
+      if (!dtype_is_float(t.dtype)) {
+        errors_.push_back(fmt::format("{} {} {}: BMM expert tensor of a non-float dtype (neither "
+                                      "BF16/F16/F32 nor MXFP4 _blocks + _scales)",
+                                      t.name, dtype_name(t.dtype), shape_text(t.shape)));
+        return {};
+      }
+      return t.shape;
+    }
+    if (!is_mxfp4_blocks(t) || t.shape[3] != kMxfp4BlockSize / 2) {
+      errors_.push_back(fmt::format("{} {} {}: not an MXFP4 blocks tensor (U8 [E, N, K/32, 16])",
+                                    t.name, dtype_name(t.dtype), shape_text(t.shape)));
+      return {};
+    }
+    const std::string scales =
+        t.name.substr(0, t.name.size() - kBlocksSuffix.size()) + "_scales";
+    auto it = by_name_.find(scales);
+    if (it == by_name_.end()) {
+      errors_.push_back(fmt::format("{} {}: MXFP4 blocks without their E8M0 scale tensor {}",
+                                    t.name, shape_text(t.shape), scales));
+      return {};
+    }
+    const TensorMeta& st = tensors_[it->second];
+    const std::vector<uint64_t> want = {t.shape[0], t.shape[1], t.shape[2]};
+    if (st.dtype != DType::U8 || st.shape != want) {
+      errors_.push_back(fmt::format("{} {} {}: expected U8 {} (one E8M0 scale per 32 values of {})",
+                                    st.name, dtype_name(st.dtype), shape_text(st.shape),
+                                    shape_text(want), t.name));
+      return {};
+    }
+    return {t.shape[0], t.shape[2] * kMxfp4BlockSize, t.shape[1]};
+  }
+
+  // BMM experts (gpt-oss, Llama-4, spec 4): gate_up [E, H, 2I] and down [E, I, H] of one MoE
+  // block, both present, agreeing with each other, hidden_size and num_experts.
+  void check_bmm_layouts() {
+    std::map<std::string, std::pair<int64_t, int64_t>> blocks;  // moe_block -> (gate_up, down)
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const TensorClass& c = classes_[i];
+      if (!c.linear_weight) continue;
+      if (c.role == Role::BmmExpertGateUp) blocks[c.moe_block].first = i + 1;
+      if (c.role == Role::BmmExpertDown) blocks[c.moe_block].second = i + 1;
+    }
+    for (auto& [block, pair] : blocks) {
+      const int64_t gu = pair.first - 1, dn = pair.second - 1;
+      if (gu < 0 || dn < 0) {
+        errors_.push_back(fmt::format("{}: BMM experts need both gate_up_proj and down_proj, "
+                                      "found only {}",
+                                      block, tensors_[gu >= 0 ? gu : dn].name));
+        continue;
+      }
+      const auto a = bmm_shape(gu), b = bmm_shape(dn);
+      if (a.empty() || b.empty()) continue;
+      const uint64_t H = config_.hidden_size > 0 ? static_cast<uint64_t>(config_.hidden_size) : 0;
+      if (a[0] != b[0] || a[2] != 2 * b[1] || a[1] != b[2] || (H != 0 && a[1] != H)) {
+        errors_.push_back(fmt::format(
+            "{} / {}: not the BMM expert layout gate_up [E, H, 2I] + down [E, I, H] (as [E, K, "
+            "N]: {} and {}, hidden_size {})",
+            tensors_[gu].name, tensors_[dn].name, shape_text(a), shape_text(b),
+            config_.hidden_size));
+        continue;
+      }
+      if (config_.num_experts > 0 && a[0] != static_cast<uint64_t>(config_.num_experts)) {
+        errors_.push_back(fmt::format("{} {}: {} experts, config num_experts is {}",
+                                      tensors_[gu].name, shape_text(tensors_[gu].shape), a[0],
+                                      config_.num_experts));
+        continue;
+      }
+      bmm_ok_.insert(gu);
+      bmm_ok_.insert(dn);
+    }
+  }
+
   // Spec 7: K % 16 != 0 is kept and reported; a non-float source cannot be quantized.
   void apply_shape_limits(Module& m) {
     if (!m.quantize) return;
-    const DType dt = tensors_[m.tensor].dtype;
+    const DType dt = m.mxfp4_scales.empty() ? tensors_[m.tensor].dtype : DType::F32;
     if (m.cols == 0 || m.rows == 0) {
       m.quantize = false;
       m.reason = "empty weight";
@@ -290,8 +414,10 @@ class PlanBuilder {
                      a.shape[2] == 2 * b.shape[1] && (H == 0 || a.shape[1] == H);
     if (!fused && bmm) {
       errors_.push_back(fmt::format(
-          "{} {} / {} {}: BMM expert layout [E, H, 2I] not supported yet (issue 8)", a.name,
-          shape_text(a.shape), b.name, shape_text(b.shape)));
+          "{} {} / {} {}: shaped like the BMM expert layout [E, H, 2I] of gpt-oss / Llama-4, "
+          "but family {} stores experts as [E, 2I, H]; fp4kit does not guess the orientation "
+          "(a config model_type of gpt_oss or llama4 selects the BMM layout)",
+          a.name, shape_text(a.shape), b.name, shape_text(b.shape), family_->name));
       return;
     }
     if (!fused) {
@@ -459,7 +585,7 @@ class PlanBuilder {
     std::vector<std::string> bad;
     for (const Module& m : modules_) {
       if (!m.quantize) continue;
-      const DType dt = tensors_[m.tensor].dtype;
+      const DType dt = m.mxfp4_scales.empty() ? tensors_[m.tensor].dtype : DType::F32;
       if (m.cols == 0 || m.rows == 0)
         bad.push_back(fmt::format("{} [{},{}]: empty (wanted by {})", m.name, m.rows, m.cols,
                                   rule_origin(m)));
@@ -569,21 +695,22 @@ class PlanBuilder {
     }
   }
 
-  // MXFP4 (gpt-oss "*_blocks" + "*_scales", E8M0): the numeric decoder exists, but the plan and
-  // the 3-D BMM output layout do not yet (issue 8). Copying the blocks under an NVFP4 config would
-  // give a checkpoint no loader reads correctly, so refuse clearly instead.
-  void check_mxfp4_sources() {
-    for (const TensorMeta& t : tensors_) {
-      static const std::string kBlocks = "_blocks";
-      if (t.name.size() <= kBlocks.size() ||
-          t.name.compare(t.name.size() - kBlocks.size(), kBlocks.size(), kBlocks) != 0)
-        continue;
-      const std::string scales = t.name.substr(0, t.name.size() - kBlocks.size()) + "_scales";
-      if (!by_name_.count(scales) || t.dtype != DType::U8) continue;
+  // MXFP4 "*_blocks" + "*_scales" outside the BMM experts a table knows (an unknown family, a
+  // renamed module): copying the codes under an NVFP4 config would give a checkpoint no loader
+  // reads correctly, so refuse clearly.
+  void check_mxfp4_leftovers() {
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const TensorMeta& t = tensors_[i];
+      if (!t.name.ends_with(kBlocksSuffix) || t.dtype != DType::U8) continue;
+      const std::string scales = t.name.substr(0, t.name.size() - kBlocksSuffix.size()) + "_scales";
+      if (!by_name_.count(scales)) continue;
+      const Role r = classes_[i].role;
+      if (r == Role::BmmExpertGateUp || r == Role::BmmExpertDown) continue;
       errors_.push_back(fmt::format(
-          "{} {} + {}: MXFP4 source (gpt-oss style) is not supported yet; dequantize it to BF16 "
-          "first (e.g. transformers Mxfp4Config(dequantize=True)) and quantize that",
-          t.name, shape_text(t.shape), scales));
+          "{} {} + {}: MXFP4 source outside the experts of a known family (family {}; fp4kit "
+          "reads MXFP4 for gpt-oss experts); dequantize it to BF16 first (e.g. transformers "
+          "Mxfp4Config(dequantize=True)) and quantize that",
+          t.name, shape_text(t.shape), scales, family_->name));
     }
   }
 
@@ -592,6 +719,9 @@ class PlanBuilder {
     std::set<size_t> scale_inv;
     for (const auto& [w, i] : scale_inv_of) scale_inv.insert(i);
     const auto fp8_block = fp8_block_size();
+    std::set<std::string> mxfp4_scales;  // "<m>_scales" of BMM MXFP4 modules: absorbed
+    for (const Module& m : modules_)
+      if (!m.mxfp4_scales.empty()) mxfp4_scales.insert(m.mxfp4_scales);
     std::set<std::string> quantized_weights;
     for (const Module& m : modules_)
       if (m.quantize) quantized_weights.insert(tensors_[m.tensor].name);
@@ -618,8 +748,15 @@ class PlanBuilder {
           e.cols = m.cols;
           e.shape = t.shape;
           e.source_bytes = m.rows * m.cols * dtype_size(t.dtype);
+          e.bmm_experts = m.bmm_experts;
+          if (m.bmm_experts > 0) e.source_bytes = t.nbytes();
+          if (!m.mxfp4_scales.empty()) {
+            e.encoding = SourceEncoding::Mxfp4;
+            e.source_scales = m.mxfp4_scales;
+            e.reason += "; dequantized from MXFP4 (E8M0 scale per 32)";
+          }
           if (auto s = scale_inv_of.find(t.name); s != scale_inv_of.end()) {
-            e.source_scale_inv = tensors_[s->second].name;
+            e.source_scales = tensors_[s->second].name;
             if (t.dtype == DType::F8_E4M3) {
               e.encoding = SourceEncoding::Fp8Block;
               e.fp8_block = fp8_block;
@@ -645,6 +782,22 @@ class PlanBuilder {
       if (!mods.empty()) {
         e.reason = modules_[mods.front()].reason;
         e.expert = mods.size() == 1 ? modules_[mods.front()].expert : -1;
+        const Module& m = modules_[mods.front()];
+        if (!m.mxfp4_scales.empty()) {
+          // A kept MXFP4 expert tensor: written as BF16 [E, K, N] under its BMM name, never as
+          // raw codes under an NVFP4 label.
+          e.name = m.name;
+          e.action = Action::Dequantize;
+          e.encoding = SourceEncoding::Mxfp4;
+          e.source_scales = m.mxfp4_scales;
+          e.bmm_experts = m.bmm_experts;
+          e.rows = m.rows;
+          e.cols = m.cols;
+          e.reason += "; MXFP4 source written dequantized as BF16 [E, K, N]";
+        }
+      } else if (mxfp4_scales.count(t.name)) {
+        e.action = Action::Drop;
+        e.reason = "MXFP4 E8M0 scales (_scales): absorbed by dequantization";
       } else if (scale_inv.count(i)) {
         std::string w = t.name.substr(0, t.name.size() - 17) + ".weight";
         if (quantized_weights.count(w) || tensors_[by_name_.at(w)].dtype == DType::F8_E4M3) {
@@ -662,7 +815,7 @@ class PlanBuilder {
       if (e.action == Action::Keep && t.dtype == DType::F8_E4M3) {
         if (auto s = scale_inv_of.find(t.name); s != scale_inv_of.end()) {
           e.action = Action::Dequantize;
-          e.source_scale_inv = tensors_[s->second].name;
+          e.source_scales = tensors_[s->second].name;
           e.encoding = SourceEncoding::Fp8Block;
           e.fp8_block = fp8_block;
           e.reason += "; FP8 source written dequantized as BF16";
@@ -717,8 +870,10 @@ class PlanBuilder {
       } else if (m.role == Role::SharedGate || m.role == Role::SharedUp) {
         wkey = parent + ".gate_up";
         ikey = c.moe_block + ".experts.gate_up";
-      } else if (m.role == Role::ExpertDown) {
+      } else if (m.role == Role::ExpertDown || m.role == Role::BmmExpertDown) {
         ikey = c.moe_block + ".experts.down";
+      } else if (m.role == Role::BmmExpertGateUp) {
+        ikey = c.moe_block + ".experts.gate_up";  // one tensor, one s2 (spec 4)
       }
       if (e.action != Action::Quantize) {
         if (!both.empty()) kept_partners[both].push_back(m.name);
@@ -733,7 +888,7 @@ class PlanBuilder {
           e.weight_group = group(wkey, "one expert's gate/up: one fused GEMM (spec 3)", "weight");
         if (!ikey.empty())
           e.input_group = group(ikey,
-                                m.role == Role::ExpertDown
+                                m.role == Role::ExpertDown || m.role == Role::BmmExpertDown
                                     ? "routed experts' down_proj: one input_scale per MoE layer "
                                       "(spec 3)"
                                     : "routed and shared experts' gate/up read the same tokens: "
@@ -835,6 +990,7 @@ class PlanBuilder {
   std::vector<Module> modules_;
   std::vector<std::vector<size_t>> module_of_tensor_;
   std::set<size_t> fused_ok_;
+  std::set<size_t> bmm_ok_;  // BMM expert tensors whose layout checked out
   std::vector<size_t> entry_module_;  // per entry: its module, SIZE_MAX for non-modules
   std::set<std::string> k16_kept_;
   std::vector<std::string> errors_;

@@ -28,10 +28,14 @@ enum class Action {
 std::string_view action_name(Action a);
 
 // How a source tensor's bytes encode its values (NVFP4-SPEC.md section 8).
+inline constexpr uint64_t kMxfp4BlockSize = 32;  // values per E8M0 scale
+
 enum class SourceEncoding {
   Plain,     // BF16 / F16 / F32: read element by element
   Fp8Block,  // F8_E4M3 codes times a 2-D block scale grid "<m>.weight_scale_inv" (DeepSeek-V3/R1,
              // Kimi-K2, Qwen3-FP8): decoded to float32 in the stream
+  Mxfp4,     // gpt-oss "<m>_blocks" U8 [E, N, K/32, 16] (E2M1 pairs) + "<m>_scales" U8 [E, N, K/32]
+             // (E8M0): decoded to float32 per expert in the stream
 };
 
 // Where a quantized weight's [rows, cols] values come from.
@@ -66,12 +70,19 @@ struct PlanEntry {
   //   (source.expert == e, role of the 3-D tensor itself is FusedExpertGateUp/Down).
   std::vector<uint64_t> shape;  // the source tensor's full shape
   uint64_t source_bytes = 0;    // bytes read from the source for this entry (slice for experts)
-  std::string source_scale_inv; // FP8 sources: the "<m>.weight_scale_inv" block-scale tensor
-  // Quantize / Dequantize entries: how the source encodes its values. Fp8Block: source_scale_inv
+  std::string source_scales;  // encoded sources: the scale tensor ("<m>.weight_scale_inv" of FP8,
+                              // "<m>_scales" of MXFP4)
+  // Quantize / Dequantize entries: how the source encodes its values. Fp8Block: source_scales
   // names the scale grid, fp8_block its block size (config quantization_config.weight_block_size,
-  // default 128x128).
+  // default 128x128). Mxfp4: source.tensor is "<m>_blocks", source_scales "<m>_scales".
   SourceEncoding encoding = SourceEncoding::Plain;
   std::array<uint64_t, 2> fp8_block = {128, 128};
+  // BMM 3-D experts (gpt-oss, Llama-4; spec 4): the number of experts E, else 0. The entry is the
+  // whole tensor "<m>", E matrices of [rows, cols] = [N, K] each: the transpose of source[e]
+  // ([E, K, N] on disk) for plain sources, the decoded blocks for MXFP4. Quantize writes it 3-D:
+  // "<m>" U8 [E, K/2, N], "<m>_weight_scale" [E, K/16, N], ONE "<m>_weight_scale_2" (and
+  // "<m>_input_scale"); Dequantize (a kept MXFP4 tensor) writes "<m>" BF16 [E, K, N].
+  uint64_t bmm_experts = 0;
 };
 
 struct FusionGroup {

@@ -2,6 +2,7 @@
 // --dry-run table.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <map>
 #include <unordered_set>
@@ -25,12 +26,13 @@ std::string_view action_name(Action a) {
 uint64_t planned_output_bytes(const PlanEntry& e, bool weights_only) {
   switch (e.action) {
     case Action::Quantize: {
-      const uint64_t n = e.rows * e.cols;
+      const uint64_t n = e.rows * e.cols * std::max<uint64_t>(e.bmm_experts, 1);
       return n / 2 + n / 16 + 4 + (weights_only ? 0 : 4);
     }
     case Action::Keep: return e.source_bytes;
     case Action::Drop: return 0;
     case Action::Dequantize: {
+      if (e.bmm_experts > 0) return e.bmm_experts * e.rows * e.cols * 2;  // MXFP4 -> BF16
       uint64_t n = 1;
       for (uint64_t d : e.shape) n *= d;
       return n * 2;
@@ -59,15 +61,18 @@ nlohmann::json Plan::to_json() const {
               {"source_dtype", dtype_name(e.source_dtype)},
               {"shape", e.shape},
               {"source_bytes", e.source_bytes}};
+    if (e.bmm_experts > 0) x["bmm_experts"] = e.bmm_experts;
     if (e.action == Action::Quantize) {
       x["rows"] = e.rows;
       x["cols"] = e.cols;
       x["weight_group"] = e.weight_group;
       x["input_group"] = e.input_group;
     }
-    if (!e.source_scale_inv.empty()) x["source_scale_inv"] = e.source_scale_inv;
+    if (!e.source_scales.empty()) x["source_scales"] = e.source_scales;
     if (e.encoding == SourceEncoding::Fp8Block)
       x["source_encoding"] = {{"kind", "fp8_block"}, {"block", e.fp8_block}};
+    if (e.encoding == SourceEncoding::Mxfp4)
+      x["source_encoding"] = {{"kind", "mxfp4"}, {"block", kMxfp4BlockSize}};
     es.push_back(std::move(x));
   }
   j["entries"] = std::move(es);
@@ -139,6 +144,9 @@ std::string format_plan_table(const Plan& plan, bool weights_only) {
     std::string shape = e.action == Action::Quantize
                             ? fmt::format("[{},{}]", e.rows, e.cols)
                             : shape_text(e.shape);
+    if (e.bmm_experts > 0)  // E matrices [N, K], blocks along K: the source is [E, K, N]
+      shape = fmt::format("{} x [{},{}] (BMM {})", e.bmm_experts, e.rows, e.cols,
+                          shape_text(e.shape));
     if (e.source.expert >= 0)
       shape += fmt::format(" of {}[{}][{}:{}]", e.source.tensor, e.source.expert,
                            e.source.row_begin, e.source.row_end);

@@ -17,8 +17,10 @@ std::string projection_kind(const PlanEntry& e) {
   switch (e.role) {
     case Role::ExpertGate: case Role::ExpertUp: case Role::SharedGate: case Role::SharedUp:
     case Role::MlpGate: case Role::MlpUp: case Role::FusedExpertGateUp:
+    case Role::BmmExpertGateUp:
       return "gate_up";
     case Role::ExpertDown: case Role::SharedDown: case Role::MlpDown: case Role::FusedExpertDown:
+    case Role::BmmExpertDown:
       return "down";
     default:
       return std::string(role_name(e.role));

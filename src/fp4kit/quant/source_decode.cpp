@@ -8,6 +8,7 @@
 #include "fp4kit/numeric/formats.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/source_formats.hpp"
+#include "fp4kit/quant/bmm_experts.hpp"
 
 namespace fp4kit {
 
@@ -15,23 +16,23 @@ namespace {
 
 // The FP8 scale grid of the entry's source tensor, checked against the tensor's shape.
 Fp8BlockScales fp8_scales(const Checkpoint& ckpt, const PlanEntry& e, uint64_t n, uint64_t k) {
-  if (e.source_scale_inv.empty() || !ckpt.has(e.source_scale_inv))
+  if (e.source_scales.empty() || !ckpt.has(e.source_scales))
     throw Error(fmt::format("module '{}': FP8 source tensor '{}' has no block scale tensor '{}'",
                             e.name, e.source.tensor,
-                            e.source_scale_inv.empty() ? e.source.tensor + "_scale_inv"
-                                                       : e.source_scale_inv));
-  const TensorInfo& si = ckpt.info(e.source_scale_inv);
+                            e.source_scales.empty() ? e.source.tensor + "_scale_inv"
+                                                       : e.source_scales));
+  const TensorInfo& si = ckpt.info(e.source_scales);
   if (si.shape.size() != 2)
     throw Error(fmt::format("FP8 block scale tensor '{}' of '{}': rank {}, expected 2-D",
-                            e.source_scale_inv, e.source.tensor, si.shape.size()));
+                            e.source_scales, e.source.tensor, si.shape.size()));
   Fp8BlockScales s;
-  s.data = ckpt.bytes(e.source_scale_inv).data();
+  s.data = ckpt.bytes(e.source_scales).data();
   s.dtype = si.dtype;
   s.grid_rows = si.shape[0];
   s.grid_cols = si.shape[1];
   s.block_rows = e.fp8_block[0];
   s.block_cols = e.fp8_block[1];
-  check_fp8_block_scales(s, n, k, e.source_scale_inv);
+  check_fp8_block_scales(s, n, k, e.source_scales);
   return s;
 }
 
@@ -62,6 +63,7 @@ SourceView decoded_view(const Checkpoint& ckpt, const PlanEntry& e, std::vector<
 }
 
 float source_amax(const Checkpoint& ckpt, const PlanEntry& e) {
+  if (e.bmm_experts > 0) return bmm_amax(ckpt, e);
   std::vector<float> unused;
   if (e.encoding == SourceEncoding::Plain) {
     const SourceView v = decoded_view(ckpt, e, unused);  // a view, no copy
@@ -78,6 +80,7 @@ float source_amax(const Checkpoint& ckpt, const PlanEntry& e) {
 
 std::vector<uint8_t> dequantize_to_bf16(const Checkpoint& ckpt, const PlanEntry& e,
                                         std::vector<float>& buffer) {
+  if (e.encoding == SourceEncoding::Mxfp4) return bmm_dequantize_to_bf16(ckpt, e);
   const TensorInfo& info = ckpt.info(e.source.tensor);
   if (e.encoding != SourceEncoding::Fp8Block || info.dtype != DType::F8_E4M3 ||
       info.shape.size() != 2)

@@ -11,6 +11,7 @@
 
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
+#include "fp4kit/quant/bmm_experts.hpp"
 #include "fp4kit/quant/source_decode.hpp"
 #include "fp4kit/quant/source_view.hpp"
 
@@ -133,38 +134,44 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
       r.bytes_out = bf16.size();
       sink.dequantized(idx, std::move(bf16));
       source.release(e.source.tensor);
+      if (!e.source_scales.empty()) source.release(e.source_scales);
     } else {
       if (e.cols % kNvfp4Block != 0)
         throw Error(fmt::format("module '{}': K = {} is not a multiple of 16 (plan error)", e.name,
                                 e.cols));
       auto [amax, s2] = groups.amax_and_s2(idx);
-      const SourceView v = decoded_view(source, e, decoded);
       QuantizedWeight q;
       q.s2 = s2;
-      q.packed.resize(v.rows * v.cols / 2);
-      q.scales.resize(v.rows * v.cols / kNvfp4Block);
-      try {
-        nvfp4_quantize(v.data, v.dtype, v.rows, v.cols, s2, q.packed.data(), q.scales.data());
-      } catch (const Error& err) {
-        throw Error(fmt::format("module '{}' (source tensor '{}'): {}", e.name, e.source.tensor,
-                                err.what()));
+      if (e.bmm_experts > 0) {  // 3-D experts, one s2, written 3-D (spec 4)
+        r.error = bmm_quantize(source, e, s2, q.packed, q.scales);
+      } else {
+        const SourceView v = decoded_view(source, e, decoded);
+        q.packed.resize(v.rows * v.cols / 2);
+        q.scales.resize(v.rows * v.cols / kNvfp4Block);
+        try {
+          nvfp4_quantize(v.data, v.dtype, v.rows, v.cols, s2, q.packed.data(), q.scales.data());
+        } catch (const Error& err) {
+          throw Error(fmt::format("module '{}' (source tensor '{}'): {}", e.name,
+                                  e.source.tensor, err.what()));
+        }
+        r.error = nvfp4_distortion(v.data, v.dtype, v.rows, v.cols, q.packed.data(),
+                                   q.scales.data(), s2);
       }
-      r.error = nvfp4_distortion(v.data, v.dtype, v.rows, v.cols, q.packed.data(),
-                                 q.scales.data(), s2);
       if (!options.weights_only) {
         if (e.input_group < 0 || static_cast<size_t>(e.input_group) >= input_scales.size() ||
             !(input_scales[e.input_group] > 0))
           throw Error(fmt::format("module '{}': no input_scale computed (internal error)", e.name));
         q.input_scale = input_scales[e.input_group];
       }
-      r.bytes_in = v.rows * v.cols * dtype_size(e.source_dtype);
+      r.bytes_in = e.bmm_experts > 0 ? source.info(e.source.tensor).nbytes()
+                                     : e.rows * e.cols * dtype_size(e.source_dtype);
       r.bytes_out = q.packed.size() + q.scales.size() + 4 + (options.weights_only ? 0 : 4);
       r.amax = amax;
       r.s2 = s2;
       r.input_scale = q.input_scale;
       sink.quantized(idx, std::move(q));
       source.release(e.source.tensor);  // bounded RSS: the mapping's pages go back to the kernel
-      if (!e.source_scale_inv.empty()) source.release(e.source_scale_inv);
+      if (!e.source_scales.empty()) source.release(e.source_scales);
     }
     r.seconds = seconds_since(t0);
     results.push_back(r);

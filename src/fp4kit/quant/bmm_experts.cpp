@@ -1,0 +1,189 @@
+#include "fp4kit/quant/bmm_experts.hpp"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+
+#include "fp4kit/error.hpp"
+#include "fp4kit/numeric/formats.hpp"
+#include "fp4kit/numeric/nvfp4.hpp"
+#include "fp4kit/numeric/parallel.hpp"
+#include "fp4kit/numeric/source_formats.hpp"
+
+namespace fp4kit {
+
+namespace {
+
+// The checked geometry of a BMM entry's source: E experts of [N, K] values.
+struct BmmSource {
+  const TensorInfo* tensor = nullptr;  // "<m>" [E, K, N] or "<m>_blocks" [E, N, K/32, 16]
+  const TensorInfo* scales = nullptr;  // MXFP4 "<m>_scales" [E, N, K/32], else nullptr
+  uint64_t experts = 0, n = 0, k = 0;
+};
+
+BmmSource bmm_source(const Checkpoint& ckpt, const PlanEntry& e) {
+  BmmSource s;
+  s.tensor = &ckpt.info(e.source.tensor);
+  s.experts = e.bmm_experts;
+  s.n = e.rows;
+  s.k = e.cols;
+  const auto& shape = s.tensor->shape;
+  auto bad = [&](const std::string& what) {
+    return Error(fmt::format("module '{}': BMM source tensor '{}' {}: {}", e.name,
+                             e.source.tensor, dtype_name(s.tensor->dtype), what));
+  };
+  if (e.encoding == SourceEncoding::Mxfp4) {
+    const std::vector<uint64_t> want = {s.experts, s.n, s.k / kMxfp4BlockSize,
+                                        kMxfp4BlockSize / 2};
+    if (s.tensor->dtype != DType::U8 || shape != want || s.k % kMxfp4BlockSize != 0)
+      throw bad(fmt::format("expected MXFP4 blocks U8 [{}, {}, {}, {}]", want[0], want[1],
+                            want[2], want[3]));
+    if (!ckpt.has(e.source_scales))
+      throw bad(fmt::format("its E8M0 scale tensor '{}' is missing", e.source_scales));
+    s.scales = &ckpt.info(e.source_scales);
+    const std::vector<uint64_t> want_scales = {s.experts, s.n, s.k / kMxfp4BlockSize};
+    if (s.scales->dtype != DType::U8 || s.scales->shape != want_scales)
+      throw Error(fmt::format("module '{}': MXFP4 scale tensor '{}' is {} [{}x{}x{}...], "
+                              "expected U8 [{}, {}, {}]",
+                              e.name, e.source_scales, dtype_name(s.scales->dtype),
+                              s.scales->shape.size() > 0 ? s.scales->shape[0] : 0,
+                              s.scales->shape.size() > 1 ? s.scales->shape[1] : 0,
+                              s.scales->shape.size() > 2 ? s.scales->shape[2] : 0,
+                              want_scales[0], want_scales[1], want_scales[2]));
+    return s;
+  }
+  if (e.encoding != SourceEncoding::Plain || !dtype_is_float(s.tensor->dtype))
+    throw bad("a BMM expert tensor must be BF16/F16/F32 or MXFP4");
+  if (shape != std::vector<uint64_t>{s.experts, s.k, s.n})
+    throw bad(fmt::format("expected shape [{}, {}, {}] ([E, K, N])", s.experts, s.k, s.n));
+  return s;
+}
+
+}  // namespace
+
+void transpose_bytes(const uint8_t* in, uint64_t rows, uint64_t cols, size_t elem, uint8_t* out) {
+  constexpr uint64_t kTile = 64;  // a 64x64 tile of 2-byte values: 8 KiB in, 8 KiB out
+  const uint64_t row_tiles = (rows + kTile - 1) / kTile;
+  parallel_for(0, row_tiles, 1, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t) {
+      const uint64_t r0 = t * kTile, r1 = std::min(rows, r0 + kTile);
+      for (uint64_t c0 = 0; c0 < cols; c0 += kTile) {
+        const uint64_t c1 = std::min(cols, c0 + kTile);
+        for (uint64_t r = r0; r < r1; ++r)
+          for (uint64_t c = c0; c < c1; ++c)
+            std::memcpy(out + (c * rows + r) * elem, in + (r * cols + c) * elem, elem);
+      }
+    }
+  });
+}
+
+SourceView bmm_expert_view(const Checkpoint& ckpt, const PlanEntry& e, uint64_t expert,
+                           std::vector<uint8_t>& buffer) {
+  const BmmSource s = bmm_source(ckpt, e);
+  if (expert >= s.experts)
+    throw Error(fmt::format("module '{}': expert {} out of range ({} experts)", e.name, expert,
+                            s.experts));
+  const uint64_t count = s.n * s.k;
+  SourceView v;
+  v.rows = s.n;
+  v.cols = s.k;
+  if (e.encoding == SourceEncoding::Mxfp4) {
+    const uint64_t groups = count / kMxfp4BlockSize;
+    buffer.resize(count * sizeof(float));
+    mxfp4_dequantize(ckpt.bytes(e.source.tensor).data() + expert * groups * (kMxfp4BlockSize / 2),
+                     ckpt.bytes(e.source_scales).data() + expert * groups, groups,
+                     reinterpret_cast<float*>(buffer.data()), e.source_scales);
+    v.dtype = DType::F32;
+  } else {
+    const size_t es = dtype_size(s.tensor->dtype);
+    buffer.resize(count * es);
+    transpose_bytes(ckpt.bytes(e.source.tensor).data() + expert * count * es, s.k, s.n, es,
+                    buffer.data());
+    v.dtype = s.tensor->dtype;
+  }
+  v.data = buffer.data();
+  return v;
+}
+
+float bmm_amax(const Checkpoint& ckpt, const PlanEntry& e) {
+  const BmmSource s = bmm_source(ckpt, e);
+  if (e.encoding == SourceEncoding::Plain)  // the max does not care about the orientation
+    return tensor_amax(ckpt.bytes(e.source.tensor).data(), s.tensor->dtype, s.experts * s.k, s.n);
+  // MXFP4: per block, the largest |code| times 2^(scale - 127), as mxfp4_dequantize computes it.
+  static const float kMagnitude[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  const uint8_t* blocks = ckpt.bytes(e.source.tensor).data();
+  const uint8_t* scales = ckpt.bytes(e.source_scales).data();
+  const uint64_t groups = s.experts * s.n * s.k / kMxfp4BlockSize;
+  std::mutex mu;
+  float amax = 0;
+  parallel_for(0, groups, 4096, [&](size_t g0, size_t g1) {
+    float local = 0;
+    for (size_t g = g0; g < g1; ++g) {
+      if (scales[g] == 0xFF)
+        throw Error(fmt::format("MXFP4 scale tensor '{}': block {} has the NaN scale 0xFF",
+                                e.source_scales, g));
+      uint8_t top = 0;
+      const uint8_t* b = blocks + g * (kMxfp4BlockSize / 2);
+      for (size_t j = 0; j < kMxfp4BlockSize / 2; ++j)
+        top = std::max<uint8_t>(top, std::max<uint8_t>(b[j] & 0x07, (b[j] >> 4) & 0x07));
+      local = std::max(local, kMagnitude[top] * std::ldexp(1.0f, static_cast<int>(scales[g]) - 127));
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    amax = std::max(amax, local);
+  });
+  return amax;
+}
+
+DistortionStats bmm_quantize(const Checkpoint& ckpt, const PlanEntry& e, float s2,
+                             std::vector<uint8_t>& packed, std::vector<uint8_t>& scales) {
+  const BmmSource s = bmm_source(ckpt, e);
+  if (s.k % kNvfp4Block != 0)
+    throw Error(fmt::format("module '{}': K = {} is not a multiple of 16 (plan error)", e.name,
+                            s.k));
+  const uint64_t packed_per = s.n * s.k / 2, scales_per = s.n * s.k / kNvfp4Block;
+  packed.resize(s.experts * packed_per);
+  scales.resize(s.experts * scales_per);
+  std::vector<uint8_t> values, expert_packed(packed_per), expert_scales(scales_per);
+  DistortionStats total;
+  for (uint64_t x = 0; x < s.experts; ++x) {
+    const SourceView v = bmm_expert_view(ckpt, e, x, values);
+    try {
+      nvfp4_quantize(v.data, v.dtype, v.rows, v.cols, s2, expert_packed.data(),
+                     expert_scales.data());
+    } catch (const Error& err) {
+      throw Error(fmt::format("module '{}' (source tensor '{}', expert {}): {}", e.name,
+                              e.source.tensor, x, err.what()));
+    }
+    total.merge(nvfp4_distortion(v.data, v.dtype, v.rows, v.cols, expert_packed.data(),
+                                 expert_scales.data(), s2));
+    // [N, K/2] -> [K/2, N] and [N, K/16] -> [K/16, N]: bytes, as ModelOpt transposes back.
+    transpose_bytes(expert_packed.data(), s.n, s.k / 2, 1, packed.data() + x * packed_per);
+    transpose_bytes(expert_scales.data(), s.n, s.k / kNvfp4Block, 1,
+                    scales.data() + x * scales_per);
+  }
+  return total;
+}
+
+std::vector<uint8_t> bmm_dequantize_to_bf16(const Checkpoint& ckpt, const PlanEntry& e) {
+  const BmmSource s = bmm_source(ckpt, e);
+  if (e.encoding != SourceEncoding::Mxfp4)
+    throw Error(fmt::format("module '{}': only MXFP4 BMM sources are dequantized to BF16",
+                            e.name));
+  const uint64_t count = s.n * s.k;
+  std::vector<uint8_t> out(s.experts * count * 2), values, bf16(count * 2);
+  for (uint64_t x = 0; x < s.experts; ++x) {
+    const SourceView v = bmm_expert_view(ckpt, e, x, values);
+    const float* f = reinterpret_cast<const float*>(v.data);
+    for (uint64_t i = 0; i < count; ++i) {
+      const uint16_t b = float_to_bf16(f[i]);  // exact: E2M1 x 2^k fits BF16's 8 bits
+      std::memcpy(bf16.data() + 2 * i, &b, 2);
+    }
+    transpose_bytes(bf16.data(), s.n, s.k, 2, out.data() + x * count * 2);  // [N, K] -> [K, N]
+  }
+  return out;
+}
+
+}  // namespace fp4kit

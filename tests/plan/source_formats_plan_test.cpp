@@ -1,0 +1,128 @@
+// Plans for quantized source formats (issue 8): gpt-oss MXFP4 experts become BMM entries decoded
+// in the stream (their scales absorbed), kept ones are written as BF16; MXFP4 anywhere else and
+// broken pairs are refused naming the tensors; FP8 block-scaled weights carry their encoding.
+#include <gtest/gtest.h>
+
+#include "fp4kit/error.hpp"
+#include "plan/plan_test_util.hpp"
+
+namespace fp4kit {
+namespace {
+
+using testing::config_of;
+using testing::plan_error;
+using testing::Tensors;
+
+const char* kGptOssMxfp4Config = R"({"architectures":["GptOssForCausalLM"],"model_type":"gpt_oss",
+    "hidden_size":64,"intermediate_size":32,"num_hidden_layers":1,"num_local_experts":4,
+    "quantization_config":{"quant_method":"mxfp4"}})";
+
+TEST(SourceFormatsPlan, Mxfp4ExpertsAreQuantizedAsBmmAndTheirScalesAbsorbed) {
+  // H = 64, I = 32 (MXFP4 needs K % 32 == 0 for both projections), 4 experts.
+  Tensors t;
+  const std::string p = "model.layers.0.mlp.experts.";
+  testing::add_attention(t, "model.layers.0.", true);
+  t.add("model.layers.0.mlp.router.weight", {4, 64});
+  t.add(p + "gate_up_proj_blocks", {4, 64, 2, 16}, DType::U8);  // N = 2I = 64, K = H = 64
+  t.add(p + "gate_up_proj_scales", {4, 64, 2}, DType::U8);
+  t.add(p + "down_proj_blocks", {4, 64, 1, 16}, DType::U8);  // N = H = 64, K = I = 32
+  t.add(p + "down_proj_scales", {4, 64, 1}, DType::U8);
+  const Plan plan = build_plan_from_tensors(t.sorted(), config_of(kGptOssMxfp4Config), {});
+  EXPECT_EQ(plan.family, "gpt_oss");
+  const PlanEntry& gu = ENTRY(plan, p + "gate_up_proj");
+  EXPECT_EQ(gu.action, Action::Quantize);
+  EXPECT_EQ(gu.encoding, SourceEncoding::Mxfp4);
+  EXPECT_EQ(gu.source.tensor, p + "gate_up_proj_blocks");
+  EXPECT_EQ(gu.source_scales, p + "gate_up_proj_scales");
+  EXPECT_EQ(gu.bmm_experts, 4u);
+  EXPECT_EQ(gu.rows, 64u);  // N = 2I
+  EXPECT_EQ(gu.cols, 64u);  // K = H
+  EXPECT_NE(gu.reason.find("MXFP4"), std::string::npos) << gu.reason;
+  const PlanEntry& dn = ENTRY(plan, p + "down_proj");
+  EXPECT_EQ(dn.rows, 64u);
+  EXPECT_EQ(dn.cols, 32u);
+  EXPECT_EQ(dn.role, Role::BmmExpertDown);
+  for (const char* s : {"gate_up_proj_scales", "down_proj_scales"})
+    EXPECT_EQ(ENTRY(plan, p + s).action, Action::Drop) << s;
+  EXPECT_EQ(testing::find_entry(plan, p + "gate_up_proj_blocks"), nullptr)
+      << "the blocks are the source of the quantized entry, never an output name";
+  // NVFP4 bytes out: E * N * K * (1/2 + 1/16) + s2 + input_scale.
+  EXPECT_EQ(planned_output_bytes(gu), 4u * 64 * 64 / 2 + 4u * 64 * 64 / 16 + 8);
+}
+
+TEST(SourceFormatsPlan, KeptMxfp4ExpertsAreWrittenAsBf16UnderTheirBmmName) {
+  Tensors t;
+  const std::string p = "model.layers.0.mlp.experts.";
+  testing::add_attention(t, "model.layers.0.", true);
+  t.add(p + "gate_up_proj_blocks", {4, 64, 2, 16}, DType::U8);
+  t.add(p + "gate_up_proj_scales", {4, 64, 2}, DType::U8);
+  t.add(p + "down_proj_blocks", {4, 64, 1, 16}, DType::U8);
+  t.add(p + "down_proj_scales", {4, 64, 1}, DType::U8);
+  PlanOptions o;
+  o.rules.push_back(testing::exclude("*.mlp.experts.*"));
+  const Plan plan = build_plan_from_tensors(t.sorted(), config_of(kGptOssMxfp4Config), o);
+  const PlanEntry& gu = ENTRY(plan, p + "gate_up_proj");
+  EXPECT_EQ(gu.action, Action::Dequantize);
+  EXPECT_EQ(gu.encoding, SourceEncoding::Mxfp4);
+  EXPECT_EQ(gu.bmm_experts, 4u);
+  EXPECT_EQ(planned_output_bytes(gu), 4u * 64 * 64 * 2);  // BF16 [E, K, N]
+  EXPECT_EQ(ENTRY(plan, p + "gate_up_proj_scales").action, Action::Drop);
+  EXPECT_TRUE(testing::contains(plan.exclude_modules, p + "gate_up_proj"));
+  EXPECT_TRUE(testing::contains(plan.exclude_modules, p + "down_proj"));
+}
+
+TEST(SourceFormatsPlan, BrokenMxfp4PairsAreErrorsNamingTheTensors) {
+  const std::string p = "model.layers.0.mlp.experts.";
+  {
+    Tensors t;
+    t.add(p + "gate_up_proj_blocks", {4, 64, 2, 16}, DType::U8);
+    t.add(p + "down_proj_blocks", {4, 64, 1, 16}, DType::U8);
+    t.add(p + "down_proj_scales", {4, 64, 1}, DType::U8);
+    const std::string msg = plan_error(t.sorted(), config_of(kGptOssMxfp4Config));
+    EXPECT_NE(msg.find(p + "gate_up_proj_blocks [4,64,2,16]: MXFP4 blocks without their E8M0 "
+                           "scale tensor " + p + "gate_up_proj_scales"),
+              std::string::npos) << msg;
+  }
+  {
+    Tensors t;
+    t.add(p + "gate_up_proj_blocks", {4, 64, 2, 16}, DType::U8);
+    t.add(p + "gate_up_proj_scales", {4, 64, 4}, DType::U8);  // wrong group count
+    t.add(p + "down_proj_blocks", {4, 64, 1, 16}, DType::U8);
+    t.add(p + "down_proj_scales", {4, 64, 1}, DType::U8);
+    const std::string msg = plan_error(t.sorted(), config_of(kGptOssMxfp4Config));
+    EXPECT_NE(msg.find(p + "gate_up_proj_scales U8 [4,64,4]: expected U8 [4,64,2]"),
+              std::string::npos) << msg;
+  }
+}
+
+TEST(SourceFormatsPlan, Mxfp4OutsideKnownExpertsIsRefused) {
+  Tensors t;
+  const std::string p = "model.layers.0.mlp.experts.";
+  testing::add_attention(t, "model.layers.0.");
+  t.add(p + "gate_up_proj_blocks", {4, 128, 2, 16}, DType::U8);
+  t.add(p + "gate_up_proj_scales", {4, 128, 2}, DType::U8);
+  const auto cfg = config_of(R"({"architectures":["LlamaForCausalLM"],"model_type":"llama",
+      "hidden_size":64,"num_hidden_layers":1})");
+  const std::string msg = plan_error(t.sorted(), cfg);
+  EXPECT_NE(msg.find(p + "gate_up_proj_blocks [4,128,2,16] + " + p + "gate_up_proj_scales"),
+            std::string::npos) << msg;
+  EXPECT_NE(msg.find("MXFP4 source outside the experts"), std::string::npos) << msg;
+}
+
+TEST(SourceFormatsPlan, Fp8BlockSizeComesFromTheConfig) {
+  Tensors t;
+  t.add("model.layers.0.self_attn.o_proj.weight", {256, 256}, DType::F8_E4M3);
+  t.add("model.layers.0.self_attn.o_proj.weight_scale_inv", {4, 2}, DType::F32);  // 64x128 blocks
+  const auto cfg = config_of(R"({"architectures":["LlamaForCausalLM"],"model_type":"llama",
+      "hidden_size":256,"num_hidden_layers":1,
+      "quantization_config":{"quant_method":"fp8","weight_block_size":[64,128]}})");
+  const Plan p = build_plan_from_tensors(t.sorted(), cfg, {});
+  const PlanEntry& o = ENTRY(p, "model.layers.0.self_attn.o_proj");
+  EXPECT_EQ(o.encoding, SourceEncoding::Fp8Block);
+  EXPECT_EQ(o.fp8_block[0], 64u);
+  EXPECT_EQ(o.fp8_block[1], 128u);
+  EXPECT_NE(o.reason.find("dequantized from FP8 (64x128 block scales)"), std::string::npos) << o.reason;
+}
+
+}  // namespace
+}  // namespace fp4kit
