@@ -2,7 +2,7 @@
 fp4kit's compressed-tensors output against the compressed-tensors library, all on CPU.
 
 For each tiny random model of tiny_models.py (llama, mixtral, qwen3_moe, qwen3_5_moe, deepseek_v3,
-gpt_oss, llama4):
+gpt_oss, llama4, llama4_vl):
   ModelOpt: from_pretrained (bf16) -> mtq.quantize(NVFP4_DEFAULT_CFG or W4A16_NVFP4_CFG, one small
             calibration forward) -> export_hf_checkpoint. On CPU ModelOpt computes s2 = amax / 2688.
   fp4kit:   fp4kit quantize SRC OUT --scale-form cpu [--weights-only | --stats FILE].
@@ -367,6 +367,31 @@ def test_qwen3_5_linear_attention_kept_by_default(runs_root, family, mode):
                                  run.zero_input())
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", ["llama4", "llama4_vl"])
+def test_llama4_routed_shared_dense_and_router_as_modelopt(runs_root, family, mode):
+    """Llama-4 specifics the generic comparisons rely on, so they are not vacuous: the MoE layer's
+    BMM experts (3-D, one s2), its shared expert and the dense layer's MLP are quantized by both,
+    the router is kept in BF16 and listed as excluded by both."""
+    run = get_run(family, mode, runs_root)
+    prefix = "language_model.model" if family.endswith("_vl") else "model"
+    ours, theirs = read_tensors(run.fp4kit_runs["parity"]), read_tensors(run.modelopt)
+    moe, dense = f"{prefix}.layers.1.feed_forward", f"{prefix}.layers.0.feed_forward"
+    expected = ({f"{moe}.experts.gate_up_proj", f"{moe}.experts.down_proj"}
+                | {f"{moe}.shared_expert.{p}" for p in ("gate_proj", "up_proj", "down_proj")}
+                | {f"{dense}.{p}" for p in ("gate_proj", "up_proj", "down_proj")})
+    for what, tensors in (("ModelOpt", theirs), ("fp4kit", ours)):
+        q = quantized_modules(tensors)
+        assert expected <= q, f"{what} did not quantize {sorted(expected - q)}"
+        assert f"{moe}.router" not in q
+        assert tensors[f"{moe}.experts.gate_up_proj"].shape == (4, 32, 96), what  # [E, H/2, 2I]
+        assert tensors[f"{moe}.experts.gate_up_proj_weight_scale_2"].dim() == 0, what
+    src = read_tensors(run.src)
+    assert raw(ours[f"{moe}.router.weight"]) == raw(src[f"{moe}.router.weight"])
+    for d in (run.modelopt, run.fp4kit_runs["parity"]):
+        assert f"{moe}.router" in excluded_modules(d, {f"{moe}.router"}), d.name
+
+
 # ---------------------------------------------------------------------------------------------
 # compressed-tensors (format B)
 
@@ -384,7 +409,7 @@ GLOBAL_SCALES = re.compile(r".*\.(weight_global_scale|input_global_scale)$")
 # (its ModelOpt converter and vLLM's compressed-tensors MoE path take per-expert 2-D linears), and
 # vLLM's gpt-oss / Llama-4 loaders read these experts in ModelOpt's format only, so fp4kit refuses
 # format B for them.
-BMM_FAMILIES = {"gpt_oss", "llama4"}
+BMM_FAMILIES = {"gpt_oss", "llama4", "llama4_vl"}
 
 
 def check_format_b_refused(run: Run, tmp_path: Path):

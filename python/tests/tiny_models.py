@@ -86,6 +86,18 @@ def llama4():
         architectures=["Llama4ForCausalLM"], **COMMON))
 
 
+def llama4_vl():
+    """The multimodal wrapper real Llama-4 checkpoints (Scout, Maverick) use:
+    Llama4ForConditionalGeneration, text under language_model.model., a (tiny) vision tower under
+    vision_model. and multi_modal_projector. that stay unquantized."""
+    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                  image_size=32, patch_size=16, projector_input_dim=64, projector_output_dim=64,
+                  vision_output_dim=64, pixel_shuffle_ratio=0.5)
+    return transformers.Llama4ForConditionalGeneration(transformers.Llama4Config(
+        text_config=llama4().config.to_dict(), vision_config=vision,
+        architectures=["Llama4ForConditionalGeneration"], tie_word_embeddings=False))
+
+
 FAMILIES = {
     "llama": llama,
     "mixtral": mixtral,
@@ -95,6 +107,7 @@ FAMILIES = {
     "deepseek_v3": deepseek_v3,
     "gpt_oss": gpt_oss,
     "llama4": llama4,
+    "llama4_vl": llama4_vl,
 }
 
 
