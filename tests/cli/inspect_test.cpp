@@ -114,6 +114,96 @@ TEST(InspectCli, ShardedWrapperWithQuantizationConfigs) {
   EXPECT_EQ(doc["total_bytes"], 12);
 }
 
+// A one-file checkpoint of zero-filled tensors: {name, dtype, shape, bytes per element}.
+struct RawTensor {
+  std::string name, dtype;
+  std::vector<uint64_t> shape;
+  uint64_t elem_bytes;
+};
+std::string raw_checkpoint(const std::vector<RawTensor>& ts) {
+  nlohmann::json h = nlohmann::json::object();
+  uint64_t at = 0;
+  for (const auto& t : ts) {
+    uint64_t n = t.elem_bytes;
+    for (auto d : t.shape) n *= d;
+    h[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {at, at + n}}};
+    at += n;
+  }
+  return safetensors_image(h.dump(), std::string(at, '\0'));
+}
+
+// Source formats (NVFP4-SPEC section 8) and NVFP4 outputs shown as the matrices they encode.
+TEST(InspectCli, EncodedWeightsShowTheirLogicalShape) {
+  TempDir t;
+  const std::string x = "model.layers.0.mlp.experts.";
+  write_file(t / "model.safetensors",
+             raw_checkpoint({
+                 // gpt-oss MXFP4: [E=2, N=4, K/32=2, 16] codes + [2, 4, 2] E8M0 scales -> [2, 4, 64]
+                 {x + "gate_up_proj_blocks", "U8", {2, 4, 2, 16}, 1},
+                 {x + "gate_up_proj_scales", "U8", {2, 4, 2}, 1},
+                 {x + "gate_up_proj_bias", "BF16", {2, 4}, 2},
+                 // DeepSeek FP8 with 128x128 block scales: [200, 300] -> grid [2, 3]
+                 {"model.layers.0.self_attn.o_proj.weight", "F8_E4M3", {200, 300}, 1},
+                 {"model.layers.0.self_attn.o_proj.weight_scale_inv", "F32", {2, 3}, 4},
+                 // ModelOpt NVFP4 [N=8, K=32]: U8 [8, 16] + F8 [8, 2]
+                 {"model.layers.1.self_attn.q_proj.weight", "U8", {8, 16}, 1},
+                 {"model.layers.1.self_attn.q_proj.weight_scale", "F8_E4M3", {8, 2}, 1},
+                 // ModelOpt BMM NVFP4 [E=2, K=32, N=4]: U8 [2, 16, 4] + F8 [2, 2, 4]
+                 {"model.layers.1.mlp.experts.down_proj", "U8", {2, 16, 4}, 1},
+                 {"model.layers.1.mlp.experts.down_proj_weight_scale", "F8_E4M3", {2, 2, 4}, 1},
+                 // Not encodings: a lone _blocks of the wrong shape, a plain U8 tensor.
+                 {"model.other_blocks", "U8", {4, 8}, 1},
+                 {"model.flags", "U8", {8}, 1},
+             }));
+  write_file(t / "config.json",
+             R"({"model_type":"gpt_oss","quantization_config":{"quant_method":"mxfp4"}})");
+  auto r = inspect(t.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("encoded weights (4):"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(
+                            "model\\.layers\\.0\\.mlp\\.experts\\.gate_up_proj +\\[2,4,64\\] +"
+                            "MXFP4 \\(E2M1, E8M0 scales per 32\\)"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(
+                            "self_attn\\.o_proj\\.weight +\\[200,300\\] +FP8 E4M3 \\(block-scaled "
+                            "128x128"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("q_proj +\\[8,32\\] +NVFP4"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("experts\\.down_proj +\\[2,32,4\\] +NVFP4"));
+  // The tensor rows say which part they are.
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(
+                            "gate_up_proj_scales +U8 +\\[2,4,2\\] +16  model\\.safetensors  MXFP4 "
+                            "\\(E2M1, E8M0 scales per 32\\) scales of \\[2,4,64\\]"));
+
+  auto j = run_command(quote(testing::fp4kit_binary()) + " inspect --json " +
+                       quote(t.path().string()) + " 2>/dev/null");
+  ASSERT_EQ(j.exit_code, 0) << j.output;
+  const auto doc = nlohmann::json::parse(j.output);
+  ASSERT_EQ(doc["encoded_weights"].size(), 4u) << doc["encoded_weights"].dump(1);
+  std::map<std::string, nlohmann::json> by_name;
+  for (const auto& e : doc["encoded_weights"]) by_name[e["name"]] = e;
+  const auto& mx = by_name.at(x + "gate_up_proj");
+  EXPECT_EQ(mx["format"], "MXFP4");
+  EXPECT_EQ(mx["description"], "MXFP4 (E2M1, E8M0 scales per 32)");
+  EXPECT_EQ(mx["logical_shape"], nlohmann::json::array({2, 4, 64}));
+  EXPECT_EQ(mx["codes"], x + "gate_up_proj_blocks");
+  EXPECT_EQ(mx["scales"], x + "gate_up_proj_scales");
+  EXPECT_EQ(by_name.at("model.layers.0.self_attn.o_proj.weight")["format"], "FP8_BLOCK");
+  EXPECT_EQ(by_name.at("model.layers.1.self_attn.q_proj")["logical_shape"],
+            nlohmann::json::array({8, 32}));
+  EXPECT_EQ(by_name.at("model.layers.1.mlp.experts.down_proj")["logical_shape"],
+            nlohmann::json::array({2, 32, 4}));
+  for (const auto& tj : doc["tensors"]) {
+    const std::string n = tj["name"];
+    if (n == x + "gate_up_proj_blocks") {
+      EXPECT_EQ(tj["encoding"]["part"], "codes");
+      EXPECT_EQ(tj["encoding"]["weight"], x + "gate_up_proj");
+      EXPECT_EQ(tj["encoding"]["logical_shape"], nlohmann::json::array({2, 4, 64}));
+    }
+    if (n == "model.other_blocks" || n == "model.flags" || n == x + "gate_up_proj_bias") {
+      EXPECT_FALSE(tj.contains("encoding")) << n;
+    }
+  }
+}
+
 TEST(InspectCli, UsageErrorsExitTwo) {
   auto r = run_command(quote(testing::fp4kit_binary()) + " inspect");
   EXPECT_EQ(r.exit_code, 2) << r.output;

@@ -82,12 +82,95 @@ json model_summary(const Checkpoint& ck) {
           {"dtype", c.dtype}};
 }
 
+// A weight stored as codes plus scale tensors, seen as the matrix it encodes.
+struct EncodedWeight {
+  std::string name;         // the logical weight (e.g. "<experts>.gate_up_proj")
+  std::string format;       // "MXFP4", "FP8_BLOCK", "NVFP4"
+  std::string description;  // what a person reads, e.g. "MXFP4 (E2M1, E8M0 scales per 32)"
+  std::vector<uint64_t> logical_shape;
+  std::string codes, scales;  // the two tensors
+};
+
+// Finds the quantized weight encodings by their tensor names, dtypes and shapes (NVFP4-SPEC
+// sections 4-6 and 8), so a source in MXFP4 or FP8 shows the matrices quantize will decode:
+//  - MXFP4 (gpt-oss): "<m>_blocks" U8 [..., G, 16] + "<m>_scales" U8 [..., G] -> [..., 32 G]
+//  - FP8 block-scaled (DeepSeek-V3, Qwen3-FP8): "<m>.weight" F8_E4M3 [n, k] +
+//    "<m>.weight_scale_inv" [ceil(n/bn), ceil(k/bk)] -> [n, k]
+//  - NVFP4: "<m>.weight" / "<m>.weight_packed" U8 [N, K/2] + "<m>.weight_scale" [N, K/16]
+//    -> [N, K]; ModelOpt's 3-D BMM experts "<m>" U8 [E, K/2, N] + "<m>_weight_scale"
+//    [E, K/16, N] -> [E, K, N]
+std::vector<EncodedWeight> find_encodings(const Checkpoint& ck) {
+  std::vector<EncodedWeight> found;
+  auto has = [&](const std::string& n, DType d) { return ck.has(n) && ck.info(n).dtype == d; };
+  std::string fp8_block = "128x128";  // the default the quantizer assumes
+  if (const auto qc = ck.config().find("quantization_config");
+      qc != ck.config().end() && qc->is_object()) {
+    const auto b = qc->find("weight_block_size");
+    if (b != qc->end() && b->is_array() && b->size() == 2 && (*b)[0].is_number_unsigned() &&
+        (*b)[1].is_number_unsigned())
+      fp8_block = fmt::format("{}x{}", (*b)[0].get<uint64_t>(), (*b)[1].get<uint64_t>());
+  }
+  for (const auto& name : ck.tensor_names()) {
+    const TensorInfo& t = ck.info(name);
+    const auto& s = t.shape;
+    if (name.ends_with("_blocks") && t.dtype == DType::U8 && s.size() >= 2 && s.back() == 16) {
+      const std::string base = name.substr(0, name.size() - 7);
+      const std::vector<uint64_t> want(s.begin(), s.end() - 1);
+      if (has(base + "_scales", DType::U8) && ck.info(base + "_scales").shape == want) {
+        std::vector<uint64_t> logical(s.begin(), s.end() - 1);
+        logical.back() *= 32;
+        found.push_back({base, "MXFP4", "MXFP4 (E2M1, E8M0 scales per 32)", logical, name,
+                         base + "_scales"});
+      }
+      continue;
+    }
+    if (t.dtype == DType::F8_E4M3 && s.size() == 2 && name.ends_with(".weight") &&
+        ck.has(name + "_scale_inv") && ck.info(name + "_scale_inv").shape.size() == 2) {
+      found.push_back({name, "FP8_BLOCK",
+                       fmt::format("FP8 E4M3 (block-scaled {}, scale_inv)", fp8_block), s, name,
+                       name + "_scale_inv"});
+      continue;
+    }
+    if (t.dtype != DType::U8 || s.size() < 2) continue;
+    const bool packed_2d = s.size() == 2 && (name.ends_with(".weight") || name.ends_with(".weight_packed"));
+    if (packed_2d) {
+      const std::string scale = name.substr(0, name.rfind('.')) + ".weight_scale";
+      if (ck.has(scale) && ck.info(scale).shape == std::vector<uint64_t>{s[0], s[1] * 2 / 16})
+        found.push_back({name.substr(0, name.rfind('.')), "NVFP4",
+                         "NVFP4 (E2M1, E4M3 scales per 16)", {s[0], 2 * s[1]}, name, scale});
+    } else if (s.size() == 3) {
+      const std::string scale = name + "_weight_scale";
+      if (ck.has(scale) && ck.info(scale).shape == std::vector<uint64_t>{s[0], s[1] * 2 / 16, s[2]})
+        found.push_back({name, "NVFP4", "NVFP4 (E2M1, E4M3 scales per 16; 3-D BMM experts)",
+                         {s[0], 2 * s[1], s[2]}, name, scale});
+    }
+  }
+  return found;
+}
+
 json build_report(const Checkpoint& ck) {
   json r;
   r["path"] = ck.dir().string();
   r["shards"] = json::array();
   for (const auto& s : ck.shards()) r["shards"].push_back(s->path().filename().string());
   r["tensors"] = json::array();
+  const auto encodings = find_encodings(ck);
+  std::map<std::string, json> encoding_of;  // tensor -> its part in an encoded weight
+  r["encoded_weights"] = json::array();
+  for (const auto& e : encodings) {
+    r["encoded_weights"].push_back({{"name", e.name},
+                                    {"format", e.format},
+                                    {"description", e.description},
+                                    {"logical_shape", e.logical_shape},
+                                    {"codes", e.codes},
+                                    {"scales", e.scales}});
+    for (const auto& [tensor, part] : {std::pair{e.codes, "codes"}, std::pair{e.scales, "scales"}})
+      encoding_of[tensor] = {{"format", e.format},
+                             {"description", e.description},
+                             {"part", part},
+                             {"weight", e.name},
+                             {"logical_shape", e.logical_shape}};
+  }
   std::map<std::string, std::pair<uint64_t, uint64_t>> by_dtype;  // count, bytes
   for (const auto& name : ck.tensor_names()) {
     const TensorInfo& t = ck.info(name);
@@ -96,6 +179,8 @@ json build_report(const Checkpoint& ck) {
                             {"shape", t.shape},
                             {"bytes", t.nbytes()},
                             {"shard", ck.file_of(name).path().filename().string()}});
+    if (const auto it = encoding_of.find(name); it != encoding_of.end())
+      r["tensors"].back()["encoding"] = it->second;
     auto& d = by_dtype[std::string(dtype_name(t.dtype))];
     d.first += 1;
     d.second += t.nbytes();
@@ -150,6 +235,19 @@ void print_text(const json& r) {
     fmt::print("  {:<8} {:>8} tensors {:>16} bytes  {}\n", dt, v["tensors"].get<uint64_t>(),
                v["bytes"].get<uint64_t>(), human_bytes(v["bytes"].get<uint64_t>()));
 
+  auto shape_of = [](const json& v) {
+    return fmt::format("[{}]", fmt::join(v.get<std::vector<uint64_t>>(), ","));
+  };
+  if (!r["encoded_weights"].empty()) {
+    fmt::print("\nencoded weights ({}):\n", r["encoded_weights"].size());
+    size_t w = 4;
+    for (const json& e : r["encoded_weights"]) w = std::max(w, e["name"].get_ref<const std::string&>().size());
+    for (const json& e : r["encoded_weights"])
+      fmt::print("  {:<{}}  {:<16} {}  ({} + {})\n", e["name"].get<std::string>(), w,
+                 shape_of(e["logical_shape"]), e["description"].get<std::string>(),
+                 e["codes"].get<std::string>(), e["scales"].get<std::string>());
+  }
+
   size_t wname = 4, wshape = 5;
   std::vector<std::string> shapes;
   for (const json& t : r["tensors"]) {
@@ -160,10 +258,16 @@ void print_text(const json& r) {
   fmt::print("\n{:<{}}  {:<8} {:<{}} {:>14}  {}\n", "name", wname, "dtype", "shape", wshape, "bytes",
              "shard");
   size_t i = 0;
-  for (const json& t : r["tensors"])
-    fmt::print("{:<{}}  {:<8} {:<{}} {:>14}  {}\n", t["name"].get<std::string>(), wname,
+  for (const json& t : r["tensors"]) {
+    // Codes and scales of an encoded weight say so after the shard: "MXFP4 (...) codes of [E, N, K]".
+    std::string note;
+    if (t.contains("encoding"))
+      note = fmt::format("  {} {} of {}", t["encoding"]["description"].get<std::string>(),
+                         t["encoding"]["part"].get<std::string>(), shape_of(t["encoding"]["logical_shape"]));
+    fmt::print("{:<{}}  {:<8} {:<{}} {:>14}  {}{}\n", t["name"].get<std::string>(), wname,
                t["dtype"].get<std::string>(), shapes[i++], wshape, t["bytes"].get<uint64_t>(),
-               t["shard"].get<std::string>());
+               t["shard"].get<std::string>(), note);
+  }
 
   if (!r["sidecar_files"].empty()) {
     fmt::print("\nsidecar files ({}):\n", r["sidecar_files"].size());
