@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import fp4kit_bin
-from test_quantize_modelopt import FAMILIES, MODES, format_b, get_run, runs_root  # noqa: F401
+from test_quantize_modelopt import (BMM_FAMILIES, FAMILIES, MODES, format_b, get_run,  # noqa: F401
+                                    runs_root)
 
 # Findings that a correct third-party checkpoint may carry, by check id.
 ALLOWED_WARNINGS = {
@@ -54,6 +55,9 @@ def test_verify_accepts_compressed_tensors_converter_output(runs_root, tmp_path,
     from compressed_tensors.entrypoints.convert.convert_checkpoint import convert_checkpoint
     from compressed_tensors.entrypoints.convert.converters.modelopt_nvfp4 import (
         ModelOptNvfp4Converter)
+    if family in BMM_FAMILIES:
+        pytest.skip(f"{family}: no compressed-tensors layout for 3-D BMM experts (fp4kit's refusal "
+                    "of format B is checked in test_quantize_modelopt.py)")
     run = get_run(family, mode, runs_root)
     ignore = json.loads((format_b(run) / "config.json").read_text())["quantization_config"]["ignore"]
     converted = tmp_path / "converted"
@@ -67,5 +71,8 @@ def test_verify_accepts_compressed_tensors_converter_output(runs_root, tmp_path,
 @pytest.mark.parametrize("family", FAMILIES)
 def test_verify_accepts_fp4kit_outputs(runs_root, tmp_path, family, mode):  # noqa: F811
     run = get_run(family, mode, runs_root)
-    for label, out in [("a", run.fp4kit_runs["default"]), ("b", format_b(run))]:
+    outputs = [("a", run.fp4kit_runs["default"])]
+    if family not in BMM_FAMILIES:  # fp4kit refuses format B for them (test_quantize_modelopt.py)
+        outputs.append(("b", format_b(run)))
+    for label, out in outputs:
         run_verify(out, run.src, tmp_path / f"report-{label}.json")
