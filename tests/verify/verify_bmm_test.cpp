@@ -92,6 +92,14 @@ TEST(VerifyBmm, CorrectOutputMatchesEitherSource) {
         EXPECT_GE(t->worst_expert, 0);
         EXPECT_EQ(t->sign_flips, 0u) << t->module;
       }
+      // The JSON report carries the expert count and the worst expert of BMM rows.
+      const auto j = r.to_json();
+      for (const auto& row : j["numeric"]["tensors"]) {
+        EXPECT_EQ(row["experts"], c.shape.experts);
+        EXPECT_EQ(row["count"], row["experts"].get<uint64_t>() * row["rows"].get<uint64_t>() *
+                                    row["cols"].get<uint64_t>());
+        EXPECT_TRUE(row.contains("worst_expert"));
+      }
       // The structural note no longer says the layout is not compared.
       EXPECT_EQ(dump_findings(r).find("does not compare"), std::string::npos) << dump_findings(r);
     }
@@ -180,6 +188,25 @@ TEST(VerifyBmm, WrongGlobalScaleIsCaught) {
     EXPECT_NE(msg.find("every expert is off"), std::string::npos) << msg;
     EXPECT_TRUE(verify_mem(m).ok());  // a positive finite scalar: structurally fine
   }
+}
+
+TEST(VerifyBmm, ThresholdBelowNvfp4RoundingGivesAHardDistributionWarning) {
+  BmmCase c(Source::Bf16);
+  // A correct output, checked with a threshold below what NVFP4 rounding can reach.
+  const auto o = c.dir / "out";
+  c.good().write(o);
+  verify::VerifyOptions opt;
+  opt.source = c.dir / "src";
+  opt.max_rel_rmse = 0.01;
+  const auto r = verify::verify_checkpoint(o, opt);
+  // Every expert is re-quantized from the source and matches round-to-nearest: a warning naming
+  // the expert, not an error.
+  EXPECT_TRUE(r.ok()) << dump_findings(r);
+  EXPECT_FINDING(r, Warning, "numeric.error", kGateUp);
+  EXPECT_FINDING(r, Warning, "numeric.error", kDown);
+  EXPECT_NE(messages(r, "numeric.error").find("a hard distribution"), std::string::npos);
+  EXPECT_NE(messages(r, "numeric.error").find("4 such experts: 0, 1, 2, 3"), std::string::npos)
+      << dump_findings(r);
 }
 
 TEST(VerifyBmm, GlobalScaleMissingOrPerExpert) {
@@ -283,6 +310,47 @@ TEST(VerifyBmm, SourceOfAnotherShapeIsNotCompared) {
   EXPECT_FINDING(r, Warning, "numeric.source", kDown);
   EXPECT_NE(messages(r, "numeric.source").find("[E, K, N]"), std::string::npos) << dump_findings(r);
   EXPECT_EQ(r.tensor_errors.size(), 1u);
+}
+
+// Random shape / dtype damage to the BMM tensors of the output and the source: findings, never
+// an exception or a crash (the comparison indexes experts by the shapes it reads).
+TEST(VerifyBmm, RandomDamageNeverThrows) {
+  std::mt19937 rng(5);
+  const std::vector<std::vector<uint64_t>> shapes = {
+      {4, 16, 64}, {4, 64, 16}, {4, 32, 64}, {4, 4, 64}, {4, 64, 4}, {4, 64, 2, 16}, {4, 64, 2},
+      {4}, {}, {1}, {0, 16, 64}, {4, 16, 0}, {2, 32, 64}, {4, 2, 64}};
+  const std::vector<DType> dtypes = {DType::U8, DType::F8_E4M3, DType::BF16, DType::F32};
+  auto damage = [&](MemCheckpoint& m, const std::vector<std::string>& names) {
+    const std::string& n = names[rng() % names.size()];
+    if (!m.tensors.count(n)) return;
+    OutTensor& t = m.at(n);
+    if (rng() % 2) t.shape = shapes[rng() % shapes.size()];
+    if (rng() % 2) t.dtype = dtypes[rng() % dtypes.size()];
+    uint64_t count = 1;
+    for (auto d : t.shape) count *= d;
+    t.bytes.assign(count * dtype_size(t.dtype), static_cast<uint8_t>(rng()));
+  };
+  for (Source s : {Source::Bf16, Source::Mxfp4}) {
+    BmmCase c(s);
+    const std::vector<std::string> out_names = {kDown, kDown + "_weight_scale",
+                                                kDown + "_weight_scale_2", kDown + "_input_scale"};
+    const std::vector<std::string> src_names = {kDown, kDown + "_blocks", kDown + "_scales"};
+    MemCheckpoint src_good;
+    if (s == Source::Bf16) src_good = gptoss_bf16_source(c.values, c.shape);
+    else {
+      std::map<std::string, FloatTensor> v;
+      src_good = make_gptoss_mxfp4_source(v, c.shape);
+    }
+    for (int i = 0; i < 40; ++i) {
+      auto out = c.good();
+      auto src = src_good;
+      damage(out, out_names);
+      if (i % 2) damage(src, src_names);
+      std::filesystem::remove_all(c.dir / "src");
+      src.write(c.dir / "src");
+      EXPECT_NO_THROW(c.verify(out)) << source_name(s) << " round " << i;
+    }
+  }
 }
 
 }  // namespace
