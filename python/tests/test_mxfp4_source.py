@@ -9,11 +9,14 @@ from the OCP MX format definition in numpy, then:
 (b) `fp4kit quantize SRC --scale-form cpu --weights-only` writes, for every tensor, the bytes of
     ModelOpt's W4A16 export (mtq.quantize + export_hf_checkpoint, CPU) of the model transformers
     dequantized from the same MXFP4 file (loaded with Mxfp4Config(dequantize=True), the model
-    itself, no BF16 copy in between);
+    itself, no BF16 copy in between); likewise W4A4, fp4kit given ModelOpt's calibrated input amax
+    as its stats file (as in test_quantize_modelopt.py);
 (c) the output has no `_blocks` / `_scales` and `fp4kit verify OUT --source SRC` passes;
 (d) a NaN (0xFF) E8M0 scale makes quantize exit 1 naming the `_scales` tensor, leaving neither OUT
     nor OUT.partial.
 
+The source is two shards with an index, a `_blocks` and its `_scales` in different shards, and
+experts of magnitudes 2^0 .. 2^-9 (wide E8M0 range, one s2 shared by very different experts).
 Dimensions: H = 64, I = 96 (2I = 192): every MXFP4 K (H for gate_up, I for down) is a multiple of
 32 and H != 2I, so a transposed layout cannot pass for the right one.
 """
@@ -31,7 +34,8 @@ from safetensors.torch import save_file
 import tiny_models
 from conftest import fp4kit_bin, require_executable, run_checked
 from test_quantize_modelopt import (CALIB_IDS, check_same_quantized_tensors, excluded_modules,
-                                    quantized_modules, quantized_tensor_names, raw, read_tensors)
+                                    modelopt_input_amax, quantized_modules,
+                                    quantized_tensor_names, raw, read_tensors, write_stats)
 
 transformers = pytest.importorskip("transformers")
 mxfp4 = pytest.importorskip("transformers.integrations.mxfp4")
@@ -100,9 +104,12 @@ def test_encoder_by_hand():
 
 
 def write_mxfp4_gpt_oss(path: Path, nan_scale: str | None = None) -> dict:
-    """Saves the tiny gpt-oss (H 64, I 96) with its experts MXFP4-encoded; returns
-    {expert tensor name: numpy decoding [E, N, K]}. `nan_scale`: a `_scales` tensor whose first
-    byte becomes 0xFF (E8M0 NaN)."""
+    """Saves the tiny gpt-oss (H 64, I 96) with its experts MXFP4-encoded, in two shards with an
+    index as the real checkpoints are (layer 1's `_blocks` and `_scales` in different shards);
+    returns {expert tensor name: numpy decoding [E, N, K]}. Expert e's weights are scaled by
+    2^(-3e) before encoding: E8M0 scales over a wider range, and experts of very different
+    magnitudes sharing the tensor's one s2 (as in real models). `nan_scale`: a `_scales` tensor
+    whose first byte becomes 0xFF (E8M0 NaN)."""
     model = tiny_models.build("gpt_oss", intermediate_size=INTER)
     assert model.config.hidden_size == HIDDEN and model.config.intermediate_size == INTER
     model.save_pretrained(path)
@@ -112,7 +119,8 @@ def write_mxfp4_gpt_oss(path: Path, nan_scale: str | None = None) -> dict:
         for proj in PROJS:
             name = f"model.layers.{layer}.mlp.experts.{proj}"
             bmm = tensors.pop(name)  # [E, K, N]: gpt-oss's in-memory / BF16 layout
-            blocks, scales = mxfp4_encode(bmm.float().transpose(1, 2).numpy())  # per expert [N, K]
+            spread = torch.exp2(-3.0 * torch.arange(bmm.shape[0])).reshape(-1, 1, 1)
+            blocks, scales = mxfp4_encode((bmm.float() * spread).transpose(1, 2).numpy())  # [N, K]
             if f"{name}_scales" == nan_scale:
                 scales.reshape(-1)[0] = 0xFF
             tensors[f"{name}_blocks"] = torch.from_numpy(blocks)
@@ -120,7 +128,14 @@ def write_mxfp4_gpt_oss(path: Path, nan_scale: str | None = None) -> dict:
             decoded[name] = mxfp4_decode(blocks, scales)
     for f in path.glob("*.safetensors"):
         f.unlink()
-    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    first = {k for k in tensors if ".layers.1." not in k or k.endswith("_blocks")}
+    shards = {"model-00001-of-00002.safetensors": sorted(first),
+              "model-00002-of-00002.safetensors": sorted(set(tensors) - first)}
+    for file, names in shards.items():
+        save_file({k: tensors[k] for k in names}, path / file, metadata={"format": "pt"})
+    (path / "model.safetensors.index.json").write_text(json.dumps({
+        "metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
+        "weight_map": {k: file for file, names in shards.items() for k in names}}, indent=2))
     cfg = json.loads((path / "config.json").read_text())
     cfg["quantization_config"] = QUANT_CONFIG
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -142,8 +157,11 @@ def dequantized_model(src: Path):
 
 def test_fixture_layout_is_gpt_oss_mxfp4(source):
     src, _ = source
-    with safe_open(src / "model.safetensors", "pt") as f:
-        shapes = {k: (f.get_slice(k).get_dtype(), f.get_slice(k).get_shape()) for k in f.keys()}
+    shapes = {}
+    for file in src.glob("*.safetensors"):
+        with safe_open(file, "pt") as f:
+            shapes.update({k: (f.get_slice(k).get_dtype(), f.get_slice(k).get_shape())
+                           for k in f.keys()})
     e, h, i = EXPERTS, HIDDEN, INTER
     p = "model.layers.1.mlp.experts."
     assert shapes[p + "gate_up_proj_blocks"] == ("U8", [e, 2 * i, h // 32, 16])
@@ -153,6 +171,11 @@ def test_fixture_layout_is_gpt_oss_mxfp4(source):
     assert shapes[p + "gate_up_proj_bias"] == ("BF16", [e, 2 * i])
     assert shapes["model.layers.1.mlp.router.weight"] == ("BF16", [e, h])
     assert not any(k.endswith(("experts.gate_up_proj", "experts.down_proj")) for k in shapes)
+    wmap = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
+    assert wmap.keys() == shapes.keys()
+    assert wmap[p + "down_proj_blocks"] != wmap[p + "down_proj_scales"]
+    scales = read_tensors(src)["model.layers.0.mlp.experts.gate_up_proj_scales"]
+    assert scales[0].max() - scales[3].min() >= 9, "experts' E8M0 scales do not spread"
 
 
 def test_transformers_decoding_equals_numpy_decoding(source):
@@ -179,27 +202,39 @@ def fp4kit_run(*args) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
 
 
-@pytest.fixture(scope="module")
-def outputs(source, tmp_path_factory):
-    """fp4kit's and ModelOpt's W4A16 outputs of the MXFP4 source."""
+@pytest.fixture(scope="module", params=["w4a16", "w4a4"])
+def outputs(request, source, tmp_path_factory):
+    """fp4kit's and ModelOpt's outputs of the MXFP4 source, and the modules whose calibrated input
+    amax is 0. W4A16: weight-only on both sides. W4A4: ModelOpt calibrates (NVFP4_DEFAULT_CFG) the
+    dequantized model and its calibrated input amax goes to fp4kit as the stats file, as in
+    test_quantize_modelopt.py."""
     import modelopt.torch.quantization as mtq
     from modelopt.torch.export import export_hf_checkpoint
+    mode = request.param
     src, _ = source
-    work = tmp_path_factory.mktemp("gptoss-mxfp4-out")
-    ours = work / "fp4kit"
-    proc = fp4kit_run("quantize", src, ours, "--scale-form", "cpu", "--weights-only")
-    assert proc.returncode == 0, f"fp4kit quantize exited {proc.returncode}:\n{proc.stderr}"
-
+    work = tmp_path_factory.mktemp(f"gptoss-mxfp4-{mode}")
     model = dequantized_model(src)
+    cfg = copy.deepcopy(mtq.W4A16_NVFP4_CFG if mode == "w4a16" else mtq.NVFP4_DEFAULT_CFG)
     with torch.no_grad():
-        model = mtq.quantize(model, copy.deepcopy(mtq.W4A16_NVFP4_CFG), lambda m: m(CALIB_IDS))
+        model = mtq.quantize(model, cfg, lambda m: m(CALIB_IDS))
+    extra, zero_input = ["--weights-only"], set()
+    if mode == "w4a4":
+        amax = modelopt_input_amax(model, "gpt_oss")
+        assert {f"model.layers.{l}.mlp.experts.{p}" for l in range(LAYERS) for p in PROJS} <= set(amax)
+        write_stats(work / "stats.safetensors", amax)
+        extra, zero_input = ["--stats", work / "stats.safetensors"], {m for m, a in amax.items()
+                                                                      if a == 0.0}
+    with torch.no_grad():
         export_hf_checkpoint(model, export_dir=work / "modelopt")
-    return ours, work / "modelopt"
+    ours = work / "fp4kit"
+    proc = fp4kit_run("quantize", src, ours, "--scale-form", "cpu", *extra)
+    assert proc.returncode == 0, f"fp4kit quantize exited {proc.returncode}:\n{proc.stderr}"
+    return ours, work / "modelopt", zero_input
 
 
 def test_quantized_and_unquantized_tensors_identical_to_modelopt(outputs):
     """(b) Every tensor of fp4kit's output has ModelOpt's name, dtype, shape and bytes."""
-    ours_dir, theirs_dir = outputs
+    ours_dir, theirs_dir, zero_input = outputs
     ours, theirs = read_tensors(ours_dir), read_tensors(theirs_dir)
     assert sorted(ours) == sorted(theirs), (f"only fp4kit: {sorted(set(ours) - set(theirs))}; "
                                             f"only ModelOpt: {sorted(set(theirs) - set(ours))}")
@@ -207,7 +242,8 @@ def test_quantized_and_unquantized_tensors_identical_to_modelopt(outputs):
     bmm = {f"model.layers.{l}.mlp.experts.{p}" for l in range(LAYERS) for p in PROJS}
     assert bmm <= q, "ModelOpt did not quantize the experts: the reference run is broken"
     assert quantized_modules(ours) == q
-    check_same_quantized_tensors(ours, theirs, q, "gpt-oss MXFP4 w4a16")
+    check_same_quantized_tensors(ours, theirs, q, f"gpt-oss MXFP4 {ours_dir.parent.name}",
+                                 zero_input)
     qnames = quantized_tensor_names(q)
     for name in sorted(set(theirs) - qnames):
         a, b = ours[name], theirs[name]
@@ -216,7 +252,7 @@ def test_quantized_and_unquantized_tensors_identical_to_modelopt(outputs):
 
 
 def test_excluded_modules_and_config_as_modelopt(outputs, source):
-    ours_dir, theirs_dir = outputs
+    ours_dir, theirs_dir, _ = outputs
     candidates = ({f"model.layers.{l}.mlp.{m}" for l in range(LAYERS)
                    for m in ("router", "experts.gate_up_proj", "experts.down_proj")}
                   | {"lm_head", "model.embed_tokens"})
@@ -233,7 +269,7 @@ def test_excluded_modules_and_config_as_modelopt(outputs, source):
 
 def test_output_has_no_mxfp4_tensors_and_verifies(outputs, source):
     """(c) The `_blocks` / `_scales` of the source are gone and verify passes against the source."""
-    ours_dir, _ = outputs
+    ours_dir, _, _ = outputs
     src, _ = source
     ours = read_tensors(ours_dir)
     left = sorted(k for k in ours if k.endswith(("_blocks", "_scales")))
@@ -245,10 +281,13 @@ def test_output_has_no_mxfp4_tensors_and_verifies(outputs, source):
     run_checked([fp4kit_bin(), "verify", ours_dir, "--source", src])
 
 
-def test_nan_e8m0_scale_is_an_error_naming_the_tensor(outputs, tmp_path):
+def test_nan_e8m0_scale_is_an_error_naming_the_tensor(source, tmp_path):
     """(d) An E8M0 0xFF (NaN) scale: exit 1, the `_scales` tensor and the NaN named, no finished
-    output. (`outputs`: the same model without the NaN quantizes, so the error is the NaN's.)"""
+    output. The same model without the NaN quantizes, so the error is the NaN's."""
     bad = "model.layers.1.mlp.experts.down_proj_scales"
+    clean = fp4kit_run("quantize", source[0], tmp_path / "clean", "--scale-form", "cpu",
+                       "--weights-only")
+    assert clean.returncode == 0, clean.stderr
     src = tmp_path / "src"
     write_mxfp4_gpt_oss(src, nan_scale=bad)
     out = tmp_path / "out"
