@@ -25,8 +25,9 @@ if not hasattr(transformers, "GptOssForCausalLM"):
 
 
 def tiny_gpt_oss():
+    # H = 64 != 2I = 96: a transposed [E, 2I, H] layout cannot pass the shape checks.
     cfg = transformers.GptOssConfig(
-        hidden_size=64, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+        hidden_size=64, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
         vocab_size=256, max_position_embeddings=256, sliding_window=16,
         layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=False,
