@@ -26,7 +26,8 @@ def main():
     root = Path(sys.argv[1])
     assert torch.cuda.is_available(), "run this on the GPU machine"
     # Causal-LM families only (the goldens committed under python/golden/models/).
-    for family in ("llama", "mixtral", "qwen3_moe", "qwen3_5_moe", "deepseek_v3"):
+    for family in ("llama", "mixtral", "qwen3_moe", "qwen3_5_moe", "deepseek_v3", "gpt_oss",
+                   "llama4"):
         try:
             src = tiny_models.save(family, root / family / "src")
         except (AttributeError, ImportError) as e:

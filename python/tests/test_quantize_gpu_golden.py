@@ -20,7 +20,7 @@ FAMILIES = sorted(p.name for p in GOLDEN.iterdir() if (p / "src").is_dir())
 
 
 def test_golden_models_present():
-    assert {"llama", "mixtral", "qwen3_moe", "deepseek_v3"} <= set(FAMILIES)
+    assert {"llama", "mixtral", "qwen3_moe", "deepseek_v3", "gpt_oss", "llama4"} <= set(FAMILIES)
 
 
 @pytest.mark.parametrize("mode", ["w4a16", "w4a4"])

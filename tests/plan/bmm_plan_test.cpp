@@ -157,12 +157,14 @@ TEST(BmmPlan, Llama4MoeAndDenseLayersWithSharedExpertAndVisionTower) {
   EXPECT_EQ(gu.rows, 96u);
   EXPECT_EQ(gu.cols, 64u);
   EXPECT_EQ(ENTRY(plan, l0 + "feed_forward.router.weight").action, Action::Keep);
-  // The shared expert's gate/up: one fusion group (s2), and the routed experts' input_scale.
+  // The shared expert's gate/up: one fusion group (s2) and one input_scale of their own; the
+  // routed BMM experts' input_scale is not shared with them (as ModelOpt exports Llama-4).
   const PlanEntry& sg = ENTRY(plan, l0 + "feed_forward.shared_expert.gate_proj");
   EXPECT_EQ(testing::member_names(plan, sg.weight_group),
             (std::vector<std::string>{l0 + "feed_forward.shared_expert.gate_proj",
                                       l0 + "feed_forward.shared_expert.up_proj"}));
-  EXPECT_EQ(sg.input_group, gu.input_group);
+  EXPECT_NE(sg.input_group, gu.input_group);
+  EXPECT_EQ(testing::member_names(plan, gu.input_group), std::vector<std::string>{gu.name});
   // Dense layer: gate/up fused.
   const PlanEntry& dg = ENTRY(plan, l1 + "feed_forward.gate_proj");
   EXPECT_EQ(dg.action, Action::Quantize);

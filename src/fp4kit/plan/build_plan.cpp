@@ -873,7 +873,9 @@ class PlanBuilder {
       } else if (m.role == Role::ExpertDown || m.role == Role::BmmExpertDown) {
         ikey = c.moe_block + ".experts.down";
       } else if (m.role == Role::BmmExpertGateUp) {
-        ikey = c.moe_block + ".experts.gate_up";  // one tensor, one s2 (spec 4)
+        // Its own input_scale: ModelOpt does not share it with Llama-4's shared expert (measured
+        // against its GPU export, python/golden/models/llama4), and vLLM loads the two apart.
+        ikey = m.name;
       }
       if (e.action != Action::Quantize) {
         if (!both.empty()) kept_partners[both].push_back(m.name);
