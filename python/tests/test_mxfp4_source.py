@@ -12,8 +12,8 @@ from the OCP MX format definition in numpy, then:
     itself, no BF16 copy in between); likewise W4A4, fp4kit given ModelOpt's calibrated input amax
     as its stats file (as in test_quantize_modelopt.py);
 (c) the output has no `_blocks` / `_scales` and `fp4kit verify OUT --source SRC` passes;
-(d) a NaN (0xFF) E8M0 scale makes quantize exit 1 naming the `_scales` tensor, leaving neither OUT
-    nor OUT.partial.
+(d) a NaN (0xFF) E8M0 scale, a missing `_scales` tensor or one of the wrong shape make quantize
+    exit 1 naming the tensor(s), leaving neither OUT nor OUT.partial.
 
 The source is two shards with an index, a `_blocks` and its `_scales` in different shards, and
 experts of magnitudes 2^0 .. 2^-9 (wide E8M0 range, one s2 shared by very different experts).
@@ -103,13 +103,13 @@ def test_encoder_by_hand():
     np.testing.assert_array_equal(mxfp4_decode(blocks, scales)[0, :4], [0.0, -0.75, 1.0, 2.0])
 
 
-def write_mxfp4_gpt_oss(path: Path, nan_scale: str | None = None) -> dict:
+def write_mxfp4_gpt_oss(path: Path, damage=None) -> dict:
     """Saves the tiny gpt-oss (H 64, I 96) with its experts MXFP4-encoded, in two shards with an
     index as the real checkpoints are (layer 1's `_blocks` and `_scales` in different shards);
     returns {expert tensor name: numpy decoding [E, N, K]}. Expert e's weights are scaled by
     2^(-3e) before encoding: E8M0 scales over a wider range, and experts of very different
-    magnitudes sharing the tensor's one s2 (as in real models). `nan_scale`: a `_scales` tensor
-    whose first byte becomes 0xFF (E8M0 NaN)."""
+    magnitudes sharing the tensor's one s2 (as in real models). `damage(tensors)`, if given,
+    alters the tensor dict before it is written (the bad-source tests)."""
     model = tiny_models.build("gpt_oss", intermediate_size=INTER)
     assert model.config.hidden_size == HIDDEN and model.config.intermediate_size == INTER
     model.save_pretrained(path)
@@ -121,13 +121,13 @@ def write_mxfp4_gpt_oss(path: Path, nan_scale: str | None = None) -> dict:
             bmm = tensors.pop(name)  # [E, K, N]: gpt-oss's in-memory / BF16 layout
             spread = torch.exp2(-3.0 * torch.arange(bmm.shape[0])).reshape(-1, 1, 1)
             blocks, scales = mxfp4_encode((bmm.float() * spread).transpose(1, 2).numpy())  # [N, K]
-            if f"{name}_scales" == nan_scale:
-                scales.reshape(-1)[0] = 0xFF
             tensors[f"{name}_blocks"] = torch.from_numpy(blocks)
             tensors[f"{name}_scales"] = torch.from_numpy(scales)
             decoded[name] = mxfp4_decode(blocks, scales)
     for f in path.glob("*.safetensors"):
         f.unlink()
+    if damage is not None:
+        damage(tensors)
     first = {k for k in tensors if ".layers.1." not in k or k.endswith("_blocks")}
     shards = {"model-00001-of-00002.safetensors": sorted(first),
               "model-00002-of-00002.safetensors": sorted(set(tensors) - first)}
@@ -288,11 +288,36 @@ def test_nan_e8m0_scale_is_an_error_naming_the_tensor(source, tmp_path):
     clean = fp4kit_run("quantize", source[0], tmp_path / "clean", "--scale-form", "cpu",
                        "--weights-only")
     assert clean.returncode == 0, clean.stderr
-    src = tmp_path / "src"
-    write_mxfp4_gpt_oss(src, nan_scale=bad)
-    out = tmp_path / "out"
+
+    def nan_scale(tensors):
+        tensors[bad].view(-1)[7] = 0xFF
+    stderr = quantize_fails(tmp_path, nan_scale)
+    assert bad in stderr and "nan" in stderr.lower(), stderr
+
+
+def quantize_fails(tmp_path: Path, damage) -> str:
+    """Quantizes a damaged MXFP4 source: exit 1 and nothing that looks like an output."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_mxfp4_gpt_oss(src, damage)
     proc = fp4kit_run("quantize", src, out, "--scale-form", "cpu", "--weights-only")
     assert proc.returncode == 1, f"exit {proc.returncode}:\n{proc.stderr}"
-    assert bad in proc.stderr and "nan" in proc.stderr.lower(), proc.stderr
     assert not out.exists(), "an output directory was left behind"
     assert not (tmp_path / "out.partial").exists(), "OUT.partial was left behind"
+    return proc.stderr
+
+
+def test_missing_scales_tensor_is_an_error_naming_both(tmp_path):
+    blocks = "model.layers.1.mlp.experts.down_proj_blocks"
+    scales = "model.layers.1.mlp.experts.down_proj_scales"
+    stderr = quantize_fails(tmp_path, lambda tensors: tensors.pop(scales))
+    assert blocks in stderr and scales in stderr, stderr
+
+
+def test_scales_of_the_wrong_shape_are_an_error_naming_them(tmp_path):
+    """`_scales` must be `_blocks`' shape without its last dim ([E, N, K/32])."""
+    scales = "model.layers.0.mlp.experts.gate_up_proj_scales"
+
+    def drop_a_group(tensors):
+        tensors[scales] = tensors[scales][..., :1].contiguous()
+    stderr = quantize_fails(tmp_path, drop_a_group)
+    assert scales in stderr, stderr
