@@ -268,8 +268,9 @@ def test_excluded_modules_and_config_as_modelopt(outputs, source):
 
 
 def test_output_has_no_mxfp4_tensors_and_verifies(outputs, source):
-    """(c) The `_blocks` / `_scales` of the source are gone and verify passes against the source."""
-    ours_dir, _, _ = outputs
+    """(c) The `_blocks` / `_scales` of the source are gone and verify passes against the source,
+    for fp4kit's output and for ModelOpt's export of the same model."""
+    ours_dir, theirs_dir, _ = outputs
     src, _ = source
     ours = read_tensors(ours_dir)
     left = sorted(k for k in ours if k.endswith(("_blocks", "_scales")))
@@ -279,6 +280,24 @@ def test_output_has_no_mxfp4_tensors_and_verifies(outputs, source):
                                                                              2 * INTER)
         assert ours[f"model.layers.{l}.mlp.experts.down_proj"].shape == (EXPERTS, INTER // 2, HIDDEN)
     run_checked([fp4kit_bin(), "verify", ours_dir, "--source", src])
+    run_checked([fp4kit_bin(), "verify", theirs_dir, "--source", src])
+
+
+def test_verify_decodes_the_mxfp4_source(outputs, tmp_path):
+    """verify's comparison with an MXFP4 source really decodes it: against a source whose expert 2
+    of one tensor has every E8M0 scale one higher (its weights doubled, by the format's definition)
+    it fails on that tensor and expert."""
+    ours_dir = outputs[0]
+    name = "model.layers.1.mlp.experts.down_proj"
+
+    def double_expert_2(tensors):
+        tensors[f"{name}_scales"][2] += 1
+    src = tmp_path / "doubled"
+    write_mxfp4_gpt_oss(src, double_expert_2)
+    proc = fp4kit_run("verify", ours_dir, "--source", src)
+    assert proc.returncode == 1, proc.stdout
+    errors = [l for l in proc.stdout.splitlines() if l.strip().startswith("error")]
+    assert len(errors) == 1 and name in errors[0] and "expert 2 " in errors[0], proc.stdout
 
 
 def test_nan_e8m0_scale_is_an_error_naming_the_tensor(source, tmp_path):
