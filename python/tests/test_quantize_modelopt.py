@@ -392,6 +392,28 @@ def test_llama4_routed_shared_dense_and_router_as_modelopt(runs_root, family, mo
         assert f"{moe}.router" in excluded_modules(d, {f"{moe}.router"}), d.name
 
 
+@pytest.mark.parametrize("family", ["llama4", "llama4_vl"])
+def test_llama4_routed_experts_input_scale_is_their_own(runs_root, family):
+    """Llama-4 multiplies the routed tokens by their sigmoid router score BEFORE the experts
+    (transformers' Llama4TextMoe; vLLM's Llama4MoE: apply_router_weight_on_input=True), so the
+    routed experts' gate_up does not read what the shared expert reads. ModelOpt calibrates them
+    apart; the routed experts' input_scale must come from their own amax (a shared one from the
+    shared expert's larger amax would waste FP4 range on every routed token)."""
+    run = get_run(family, "w4a4", runs_root)
+    prefix = "language_model.model" if family.endswith("_vl") else "model"
+    moe = f"{prefix}.layers.1.feed_forward"
+    routed, shared = run.input_amax[f"{moe}.experts.gate_up_proj"], run.input_amax[
+        f"{moe}.shared_expert.gate_proj"]
+    assert routed < shared, "ModelOpt's calibration no longer separates them: test is vacuous"
+    ours = read_tensors(run.fp4kit_runs["parity"])
+    cpu = np.float32(2688.0)
+    assert ours[f"{moe}.shared_expert.gate_proj.input_scale"].numpy() == np.float32(shared) / cpu
+    got = ours[f"{moe}.experts.gate_up_proj_input_scale"].numpy()
+    assert got == np.float32(routed) / cpu, (
+        f"routed experts' input_scale {got} = amax {got * cpu} (the shared expert's amax is "
+        f"{shared}, the routed experts' {routed})")
+
+
 # ---------------------------------------------------------------------------------------------
 # compressed-tensors (format B)
 
