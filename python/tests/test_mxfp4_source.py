@@ -340,3 +340,13 @@ def test_scales_of_the_wrong_shape_are_an_error_naming_them(tmp_path):
         tensors[scales] = tensors[scales][..., :1].contiguous()
     stderr = quantize_fails(tmp_path, drop_a_group)
     assert scales in stderr, stderr
+
+
+def test_format_b_refused_for_the_mxfp4_source(source, tmp_path):
+    """compressed-tensors has no 3-D NVFP4 layout: as for the BF16 gpt-oss, a clear refusal."""
+    out = tmp_path / "ct"
+    proc = fp4kit_run("quantize", source[0], out, "--scale-form", "cpu", "--weights-only",
+                      "--format", "compressed-tensors")
+    assert proc.returncode == 1, proc.stderr
+    assert "mlp.experts." in proc.stderr and "--format modelopt" in proc.stderr, proc.stderr
+    assert not out.exists() and not (tmp_path / "ct.partial").exists()
