@@ -265,6 +265,10 @@ def test_excluded_modules_and_config_as_modelopt(outputs, source):
     for key in ("quant_method", "quant_algo", "config_groups"):
         assert qc_ours[key] == qc_theirs[key], f"config.json quantization_config[{key}]"
     assert "modules_to_not_convert" not in qc_ours, "the MXFP4 source config leaked into the output"
+    hq_ours = json.loads((ours_dir / "hf_quant_config.json").read_text())["quantization"]
+    hq_theirs = json.loads((theirs_dir / "hf_quant_config.json").read_text())["quantization"]
+    for key in ("quant_algo", "kv_cache_quant_algo", "group_size"):
+        assert hq_ours[key] == hq_theirs[key], f"hf_quant_config.json [{key}]"
 
 
 def test_output_has_no_mxfp4_tensors_and_verifies(outputs, source):
