@@ -354,3 +354,16 @@ def test_format_b_refused_for_the_mxfp4_source(source, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "mlp.experts." in proc.stderr and "--format modelopt" in proc.stderr, proc.stderr
     assert not out.exists() and not (tmp_path / "ct.partial").exists()
+
+
+def test_block_decoding_to_infinity_is_an_error_naming_the_tensor(tmp_path):
+    """E8M0 254 with code 6: 6 * 2^127 overflows float32 (transformers decodes it to inf too).
+    Not a weight anyone can quantize: exit 1 naming the expert tensor, no output."""
+    name = "model.layers.0.mlp.experts.gate_up_proj"
+
+    def overflow(tensors):
+        tensors[f"{name}_scales"][1, 3, 0] = 254
+        tensors[f"{name}_blocks"][1, 3, 0, 0] = 0x77  # elements 0 and 1: code 7 = 6.0
+    stderr = quantize_fails(tmp_path, overflow)
+    assert f"{name}_blocks" in stderr or f"{name}_scales" in stderr, stderr
+    assert "inf" in stderr.lower(), stderr

@@ -61,3 +61,21 @@ def test_mxfp4_matches_transformers(decode_tool, tmp_path, experts, rows, groups
     run(decode_tool, "mxfp4", total, tmp_path / "b", tmp_path / "s", tmp_path / "o")
     ours = np.frombuffer((tmp_path / "o").read_bytes(), dtype="<f4").reshape(experts, rows, groups * 32)
     np.testing.assert_array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+
+
+def test_mxfp4_every_e8m0_byte_and_block_byte_matches_transformers(decode_tool, tmp_path):
+    """All 255 finite E8M0 scales (2^-127 .. 2^127: float32 subnormal products at the bottom,
+    6 * 2^127 overflowing to inf at the top) times all 256 block bytes, bit for bit."""
+    rows = 255 * 16
+    blocks = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16).repeat(1, 255, 1, 1)
+    blocks = blocks.reshape(1, rows, 1, 16)
+    scales = (torch.arange(rows) // 16).to(torch.uint8).reshape(1, rows, 1)  # row r: byte r // 16
+    theirs = mxfp4_mod._convert_moe_packed_tensors(blocks, scales, dtype=torch.float32)
+    theirs = theirs.transpose(1, 2).contiguous().numpy()
+    assert np.isinf(theirs).any() and (np.abs(theirs[theirs != 0]) < np.float32(2.0**-126)).any()
+
+    (tmp_path / "b").write_bytes(blocks.numpy().tobytes())
+    (tmp_path / "s").write_bytes(scales.numpy().tobytes())
+    run(decode_tool, "mxfp4", rows, tmp_path / "b", tmp_path / "s", tmp_path / "o")
+    ours = np.frombuffer((tmp_path / "o").read_bytes(), dtype="<f4").reshape(theirs.shape)
+    np.testing.assert_array_equal(ours.view(np.uint32), theirs.view(np.uint32))
