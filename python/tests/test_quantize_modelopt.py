@@ -414,6 +414,34 @@ def test_llama4_routed_experts_input_scale_is_their_own(runs_root, family):
         f"{shared}, the routed experts' {routed})")
 
 
+@pytest.fixture(scope="session")
+def gpt_oss_with_zero_experts(runs_root):
+    """The tiny gpt-oss with whole experts zeroed inside the BMM tensors (as padded or dead experts
+    are): expert 2 of layer 0's gate_up_proj, expert 1 of layer 1's down_proj."""
+    src = runs_root / "gpt_oss_zero_experts"
+    tiny_models.save("gpt_oss", src)
+    tensors = read_tensors(src)
+    tensors["model.layers.0.mlp.experts.gate_up_proj"][2] = 0
+    tensors["model.layers.1.mlp.experts.down_proj"][1] = 0
+    for f in src.glob("*.safetensors"):
+        f.unlink()
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    return src
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bmm_zero_expert_identical_to_modelopt(runs_root, gpt_oss_with_zero_experts, mode):
+    """A zero expert inside a BMM tensor shares the tensor's (non-zero) s2, so unlike an all-zero
+    linear there is no deliberate difference: every byte as ModelOpt writes it."""
+    run = get_run("gpt_oss", mode, runs_root, src=gpt_oss_with_zero_experts)
+    ours, theirs = read_tensors(run.fp4kit_runs["parity"]), read_tensors(run.modelopt)
+    zeroed = theirs["model.layers.0.mlp.experts.gate_up_proj"][2]
+    assert set(raw(zeroed)) == {0}, "the zero expert's codes are not all 0: fixture broken"
+    q = quantized_modules(theirs)
+    assert quantized_modules(ours) == q
+    check_same_quantized_tensors(ours, theirs, q, f"gpt_oss zero experts {mode}", run.zero_input())
+
+
 # ---------------------------------------------------------------------------------------------
 # compressed-tensors (format B)
 
