@@ -60,3 +60,44 @@ def test_expert_and_dense_input_amax_within_1_percent_of_modelopt(family, tmp_pa
         assert abs(got - ref) <= 0.01 * ref, f"{family} {key}: fp4kit {got} vs ModelOpt {ref}"
         checked["expert" if ".experts." in key else "dense"] += 1
     assert checked["expert"] >= 4 and checked["dense"] >= 8, checked
+
+
+def test_gpt_oss_bmm_expert_and_attention_input_amax_within_1_percent_of_modelopt(tmp_path):
+    """gpt-oss: ModelOpt's GptOssExperts quantizers (gate_up_proj_input_quantizer,
+    down_proj_input_quantizer: one amax per layer over every token routed to any expert) against
+    fp4kit's stats of the plan's module names `<layer>.mlp.experts.gate_up_proj` / `down_proj`;
+    q/k/v/o one to one. Tokens: the 4 x 32 windows (longer than sliding_window 16)."""
+    import modelopt.torch.quantization as mtq
+    from transformers import AutoModelForCausalLM
+
+    src = tiny_models.save("gpt_oss", tmp_path / "src")
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        model = mtq.quantize(model, mtq.NVFP4_DEFAULT_CFG, lambda m: m(CALIB_IDS))
+    theirs = modelopt_input_amax(model, "gpt_oss")
+    layers = model.config.num_hidden_layers
+    want = {f"model.layers.{l}.{m}" for l in range(layers)
+            for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                      "self_attn.o_proj", "mlp.experts.gate_up_proj", "mlp.experts.down_proj")}
+    assert want <= set(theirs), sorted(want - set(theirs))
+
+    ids = tmp_path / "ids.u32"
+    CALIB_IDS.numpy().astype("<u4").tofile(ids)
+    stats = tmp_path / "stats.safetensors"
+    proc = subprocess.run([str(require_executable(fp4kit_bin())), "calibrate", str(src), "--data",
+                           str(ids), "--samples", "4", "--seq-len", "32", "-o", str(stats)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    raw = load_file(stats)
+    ours = {k[: -len(".input_amax")]: float(v) for k, v in raw.items() if k.endswith(".input_amax")}
+    # Exactly the plan's names: no per-expert or gate/up-split entries for BMM experts.
+    assert set(ours) == want, sorted(set(ours) ^ want)
+    for name in sorted(want):
+        ref = theirs[name]
+        assert ref > 0, name
+        assert abs(ours[name] - ref) <= 0.01 * ref, f"gpt_oss {name}: fp4kit {ours[name]} vs ModelOpt {ref}"
+    # Every routed (token, expert) pair counted once per layer: 128 tokens x top-2.
+    for l in range(layers):
+        routed = sum(int(v) for k, v in raw.items()
+                     if k.startswith(f"model.layers.{l}.mlp.experts.") and k.endswith(".routed_tokens"))
+        assert routed == CALIB_IDS.numel() * model.config.num_experts_per_tok, (l, routed)

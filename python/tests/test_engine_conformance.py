@@ -244,3 +244,124 @@ def test_expert_input_amax_matches_reference(tmp_path):
             bf = b16[name][1] if lin != "w2" else b16[name][2]
             assert abs(got - bf) <= 0.025 * bf, (name, lin, got, bf)
     assert busy >= 6
+
+
+# ---- gpt-oss (tiny_models.gpt_oss: H 64, I 48, 4 experts top-2, layer 0 sliding (window 16),
+# layer 1 full; attention sinks, q/k/v/o, router and expert biases; YaRN RoPE) ----
+
+GPT_OSS_SEQ = 48  # > sliding_window (16): the sliding layer's mask matters
+
+
+def gpt_oss_model(path: Path):
+    """tiny_models.build("gpt_oss") (bf16) with sinks and biases large enough to matter and expert
+    gate_up weights large enough that the SwiGLU clamp (limit 7) bites; saved as bf16 and reloaded
+    in float32 (the same values), eager attention."""
+    import tiny_models
+    model = tiny_models.build("gpt_oss")
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".sinks"):
+                p.copy_(torch.randn(p.shape, generator=g) * 1.5)
+            elif name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            elif name.endswith("experts.gate_up_proj"):
+                p.mul_(25.0)
+    model.save_pretrained(path)
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+def gpt_oss_ids() -> np.ndarray:
+    rng = np.random.default_rng(11)
+    return rng.integers(0, VOCAB, size=GPT_OSS_SEQ + 1, dtype=np.uint16)
+
+
+def fp4kit_logits(binary: str, model_dir: Path, ids: np.ndarray, tmp_path: Path) -> np.ndarray:
+    (tmp_path / "ids.u16").write_bytes(ids.tobytes())
+    out = tmp_path / "logits.f32"
+    proc = subprocess.run([binary, "eval", str(model_dir), "--data", str(tmp_path / "ids.u16"),
+                           "--ctx", str(len(ids) - 1), "--dump-logits", str(out), "--threads",
+                           "2"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return np.fromfile(out, dtype=np.float32).reshape(len(ids) - 1, -1)
+
+
+def test_gpt_oss_logits_match_transformers_fp32(tmp_path):
+    binary = fp4kit_bin()
+    model = gpt_oss_model(tmp_path / "model")
+    cfg = model.config
+    assert cfg.layer_types == ["sliding_attention", "full_attention"] and cfg.sliding_window == 16
+    assert cfg.rope_parameters["rope_type"] == "yarn" and cfg.rope_parameters["truncate"] is False
+    ids = gpt_oss_ids()
+    inp = torch.tensor(ids[:-1].astype(np.int64))[None]
+    clamped = []
+    hook = model.model.layers[0].mlp.experts.register_forward_hook(
+        lambda m, args, out: clamped.append(float(
+            (args[0] @ m.gate_up_proj[0] + m.gate_up_proj_bias[0]).abs().max())))
+    with torch.no_grad():
+        ref = model(inp).logits[0].numpy()
+    hook.remove()
+    assert clamped and clamped[0] > 2 * cfg.swiglu_limit, "the SwiGLU clamp is not exercised"
+    got = fp4kit_logits(binary, tmp_path / "model", ids, tmp_path)
+    assert got.shape == ref.shape
+    rng = float(ref.max() - ref.min())
+    diff = float(np.abs(got - ref).max())
+    print(f"gpt_oss: max |dlogit| {diff:.3g}, logit range {rng:.3g}")
+    assert rng > 1.0, "random model too flat to be a meaningful check"
+    assert diff <= 1e-4 * rng, f"gpt_oss: max |dlogit| {diff} > 1e-4 x range {rng}"
+    # The features under test change the reference by far more than the tolerance: without the
+    # window, without sinks or with zero expert biases transformers' logits move.
+    variants = {}
+    with torch.no_grad():
+        model.config.layer_types = ["full_attention", "full_attention"]
+        model.model.layers[0].self_attn.sliding_window = None
+        variants["no window"] = model(inp).logits[0].numpy()
+        model.config.layer_types = ["sliding_attention", "full_attention"]
+        model.model.layers[0].self_attn.sliding_window = 16
+        for layer in model.model.layers:
+            layer.self_attn.sinks.fill_(-1e9)
+        variants["no sinks"] = model(inp).logits[0].numpy()
+    for what, other in variants.items():
+        moved = float(np.abs(other - ref).max())
+        assert moved > 20 * 1e-4 * rng, f"{what}: reference moved only {moved}"
+
+
+def test_gpt_oss_mxfp4_source_logits_equal_bf16_of_decoded_values(tmp_path):
+    """An MXFP4 gpt-oss checkpoint as openai ships it (test_mxfp4_source.write_mxfp4_gpt_oss: H 64,
+    I 96, experts `_blocks` + `_scales`, two shards) and a BF16 twin holding the numpy decoding of
+    the same blocks in gpt-oss's BF16 layout [E, K, N] (every MXFP4 value is exact in bf16): the
+    engine's logits on both are the same floats."""
+    from safetensors.torch import save_file
+    from test_mxfp4_source import read_tensors, write_mxfp4_gpt_oss
+
+    binary = fp4kit_bin()
+    src = tmp_path / "mxfp4"
+    decoded = write_mxfp4_gpt_oss(src)
+    twin = tmp_path / "bf16"
+    twin.mkdir()
+    tensors = read_tensors(src)
+    for name, nk in decoded.items():
+        del tensors[name + "_blocks"], tensors[name + "_scales"]
+        bmm = torch.from_numpy(np.ascontiguousarray(nk.transpose(0, 2, 1)))  # [E, K, N]
+        assert torch.equal(bmm.to(torch.bfloat16).float(), bmm), name
+        tensors[name] = bmm.to(torch.bfloat16)
+    save_file(tensors, twin / "model.safetensors", metadata={"format": "pt"})
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.pop("quantization_config")
+    (twin / "config.json").write_text(json.dumps(cfg))
+    ids = gpt_oss_ids()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    got = fp4kit_logits(binary, src, ids, tmp_path / "a")
+    want = fp4kit_logits(binary, twin, ids, tmp_path / "b")
+    assert float(want.max() - want.min()) > 0.1
+    np.testing.assert_array_equal(got, want)
+    # And the twin is what transformers computes from the MXFP4 file (its own dequantizing load).
+    ref_model = transformers.AutoModelForCausalLM.from_pretrained(
+        src, dtype=torch.float32, attn_implementation="eager",
+        quantization_config=transformers.Mxfp4Config(dequantize=True)).eval()
+    with torch.no_grad():
+        ref = ref_model(torch.tensor(ids[:-1].astype(np.int64))[None]).logits[0].float().numpy()
+    rng = float(ref.max() - ref.min())
+    assert float(np.abs(got - ref).max()) <= 1e-4 * rng

@@ -59,17 +59,48 @@ std::vector<Block> make_blocks(const std::vector<size_t>& offsets,
 
 struct MlpWeights {
   LinearWeights gate, up, down;
+  // gpt-oss BMM expert: `gate` holds gate_up [2I, H] (gate/up interleaved rows), `up` is empty,
+  // and the activation is the clamped SwiGLU with these parameters.
+  bool interleaved = false;
+  float alpha = 0.0f, limit = 0.0f;
 };
 
 MlpWeights load_mlp(const Checkpoint& c, const LinearRef& g, const LinearRef& u,
                     const LinearRef& d, bool act) {
-  return {load_linear(c, g, act), load_linear(c, u, act), load_linear(c, d, act)};
+  MlpWeights w;
+  w.gate = load_linear(c, g, act);
+  w.up = load_linear(c, u, act);
+  w.down = load_linear(c, d, act);
+  return w;
+}
+
+MlpWeights load_bmm_mlp(const Checkpoint& c, const ModelSpec& S, const LayerSpec& L, size_t e,
+                        bool act) {
+  MlpWeights w;
+  w.gate = load_bmm_expert(c, L.bmm_gate_up, e, act);
+  w.down = load_bmm_expert(c, L.bmm_down, e, act);
+  w.interleaved = true;
+  w.alpha = S.swiglu_alpha;
+  w.limit = S.swiglu_limit;
+  return w;
 }
 
 // out [rows, hidden] = down(silu(gate x) * up x); observes gate/up input and down input.
 void run_mlp(const MlpWeights& w, const float* x, size_t rows, float* out,
              ActivationObserver* obs, std::vector<float>& g, std::vector<float>& u,
              std::vector<float>& scratch) {
+  if (w.interleaved) {
+    // One module (the 3-D gate_up_proj) reads x: observed once, not once per half.
+    const size_t inter = w.down.k;
+    if (obs) obs->linear_input({&w.gate.module}, x, rows, w.gate.k);
+    u.resize(rows * 2 * inter);
+    g.resize(rows * inter);
+    apply_linear(w.gate, x, rows, u.data(), scratch);
+    clamped_swiglu_interleaved(u.data(), rows, inter, w.alpha, w.limit, g.data());
+    if (obs) obs->linear_input({&w.down.module}, g.data(), rows, inter);
+    apply_linear(w.down, g.data(), rows, out, scratch);
+    return;
+  }
   const size_t inter = w.gate.n;
   if (obs) obs->linear_input({&w.gate.module, &w.up.module}, x, rows, w.gate.k);
   g.resize(rows * inter);
@@ -155,7 +186,9 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
       const auto ln = load_vector(ckpt_, L.prefix + "input_layernorm.weight", H);
       const LinearWeights wq = load_linear(ckpt_, L.q, act), wk = load_linear(ckpt_, L.k, act),
                           wv = load_linear(ckpt_, L.v, act), wo = load_linear(ckpt_, L.o, act);
-      std::vector<float> qn, kn;
+      std::vector<float> qn, kn, sinks;
+      if (L.attn_sinks)
+        sinks = load_vector(ckpt_, L.prefix + "self_attn.sinks", static_cast<size_t>(nh));
       if (L.qk_norm) {
         qn = load_vector(ckpt_, L.prefix + "self_attn.q_norm.weight", static_cast<size_t>(hd));
         kn = load_vector(ckpt_, L.prefix + "self_attn.k_norm.weight", static_cast<size_t>(hd));
@@ -189,7 +222,8 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
           const size_t r0 = offsets[s] - b.row0;
           causal_attention(q.data() + r0 * qdim, qdim, k.data() + r0 * kvdim,
                            v.data() + r0 * kvdim, kvdim, seqs[s].size(), nh, nkv, hd, scale,
-                           L.sliding_window, att.data() + r0 * qdim, qdim);
+                           L.sliding_window, att.data() + r0 * qdim, qdim,
+                           sinks.empty() ? nullptr : sinks.data());
         }
         if (obs) obs->linear_input({&wo.module}, att.data(), b.rows, qdim);
         tmp.resize(b.rows * H);
@@ -214,7 +248,8 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
       const size_t K = static_cast<size_t>(S.top_k);
       std::vector<float> x(T * H);
       rms_norm(hidden.data(), T, H, ln2.data(), S.eps, x.data());
-      // Router in float32 (never quantized): softmax over all experts, top-k, optional renorm.
+      // Router in float32 (never quantized): softmax over all experts, top-k, optional renorm;
+      // gpt-oss: top-k of the logits, softmax over those k.
       std::vector<int32_t> sel(T * K);
       std::vector<float> selw(T * K);
       {
@@ -227,6 +262,20 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
           std::vector<int32_t> idx(E);
           for (size_t t = t0; t < t1; ++t) {
             const float* lg = logits.data() + t * E;
+            if (S.routing == Routing::TopkSoftmax) {
+              std::iota(idx.begin(), idx.end(), 0);
+              // Largest logit first; ties keep the lower expert index.
+              std::stable_sort(idx.begin(), idx.end(),
+                               [&](int32_t a, int32_t b2) { return lg[a] > lg[b2]; });
+              const float top = lg[idx[0]];
+              float sum = 0.0f;
+              for (size_t j = 0; j < K; ++j) sum += (p[j] = std::exp(lg[idx[j]] - top));
+              for (size_t j = 0; j < K; ++j) {
+                sel[t * K + j] = idx[j];
+                selw[t * K + j] = p[j] / sum;
+              }
+              continue;
+            }
             const float mx = *std::max_element(lg, lg + E);
             float sum = 0.0f;
             for (size_t e = 0; e < E; ++e) sum += (p[e] = std::exp(lg[e] - mx));
@@ -258,7 +307,8 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
             }
         if (obs) obs->routed(X.prefix, static_cast<int64_t>(rows.size()));
         if (rows.empty() && !(opt.all_experts && obs)) continue;
-        const MlpWeights w = load_mlp(ckpt_, X.gate, X.up, X.down, act);
+        const MlpWeights w = L.bmm_experts ? load_bmm_mlp(ckpt_, S, L, e, act)
+                                           : load_mlp(ckpt_, X.gate, X.up, X.down, act);
         if (opt.all_experts && obs) {
           // Every token through the expert (statistics); only routed rows reach the output.
           size_t next = 0;  // index into rows (sorted by token)
@@ -291,6 +341,12 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
             }
           }
         }
+      }
+      if (L.bmm_experts) {  // every expert read: drop the layer's 3-D tensors from memory
+        for (const BmmRef* r : {&L.bmm_gate_up, &L.bmm_down})
+          for (const std::string& name :
+               {r->module, r->module + "_blocks", r->module + "_scales", r->module + "_bias"})
+            if (ckpt_.has(name)) ckpt_.release(name);
       }
       if (L.has_shared_expert) {
         const MlpWeights w = load_mlp(ckpt_, L.shared_gate, L.shared_up, L.shared_down, act);

@@ -1,5 +1,6 @@
 // Family tables of the engine: which tensors make up a layer, per model_type, following the
-// transformers modeling files of llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe and mixtral.
+// transformers modeling files of llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral and
+// gpt_oss.
 #include "fp4kit/engine/model_spec.hpp"
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/model/config.hpp"
+#include "fp4kit/numeric/dtype.hpp"
 
 namespace fp4kit::engine {
 namespace {
@@ -51,6 +53,62 @@ int64_t json_int(const nlohmann::json& j, const char* key, int64_t fallback) {
   return (it != j.end() && it->is_number_integer()) ? it->get<int64_t>() : fallback;
 }
 
+double json_num(const nlohmann::json& j, const char* key, double fallback) {
+  auto it = j.find(key);
+  return (it != j.end() && it->is_number()) ? it->get<double>() : fallback;
+}
+
+// One gpt-oss BMM expert tensor (see BmmRef), whatever its storage; shapes checked against the
+// expert count and, when known (> 0), the expected N and K.
+BmmRef bmm_ref(const Checkpoint& c, const std::string& module, uint64_t experts, uint64_t want_n,
+               uint64_t want_k) {
+  BmmRef r;
+  r.module = module;
+  const std::string where = c.dir().string();
+  if (c.has(module + "_blocks")) {
+    const auto& b = c.info(module + "_blocks");
+    if (!c.has(module + "_scales"))
+      throw Error(fmt::format("{}: MXFP4 tensor {}_blocks has no {}_scales", where, module,
+                              module));
+    const auto& s = c.info(module + "_scales");
+    if (b.dtype != DType::U8 || b.shape.size() != 4 || b.shape[3] != 16 || s.dtype != DType::U8 ||
+        s.shape.size() != 3 || s.shape[0] != b.shape[0] || s.shape[1] != b.shape[1] ||
+        s.shape[2] != b.shape[2])
+      throw Error(fmt::format("{}: MXFP4 {}_blocks must be U8 [E, N, K/32, 16] with {}_scales U8 "
+                              "[E, N, K/32]", where, module, module));
+    r.storage = BmmRef::Storage::Mxfp4;
+    r.n = b.shape[1];
+    r.k = b.shape[2] * 32;
+    if (b.shape[0] != experts)
+      throw Error(fmt::format("{}: {}_blocks holds {} experts, config.json says {}", where, module,
+                              b.shape[0], experts));
+  } else {
+    if (!c.has(module))
+      throw Error(fmt::format("{}: BMM expert tensor {} (or {}_blocks) is missing (engine)", where,
+                              module, module));
+    const auto& t = c.info(module);
+    if (t.shape.size() != 3 || t.shape[0] != experts)
+      throw Error(fmt::format("{}: BMM expert tensor {} must be 3-D [{}, K, N]", where, module,
+                              experts));
+    if (t.dtype == DType::U8 && c.has(module + "_weight_scale")) {
+      r.storage = BmmRef::Storage::Nvfp4;  // spec 4: U8 [E, K/2, N]
+      r.n = t.shape[2];
+      r.k = t.shape[1] * 2;
+    } else if (dtype_is_float(t.dtype)) {
+      r.storage = BmmRef::Storage::Float;
+      r.n = t.shape[2];
+      r.k = t.shape[1];
+    } else {
+      throw Error(fmt::format("{}: BMM expert tensor {} has dtype {} the engine cannot decode",
+                              where, module, dtype_name(t.dtype)));
+    }
+  }
+  if ((want_n > 0 && r.n != want_n) || (want_k > 0 && r.k != want_k))
+    throw Error(fmt::format("{}: BMM expert tensor {} holds [{}, {}] matrices (as [N, K]), "
+                            "expected [{}, {}]", where, module, r.n, r.k, want_n, want_k));
+  return r;
+}
+
 }  // namespace
 
 const char* family_name(Family f) {
@@ -62,6 +120,7 @@ const char* family_name(Family f) {
     case Family::Qwen2Moe: return "qwen2_moe";
     case Family::Qwen3Moe: return "qwen3_moe";
     case Family::Mixtral: return "mixtral";
+    case Family::GptOss: return "gpt_oss";
   }
   return "?";
 }
@@ -81,9 +140,11 @@ ModelSpec ModelSpec::from_checkpoint(const Checkpoint& ckpt) {
   else if (t == "qwen2_moe") s.family = Family::Qwen2Moe;
   else if (t == "qwen3_moe") s.family = Family::Qwen3Moe;
   else if (t == "mixtral") s.family = Family::Mixtral;
+  else if (t == "gpt_oss") s.family = Family::GptOss;
   else
     throw Error(fmt::format("{}: model_type '{}' is not supported by the engine (supported: llama, "
-                            "mistral, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral)", label, t));
+                            "mistral, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral, gpt_oss)",
+                            label, t));
   if (cfg.has_text_config)
     throw Error(label + ": multimodal wrappers (text_config) are not supported by the engine");
   auto act = text.find("hidden_act");
@@ -102,13 +163,39 @@ ModelSpec ModelSpec::from_checkpoint(const Checkpoint& ckpt) {
     throw Error(fmt::format("{}: inconsistent dimensions (hidden {}, layers {}, heads {}/{}, "
                             "head_dim {}, vocab {})", label, s.hidden, s.n_layers, s.n_heads,
                             s.n_kv_heads, s.head_dim, s.vocab));
-  s.rope = RopeParams::from_config(text, cfg.rope_theta, static_cast<int>(s.head_dim), label);
+  if (s.family == Family::GptOss) {
+    // GptOssConfig's defaults where config.json is silent: rope_theta 150000 and YaRN (factor 32,
+    // beta 32/1, original context 4096, no truncation).
+    nlohmann::json rope_cfg = text;
+    const bool has_rope = (text.contains("rope_parameters") && text["rope_parameters"].is_object()) ||
+                          (text.contains("rope_scaling") && text["rope_scaling"].is_object());
+    if (!has_rope)
+      rope_cfg["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 32.0}, {"beta_fast", 32.0},
+                                     {"beta_slow", 1.0}, {"truncate", false},
+                                     {"original_max_position_embeddings", 4096}};
+    const bool has_theta =
+        (text.contains("rope_theta") && text["rope_theta"].is_number()) ||
+        (has_rope && text.contains("rope_parameters") && text["rope_parameters"].is_object() &&
+         text["rope_parameters"].contains("rope_theta") &&
+         text["rope_parameters"]["rope_theta"].is_number());
+    s.rope = RopeParams::from_config(rope_cfg, has_theta ? cfg.rope_theta : 150000.0,
+                                     static_cast<int>(s.head_dim), label);
+    s.routing = Routing::TopkSoftmax;
+    s.swiglu_alpha = static_cast<float>(json_num(text, "swiglu_alpha", 1.702));
+    s.swiglu_limit = static_cast<float>(json_num(text, "swiglu_limit", 7.0));
+    if (!(s.swiglu_alpha > 0.0f) || !(s.swiglu_limit > 0.0f))
+      throw Error(fmt::format("{}: swiglu_alpha ({}) and swiglu_limit ({}) must be positive", label,
+                              s.swiglu_alpha, s.swiglu_limit));
+  } else {
+    s.rope = RopeParams::from_config(text, cfg.rope_theta, static_cast<int>(s.head_dim), label);
+  }
 
   const bool is_moe_family = s.family == Family::Qwen2Moe || s.family == Family::Qwen3Moe ||
-                             s.family == Family::Mixtral;
+                             s.family == Family::Mixtral || s.family == Family::GptOss;
   s.n_experts = cfg.num_experts;
   s.top_k = cfg.num_experts_per_tok;
   s.norm_topk = s.family == Family::Mixtral ? true : cfg.norm_topk_prob;
+  if (s.family == Family::GptOss) s.norm_topk = false;  // the softmax over k already sums to 1
   if (is_moe_family && (s.n_experts <= 0 || s.top_k <= 0 || s.top_k > s.n_experts))
     throw Error(fmt::format("{}: MoE config needs 0 < num_experts_per_tok ({}) <= num_experts ({})",
                             label, s.top_k, s.n_experts));
@@ -149,7 +236,21 @@ ModelSpec ModelSpec::from_checkpoint(const Checkpoint& ckpt) {
         L.o.cols != L.q.rows || L.o.rows != static_cast<uint64_t>(s.hidden))
       throw Error(fmt::format("{}: attention shapes of layer {} do not match config.json",
                               ckpt.dir().string(), l));
-    if (s.family == Family::Mistral || s.family == Family::Mixtral) {
+    if (s.family == Family::GptOss) {
+      L.attn_sinks = true;
+      if (!ckpt.has(a + "sinks"))
+        throw Error(fmt::format("{}: tensor {}sinks is missing (gpt-oss attention sinks)",
+                                ckpt.dir().string(), a));
+      // GptOssConfig: layer_types, else sliding on even layers (0, 2, ...).
+      bool sliding = l % 2 == 0;
+      if (!cfg.layer_types.empty()) {
+        if (static_cast<size_t>(l) >= cfg.layer_types.size())
+          throw Error(fmt::format("{}: layer_types has {} entries for {} layers", label,
+                                  cfg.layer_types.size(), s.n_layers));
+        sliding = cfg.layer_types[static_cast<size_t>(l)] == "sliding_attention";
+      }
+      L.sliding_window = sliding ? static_cast<int>(window) : 0;
+    } else if (s.family == Family::Mistral || s.family == Family::Mixtral) {
       L.sliding_window = static_cast<int>(window);
     } else if (s.family != Family::Llama) {
       bool sliding = use_sw && l >= max_window_layers;
@@ -159,6 +260,31 @@ ModelSpec ModelSpec::from_checkpoint(const Checkpoint& ckpt) {
     }
 
     bool moe = false;
+    if (s.family == Family::GptOss) {
+      // Every layer: router with bias + BMM experts [E, H, 2I] / [E, I, H] (gate/up interleaved).
+      L.moe = true;
+      L.bmm_experts = true;
+      L.router = L.prefix + "mlp.router";
+      if (!ckpt.has(L.router + ".weight"))
+        throw Error(fmt::format("{}: router {}.weight is missing", ckpt.dir().string(), L.router));
+      const uint64_t E = static_cast<uint64_t>(s.n_experts), H = static_cast<uint64_t>(s.hidden);
+      L.bmm_gate_up = bmm_ref(ckpt, L.prefix + "mlp.experts.gate_up_proj", E, 0, H);
+      if (L.bmm_gate_up.n % 2 != 0)
+        throw Error(fmt::format("{}: {} has an odd 2I = {}", ckpt.dir().string(),
+                                L.bmm_gate_up.module, L.bmm_gate_up.n));
+      const uint64_t inter = L.bmm_gate_up.n / 2;
+      L.bmm_down = bmm_ref(ckpt, L.prefix + "mlp.experts.down_proj", E, H, inter);
+      for (uint64_t e = 0; e < E; ++e) {
+        ExpertRef x;
+        x.prefix = fmt::format("{}mlp.experts.{}", L.prefix, e);
+        x.gate = {L.bmm_gate_up.module, "", 0, inter, H};
+        x.up = x.gate;
+        x.down = {L.bmm_down.module, "", 0, H, inter};
+        L.experts.push_back(std::move(x));
+      }
+      s.layers.push_back(std::move(L));
+      continue;
+    }
     if (s.family == Family::Mixtral) {
       moe = true;
     } else if (s.family == Family::Qwen2Moe || s.family == Family::Qwen3Moe) {

@@ -1,6 +1,7 @@
 #pragma once
 // What the engine needs to know about a checkpoint to run it: the family, the dimensions, and the
-// tensor names of every part of every layer (per-expert, Mixtral-style or fused 3-D experts).
+// tensor names of every part of every layer (per-expert, Mixtral-style, fused 3-D or BMM 3-D
+// experts).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -13,7 +14,7 @@ class Checkpoint;
 
 namespace fp4kit::engine {
 
-enum class Family { Llama, Mistral, Qwen2, Qwen3, Qwen2Moe, Qwen3Moe, Mixtral };
+enum class Family { Llama, Mistral, Qwen2, Qwen3, Qwen2Moe, Qwen3Moe, Mixtral, GptOss };
 
 // A 2-D linear weight: a whole tensor, or a row range of a fused 3-D expert tensor viewed as
 // [E * rows, cols]. `module` is the OUTPUT module name (per expert, fused experts split), used for
@@ -28,7 +29,20 @@ struct LinearRef {
 
 struct ExpertRef {
   std::string prefix;  // model.layers.L.mlp.experts.E (for routed_tokens)
-  LinearRef gate, up, down;
+  LinearRef gate, up, down;  // BMM experts: sizes only (gate/up [I, H], down [H, I])
+};
+
+// gpt-oss BMM experts of one MoE layer (spec 4): `module` is the plan's name of the 3-D tensor
+// (<block>experts.gate_up_proj / down_proj), one module for all experts, so its statistics are
+// the amax over every token routed to any expert. Stored as BF16/F16/F32 [E, K, N] under
+// `module`, as MXFP4 `<module>_blocks` [E, N, K/32, 16] + `<module>_scales` [E, N, K/32], or as
+// fp4kit's / ModelOpt's NVFP4 3-D output (`module` U8 [E, K/2, N] + `_weight_scale` [E, K/16, N]
+// + `_weight_scale_2`); the bias is `<module>_bias` [E, N].
+struct BmmRef {
+  enum class Storage { Float, Mxfp4, Nvfp4 };
+  std::string module;
+  Storage storage = Storage::Float;
+  uint64_t n = 0, k = 0;  // each expert's matrix as a linear: [N, K] = transpose of [K, N]
 };
 
 struct LayerSpec {
@@ -45,6 +59,16 @@ struct LayerSpec {
   LinearRef shared_gate, shared_up, shared_down;
   std::string shared_expert_gate;  // module of the [1, hidden] sigmoid gate
   int sliding_window = 0;          // 0 = full causal attention
+  bool attn_sinks = false;         // gpt-oss: self_attn.sinks, one logit per head
+  // gpt-oss: BMM experts (gate/up interleaved in gate_up_proj's N), the router at mlp.router.
+  bool bmm_experts = false;
+  BmmRef bmm_gate_up, bmm_down;
+};
+
+// How the router's logits become (expert, weight) pairs.
+enum class Routing {
+  SoftmaxTopk,  // softmax over all experts, top-k, optional renormalisation (Qwen-MoE, Mixtral)
+  TopkSoftmax,  // top-k of the logits, softmax over those k (gpt-oss)
 };
 
 struct ModelSpec {
@@ -53,6 +77,10 @@ struct ModelSpec {
   int64_t hidden = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, vocab = 0;
   int64_t n_experts = 0, top_k = 0;
   bool norm_topk = false;  // renormalise the top-k routing weights (always for Mixtral)
+  Routing routing = Routing::SoftmaxTopk;
+  // gpt-oss experts' clamped SwiGLU: gate <= limit, |up| <= limit, (up + 1) * gate * sigmoid(alpha
+  // gate); 0 = plain silu(gate) * up.
+  float swiglu_alpha = 0.0f, swiglu_limit = 0.0f;
   float eps = 1e-6f;
   RopeParams rope;
   std::string embed;    // model.embed_tokens.weight

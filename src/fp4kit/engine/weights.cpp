@@ -130,6 +130,73 @@ LinearWeights load_linear(const Checkpoint& c, const LinearRef& ref, bool activa
   return L;
 }
 
+LinearWeights load_bmm_expert(const Checkpoint& c, const BmmRef& ref, size_t expert,
+                              bool activations) {
+  LinearWeights L;
+  L.module = ref.module;
+  L.n = ref.n;
+  L.k = ref.k;
+  L.w.resize(L.n * L.k);
+  const std::string& m = ref.module;
+  const size_t n = L.n, k = L.k;
+  switch (ref.storage) {
+    case BmmRef::Storage::Mxfp4: {
+      // [E, N, K/32, 16] + [E, N, K/32]: expert e's N * K/32 blocks are contiguous.
+      const size_t groups = n * (k / kMxfp4Block);
+      const uint8_t* blocks = c.bytes(m + "_blocks").data() + expert * groups * 16;
+      const uint8_t* scales = c.bytes(m + "_scales").data() + expert * groups;
+      mxfp4_dequantize(blocks, scales, groups, L.w.data(), m + "_scales");
+      break;
+    }
+    case BmmRef::Storage::Float: {
+      const auto& t = c.info(m);
+      const size_t es = dtype_size(t.dtype);
+      std::vector<float> kn(k * n);  // source[e] is [K, N]
+      decode_to_f32(c.bytes(m).data() + expert * k * n * es, t.dtype, k * n, kn.data());
+      parallel_for(0, n, 64, [&](size_t r0, size_t r1) {
+        for (size_t r = r0; r < r1; ++r)
+          for (size_t col = 0; col < k; ++col) L.w[r * k + col] = kn[col * n + r];
+      });
+      break;
+    }
+    case BmmRef::Storage::Nvfp4: {
+      // Spec 4: the transposes of [N, K/2] codes and [N, K/16] scales, per expert.
+      const auto& sc = c.info(m + "_weight_scale");
+      if (sc.shape.size() != 3 || sc.shape[1] * 16 != k || sc.shape[2] != n)
+        throw Error(fmt::format("{}: {}_weight_scale must be [E, {}, {}]", c.dir().string(), m,
+                                k / 16, n));
+      const uint8_t* codes = c.bytes(m).data() + expert * (k / 2) * n;
+      const uint8_t* scales = c.bytes(m + "_weight_scale").data() + expert * (k / 16) * n;
+      std::vector<uint8_t> packed(n * (k / 2)), sc_nk(n * (k / 16));
+      for (size_t j = 0; j < k / 2; ++j)
+        for (size_t r = 0; r < n; ++r) packed[r * (k / 2) + j] = codes[j * n + r];
+      for (size_t j = 0; j < k / 16; ++j)
+        for (size_t r = 0; r < n; ++r) sc_nk[r * (k / 16) + j] = scales[j * n + r];
+      nvfp4_dequantize(packed.data(), sc_nk.data(), n, k, scalar_f32(c, m + "_weight_scale_2"),
+                       L.w.data());
+      L.nvfp4 = true;
+      if (activations && c.has(m + "_input_scale")) {
+        const float is = scalar_f32(c, m + "_input_scale");
+        if (!(is > 0.0f) || !std::isfinite(is))
+          throw Error(fmt::format("{}: {}_input_scale = {} is not positive and finite",
+                                  c.dir().string(), m, is));
+        L.act_global_scale = 1.0f / is;
+      }
+      break;
+    }
+  }
+  const std::string bname = m + "_bias";
+  if (c.has(bname)) {
+    const auto& b = c.info(bname);
+    if (!dtype_is_float(b.dtype) || b.shape.size() != 2 || b.shape[1] != n || expert >= b.shape[0])
+      throw Error(fmt::format("{}: {} must be a float [E, {}] tensor", c.dir().string(), bname, n));
+    L.bias.resize(n);
+    decode_to_f32(c.bytes(bname).data() + expert * n * dtype_size(b.dtype), b.dtype, n,
+                  L.bias.data());
+  }
+  return L;
+}
+
 std::vector<float> load_vector(const Checkpoint& c, const std::string& name, size_t expected) {
   const auto& t = c.info(name);
   if (!dtype_is_float(t.dtype) || t.numel() != expected)

@@ -30,6 +30,12 @@ struct LinearWeights {
 // checkpoint runs as weight-only.
 LinearWeights load_linear(const Checkpoint& ckpt, const LinearRef& ref, bool activations);
 
+// Expert `expert` of a gpt-oss BMM expert tensor as a linear [N, K] (the transpose of the stored
+// [K, N]; MXFP4 blocks already hold [N, K]) with its bias row `<module>_bias`[expert]. Gate/up stay
+// interleaved in N as stored. NVFP4 3-D output honours `<module>_input_scale` when `activations`.
+LinearWeights load_bmm_expert(const Checkpoint& ckpt, const BmmRef& ref, size_t expert,
+                              bool activations);
+
 // A 1-D float tensor (norm weights, biases) of exactly `expected` elements.
 std::vector<float> load_vector(const Checkpoint& ckpt, const std::string& tensor, size_t expected);
 

@@ -90,7 +90,7 @@ void add_inplace(float* dst, const float* src, size_t n) {
 
 void causal_attention(const float* q, size_t q_stride, const float* k, const float* v,
                       size_t kv_stride, size_t L, int nh, int nkv, int d, float scale, int window,
-                      float* out, size_t out_stride) {
+                      float* out, size_t out_stride, const float* sinks) {
   const int group = nh / nkv;
   // One task per (head, block of queries): later queries have more keys, so blocks are small.
   const size_t qblock = 16;
@@ -116,7 +116,10 @@ void causal_attention(const float* q, size_t q_stride, const float* k, const flo
           p[j] = s;
           mx = std::max(mx, s);
         }
-        double sum = 0.0;
+        // transformers (gpt-oss eager): softmax over [scores, sink] less their max, sink dropped.
+        const float sink = sinks ? sinks[h] : -INFINITY;
+        if (sinks) mx = std::max(mx, sink);
+        double sum = sinks ? static_cast<double>(std::exp(sink - mx)) : 0.0;
         for (size_t j = j0; j <= i; ++j) {
           p[j] = std::exp(p[j] - mx);
           sum += p[j];
@@ -130,6 +133,22 @@ void causal_attention(const float* q, size_t q_stride, const float* k, const flo
         }
         float* oi = out + i * out_stride + static_cast<size_t>(h) * d;
         for (int c = 0; c < d; ++c) oi[c] = acc[c];
+      }
+    }
+  });
+}
+
+void clamped_swiglu_interleaved(const float* gate_up, size_t rows, size_t inter, float alpha,
+                                float limit, float* out) {
+  parallel_for(0, rows, 64, [&](size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; ++r) {
+      const float* gu = gate_up + r * 2 * inter;
+      float* o = out + r * inter;
+      for (size_t i = 0; i < inter; ++i) {
+        const float gate = std::min(gu[2 * i], limit);
+        const float up = std::clamp(gu[2 * i + 1], -limit, limit);
+        const float glu = gate * (1.0f / (1.0f + std::exp(-(gate * alpha))));
+        o[i] = (up + 1.0f) * glu;
       }
     }
   });

@@ -27,8 +27,16 @@ void add_inplace(float* dst, const float* src, size_t n);
 // Causal grouped-query attention over ONE sequence of L tokens.
 // q [L, nh*d] (row stride q_stride), k/v [L, nkv*d] (row stride kv_stride), out [L, nh*d].
 // Query head h reads key/value head h / (nh / nkv). window > 0 limits keys to i - j < window.
+// sinks (gpt-oss, may be null): one logit per query head that joins the softmax denominator
+// (exp(sink - max) added to the sum, max taken over the scores and the sink) and reads no value.
 void causal_attention(const float* q, size_t q_stride, const float* k, const float* v,
                       size_t kv_stride, size_t L, int nh, int nkv, int d, float scale, int window,
-                      float* out, size_t out_stride);
+                      float* out, size_t out_stride, const float* sinks = nullptr);
+
+// gpt-oss experts' activation on interleaved gate/up: for each row of gate_up [rows, 2 * inter],
+// gate = min(gu[2i], limit), up = clamp(gu[2i + 1], -limit, limit),
+// out[i] = (up + 1) * gate * sigmoid(alpha * gate)  (out [rows, inter]).
+void clamped_swiglu_interleaved(const float* gate_up, size_t rows, size_t inter, float alpha,
+                                float limit, float* out);
 
 }  // namespace fp4kit::engine
