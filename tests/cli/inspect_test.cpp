@@ -151,6 +151,9 @@ TEST(InspectCli, EncodedWeightsShowTheirLogicalShape) {
                  // ModelOpt BMM NVFP4 [E=2, K=32, N=4]: U8 [2, 16, 4] + F8 [2, 2, 4]
                  {"model.layers.1.mlp.experts.down_proj", "U8", {2, 16, 4}, 1},
                  {"model.layers.1.mlp.experts.down_proj_weight_scale", "F8_E4M3", {2, 2, 4}, 1},
+                 // compressed-tensors NVFP4 [N=8, K=32]: weight_packed + weight_scale
+                 {"model.layers.1.self_attn.k_proj.weight_packed", "U8", {8, 16}, 1},
+                 {"model.layers.1.self_attn.k_proj.weight_scale", "F8_E4M3", {8, 2}, 1},
                  // Not encodings: a lone _blocks of the wrong shape, a plain U8 tensor.
                  {"model.other_blocks", "U8", {4, 8}, 1},
                  {"model.flags", "U8", {8}, 1},
@@ -159,7 +162,7 @@ TEST(InspectCli, EncodedWeightsShowTheirLogicalShape) {
              R"({"model_type":"gpt_oss","quantization_config":{"quant_method":"mxfp4"}})");
   auto r = inspect(t.path());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("encoded weights (4):"));
+  EXPECT_THAT(r.output, HasSubstr("encoded weights (5):"));
   EXPECT_THAT(r.output, ::testing::ContainsRegex(
                             "model\\.layers\\.0\\.mlp\\.experts\\.gate_up_proj +\\[2,4,64\\] +"
                             "MXFP4 \\(E2M1, E8M0 scales per 32\\)"));
@@ -177,7 +180,7 @@ TEST(InspectCli, EncodedWeightsShowTheirLogicalShape) {
                        quote(t.path().string()) + " 2>/dev/null");
   ASSERT_EQ(j.exit_code, 0) << j.output;
   const auto doc = nlohmann::json::parse(j.output);
-  ASSERT_EQ(doc["encoded_weights"].size(), 4u) << doc["encoded_weights"].dump(1);
+  ASSERT_EQ(doc["encoded_weights"].size(), 5u) << doc["encoded_weights"].dump(1);
   std::map<std::string, nlohmann::json> by_name;
   for (const auto& e : doc["encoded_weights"]) by_name[e["name"]] = e;
   const auto& mx = by_name.at(x + "gate_up_proj");
@@ -188,6 +191,10 @@ TEST(InspectCli, EncodedWeightsShowTheirLogicalShape) {
   EXPECT_EQ(mx["scales"], x + "gate_up_proj_scales");
   EXPECT_EQ(by_name.at("model.layers.0.self_attn.o_proj.weight")["format"], "FP8_BLOCK");
   EXPECT_EQ(by_name.at("model.layers.1.self_attn.q_proj")["logical_shape"],
+            nlohmann::json::array({8, 32}));
+  EXPECT_EQ(by_name.at("model.layers.1.self_attn.k_proj")["codes"],
+            "model.layers.1.self_attn.k_proj.weight_packed");
+  EXPECT_EQ(by_name.at("model.layers.1.self_attn.k_proj")["logical_shape"],
             nlohmann::json::array({8, 32}));
   EXPECT_EQ(by_name.at("model.layers.1.mlp.experts.down_proj")["logical_shape"],
             nlohmann::json::array({2, 32, 4}));

@@ -312,6 +312,67 @@ TEST(VerifyBmm, SourceOfAnotherShapeIsNotCompared) {
   EXPECT_EQ(r.tensor_errors.size(), 1u);
 }
 
+// Without a source, a zero block scale of a BMM tensor is a warning that says where it is in
+// the [E, K/16, N] layout.
+TEST(VerifyBmm, ZeroScaleWithoutSourceNamesExpertAndPosition) {
+  BmmCase c(Source::Bf16);
+  auto m = c.good();
+  auto& sc = m.at(kGateUp + "_weight_scale");  // [4, 64/16 = 4, 64]
+  sc.bytes[(2 * 4 + 3) * 64 + 10] = 0;          // expert 2, scale [3, 10]
+  const auto r = verify_mem(m);
+  EXPECT_FINDING(r, Warning, "scale.zero", kGateUp);
+  EXPECT_NE(messages(r, "scale.zero").find("first at expert 2, scale [3, 10]"), std::string::npos)
+      << dump_findings(r);
+}
+
+// Llama-4's names (text model inside the multimodal wrapper): the comparison only pairs "<m>"
+// with the source "<m>", whatever the prefix.
+TEST(VerifyBmm, Llama4NamesAreComparedLikeGptOss) {
+  auto rename = [](auto& tensors) {
+    std::remove_reference_t<decltype(tensors)> out;
+    for (auto& [name, t] : tensors) {
+      std::string n = name;
+      if (n.rfind("model.", 0) == 0) n = "language_model." + n;
+      const auto at = n.find(".mlp.");
+      if (at != std::string::npos) n.replace(at, 5, ".feed_forward.");
+      out[n] = t;
+    }
+    tensors = std::move(out);
+  };
+  const std::string down = "language_model.model.layers.0.feed_forward.experts.down_proj";
+  TempDir dir;
+  auto values = make_gptoss_source();
+  auto src = gptoss_bf16_source(values);
+  auto out = build_bmm_nvfp4(values);
+  rename(src.tensors);
+  rename(out.tensors);
+  for (auto* cfg : {&src.config, &out.config}) {
+    (*cfg)["model_type"] = "llama4";
+    (*cfg)["architectures"] = {"Llama4ForConditionalGeneration"};
+  }
+  const nlohmann::json excl = {"lm_head", "language_model.model.embed_tokens",
+                               "language_model.model.layers.0.feed_forward.router"};
+  out.config["quantization_config"]["ignore"] = excl;
+  (*out.hf_quant)["quantization"]["exclude_modules"] = excl;
+  src.write(dir / "src");
+  verify::VerifyOptions opt;
+  opt.source = dir / "src";
+  out.write(dir / "out");
+  const auto good = verify::verify_checkpoint(dir / "out", opt);
+  EXPECT_TRUE(good.ok()) << dump_findings(good);
+  EXPECT_EQ(good.tensor_errors.size(), 2u) << dump_findings(good);
+
+  // Expert 1 of down_proj encoded from expert 0's values.
+  auto& w = out.at(down);
+  std::copy(expert_begin(w, 0), expert_begin(w, 1), expert_begin(w, 1));
+  std::filesystem::remove_all(dir / "out");
+  out.write(dir / "out");
+  const auto r = verify::verify_checkpoint(dir / "out", opt);
+  EXPECT_FINDING(r, Error, "numeric.error", down);
+  EXPECT_NE(messages(r, "numeric.error").find(down + ": expert 1 of 4"), std::string::npos)
+      << dump_findings(r);
+}
+
 // Random shape / dtype damage to the BMM tensors of the output and the source: findings, never
 // an exception or a crash (the comparison indexes experts by the shapes it reads).
 TEST(VerifyBmm, RandomDamageNeverThrows) {
