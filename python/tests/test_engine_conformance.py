@@ -7,6 +7,7 @@ The fp4kit logits come from `fp4kit eval MODEL --data ids.u16 --ctx N --dump-log
 """
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -365,3 +366,88 @@ def test_gpt_oss_mxfp4_source_logits_equal_bf16_of_decoded_values(tmp_path):
         ref = ref_model(torch.tensor(ids[:-1].astype(np.int64))[None]).logits[0].float().numpy()
     rng = float(ref.max() - ref.min())
     assert float(np.abs(got - ref).max()) <= 1e-4 * rng
+
+
+E2M1_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                        -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], np.float32)
+
+
+def nvfp4_bmm_decode(codes: torch.Tensor, scales: torch.Tensor, s2: float) -> np.ndarray:
+    """NVFP4-SPEC section 4's 3-D layout, decoded from its definition: codes U8 [E, K/2, N] (byte
+    [e, j, n] holds K elements 2j (low nibble) and 2j+1 of column n), scales F8_E4M3 [E, K/16, N],
+    one s2 -> float32 [E, K, N] = e2m1 * scale * s2."""
+    c = codes.numpy()
+    e, half, n = c.shape
+    vals = np.stack([E2M1_VALUES[c & 0x0F], E2M1_VALUES[c >> 4]], axis=2).reshape(e, 2 * half, n)
+    sc = np.repeat(scales.float().numpy(), 16, axis=1)
+    return (vals * sc * np.float32(s2)).astype(np.float32)
+
+
+def test_gpt_oss_eval_reads_fp4kit_nvfp4_bmm_output(tmp_path):
+    """`fp4kit eval` on fp4kit's own NVFP4 gpt-oss output (BMM experts 3-D as ModelOpt writes them):
+    weight-only, the logits equal those of a twin whose expert tensors hold the numpy decoding of
+    the 3-D NVFP4 tensors as F32 [E, K, N]; W4A4, the experts' `_input_scale` is honoured (the
+    logits move when it is removed)."""
+    import tiny_models
+    from safetensors.torch import load_file, save_file
+
+    binary = fp4kit_bin()
+    src = tiny_models.save("gpt_oss", tmp_path / "src")
+    ids = gpt_oss_ids()
+    (tmp_path / "calib.u16").write_bytes(ids.tobytes())
+    run = lambda *a: subprocess.run([binary, *map(str, a)], capture_output=True, text=True)
+    p = run("calibrate", src, "--data", tmp_path / "calib.u16", "--samples", "1", "--seq-len",
+            len(ids), "-o", tmp_path / "stats.safetensors")
+    assert p.returncode == 0, p.stderr
+    for out, extra in (("w4a16", ["--weights-only"]),
+                       ("w4a4", ["--stats", tmp_path / "stats.safetensors"])):
+        p = run("quantize", src, tmp_path / out, "--scale-form", "cpu", *extra)
+        assert p.returncode == 0, p.stderr
+
+    def rewrite(name: str, change):
+        d = tmp_path / name
+        shutil.copytree(tmp_path / name.split("-")[0], d)
+        for f in d.glob("*.safetensors"):
+            t = load_file(f)
+            change(t)
+            save_file(t, f, metadata={"format": "pt"})
+        return d
+
+    experts = [f"model.layers.{l}.mlp.experts.{m}" for l in range(2)
+               for m in ("gate_up_proj", "down_proj")]
+
+    decoded = []
+
+    def decode(t):
+        for m in experts:
+            if m in t:
+                decoded.append(m)
+                assert t[m].dtype == torch.uint8
+                t[m] = torch.from_numpy(nvfp4_bmm_decode(
+                    t.pop(m), t.pop(m + "_weight_scale"), float(t.pop(m + "_weight_scale_2"))))
+
+    twin = rewrite("w4a16-twin", decode)
+    assert sorted(decoded) == sorted(experts)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    got = fp4kit_logits(binary, tmp_path / "w4a16", ids, tmp_path / "a")
+    want = fp4kit_logits(binary, twin, ids, tmp_path / "b")
+    assert float(want.max() - want.min()) > 0.1
+    np.testing.assert_array_equal(got, want)
+
+    dropped = []
+
+    def drop_expert_input_scales(t):
+        for m in experts:
+            if t.pop(m + "_input_scale", None) is not None:
+                dropped.append(m)
+
+    no_act = rewrite("w4a4-noexpertact", drop_expert_input_scales)
+    assert sorted(dropped) == sorted(experts)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "d").mkdir()
+    w4a4 = fp4kit_logits(binary, tmp_path / "w4a4", ids, tmp_path / "c")
+    w4a4_plain_experts = fp4kit_logits(binary, no_act, ids, tmp_path / "d")
+    rng = float(want.max() - want.min())
+    assert float(np.abs(w4a4 - w4a4_plain_experts).max()) > 1e-4 * rng
+    assert float(np.abs(w4a4 - got).max()) < 0.5 * rng
