@@ -129,7 +129,16 @@ float bmm_amax(const Checkpoint& ckpt, const PlanEntry& e) {
       const uint8_t* b = blocks + g * (kMxfp4BlockSize / 2);
       for (size_t j = 0; j < kMxfp4BlockSize / 2; ++j)
         top = std::max<uint8_t>(top, std::max<uint8_t>(b[j] & 0x07, (b[j] >> 4) & 0x07));
-      local = std::max(local, kMagnitude[top] * std::ldexp(1.0f, static_cast<int>(scales[g]) - 127));
+      const float block_amax =
+          kMagnitude[top] * std::ldexp(1.0f, static_cast<int>(scales[g]) - 127);
+      if (!std::isfinite(block_amax)) {
+        const uint64_t per_row = s.k / kMxfp4BlockSize, row = g / per_row;
+        throw Error(fmt::format("MXFP4 scale tensor '{}': expert {}, row {}, block {}: scale "
+                                "2^{} times code {} overflows float32 (decodes to inf)",
+                                e.source_scales, row / s.n, row % s.n, g % per_row,
+                                static_cast<int>(scales[g]) - 127, kMagnitude[top]));
+      }
+      local = std::max(local, block_amax);
     }
     std::lock_guard<std::mutex> lock(mu);
     amax = std::max(amax, local);
