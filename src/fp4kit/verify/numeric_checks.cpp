@@ -116,8 +116,8 @@ SourceSlice find_source(const Checkpoint& source, const ModuleTensors& m, std::s
         if (down && s[1] == rows && s[2] == cols)  // [E, H, I]
           return {&t, ei * s[1] * s[2], rows, cols};
       }
-      why = fmt::format("fused source {} [{}] does not hold expert {} as a [{}, {}] slice (BMM "
-                        "[E, H, 2I] layouts are not compared)", fused,
+      why = fmt::format("fused source {} [{}] does not hold expert {} as a [{}, {}] slice (a BMM "
+                        "[E, H, 2I] source is compared only with a 3-D BMM output)", fused,
                         fmt::join(s, ", "), e->index, rows, cols);
       return {};
     }
