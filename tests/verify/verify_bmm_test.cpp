@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 
+#include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/verify/verify.hpp"
 #include "verify/bmm_fixture.hpp"
 #include "verify/verify_helpers.hpp"
@@ -371,6 +373,56 @@ TEST(VerifyBmm, Llama4NamesAreComparedLikeGptOss) {
   EXPECT_FINDING(r, Error, "numeric.error", down);
   EXPECT_NE(messages(r, "numeric.error").find(down + ": expert 1 of 4"), std::string::npos)
       << dump_findings(r);
+}
+
+// ModelOpt's own exports (ModelOpt 0.47 on an H100, python/golden/models: tiny gpt-oss and
+// Llama-4, W4A16 and W4A4) pass against the source they were made from: the comparison reads
+// the layout as ModelOpt writes it, not only as this test's fixture does. One expert overwritten
+// with another's bytes is then an error naming it.
+TEST(VerifyBmm, ModelOptGpuExportsPassAndOneCopiedExpertFails) {
+  const std::filesystem::path golden =
+      std::filesystem::path(FP4KIT_SOURCE_DIR) / "python/golden/models";
+  for (const std::string family : {"gpt_oss", "llama4"}) {
+    for (const std::string mode : {"w4a16", "w4a4"}) {
+      SCOPED_TRACE(family + " " + mode);
+      const auto out_dir = golden / family / mode / "modelopt";
+      ASSERT_TRUE(std::filesystem::exists(out_dir / "model.safetensors")) << out_dir;
+      verify::VerifyOptions opt;
+      opt.source = golden / family / "src";
+      const auto r = verify::verify_checkpoint(out_dir, opt);
+      EXPECT_TRUE(r.ok()) << dump_findings(r);
+      EXPECT_EQ(r.count(Finding::Warning), 0u) << dump_findings(r);
+      std::string bmm;
+      for (const auto& t : r.tensor_errors) {
+        if (t.experts == 0) continue;
+        bmm = t.module;
+        EXPECT_LT(t.rel_rmse, 0.15) << t.module;
+        EXPECT_EQ(t.count, t.experts * t.rows * t.cols) << t.module;
+      }
+      ASSERT_FALSE(bmm.empty()) << "no BMM tensor compared";
+
+      // The same export with expert 1 of `bmm` replaced by expert 0.
+      const auto ck = Checkpoint::open(out_dir);
+      MemCheckpoint m;
+      for (const auto& name : ck->tensor_names()) {
+        const auto b = ck->bytes(name);
+        m.tensors[name] = {ck->info(name).dtype, ck->info(name).shape, {b.begin(), b.end()}};
+      }
+      m.config = ck->config();
+      std::ifstream hf(out_dir / "hf_quant_config.json");
+      m.hf_quant = nlohmann::json::parse(hf);
+      for (const std::string& t : {bmm, bmm + "_weight_scale"}) {
+        auto& x = m.at(t);
+        std::copy(expert_begin(x, 0), expert_begin(x, 1), expert_begin(x, 1));
+      }
+      TempDir dir;
+      m.write(dir / "out");
+      const auto broken = verify::verify_checkpoint(dir / "out", opt);
+      EXPECT_FINDING(broken, Error, "numeric.error", bmm);
+      EXPECT_NE(messages(broken, "numeric.error").find(bmm + ": expert 1 of "), std::string::npos)
+          << dump_findings(broken);
+    }
+  }
 }
 
 // Random shape / dtype damage to the BMM tensors of the output and the source: findings, never
