@@ -101,3 +101,51 @@ def test_gpt_oss_bmm_expert_and_attention_input_amax_within_1_percent_of_modelop
         routed = sum(int(v) for k, v in raw.items()
                      if k.startswith(f"model.layers.{l}.mlp.experts.") and k.endswith(".routed_tokens"))
         assert routed == CALIB_IDS.numel() * model.config.num_experts_per_tok, (l, routed)
+
+
+def test_gpt_oss_all_experts_amax_equals_float32_recomputation(tmp_path):
+    """--all-experts on gpt-oss: every expert of a layer runs on every token reaching the layer,
+    so `<layer>.mlp.experts.gate_up_proj` sees all MoE inputs and `down_proj` the clamped-SwiGLU
+    output of every (token, expert) pair. Both equal a float32 PyTorch recomputation from the MoE
+    block inputs (forward hooks on the bf16 checkpoint loaded in float32) to float rounding; the
+    routed statistics (no flag) give the same gate_up amax (every token is routed somewhere) and
+    a down_proj amax no larger."""
+    from transformers import AutoModelForCausalLM
+
+    src = tiny_models.save("gpt_oss", tmp_path / "src")
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    inputs = {}
+    hooks = [layer.mlp.register_forward_hook(
+        lambda m, args, out, i=i: inputs.__setitem__(i, args[0].detach().reshape(-1, args[0].shape[-1])))
+        for i, layer in enumerate(model.model.layers)]
+    with torch.no_grad():
+        model(CALIB_IDS)
+    for h in hooks:
+        h.remove()
+
+    ids = tmp_path / "ids.u32"
+    CALIB_IDS.numpy().astype("<u4").tofile(ids)
+    stats = {}
+    for flag in ("routed", "all"):
+        out = tmp_path / f"{flag}.safetensors"
+        proc = subprocess.run([str(require_executable(fp4kit_bin())), "calibrate", str(src), "--data",
+                               str(ids), "--samples", "4", "--seq-len", "32", "-o", str(out)]
+                              + (["--all-experts"] if flag == "all" else []),
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        stats[flag] = {k: float(v) for k, v in load_file(out).items() if k.endswith(".input_amax")}
+    for i, x in inputs.items():
+        ex = model.model.layers[i].mlp.experts
+        with torch.no_grad():
+            acts = [ex._apply_gate(x @ ex.gate_up_proj[e] + ex.gate_up_proj_bias[e])
+                    for e in range(ex.num_experts)]
+        want_gu = float(x.abs().max())
+        want_dn = float(max(a.abs().max() for a in acts))
+        p = f"model.layers.{i}.mlp.experts."
+        got_gu = stats["all"][p + "gate_up_proj.input_amax"]
+        got_dn = stats["all"][p + "down_proj.input_amax"]
+        assert abs(got_gu - want_gu) <= 1e-5 * want_gu, (i, got_gu, want_gu)
+        assert abs(got_dn - want_dn) <= 1e-5 * want_dn, (i, got_dn, want_dn)
+        assert stats["routed"][p + "gate_up_proj.input_amax"] == got_gu
+        assert stats["routed"][p + "down_proj.input_amax"] <= got_dn

@@ -451,3 +451,33 @@ def test_gpt_oss_eval_reads_fp4kit_nvfp4_bmm_output(tmp_path):
     rng = float(want.max() - want.min())
     assert float(np.abs(w4a4 - w4a4_plain_experts).max()) > 1e-4 * rng
     assert float(np.abs(w4a4 - got).max()) < 0.5 * rng
+
+
+def test_gpt_oss_config_forms_give_the_same_logits(tmp_path):
+    """The tiny config (transformers 5: rope_parameters with rope_theta) holds GptOssConfig's
+    defaults; openai's config.json form (rope_scaling + top-level rope_theta, as gpt-oss-20b ships
+    it) and a config with neither (GptOssConfig's defaults: YaRN factor 32, theta 150000, sliding
+    layers 0, 2, ...) must run the same model; a different theta must not."""
+    binary = fp4kit_bin()
+    gpt_oss_model(tmp_path / "model")
+    base = json.loads((tmp_path / "model" / "config.json").read_text())
+    rp = base["rope_parameters"]
+    assert rp["rope_theta"] == 150000.0 and rp["factor"] == 32.0
+    openai = {k: v for k, v in base.items() if k != "rope_parameters"}
+    openai["rope_theta"] = rp["rope_theta"]
+    openai["rope_scaling"] = {k: v for k, v in rp.items() if k != "rope_theta"}
+    bare = {k: v for k, v in base.items() if k not in ("rope_parameters", "layer_types")}
+    other_theta = json.loads(json.dumps(base))
+    other_theta["rope_parameters"]["rope_theta"] = 10000.0
+    ids = gpt_oss_ids()
+    logits = {}
+    for name, cfg in (("base", base), ("openai", openai), ("bare", bare),
+                      ("other_theta", other_theta)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(cfg))
+        (d / "model.safetensors").symlink_to(tmp_path / "model" / "model.safetensors")
+        logits[name] = fp4kit_logits(binary, d, ids, d)
+    np.testing.assert_array_equal(logits["openai"], logits["base"])
+    np.testing.assert_array_equal(logits["bare"], logits["base"])
+    assert float(np.abs(logits["other_theta"] - logits["base"]).max()) > 1e-3
