@@ -366,6 +366,14 @@ def test_gpt_oss_mxfp4_source_logits_equal_bf16_of_decoded_values(tmp_path):
         ref = ref_model(torch.tensor(ids[:-1].astype(np.int64))[None]).logits[0].float().numpy()
     rng = float(ref.max() - ref.min())
     assert float(np.abs(got - ref).max()) <= 1e-4 * rng
+    # A `_blocks` without its `_scales`: exit 1 naming the tensor, never a silent misread.
+    bad = tmp_path / "bad"
+    write_mxfp4_gpt_oss(bad, damage=lambda t: t.pop("model.layers.1.mlp.experts.down_proj_scales"))
+    (tmp_path / "ids.u16").write_bytes(ids.tobytes())
+    proc = subprocess.run([binary, "eval", str(bad), "--data", str(tmp_path / "ids.u16"), "--ctx",
+                           str(len(ids) - 1)], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "model.layers.1.mlp.experts.down_proj_scales" in proc.stderr, proc.stderr
 
 
 E2M1_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
