@@ -27,11 +27,15 @@ TEST(FindFamily, ByModelTypeTextSuffixOrArchitecture) {
   EXPECT_EQ(find_family("deepseek_v2", {})->name, "deepseek_v3");
   EXPECT_EQ(find_family("", {"MixtralForCausalLM"})->name, "mixtral");
   EXPECT_EQ(find_family("my_finetune", {"Qwen2ForCausalLM"})->name, "qwen2");
-  EXPECT_EQ(find_family("gpt_oss", {}), nullptr);
+  EXPECT_EQ(find_family("gpt_oss", {})->name, "gpt_oss");
+  EXPECT_EQ(find_family("llama4_text", {})->name, "llama4");
+  EXPECT_EQ(find_family("", {"Llama4ForConditionalGeneration"})->name, "llama4");
+  EXPECT_EQ(find_family("mystery_moe", {}), nullptr);
   EXPECT_EQ(find_family("", {}), nullptr);
   // Every family the issue names has a table.
   for (const char* t : {"llama", "mistral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe",
-                        "qwen3_next", "qwen3_5_moe", "mixtral", "deepseek_v3", "glm4_moe", "olmoe"})
+                        "qwen3_next", "qwen3_5_moe", "mixtral", "deepseek_v3", "glm4_moe", "olmoe",
+                        "gpt_oss", "llama4"})
     EXPECT_NE(find_family(t, {}), nullptr) << t;
 }
 
