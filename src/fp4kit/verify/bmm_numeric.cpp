@@ -104,6 +104,8 @@ constexpr uint64_t kTile = 32;
 
 // dst [cols, rows] = transpose of the byte matrix src [rows, cols], tiled so reads and writes
 // both stay in cache.
+// Deliberately not the quantizer's transpose (quant/bmm_experts.hpp): verify must not share the
+// code whose output it checks, or a wrong transpose would pass both ways.
 void transpose_bytes(const uint8_t* src, uint64_t rows, uint64_t cols, uint8_t* dst) {
   parallel_for(0, (cols + kTile - 1) / kTile, 1, [&](size_t b, size_t e) {
     for (size_t tc = b; tc < e; ++tc) {
