@@ -49,7 +49,8 @@ Command add_verify(CLI::App& app) {
       "verify", "check an NVFP4 checkpoint (ModelOpt or compressed-tensors) for silent failures");
   sub->add_option("checkpoint", state->dir, "NVFP4 checkpoint directory")->required();
   sub->add_option("--source", state->source,
-                  "the unquantized checkpoint it was made from: compare every quantized tensor");
+                  "the checkpoint it was made from (BF16/F16/F32, FP8 block-scaled or MXFP4, "
+                  "decoded as the quantizer decodes them): compare every quantized tensor");
   sub->add_option("--report", state->report, "write the full report as JSON to this file");
   sub->add_option("--threads", state->threads, "worker threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
