@@ -64,20 +64,40 @@ BmmSource bmm_source(const Checkpoint& ckpt, const PlanEntry& e) {
 
 }  // namespace
 
-void transpose_bytes(const uint8_t* in, uint64_t rows, uint64_t cols, size_t elem, uint8_t* out) {
-  constexpr uint64_t kTile = 64;  // a 64x64 tile of 2-byte values: 8 KiB in, 8 KiB out
+namespace {
+
+// Tiled transpose of T elements: a 64x64 tile stays in L1 for both the reads and the writes.
+template <typename T>
+void transpose_tiled(const T* in, uint64_t rows, uint64_t cols, T* out) {
+  constexpr uint64_t kTile = 64;
   const uint64_t row_tiles = (rows + kTile - 1) / kTile;
   parallel_for(0, row_tiles, 1, [&](size_t t0, size_t t1) {
     for (size_t t = t0; t < t1; ++t) {
       const uint64_t r0 = t * kTile, r1 = std::min(rows, r0 + kTile);
       for (uint64_t c0 = 0; c0 < cols; c0 += kTile) {
         const uint64_t c1 = std::min(cols, c0 + kTile);
-        for (uint64_t r = r0; r < r1; ++r)
-          for (uint64_t c = c0; c < c1; ++c)
-            std::memcpy(out + (c * rows + r) * elem, in + (r * cols + c) * elem, elem);
+        for (uint64_t c = c0; c < c1; ++c)
+          for (uint64_t r = r0; r < r1; ++r) out[c * rows + r] = in[r * cols + c];
       }
     }
   });
+}
+
+}  // namespace
+
+void transpose_bytes(const uint8_t* in, uint64_t rows, uint64_t cols, size_t elem, uint8_t* out) {
+  // Typed copies: a per-element memcpy of a run-time size was 3/4 of the BMM quantize time.
+  switch (elem) {
+    case 1: return transpose_tiled(in, rows, cols, out);
+    case 2:
+      return transpose_tiled(reinterpret_cast<const uint16_t*>(in), rows, cols,
+                             reinterpret_cast<uint16_t*>(out));
+    case 4:
+      return transpose_tiled(reinterpret_cast<const uint32_t*>(in), rows, cols,
+                             reinterpret_cast<uint32_t*>(out));
+    default:
+      throw Error(fmt::format("transpose: element size {} not supported", elem));
+  }
 }
 
 SourceView bmm_expert_view(const Checkpoint& ckpt, const PlanEntry& e, uint64_t expert,
