@@ -59,9 +59,11 @@ std::vector<Block> make_blocks(const std::vector<size_t>& offsets,
 
 struct MlpWeights {
   LinearWeights gate, up, down;
-  // gpt-oss BMM expert: `gate` holds gate_up [2I, H] (gate/up interleaved rows), `up` is empty,
-  // and the activation is the clamped SwiGLU with these parameters.
-  bool interleaved = false;
+  // BMM expert: `gate` holds gate_up [2I, H] and `up` is empty. gpt-oss (interleaved): gate/up
+  // rows interleaved, clamped SwiGLU with these parameters; Llama-4 (split): gate = rows [0, I),
+  // up = rows [I, 2I), plain SiLU-GLU.
+  enum class Fused { No, Interleaved, Split };
+  Fused fused = Fused::No;
   float alpha = 0.0f, limit = 0.0f;
 };
 
@@ -79,7 +81,7 @@ MlpWeights load_bmm_mlp(const Checkpoint& c, const ModelSpec& S, const LayerSpec
   MlpWeights w;
   w.gate = load_bmm_expert(c, L.bmm_gate_up, e, act);
   w.down = load_bmm_expert(c, L.bmm_down, e, act);
-  w.interleaved = true;
+  w.fused = L.bmm_interleaved ? MlpWeights::Fused::Interleaved : MlpWeights::Fused::Split;
   w.alpha = S.swiglu_alpha;
   w.limit = S.swiglu_limit;
   return w;
@@ -89,14 +91,17 @@ MlpWeights load_bmm_mlp(const Checkpoint& c, const ModelSpec& S, const LayerSpec
 void run_mlp(const MlpWeights& w, const float* x, size_t rows, float* out,
              ActivationObserver* obs, std::vector<float>& g, std::vector<float>& u,
              std::vector<float>& scratch) {
-  if (w.interleaved) {
+  if (w.fused != MlpWeights::Fused::No) {
     // One module (the 3-D gate_up_proj) reads x: observed once, not once per half.
     const size_t inter = w.down.k;
     if (obs) obs->linear_input({&w.gate.module}, x, rows, w.gate.k);
     u.resize(rows * 2 * inter);
     g.resize(rows * inter);
     apply_linear(w.gate, x, rows, u.data(), scratch);
-    clamped_swiglu_interleaved(u.data(), rows, inter, w.alpha, w.limit, g.data());
+    if (w.fused == MlpWeights::Fused::Interleaved)
+      clamped_swiglu_interleaved(u.data(), rows, inter, w.alpha, w.limit, g.data());
+    else
+      silu_glu_split(u.data(), rows, inter, g.data());
     if (obs) obs->linear_input({&w.down.module}, g.data(), rows, inter);
     apply_linear(w.down, g.data(), rows, out, scratch);
     return;
@@ -186,7 +191,8 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
       const auto ln = load_vector(ckpt_, L.prefix + "input_layernorm.weight", H);
       const LinearWeights wq = load_linear(ckpt_, L.q, act), wk = load_linear(ckpt_, L.k, act),
                           wv = load_linear(ckpt_, L.v, act), wo = load_linear(ckpt_, L.o, act);
-      std::vector<float> qn, kn, sinks;
+      std::vector<float> qn, kn, sinks, ones;
+      if (L.l2_qk_norm) ones.assign(static_cast<size_t>(hd), 1.0f);  // Llama-4: no weight
       if (L.attn_sinks)
         sinks = load_vector(ckpt_, L.prefix + "self_attn.sinks", static_cast<size_t>(nh));
       if (L.qk_norm) {
@@ -212,18 +218,39 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
           for (size_t s = s0; s < s1; ++s) {
             const size_t r0 = offsets[s] - b.row0;
             for (size_t p = 0; p < seqs[s].size(); ++p) {
-              rope.apply(q.data() + (r0 + p) * qdim, nh, hd, p);
-              rope.apply(k.data() + (r0 + p) * kvdim, nkv, hd, p);
+              float* qr = q.data() + (r0 + p) * qdim;
+              float* kr = k.data() + (r0 + p) * kvdim;
+              if (!L.rope) {
+                // Llama-4 NoPE layer: no rotation; the query's temperature grows with position
+                // (float32 as transformers: log1p(floor((pos + 1) / floor_scale)) * scale + 1).
+                if (L.temperature_tuning) {
+                  const float t = std::log1p(std::floor((static_cast<float>(p) + 1.0f) /
+                                                        S.floor_scale)) * S.attn_scale + 1.0f;
+                  for (size_t c = 0; c < qdim; ++c) qr[c] *= t;
+                }
+                continue;
+              }
+              if (S.rope_interleaved) {
+                rope.apply_interleaved(qr, nh, hd, p);
+                rope.apply_interleaved(kr, nkv, hd, p);
+              } else {
+                rope.apply(qr, nh, hd, p);
+                rope.apply(kr, nkv, hd, p);
+              }
             }
           }
         });
+        if (L.l2_qk_norm) {  // Llama-4: L2 norm (RMS, no weight) per head, after RoPE
+          rms_norm(q.data(), b.rows * nh, hd, ones.data(), S.eps, q.data());
+          rms_norm(k.data(), b.rows * nkv, hd, ones.data(), S.eps, k.data());
+        }
         att.resize(b.rows * qdim);
         for (size_t s = b.seq0; s < b.seq1; ++s) {
           const size_t r0 = offsets[s] - b.row0;
           causal_attention(q.data() + r0 * qdim, qdim, k.data() + r0 * kvdim,
                            v.data() + r0 * kvdim, kvdim, seqs[s].size(), nh, nkv, hd, scale,
                            L.sliding_window, att.data() + r0 * qdim, qdim,
-                           sinks.empty() ? nullptr : sinks.data());
+                           sinks.empty() ? nullptr : sinks.data(), L.attention_chunk);
         }
         if (obs) obs->linear_input({&wo.module}, att.data(), b.rows, qdim);
         tmp.resize(b.rows * H);
@@ -249,12 +276,14 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
       std::vector<float> x(T * H);
       rms_norm(hidden.data(), T, H, ln2.data(), S.eps, x.data());
       // Router in float32 (never quantized): softmax over all experts, top-k, optional renorm;
-      // gpt-oss: top-k of the logits, softmax over those k.
+      // gpt-oss: top-k of the logits, softmax over those k; Llama-4: top-k of the logits,
+      // sigmoid of each (the experts then read the token scaled by it).
+      const bool scaled_input = S.routing == Routing::TopkSigmoidScaledInput;
       std::vector<int32_t> sel(T * K);
       std::vector<float> selw(T * K);
+      std::vector<float> logits(T * E);
       {
         const LinearWeights router = load_linear(ckpt_, LinearRef{L.router, "", 0, E, H}, false);
-        std::vector<float> logits(T * E);
         matmul_nt(x.data(), T, H, router.w.data(), E, logits.data(),
                   router.bias.empty() ? nullptr : router.bias.data());
         parallel_for(0, T, 256, [&](size_t t0, size_t t1) {
@@ -262,6 +291,17 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
           std::vector<int32_t> idx(E);
           for (size_t t = t0; t < t1; ++t) {
             const float* lg = logits.data() + t * E;
+            if (S.routing == Routing::TopkSigmoidScaledInput) {
+              std::iota(idx.begin(), idx.end(), 0);
+              // torch.topk of the logits; ties keep the lower expert index.
+              std::stable_sort(idx.begin(), idx.end(),
+                               [&](int32_t a, int32_t b2) { return lg[a] > lg[b2]; });
+              for (size_t j = 0; j < K; ++j) {
+                sel[t * K + j] = idx[j];
+                selw[t * K + j] = 1.0f / (1.0f + std::exp(-lg[idx[j]]));
+              }
+              continue;
+            }
             if (S.routing == Routing::TopkSoftmax) {
               std::iota(idx.begin(), idx.end(), 0);
               // Largest logit first; ties keep the lower expert index.
@@ -311,14 +351,25 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
                                            : load_mlp(ckpt_, X.gate, X.up, X.down, act);
         if (opt.all_experts && obs) {
           // Every token through the expert (statistics); only routed rows reach the output.
+          // Llama-4: each token scaled by sigmoid(its logit for this expert), the score it would
+          // carry if routed here (the real score for routed tokens).
           size_t next = 0;  // index into rows (sorted by token)
           for (size_t t0 = 0; t0 < T; t0 += opt.chunk_tokens) {
             const size_t n = std::min(opt.chunk_tokens, T - t0);
             yout.resize(n * H);
-            run_mlp(w, x.data() + t0 * H, n, yout.data(), obs, g, u, scratch);
+            const float* in = x.data() + t0 * H;
+            if (scaled_input) {
+              xin.resize(n * H);
+              for (size_t i = 0; i < n; ++i) {
+                const float sc = 1.0f / (1.0f + std::exp(-logits[(t0 + i) * E + e]));
+                for (size_t c = 0; c < H; ++c) xin[i * H + c] = in[i * H + c] * sc;
+              }
+              in = xin.data();
+            }
+            run_mlp(w, in, n, yout.data(), obs, g, u, scratch);
             while (next < rows.size() && rows[next] < t0 + n) {
               const size_t t = rows[next];
-              const float wt = rw[next];
+              const float wt = scaled_input ? 1.0f : rw[next];
               const float* y = yout.data() + (t - t0) * H;
               float* o = moe_out.data() + t * H;
               for (size_t c = 0; c < H; ++c) o[c] += y[c] * wt;
@@ -329,12 +380,20 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
           for (size_t i0 = 0; i0 < rows.size(); i0 += opt.chunk_tokens) {
             const size_t n = std::min(opt.chunk_tokens, rows.size() - i0);
             xin.resize(n * H);
-            for (size_t i = 0; i < n; ++i)
-              std::copy_n(x.data() + static_cast<size_t>(rows[i0 + i]) * H, H, xin.data() + i * H);
+            for (size_t i = 0; i < n; ++i) {
+              const float* src = x.data() + static_cast<size_t>(rows[i0 + i]) * H;
+              float* dst = xin.data() + i * H;
+              if (scaled_input) {  // Llama-4: the expert reads the token times its score
+                const float sc = rw[i0 + i];
+                for (size_t c = 0; c < H; ++c) dst[c] = src[c] * sc;
+              } else {
+                std::copy_n(src, H, dst);
+              }
+            }
             yout.resize(n * H);
             run_mlp(w, xin.data(), n, yout.data(), obs, g, u, scratch);
             for (size_t i = 0; i < n; ++i) {
-              const float wt = rw[i0 + i];
+              const float wt = scaled_input ? 1.0f : rw[i0 + i];
               const float* y = yout.data() + i * H;
               float* o = moe_out.data() + static_cast<size_t>(rows[i0 + i]) * H;
               for (size_t c = 0; c < H; ++c) o[c] += y[c] * wt;
@@ -380,8 +439,8 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
   // ---- final norm and lm_head, one sequence at a time ----
   const auto fn = load_vector(ckpt_, S.final_norm, H);
   LinearWeights head;
-  if (S.lm_head.module == "model.embed_tokens") {
-    head.module = "model.embed_tokens";
+  if (S.lm_head_tied) {
+    head.module = S.lm_head.module;
     head.n = S.lm_head.rows;
     head.k = S.lm_head.cols;
     head.w.resize(head.n * head.k);

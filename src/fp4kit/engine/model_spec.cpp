@@ -1,6 +1,6 @@
 // Family tables of the engine: which tensors make up a layer, per model_type, following the
-// transformers modeling files of llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral and
-// gpt_oss.
+// transformers modeling files of llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral,
+// gpt_oss and llama4 (Llama4ForCausalLM, and the text part of Llama4ForConditionalGeneration).
 #include "fp4kit/engine/model_spec.hpp"
 
 #include <algorithm>
@@ -109,6 +109,116 @@ BmmRef bmm_ref(const Checkpoint& c, const std::string& module, uint64_t experts,
   return r;
 }
 
+// A json list of integers (no_rope_layers, moe_layers); `present` false when absent or null.
+std::vector<int64_t> json_int_list(const nlohmann::json& j, const char* key, bool* present,
+                                   const std::string& label) {
+  std::vector<int64_t> out;
+  *present = false;
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return out;
+  if (!it->is_array())
+    throw Error(fmt::format("{}: {} must be a list of integers", label, key));
+  for (const auto& v : *it) {
+    if (v.is_boolean()) out.push_back(v.get<bool>() ? 1 : 0);
+    else if (v.is_number_integer()) out.push_back(v.get<int64_t>());
+    else throw Error(fmt::format("{}: {} must be a list of integers", label, key));
+  }
+  *present = true;
+  return out;
+}
+
+// One Llama-4 decoder layer (Llama4TextDecoderLayer): attention flavour per layer and the
+// feed_forward, dense (intermediate_size_mlp) or MoE (router, BMM experts, shared expert). The
+// config rules follow Llama4TextConfig.__post_init__.
+void llama4_layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t l,
+                  LayerSpec& L) {
+  const nlohmann::json& text = cfg.text;
+  const std::string label = (ckpt.dir() / "config.json").string();
+  const std::string where = ckpt.dir().string();
+  const auto li = static_cast<size_t>(l);
+  // no_rope_layers[l] == 1: the layer USES RoPE (the name is transformers'). Default: every
+  // no_rope_layer_interval-th layer is NoPE. An empty list also means the default.
+  bool present = false;
+  std::vector<int64_t> rope_flags = json_int_list(text, "no_rope_layers", &present, label);
+  if (rope_flags.empty()) {
+    const int64_t interval = json_int(text, "no_rope_layer_interval", 4);
+    if (interval <= 0)
+      throw Error(fmt::format("{}: no_rope_layer_interval must be positive", label));
+    for (int64_t i = 0; i < s.n_layers; ++i) rope_flags.push_back((i + 1) % interval != 0);
+  }
+  if (rope_flags.size() < static_cast<size_t>(s.n_layers))
+    throw Error(fmt::format("{}: no_rope_layers has {} entries for {} layers", label,
+                            rope_flags.size(), s.n_layers));
+  L.rope = rope_flags[li] != 0;
+  L.l2_qk_norm = L.rope && json_bool(text, "use_qk_norm", true);
+  L.temperature_tuning = !L.rope && json_bool(text, "attn_temperature_tuning", true);
+  // layer_types, else "chunked_attention" on RoPE layers, "full_attention" on NoPE layers.
+  bool chunked = L.rope;
+  if (!cfg.layer_types.empty()) {
+    if (li >= cfg.layer_types.size())
+      throw Error(fmt::format("{}: layer_types has {} entries for {} layers", label,
+                              cfg.layer_types.size(), s.n_layers));
+    const std::string& lt = cfg.layer_types[li];
+    if (lt != "chunked_attention" && lt != "full_attention")
+      throw Error(fmt::format("{}: layer_types[{}] = '{}' (Llama-4 has chunked_attention and "
+                              "full_attention)", label, l, lt));
+    chunked = lt == "chunked_attention";
+  }
+  if (chunked) {
+    // Absent: Llama4TextConfig's 8192; null: no size (transformers then refuses the config).
+    const int64_t chunk =
+        json_int(text, "attention_chunk_size", text.contains("attention_chunk_size") ? 0 : 8192);
+    if (chunk <= 0)
+      throw Error(fmt::format("{}: layer {} uses chunked attention but attention_chunk_size is "
+                              "not set (transformers refuses this config too)", label, l));
+    L.attention_chunk = static_cast<int>(std::min<int64_t>(chunk, 1 << 30));
+  }
+
+  // MoE layers: moe_layers, else every interleave_moe_layer_step-th layer from step - 1.
+  std::vector<int64_t> moe_layers = json_int_list(text, "moe_layers", &present, label);
+  if (!present) {
+    const int64_t step = json_int(text, "interleave_moe_layer_step", 1);
+    if (step <= 0) throw Error(fmt::format("{}: interleave_moe_layer_step must be positive", label));
+    for (int64_t i = step - 1; i < s.n_layers; i += step) moe_layers.push_back(i);
+  }
+  const std::string ff = L.prefix + "feed_forward.";
+  L.moe = std::find(moe_layers.begin(), moe_layers.end(), l) != moe_layers.end();
+  if (!L.moe) {
+    L.gate = linear(ckpt, ff + "gate_proj");
+    L.up = linear(ckpt, ff + "up_proj");
+    L.down = linear(ckpt, ff + "down_proj");
+    return;
+  }
+  if (s.n_experts <= 0 || s.top_k <= 0 || s.top_k > s.n_experts)
+    throw Error(fmt::format("{}: MoE config needs 0 < num_experts_per_tok ({}) <= "
+                            "num_local_experts ({})", label, s.top_k, s.n_experts));
+  L.router = ff + "router";
+  if (!ckpt.has(L.router + ".weight"))
+    throw Error(fmt::format("{}: router {}.weight is missing", where, L.router));
+  const uint64_t E = static_cast<uint64_t>(s.n_experts), H = static_cast<uint64_t>(s.hidden);
+  L.bmm_experts = true;
+  L.bmm_interleaved = false;
+  L.bmm_gate_up = bmm_ref(ckpt, ff + "experts.gate_up_proj", E, 0, H);
+  if (L.bmm_gate_up.n % 2 != 0)
+    throw Error(fmt::format("{}: {} has an odd 2I = {}", where, L.bmm_gate_up.module,
+                            L.bmm_gate_up.n));
+  const uint64_t inter = L.bmm_gate_up.n / 2;
+  L.bmm_down = bmm_ref(ckpt, ff + "experts.down_proj", E, H, inter);
+  for (uint64_t e = 0; e < E; ++e) {
+    ExpertRef x;
+    x.prefix = fmt::format("{}experts.{}", ff, e);
+    x.gate = {L.bmm_gate_up.module, "", 0, inter, H};
+    x.up = x.gate;
+    x.down = {L.bmm_down.module, "", 0, H, inter};
+    L.experts.push_back(std::move(x));
+  }
+  // Llama4TextMoe always has a shared expert, added to the routed output without a gate.
+  L.has_shared_expert = true;
+  L.shared_gate = linear(ckpt, ff + "shared_expert.gate_proj");
+  L.shared_up = linear(ckpt, ff + "shared_expert.up_proj");
+  L.shared_down = linear(ckpt, ff + "shared_expert.down_proj");
+}
+
 }  // namespace
 
 const char* family_name(Family f) {
@@ -121,6 +231,7 @@ const char* family_name(Family f) {
     case Family::Qwen3Moe: return "qwen3_moe";
     case Family::Mixtral: return "mixtral";
     case Family::GptOss: return "gpt_oss";
+    case Family::Llama4: return "llama4";
   }
   return "?";
 }
@@ -141,11 +252,14 @@ ModelSpec ModelSpec::from_checkpoint(const Checkpoint& ckpt) {
   else if (t == "qwen3_moe") s.family = Family::Qwen3Moe;
   else if (t == "mixtral") s.family = Family::Mixtral;
   else if (t == "gpt_oss") s.family = Family::GptOss;
+  else if (t == "llama4" || t == "llama4_text") s.family = Family::Llama4;
   else
     throw Error(fmt::format("{}: model_type '{}' is not supported by the engine (supported: llama, "
-                            "mistral, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral, gpt_oss)",
-                            label, t));
-  if (cfg.has_text_config)
+                            "mistral, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral, gpt_oss, "
+                            "llama4)", label, t));
+  // Llama-4's multimodal wrapper runs its text part (language_model.*); the vision tower is
+  // never read.
+  if (cfg.has_text_config && s.family != Family::Llama4)
     throw Error(label + ": multimodal wrappers (text_config) are not supported by the engine");
   auto act = text.find("hidden_act");
   if (act != text.end() && act->is_string() && *act != "silu")
@@ -158,6 +272,7 @@ ModelSpec ModelSpec::from_checkpoint(const Checkpoint& ckpt) {
   s.head_dim = cfg.head_dim;
   s.vocab = cfg.vocab_size;
   s.eps = static_cast<float>(cfg.rms_norm_eps);
+  if (s.family == Family::Llama4 && !text.contains("rms_norm_eps")) s.eps = 1e-5f;  // its default
   if (s.hidden <= 0 || s.n_layers <= 0 || s.n_heads <= 0 || s.head_dim <= 0 || s.vocab <= 0 ||
       s.n_heads % s.n_kv_heads != 0 || s.head_dim % 2 != 0 || s.head_dim > 1024)
     throw Error(fmt::format("{}: inconsistent dimensions (hidden {}, layers {}, heads {}/{}, "
@@ -186,30 +301,58 @@ ModelSpec ModelSpec::from_checkpoint(const Checkpoint& ckpt) {
     if (!(s.swiglu_alpha > 0.0f) || !(s.swiglu_limit > 0.0f))
       throw Error(fmt::format("{}: swiglu_alpha ({}) and swiglu_limit ({}) must be positive", label,
                               s.swiglu_alpha, s.swiglu_limit));
+  } else if (s.family == Family::Llama4) {
+    // Llama4TextConfig's default rope_theta is 500000; llama3 scaling comes from rope_parameters
+    // / rope_scaling like any family.
+    const bool has_theta =
+        (text.contains("rope_theta") && text["rope_theta"].is_number()) ||
+        (text.contains("rope_parameters") && text["rope_parameters"].is_object() &&
+         text["rope_parameters"].contains("rope_theta") &&
+         text["rope_parameters"]["rope_theta"].is_number());
+    s.rope = RopeParams::from_config(text, has_theta ? cfg.rope_theta : 500000.0,
+                                     static_cast<int>(s.head_dim), label);
+    s.rope_interleaved = true;
+    s.routing = Routing::TopkSigmoidScaledInput;
+    s.floor_scale = static_cast<float>(json_num(text, "floor_scale", 8192.0));
+    s.attn_scale = static_cast<float>(json_num(text, "attn_scale", 0.1));
+    if (!(s.floor_scale > 0.0f))
+      throw Error(fmt::format("{}: floor_scale ({}) must be positive", label, s.floor_scale));
   } else {
     s.rope = RopeParams::from_config(text, cfg.rope_theta, static_cast<int>(s.head_dim), label);
   }
 
   const bool is_moe_family = s.family == Family::Qwen2Moe || s.family == Family::Qwen3Moe ||
-                             s.family == Family::Mixtral || s.family == Family::GptOss;
+                             s.family == Family::Mixtral || s.family == Family::GptOss ||
+                             s.family == Family::Llama4;
   s.n_experts = cfg.num_experts;
   s.top_k = cfg.num_experts_per_tok;
+  if (s.family == Family::Llama4) {  // Llama4TextConfig's defaults
+    if (!text.contains("num_local_experts")) s.n_experts = 16;
+    if (!text.contains("num_experts_per_tok")) s.top_k = 1;
+  }
   s.norm_topk = s.family == Family::Mixtral ? true : cfg.norm_topk_prob;
   if (s.family == Family::GptOss) s.norm_topk = false;  // the softmax over k already sums to 1
   if (is_moe_family && (s.n_experts <= 0 || s.top_k <= 0 || s.top_k > s.n_experts))
     throw Error(fmt::format("{}: MoE config needs 0 < num_experts_per_tok ({}) <= num_experts ({})",
                             label, s.top_k, s.n_experts));
 
-  s.embed = "model.embed_tokens.weight";
+  // Llama4ForConditionalGeneration keeps its Llama4ForCausalLM under `language_model.`.
+  const std::string root =
+      (s.family == Family::Llama4 && !ckpt.has("model.embed_tokens.weight") &&
+       ckpt.has("language_model.model.embed_tokens.weight"))
+          ? "language_model."
+          : "";
+  s.embed = root + "model.embed_tokens.weight";
   if (!ckpt.has(s.embed)) throw Error(ckpt.dir().string() + ": tensor " + s.embed + " is missing");
-  s.final_norm = "model.norm.weight";
+  s.final_norm = root + "model.norm.weight";
   if (!ckpt.has(s.final_norm))
     throw Error(ckpt.dir().string() + ": tensor " + s.final_norm + " is missing");
-  if (has_linear(ckpt, "lm_head")) {
-    s.lm_head = linear(ckpt, "lm_head");
+  if (has_linear(ckpt, root + "lm_head")) {
+    s.lm_head = linear(ckpt, root + "lm_head");
   } else {
     // Tied embeddings (tie_word_embeddings, or simply no lm_head tensor, as transformers ties).
-    s.lm_head.module = "model.embed_tokens";
+    s.lm_head_tied = true;
+    s.lm_head.module = root + "model.embed_tokens";
     const auto& e = ckpt.info(s.embed);
     s.lm_head.rows = e.shape.at(0);
     s.lm_head.cols = e.shape.at(1);
@@ -223,7 +366,7 @@ ModelSpec ModelSpec::from_checkpoint(const Checkpoint& ckpt) {
 
   for (int64_t l = 0; l < s.n_layers; ++l) {
     LayerSpec L;
-    L.prefix = fmt::format("model.layers.{}.", l);
+    L.prefix = fmt::format("{}model.layers.{}.", root, l);
     const std::string a = L.prefix + "self_attn.";
     L.q = linear(ckpt, a + "q_proj");
     L.k = linear(ckpt, a + "k_proj");
@@ -259,6 +402,11 @@ ModelSpec ModelSpec::from_checkpoint(const Checkpoint& ckpt) {
       L.sliding_window = sliding ? static_cast<int>(window) : 0;
     }
 
+    if (s.family == Family::Llama4) {
+      llama4_layer(ckpt, cfg, s, l, L);
+      s.layers.push_back(std::move(L));
+      continue;
+    }
     bool moe = false;
     if (s.family == Family::GptOss) {
       // Every layer: router with bias + BMM experts [E, H, 2I] / [E, I, H] (gate/up interleaved).

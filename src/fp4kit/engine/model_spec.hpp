@@ -14,7 +14,7 @@ class Checkpoint;
 
 namespace fp4kit::engine {
 
-enum class Family { Llama, Mistral, Qwen2, Qwen3, Qwen2Moe, Qwen3Moe, Mixtral, GptOss };
+enum class Family { Llama, Mistral, Qwen2, Qwen3, Qwen2Moe, Qwen3Moe, Mixtral, GptOss, Llama4 };
 
 // A 2-D linear weight: a whole tensor, or a row range of a fused 3-D expert tensor viewed as
 // [E * rows, cols]. `module` is the OUTPUT module name (per expert, fused experts split), used for
@@ -61,14 +61,28 @@ struct LayerSpec {
   int sliding_window = 0;          // 0 = full causal attention
   bool attn_sinks = false;         // gpt-oss: self_attn.sinks, one logit per head
   // gpt-oss: BMM experts (gate/up interleaved in gate_up_proj's N), the router at mlp.router.
+  // Llama-4: BMM experts with gate = the first I of gate_up_proj's N, up = the last I.
   bool bmm_experts = false;
+  bool bmm_interleaved = true;
   BmmRef bmm_gate_up, bmm_down;
+  // Llama-4 attention: RoPE (interleaved pairs) on `rope` layers only (config no_rope_layers: 1 =
+  // RoPE); on RoPE layers an optional weightless L2 norm of q and k after RoPE (use_qk_norm); on
+  // NoPE layers an optional per-position query temperature (attn_temperature_tuning); and
+  // chunked causal attention (keys of the same attention_chunk_size block only) where layer_types
+  // says "chunked_attention".
+  bool rope = true;
+  bool l2_qk_norm = false;
+  bool temperature_tuning = false;
+  int attention_chunk = 0;  // 0 = not chunked
 };
 
 // How the router's logits become (expert, weight) pairs.
 enum class Routing {
   SoftmaxTopk,  // softmax over all experts, top-k, optional renormalisation (Qwen-MoE, Mixtral)
   TopkSoftmax,  // top-k of the logits, softmax over those k (gpt-oss)
+  // Llama-4: top-k of the logits, score = sigmoid(logit); each expert reads the token MULTIPLIED
+  // by its score and the expert outputs are summed unweighted.
+  TopkSigmoidScaledInput,
 };
 
 struct ModelSpec {
@@ -83,9 +97,14 @@ struct ModelSpec {
   float swiglu_alpha = 0.0f, swiglu_limit = 0.0f;
   float eps = 1e-6f;
   RopeParams rope;
-  std::string embed;    // model.embed_tokens.weight
+  bool rope_interleaved = false;  // Llama-4: rotate pairs (2i, 2i+1), not (i, i + head_dim/2)
+  // Llama-4 attention temperature on NoPE layers: q *= log1p(floor((pos + 1) / floor_scale)) *
+  // attn_scale + 1.
+  float floor_scale = 8192.0f, attn_scale = 0.1f;
+  std::string embed;    // model.embed_tokens.weight (language_model.model... in Llama-4 wrappers)
   std::string final_norm;
   LinearRef lm_head;    // module "lm_head" or the embedding when tied
+  bool lm_head_tied = false;  // lm_head is the embedding `embed`
   std::vector<LayerSpec> layers;
 
   // Reads config.json and the tensor names. Throws fp4kit::Error for an unsupported family or

@@ -136,6 +136,27 @@ Rope::Rope(const RopeParams& p) {
   }
 }
 
+void Rope::apply_interleaved(float* x, int heads, int head_dim, size_t position) const {
+  const int half = head_dim / 2;
+  const float pos = static_cast<float>(position);
+  float cs[512], sn[512];
+  for (int i = 0; i < half; ++i) {
+    // torch.polar(1, pos * inv_freq) * attention_scaling, as in apply().
+    const float ang = pos * inv_freq_[static_cast<size_t>(i)];
+    cs[i] = static_cast<float>(std::cos(static_cast<double>(ang))) * attention_scaling_;
+    sn[i] = static_cast<float>(std::sin(static_cast<double>(ang))) * attention_scaling_;
+  }
+  for (int h = 0; h < heads; ++h) {
+    float* v = x + static_cast<size_t>(h) * head_dim;
+    for (int i = 0; i < half; ++i) {
+      // (a + ib)(c + is) = (ac - bs) + i(as + bc)
+      const float a = v[2 * i], b = v[2 * i + 1];
+      v[2 * i] = a * cs[i] - b * sn[i];
+      v[2 * i + 1] = a * sn[i] + b * cs[i];
+    }
+  }
+}
+
 void Rope::apply(float* x, int heads, int head_dim, size_t position) const {
   const int half = head_dim / 2;
   const float pos = static_cast<float>(position);

@@ -36,7 +36,11 @@ class Rope {
   const std::vector<float>& inv_freq() const { return inv_freq_; }
   float attention_scaling() const { return attention_scaling_; }
   // Rotates `heads` heads of `head_dim` values at row x (one token at `position`), in place.
+  // rotate_half form: pairs (i, i + head_dim / 2).
   void apply(float* x, int heads, int head_dim, size_t position) const;
+  // Llama-4's complex form (view_as_complex of [..., head_dim / 2, 2] times cis(pos * inv_freq)):
+  // pairs (2i, 2i + 1) as (real, imaginary).
+  void apply_interleaved(float* x, int heads, int head_dim, size_t position) const;
 
  private:
   std::vector<float> inv_freq_;  // rotary_dim / 2 frequencies

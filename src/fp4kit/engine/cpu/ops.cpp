@@ -90,7 +90,7 @@ void add_inplace(float* dst, const float* src, size_t n) {
 
 void causal_attention(const float* q, size_t q_stride, const float* k, const float* v,
                       size_t kv_stride, size_t L, int nh, int nkv, int d, float scale, int window,
-                      float* out, size_t out_stride, const float* sinks) {
+                      float* out, size_t out_stride, const float* sinks, int chunk) {
   const int group = nh / nkv;
   // One task per (head, block of queries): later queries have more keys, so blocks are small.
   const size_t qblock = 16;
@@ -104,9 +104,10 @@ void causal_attention(const float* q, size_t q_stride, const float* k, const flo
       const int kvh = h / group;
       for (size_t i = b * qblock; i < std::min(L, (b + 1) * qblock); ++i) {
         const float* qi = q + i * q_stride + static_cast<size_t>(h) * d;
-        const size_t j0 = (window > 0 && i + 1 > static_cast<size_t>(window))
-                              ? i + 1 - static_cast<size_t>(window)
-                              : 0;
+        size_t j0 = (window > 0 && i + 1 > static_cast<size_t>(window))
+                        ? i + 1 - static_cast<size_t>(window)
+                        : 0;
+        if (chunk > 0) j0 = std::max(j0, i / static_cast<size_t>(chunk) * static_cast<size_t>(chunk));
         float mx = -INFINITY;
         for (size_t j = j0; j <= i; ++j) {
           const float* kj = k + j * kv_stride + static_cast<size_t>(kvh) * d;
@@ -133,6 +134,19 @@ void causal_attention(const float* q, size_t q_stride, const float* k, const flo
         }
         float* oi = out + i * out_stride + static_cast<size_t>(h) * d;
         for (int c = 0; c < d; ++c) oi[c] = acc[c];
+      }
+    }
+  });
+}
+
+void silu_glu_split(const float* gate_up, size_t rows, size_t inter, float* out) {
+  parallel_for(0, rows, 64, [&](size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; ++r) {
+      const float* gu = gate_up + r * 2 * inter;
+      float* o = out + r * inter;
+      for (size_t i = 0; i < inter; ++i) {
+        const float g = gu[i];
+        o[i] = g / (1.0f + std::exp(-g)) * gu[inter + i];
       }
     }
   });

@@ -29,9 +29,15 @@ void add_inplace(float* dst, const float* src, size_t n);
 // Query head h reads key/value head h / (nh / nkv). window > 0 limits keys to i - j < window.
 // sinks (gpt-oss, may be null): one logit per query head that joins the softmax denominator
 // (exp(sink - max) added to the sum, max taken over the scores and the sink) and reads no value.
+// chunk > 0 (Llama-4 chunked attention): keys only from the query's block of `chunk` positions,
+// i.e. j <= i and j / chunk == i / chunk.
 void causal_attention(const float* q, size_t q_stride, const float* k, const float* v,
                       size_t kv_stride, size_t L, int nh, int nkv, int d, float scale, int window,
-                      float* out, size_t out_stride, const float* sinks = nullptr);
+                      float* out, size_t out_stride, const float* sinks = nullptr, int chunk = 0);
+
+// Llama-4 BMM experts' activation on split gate/up: for each row of gate_up [rows, 2 * inter],
+// out[i] = silu(gu[i]) * gu[inter + i]  (gate = the first half, up = the second; out [rows, inter]).
+void silu_glu_split(const float* gate_up, size_t rows, size_t inter, float* out);
 
 // gpt-oss experts' activation on interleaved gate/up: for each row of gate_up [rows, 2 * inter],
 // gate = min(gu[2i], limit), up = clamp(gu[2i + 1], -limit, limit),
