@@ -221,11 +221,9 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
               float* qr = q.data() + (r0 + p) * qdim;
               float* kr = k.data() + (r0 + p) * kvdim;
               if (!L.rope) {
-                // Llama-4 NoPE layer: no rotation; the query's temperature grows with position
-                // (float32 as transformers: log1p(floor((pos + 1) / floor_scale)) * scale + 1).
+                // Llama-4 NoPE layer: no rotation; the query's temperature grows with position.
                 if (L.temperature_tuning) {
-                  const float t = std::log1p(std::floor((static_cast<float>(p) + 1.0f) /
-                                                        S.floor_scale)) * S.attn_scale + 1.0f;
+                  const float t = llama4_attn_temperature(p, S.floor_scale, S.attn_scale);
                   for (size_t c = 0; c < qdim; ++c) qr[c] *= t;
                 }
                 continue;

@@ -139,6 +139,11 @@ void causal_attention(const float* q, size_t q_stride, const float* k, const flo
   });
 }
 
+float llama4_attn_temperature(size_t position, float floor_scale, float attn_scale) {
+  return std::log1p(std::floor((static_cast<float>(position) + 1.0f) / floor_scale)) * attn_scale +
+         1.0f;
+}
+
 void silu_glu_split(const float* gate_up, size_t rows, size_t inter, float* out) {
   parallel_for(0, rows, 64, [&](size_t r0, size_t r1) {
     for (size_t r = r0; r < r1; ++r) {

@@ -35,6 +35,10 @@ void causal_attention(const float* q, size_t q_stride, const float* k, const flo
                       size_t kv_stride, size_t L, int nh, int nkv, int d, float scale, int window,
                       float* out, size_t out_stride, const float* sinks = nullptr, int chunk = 0);
 
+// Llama-4's attention temperature of the query at `position` on NoPE layers, in float32 as
+// transformers computes it: log1p(floor((position + 1) / floor_scale)) * attn_scale + 1.
+float llama4_attn_temperature(size_t position, float floor_scale, float attn_scale);
+
 // Llama-4 BMM experts' activation on split gate/up: for each row of gate_up [rows, 2 * inter],
 // out[i] = silu(gu[i]) * gu[inter + i]  (gate = the first half, up = the second; out [rows, inter]).
 void silu_glu_split(const float* gate_up, size_t rows, size_t inter, float* out);
