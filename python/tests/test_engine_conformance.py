@@ -489,3 +489,185 @@ def test_gpt_oss_config_forms_give_the_same_logits(tmp_path):
     np.testing.assert_array_equal(logits["openai"], logits["base"])
     np.testing.assert_array_equal(logits["bare"], logits["base"])
     assert float(np.abs(logits["other_theta"] - logits["base"]).max()) > 1e-3
+
+
+# ---- Llama-4 (tiny_models.llama4: H 64, layer 0 dense (intermediate_size_mlp 80), layer 1 MoE:
+# 4 BMM experts [E, H, 2I] with gate = the first I columns, a sigmoid top-k router whose score
+# scales the experts' INPUT, a shared expert; RoPE as complex pairs, L2 qk-norm after RoPE,
+# chunked attention with attention_chunk_size 16) ----
+
+LLAMA4_SEQ = 48  # three chunks of 16: the chunked mask matters
+
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+
+# Config variants written over the saved config.json (text_config of the wrapper); the weights
+# stay the same. "rope": as tiny_models builds it (both layers RoPE + chunked + qk-norm, top-1).
+# "nope": layer 1 a NoPE layer on full attention with the attention temperature (floor_scale 4
+# so it grows within 48 tokens), layer 0 chunked with llama3-scaled RoPE, top-2 routing.
+LLAMA4_CONFIGS = {
+    "rope": {},
+    "nope": {"no_rope_layers": [1, 0], "layer_types": ["chunked_attention", "full_attention"],
+             "floor_scale": 4, "attn_scale": 0.5, "num_experts_per_tok": 2,
+             "rope_parameters": LLAMA3_ROPE},
+}
+
+
+def patch_config(model_dir: Path, patch: dict):
+    path = model_dir / "config.json"
+    cfg = json.loads(path.read_text())
+    (cfg["text_config"] if "text_config" in cfg else cfg).update(patch)
+    path.write_text(json.dumps(cfg))
+
+
+def load_llama4_fp32(model_dir: Path):
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cls = (transformers.Llama4ForConditionalGeneration if "text_config" in cfg
+           else transformers.AutoModelForCausalLM)
+    return cls.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+def llama4_ids() -> np.ndarray:
+    rng = np.random.default_rng(13)
+    return rng.integers(0, VOCAB, size=LLAMA4_SEQ + 1, dtype=np.uint16)
+
+
+@pytest.mark.parametrize("family,variant", [("llama4", "rope"), ("llama4", "nope"),
+                                            ("llama4_vl", "nope")])
+def test_llama4_logits_match_transformers_fp32(family, variant, tmp_path):
+    """fp4kit eval against transformers (float32, eager) on the bf16 tiny Llama-4, text-only
+    (Llama4ForCausalLM) and as the multimodal wrapper (Llama4ForConditionalGeneration: tensors
+    under language_model.). Each Llama-4 feature in play moves transformers' logits by far more
+    than the tolerance when switched off, so the comparison would catch its absence."""
+    import tiny_models
+    binary = fp4kit_bin()
+    tiny_models.save(family, tmp_path / "model")
+    patch_config(tmp_path / "model", LLAMA4_CONFIGS[variant])
+    model = load_llama4_fp32(tmp_path / "model")
+    text = model.language_model if family == "llama4_vl" else model
+    layers = text.model.layers
+    cfg = text.config
+    assert cfg.attention_chunk_size == 16 and LLAMA4_SEQ > 2 * cfg.attention_chunk_size
+    assert layers[1].is_moe_layer and not layers[0].is_moe_layer
+    ids = llama4_ids()
+    inp = torch.tensor(ids[:-1].astype(np.int64))[None]
+    with torch.no_grad():
+        ref = model(input_ids=inp).logits[0].numpy()
+    got = fp4kit_logits(binary, tmp_path / "model", ids, tmp_path)
+    assert got.shape == ref.shape
+    rng = float(ref.max() - ref.min())
+    diff = float(np.abs(got - ref).max())
+    print(f"{family} ({variant}): max |dlogit| {diff:.3g}, logit range {rng:.3g}")
+    assert rng > 1.0, "random model too flat to be a meaningful check"
+    assert diff <= 1e-4 * rng, f"{family} {variant}: max |dlogit| {diff} > 1e-4 x range {rng}"
+
+    variants = {}
+    with torch.no_grad():
+        chunk = cfg.attention_chunk_size
+        cfg.attention_chunk_size = 4096
+        variants["no chunking"] = model(input_ids=inp).logits[0].numpy()
+        cfg.attention_chunk_size = chunk
+        if variant == "rope":
+            saved = [l.self_attn.__dict__["_modules"].pop("qk_norm") for l in layers]
+            variants["no qk-norm"] = model(input_ids=inp).logits[0].numpy()
+            for l, m in zip(layers, saved):
+                l.self_attn.qk_norm = m
+        else:
+            attn = layers[1].self_attn
+            assert not attn.use_rope and attn.attn_temperature_tuning
+            attn.attn_temperature_tuning = False
+            variants["no temperature"] = model(input_ids=inp).logits[0].numpy()
+            attn.attn_temperature_tuning = True
+            attn.use_rope = True
+            variants["RoPE on the NoPE layer"] = model(input_ids=inp).logits[0].numpy()
+            attn.use_rope = False
+        # The experts read the token times its router score: scaling the output instead moves
+        # the logits (SiLU-GLU is not linear).
+        moe = layers[1].feed_forward
+        plain = moe.forward
+
+        def output_scaled(hidden_states):
+            h = hidden_states.reshape(-1, moe.hidden_dim)
+            scores, logits = moe.router(h)
+            out = moe.shared_expert(h)
+            for e in range(moe.num_experts):
+                g, u = (h @ moe.experts.gate_up_proj[e]).chunk(2, dim=-1)
+                y = (u * torch.nn.functional.silu(g)) @ moe.experts.down_proj[e]
+                out = out + y * scores[:, e:e + 1]
+            return out, logits
+
+        moe.forward = output_scaled
+        variants["score on the output"] = model(input_ids=inp).logits[0].numpy()
+        moe.forward = plain
+    for what, other in variants.items():
+        moved = float(np.abs(other - ref).max())
+        print(f"  {what}: reference moves by {moved:.3g}")
+        assert moved > 20 * 1e-4 * rng, f"{what}: reference moved only {moved}"
+
+
+def nvfp4_2d_decode(codes: torch.Tensor, scales: torch.Tensor, s2: float) -> np.ndarray:
+    """NVFP4 format A [N, K/2] codes (low nibble = even column), [N, K/16] scales -> [N, K]."""
+    c = codes.numpy()
+    n, half = c.shape
+    vals = np.stack([E2M1_VALUES[c & 0x0F], E2M1_VALUES[c >> 4]], axis=2).reshape(n, 2 * half)
+    sc = np.repeat(scales.float().numpy(), 16, axis=1)
+    return (vals * sc * np.float32(s2)).astype(np.float32)
+
+
+def test_llama4_eval_of_modelopt_nvfp4_export_matches_transformers_on_decoded_weights(tmp_path):
+    """ModelOpt's GPU NVFP4 export of the tiny Llama-4 (python/golden/models/llama4/w4a16: 2-D
+    linears in format A, the BMM experts 3-D [E, K/2, N]): `fp4kit eval` on it equals transformers
+    (float32) on a twin whose every NVFP4 tensor is decoded with numpy from the spec. W4A4 export:
+    the experts' `_input_scale` is honoured (the logits move when it is removed)."""
+    from safetensors.torch import load_file, save_file
+
+    binary = fp4kit_bin()
+    golden = Path(__file__).resolve().parents[1] / "golden" / "models" / "llama4"
+    export = golden / "w4a16" / "modelopt"
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    t = load_file(export / "model.safetensors")
+    decoded = 0
+    for name in [n for n in t if n + "_weight_scale" in t]:  # 3-D BMM experts
+        t[name] = torch.from_numpy(nvfp4_bmm_decode(
+            t.pop(name), t.pop(name + "_weight_scale"), float(t.pop(name + "_weight_scale_2"))))
+        decoded += 1
+    assert decoded == 2
+    for name in [n for n in t if n.endswith(".weight_scale_2")]:
+        m = name[: -len(".weight_scale_2")]
+        t[m + ".weight"] = torch.from_numpy(nvfp4_2d_decode(
+            t[m + ".weight"], t.pop(m + ".weight_scale"), float(t.pop(name))))
+        decoded += 1
+    assert decoded > 10 and not any(v.dtype == torch.uint8 for v in t.values())
+    save_file(t, twin / "model.safetensors", metadata={"format": "pt"})
+    cfg = json.loads((export / "config.json").read_text())
+    cfg.pop("quantization_config", None)
+    (twin / "config.json").write_text(json.dumps(cfg))
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        twin, dtype=torch.float32, attn_implementation="eager").eval()
+    ids = llama4_ids()
+    with torch.no_grad():
+        ref = model(torch.tensor(ids[:-1].astype(np.int64))[None]).logits[0].numpy()
+    (tmp_path / "a").mkdir()
+    got = fp4kit_logits(binary, export, ids, tmp_path / "a")
+    rng = float(ref.max() - ref.min())
+    diff = float(np.abs(got - ref).max())
+    print(f"llama4 ModelOpt w4a16: max |dlogit| {diff:.3g}, logit range {rng:.3g}")
+    assert rng > 1.0
+    assert diff <= 1e-4 * rng, f"max |dlogit| {diff} > 1e-4 x range {rng}"
+
+    w4a4 = golden / "w4a4" / "modelopt"
+    plain = tmp_path / "w4a4-noexpertact"
+    shutil.copytree(w4a4, plain)
+    t = load_file(plain / "model.safetensors")
+    dropped = [n for n in list(t) if n.endswith("proj_input_scale") and ".experts." in n]
+    assert len(dropped) == 2
+    for n in dropped:
+        t.pop(n)
+    save_file(t, plain / "model.safetensors", metadata={"format": "pt"})
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    a4 = fp4kit_logits(binary, w4a4, ids, tmp_path / "b")
+    a4_plain = fp4kit_logits(binary, plain, ids, tmp_path / "c")
+    assert float(np.abs(a4 - a4_plain).max()) > 1e-4 * rng
+    assert float(np.abs(a4 - got).max()) < 0.5 * rng
