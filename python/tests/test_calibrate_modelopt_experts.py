@@ -152,3 +152,93 @@ def test_gpt_oss_all_experts_amax_equals_float32_recomputation(tmp_path):
         assert abs(got_dn - want_dn) <= 1e-5 * want_dn, (i, got_dn, want_dn)
         assert stats["routed"][p + "gate_up_proj.input_amax"] == got_gu
         assert stats["routed"][p + "down_proj.input_amax"] <= got_dn
+
+
+def llama4_expert_amax(model, ids) -> tuple:
+    """max |input| of Llama4TextExperts' gate_up_proj (the router-score-scaled tokens it reads:
+    forward hook) and of its down_proj (up * silu(gate) recomputed from that input), in the
+    model's own dtype."""
+    ex = model.model.layers[1].feed_forward.experts
+    seen = []
+    hook = ex.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
+    with torch.no_grad():
+        model(ids)
+        hook.remove()
+        x = seen[0].view(ex.num_experts, -1, ex.hidden_size)
+        g, u = torch.bmm(x, ex.gate_up_proj).chunk(2, dim=-1)
+        return float(x.abs().max().float()), float((u * ex.act_fn(g)).abs().max().float())
+
+
+@pytest.mark.parametrize("variant", ["rope", "nope"])
+def test_llama4_bmm_expert_shared_expert_and_attention_input_amax_within_1_percent_of_modelopt(
+        variant, tmp_path):
+    """Llama-4 (tiny_models.llama4: layer 0 dense, layer 1 MoE): ModelOpt's Llama4TextExperts
+    quantizers (gate_up_proj_input_quantizer / down_proj_input_quantizer: one amax per layer over
+    the router-score-scaled tokens every expert reads) against fp4kit's stats of the plan's names
+    `<layer>.feed_forward.experts.gate_up_proj` / `down_proj`; the shared expert, the dense MLP
+    and q/k/v/o one to one, within 1%. "rope": the config as built (chunked attention of 16 < 32
+    tokens, qk-norm, top-1); "nope": layer 1 NoPE with attention temperature, top-2. The experts'
+    amax equal a float32 recomputation from transformers' experts input to float rounding.
+    One known exception: in "nope" the experts' down_proj amax of ModelOpt (bf16) lies 1.2% above
+    the float32 value; it is exactly the bf16 recomputation, i.e. bf16 rounding of the forward,
+    not a difference of routing or scaling, and is checked as such (within 2.5%, as for Mixtral)."""
+    import json
+    import modelopt.torch.quantization as mtq
+    from transformers import AutoModelForCausalLM
+
+    src = tiny_models.save("llama4", tmp_path / "src")
+    if variant == "nope":
+        cfg_path = src / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg.update({"no_rope_layers": [1, 0], "layer_types": ["chunked_attention", "full_attention"],
+                    "floor_scale": 4, "attn_scale": 0.5, "num_experts_per_tok": 2})
+        cfg_path.write_text(json.dumps(cfg))
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).eval()
+    bf16_gu, bf16_dn = llama4_expert_amax(model, CALIB_IDS)
+    with torch.no_grad():
+        model = mtq.quantize(model, mtq.NVFP4_DEFAULT_CFG, lambda m: m(CALIB_IDS))
+    theirs = modelopt_input_amax(model, "llama4")
+    top_k = model.config.num_experts_per_tok
+    attn = [f"model.layers.{l}.self_attn.{p}_proj" for l in range(2) for p in "qkvo"]
+    dense = [f"model.layers.0.feed_forward.{p}_proj" for p in ("gate", "up", "down")]
+    moe = [f"model.layers.1.feed_forward.{m}" for m in
+           ("experts.gate_up_proj", "experts.down_proj", "shared_expert.gate_proj",
+            "shared_expert.up_proj", "shared_expert.down_proj")]
+    want = set(attn + dense + moe)
+    assert want <= set(theirs), sorted(want - set(theirs))
+    p = "model.layers.1.feed_forward."
+    # ModelOpt's expert quantizers saw exactly what transformers' experts read (bf16).
+    assert theirs[p + "experts.gate_up_proj"] == pytest.approx(bf16_gu, rel=1e-6)
+    assert theirs[p + "experts.down_proj"] == pytest.approx(bf16_dn, rel=1e-6)
+
+    ids = tmp_path / "ids.u32"
+    CALIB_IDS.numpy().astype("<u4").tofile(ids)
+    stats = tmp_path / "stats.safetensors"
+    proc = subprocess.run([str(require_executable(fp4kit_bin())), "calibrate", str(src), "--data",
+                           str(ids), "--samples", "4", "--seq-len", "32", "-o", str(stats)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    raw = load_file(stats)
+    ours = {k[: -len(".input_amax")]: float(v) for k, v in raw.items() if k.endswith(".input_amax")}
+    # Exactly the plan's names: one entry per BMM tensor, none per expert, no router.
+    assert set(ours) == want, sorted(set(ours) ^ want)
+
+    f32_gu, f32_dn = llama4_expert_amax(AutoModelForCausalLM.from_pretrained(
+        src, dtype=torch.float32, attn_implementation="eager").eval(), CALIB_IDS)
+    assert abs(ours[p + "experts.gate_up_proj"] - f32_gu) <= 1e-5 * f32_gu
+    assert abs(ours[p + "experts.down_proj"] - f32_dn) <= 1e-5 * f32_dn
+
+    worst = 0.0
+    for name in sorted(want):
+        ref = theirs[name]
+        assert ref > 0, name
+        rel = abs(ours[name] - ref) / ref
+        worst = max(worst, rel)
+        tol = 0.025 if (variant, name) == ("nope", p + "experts.down_proj") else 0.01
+        assert rel <= tol, f"llama4 {name}: fp4kit {ours[name]} vs ModelOpt {ref}"
+    print(f"llama4 ({variant}): worst relative amax difference vs ModelOpt (bf16): {worst:.4%}")
+    # The experts read the token times its sigmoid score (< 1); the shared expert the token.
+    assert ours[p + "experts.gate_up_proj"] < 0.98 * ours[p + "shared_expert.gate_proj"]
+    routed = sum(int(v) for k, v in raw.items()
+                 if k.startswith(p + "experts.") and k.endswith(".routed_tokens"))
+    assert routed == CALIB_IDS.numel() * top_k, routed
