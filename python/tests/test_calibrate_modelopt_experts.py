@@ -242,3 +242,54 @@ def test_llama4_bmm_expert_shared_expert_and_attention_input_amax_within_1_perce
     routed = sum(int(v) for k, v in raw.items()
                  if k.startswith(p + "experts.") and k.endswith(".routed_tokens"))
     assert routed == CALIB_IDS.numel() * top_k, routed
+
+
+def test_llama4_all_experts_amax_equals_float32_recomputation(tmp_path):
+    """--all-experts on Llama-4: every expert of the MoE layer reads every token reaching it,
+    scaled by sigmoid(that expert's router logit), the score the token would carry were it routed
+    there (transformers itself feeds unrouted tokens as zeros, which say nothing about the
+    expert's range). Both amax equal a float32 PyTorch recomputation from the MoE block input to
+    float rounding; the routed statistics (no flag) are no larger."""
+    from transformers import AutoModelForCausalLM
+
+    src = tiny_models.save("llama4", tmp_path / "src")
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    ff = model.model.layers[1].feed_forward
+    inputs = []
+    hook = ff.register_forward_hook(
+        lambda m, args, out: inputs.append(args[0].detach().reshape(-1, args[0].shape[-1])))
+    with torch.no_grad():
+        model(CALIB_IDS)
+        hook.remove()
+        x = inputs[0]
+        scores = torch.sigmoid(x @ ff.router.weight.T)
+        want_gu, want_dn = 0.0, 0.0
+        for e in range(ff.num_experts):
+            xe = x * scores[:, e:e + 1]
+            g, u = (xe @ ff.experts.gate_up_proj[e]).chunk(2, dim=-1)
+            want_gu = max(want_gu, float(xe.abs().max()))
+            want_dn = max(want_dn, float((u * torch.nn.functional.silu(g)).abs().max()))
+
+    ids = tmp_path / "ids.u32"
+    CALIB_IDS.numpy().astype("<u4").tofile(ids)
+    stats = {}
+    for flag in ("routed", "all"):
+        out = tmp_path / f"{flag}.safetensors"
+        proc = subprocess.run([str(require_executable(fp4kit_bin())), "calibrate", str(src), "--data",
+                               str(ids), "--samples", "4", "--seq-len", "32", "-o", str(out)]
+                              + (["--all-experts"] if flag == "all" else []),
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        stats[flag] = {k: float(v) for k, v in load_file(out).items() if k.endswith(".input_amax")}
+    p = "model.layers.1.feed_forward.experts."
+    got_gu = stats["all"][p + "gate_up_proj.input_amax"]
+    got_dn = stats["all"][p + "down_proj.input_amax"]
+    assert abs(got_gu - want_gu) <= 1e-5 * want_gu, (got_gu, want_gu)
+    assert abs(got_dn - want_dn) <= 1e-5 * want_dn, (got_dn, want_dn)
+    assert stats["routed"][p + "gate_up_proj.input_amax"] <= got_gu
+    assert stats["routed"][p + "down_proj.input_amax"] <= got_dn
+    # Everything outside the routed experts is the same with and without the flag.
+    for k, v in stats["routed"].items():
+        if ".experts." not in k:
+            assert stats["all"][k] == v, k
