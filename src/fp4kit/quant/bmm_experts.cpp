@@ -62,22 +62,68 @@ BmmSource bmm_source(const Checkpoint& ckpt, const PlanEntry& e) {
   return s;
 }
 
+// Expert e's byte range of a tensor whose leading dimension is the expert.
+TensorInfo expert_range(const TensorInfo& t, uint64_t experts, uint64_t e) {
+  TensorInfo r = t;
+  const uint64_t per = t.nbytes() / experts;
+  r.begin = t.begin + e * per;
+  r.end = r.begin + per;
+  return r;
+}
+
+void release_expert(const Checkpoint& ckpt, const TensorInfo& t, uint64_t experts, uint64_t e) {
+  const auto& file = ckpt.file_of(t.name);
+  file.release(expert_range(t, experts, e));
+  if (e + 1 < experts) file.prefetch(expert_range(t, experts, e + 1));
+}
+
 }  // namespace
 
 namespace {
 
-// Tiled transpose of T elements: a 64x64 tile stays in L1 for both the reads and the writes.
+// Transposes a square block of 8 bytes x (8 / sizeof(T)) rows held in 64-bit words: x[i] is row i
+// on entry and column i on exit (swap networks on halves, then quarters, then single elements).
+template <typename T>
+inline void transpose_words(uint64_t* x) {
+  constexpr int kB = 8 / sizeof(T);
+  constexpr uint64_t kMasks[3] = {0x00FF00FF00FF00FFull, 0x0000FFFF0000FFFFull,
+                                  0x00000000FFFFFFFFull};
+  for (int stage = sizeof(T) == 1 ? 0 : sizeof(T) == 2 ? 1 : 2, d = 1; d < kB; ++stage, d *= 2) {
+    const int shift = 8 << stage;
+    for (int i = 0; i < kB; ++i) {
+      if (i & d) continue;
+      const uint64_t t = ((x[i] >> shift) ^ x[i + d]) & kMasks[stage];
+      x[i + d] ^= t;
+      x[i] ^= t << shift;
+    }
+  }
+}
+
+// Tiled transpose of T elements: a 64x64 tile stays in L1 for both the reads and the writes;
+// inside it, full blocks go through transpose_words, the ragged edges element by element.
 template <typename T>
 void transpose_tiled(const T* in, uint64_t rows, uint64_t cols, T* out) {
-  constexpr uint64_t kTile = 64;
+  constexpr uint64_t kTile = 64, kB = 8 / sizeof(T);
   const uint64_t row_tiles = (rows + kTile - 1) / kTile;
   parallel_for(0, row_tiles, 1, [&](size_t t0, size_t t1) {
     for (size_t t = t0; t < t1; ++t) {
       const uint64_t r0 = t * kTile, r1 = std::min(rows, r0 + kTile);
       for (uint64_t c0 = 0; c0 < cols; c0 += kTile) {
         const uint64_t c1 = std::min(cols, c0 + kTile);
+        uint64_t rb = r0;
+        for (; rb + kB <= r1; rb += kB) {
+          uint64_t cb = c0;
+          for (; cb + kB <= c1; cb += kB) {
+            uint64_t x[kB];
+            for (uint64_t i = 0; i < kB; ++i) std::memcpy(&x[i], in + (rb + i) * cols + cb, 8);
+            transpose_words<T>(x);
+            for (uint64_t j = 0; j < kB; ++j) std::memcpy(out + (cb + j) * rows + rb, &x[j], 8);
+          }
+          for (uint64_t c = cb; c < c1; ++c)
+            for (uint64_t r = rb; r < rb + kB; ++r) out[c * rows + r] = in[r * cols + c];
+        }
         for (uint64_t c = c0; c < c1; ++c)
-          for (uint64_t r = r0; r < r1; ++r) out[c * rows + r] = in[r * cols + c];
+          for (uint64_t r = rb; r < r1; ++r) out[c * rows + r] = in[r * cols + c];
       }
     }
   });
@@ -192,6 +238,10 @@ DistortionStats bmm_quantize(const Checkpoint& ckpt, const PlanEntry& e, float s
     transpose_bytes(expert_packed.data(), s.n, s.k / 2, 1, packed.data() + x * packed_per);
     transpose_bytes(expert_scales.data(), s.n, s.k / kNvfp4Block, 1,
                     scales.data() + x * scales_per);
+    // This expert's source pages go back to the kernel (bounded RSS, as 2-D entries do), and
+    // the next expert's are asked for while this loop goes on.
+    release_expert(ckpt, *s.tensor, s.experts, x);
+    if (s.scales) release_expert(ckpt, *s.scales, s.experts, x);
   }
   return total;
 }
