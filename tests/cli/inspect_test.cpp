@@ -98,7 +98,7 @@ TEST(InspectCli, ShardedWrapperWithQuantizationConfigs) {
   EXPECT_THAT(r.output, HasSubstr("model_type mixtral (inside llava), architectures (none)"));
   EXPECT_THAT(r.output, HasSubstr("layers 2, hidden 16, experts 8 (2 per token)"));
   EXPECT_THAT(r.output, HasSubstr("quant_method=compressed-tensors format=nvfp4-pack-quantized"));
-  EXPECT_THAT(r.output, HasSubstr("(hf_quant_config.json): quant_method=modelopt quant_algo=NVFP4"));
+  EXPECT_THAT(r.output, HasSubstr("(hf_quant_config.json): producer=modelopt quant_algo=NVFP4"));
   EXPECT_THAT(r.output, HasSubstr("shards: 2"));
   EXPECT_THAT(r.output, ::testing::ContainsRegex("F8_E4M3 +1 tensors +4 bytes"));
   EXPECT_THAT(r.output, ::testing::ContainsRegex("\nb +U8 +\\[8\\] +8  model-00002-of-00002"));

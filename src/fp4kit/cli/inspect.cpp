@@ -59,7 +59,7 @@ json detect_quantization(const Checkpoint& ck) {
     json q = {{"source", "hf_quant_config.json"}};
     if (doc.contains("producer") && doc["producer"].is_object() &&
         doc["producer"].contains("name"))
-      q["quant_method"] = doc["producer"]["name"];
+      q["producer"] = doc["producer"]["name"];  // who wrote it (modelopt, fp4kit), not a method
     if (doc.contains("quantization") && doc["quantization"].is_object())
       for (const char* k : {"quant_algo", "kv_cache_quant_algo", "group_size"})
         if (doc["quantization"].contains(k)) q[k] = doc["quantization"][k];
@@ -225,7 +225,7 @@ void print_text(const json& r) {
   if (r["quantization"].empty()) fmt::print("quantization: none\n");
   for (const json& q : r["quantization"]) {
     fmt::print("quantization ({}):", q["source"].get<std::string>());
-    for (const char* k : {"quant_method", "quant_algo", "format", "kv_cache_quant_algo"})
+    for (const char* k : {"quant_method", "producer", "quant_algo", "format", "kv_cache_quant_algo"})
       if (q.contains(k)) fmt::print(" {}={}", k, q[k].is_string() ? q[k].get<std::string>() : q[k].dump());
     fmt::print("\n");
   }
