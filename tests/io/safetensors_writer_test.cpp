@@ -207,5 +207,57 @@ TEST(CheckpointWriterMisuse, BadDeclarations) {
               HasSubstr("UTF-8"));
 }
 
+TEST(CheckpointWriter, TensorWrittenInPiecesGivesTheSameFile) {
+  TempDir one, parts;
+  const std::vector<TensorSpec> specs = {{"a", DType::U8, {3, 4}}, {"b", DType::U8, {2}}};
+  const std::string a = payload(12, 1), b = payload(2, 2);
+  {
+    CheckpointWriter w(one.path(), specs);
+    w.write("a", as_bytes(a));
+    w.write("b", as_bytes(b));
+    w.finish();
+  }
+  {
+    CheckpointWriter w(parts.path(), specs);
+    w.write_part("a", as_bytes(a.substr(0, 4)), false);
+    w.write_part("a", as_bytes(a.substr(4, 0)), false);  // an empty piece is harmless
+    w.write_part("a", as_bytes(a.substr(4, 8)), true);
+    w.write("b", as_bytes(b));
+    w.finish();
+  }
+  EXPECT_EQ(read_file(parts / "model.safetensors"), read_file(one / "model.safetensors"));
+}
+
+TEST(CheckpointWriter, PiecesThatDoNotAddUpAreErrors) {
+  const std::vector<TensorSpec> specs = {{"a", DType::U8, {8}}, {"b", DType::U8, {2}}};
+  {
+    TempDir d;
+    CheckpointWriter w(d.path(), specs);
+    w.write_part("a", as_bytes("abcd"), false);
+    EXPECT_THAT(error_of([&] { w.write_part("a", as_bytes("efghi"), false); }),
+                HasSubstr("tensor \"a\": 9 bytes written but U8 [8] needs 8"));
+  }
+  {
+    TempDir d;
+    CheckpointWriter w(d.path(), specs);
+    w.write_part("a", as_bytes("abcd"), false);
+    EXPECT_THAT(error_of([&] { w.write_part("a", as_bytes("ef"), true); }),
+                HasSubstr("tensor \"a\": 6 bytes written but U8 [8] needs 8"));
+  }
+  {
+    TempDir d;
+    CheckpointWriter w(d.path(), specs);
+    w.write_part("a", as_bytes("abcd"), false);
+    EXPECT_THAT(error_of([&] { w.write("b", as_bytes("xy")); }),
+                HasSubstr("written out of order: \"a\" is next (and only partly written)"));
+  }
+  {
+    TempDir d;
+    CheckpointWriter w(d.path(), specs);
+    w.write_part("a", as_bytes("abcd"), false);
+    EXPECT_THAT(error_of([&] { w.finish(); }), HasSubstr("tensor \"a\" was only partly written (4 of 8 bytes)"));
+  }
+}
+
 }  // namespace
 }  // namespace fp4kit

@@ -19,6 +19,11 @@ void AsyncWriter::write(std::string name, std::vector<uint8_t> data) {
   push(Item{std::move(name), std::move(data), {}, {}}, size);
 }
 
+void AsyncWriter::write_part(std::string name, std::vector<uint8_t> data, bool last) {
+  const uint64_t size = data.size();
+  push(Item{std::move(name), std::move(data), {}, {}, true, last}, size);
+}
+
 void AsyncWriter::write_borrowed(std::string name, std::span<const uint8_t> data,
                                  std::function<void()> done) {
   // Borrowed bytes live in the source mapping: they count towards RSS while queued too.
@@ -55,8 +60,12 @@ void AsyncWriter::run() {
     const uint64_t size = item.owned.empty() ? item.borrowed.size() : item.owned.size();
     try {
       if (!error_) {
-        writer_.write(item.name, item.owned.empty() ? item.borrowed
-                                                    : std::span<const uint8_t>(item.owned));
+        const std::span<const uint8_t> bytes =
+            item.owned.empty() ? item.borrowed : std::span<const uint8_t>(item.owned);
+        if (item.part)
+          writer_.write_part(item.name, bytes, item.last);
+        else
+          writer_.write(item.name, bytes);
         if (item.done) item.done();
       }
     } catch (...) {

@@ -23,6 +23,8 @@ class AsyncWriter {
 
   // Queues an owned buffer.
   void write(std::string name, std::vector<uint8_t> data);
+  // Queues one piece of a tensor written in pieces (CheckpointWriter::write_part).
+  void write_part(std::string name, std::vector<uint8_t> data, bool last);
   // Queues a borrowed span (must outlive the write); `done` runs after it was written.
   void write_borrowed(std::string name, std::span<const uint8_t> data,
                       std::function<void()> done = {});
@@ -35,6 +37,8 @@ class AsyncWriter {
     std::vector<uint8_t> owned;
     std::span<const uint8_t> borrowed;
     std::function<void()> done;
+    bool part = false;  // a piece of a tensor; `last` closes it
+    bool last = true;
   };
   void push(Item item, uint64_t size);
   void run();

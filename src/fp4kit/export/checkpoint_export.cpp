@@ -53,6 +53,22 @@ class WriterSink : public EntrySink {
     }
   }
 
+  // BMM experts: the scalars first, then the packed tensor expert by expert, then the scales.
+  void bmm_begin(size_t entry, float s2, float input_scale) override {
+    auto [lo, hi] = by_entry_.equal_range(entry);
+    for (auto it = lo; it != hi; ++it) {
+      const OutputTensor& t = layout_[it->second];
+      if (t.part == OutputPart::InputScale) writer_.write(t.spec.name, f32_bytes(input_scale));
+      if (t.part == OutputPart::GlobalScale) writer_.write(t.spec.name, f32_bytes(s2));
+    }
+  }
+  void bmm_packed(size_t entry, std::vector<uint8_t>&& packed, bool last) override {
+    writer_.write_part(part_name(entry, OutputPart::Weight), std::move(packed), last);
+  }
+  void bmm_scales(size_t entry, std::vector<uint8_t>&& scales) override {
+    writer_.write(part_name(entry, OutputPart::WeightScale), std::move(scales));
+  }
+
   void dequantized(size_t entry, std::vector<uint8_t>&& bf16) override {
     auto it = by_entry_.find(entry);
     writer_.write(layout_[it->second].spec.name, std::move(bf16));
@@ -67,6 +83,13 @@ class WriterSink : public EntrySink {
   }
 
  private:
+  const std::string& part_name(size_t entry, OutputPart part) const {
+    auto [lo, hi] = by_entry_.equal_range(entry);
+    for (auto it = lo; it != hi; ++it)
+      if (layout_[it->second].part == part) return layout_[it->second].spec.name;
+    throw Error(fmt::format("entry {}: no output tensor for this part (internal error)", entry));
+  }
+
   const std::vector<OutputTensor>& layout_;
   const Checkpoint& source_;
   const Plan& plan_;

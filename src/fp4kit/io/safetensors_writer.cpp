@@ -64,6 +64,7 @@ struct CheckpointWriter::Impl {
   std::vector<fs::path> files;
 
   size_t next = 0;         // next tensor expected
+  uint64_t part_done = 0;  // bytes of tensor `next` written so far by write_part
   size_t open_shard = 0;   // index of the shard open in fd (valid when fd >= 0)
   size_t shards_done = 0;  // shards fully written and synced
   int fd = -1;
@@ -245,29 +246,45 @@ CheckpointWriter::~CheckpointWriter() {
 }
 
 void CheckpointWriter::write(std::string_view name, std::span<const uint8_t> data) {
+  write_part(name, data, /*last=*/true);
+}
+
+void CheckpointWriter::write_part(std::string_view name, std::span<const uint8_t> data,
+                                  bool last) {
   Impl& m = *impl_;
   if (m.failed) throw Error(fmt::format("tensor \"{}\": the writer failed earlier", name));
   if (m.finished || m.next >= m.specs.size())
     throw Error(fmt::format("tensor \"{}\" written after all declared tensors", name));
   const TensorSpec& t = m.specs[m.next];
   if (t.name != name)
-    throw Error(fmt::format("tensor \"{}\" written out of order: \"{}\" is next", name, t.name));
-  if (data.size() != m.sizes[m.next])
+    throw Error(fmt::format("tensor \"{}\" written out of order: \"{}\" is next{}", name, t.name,
+                            m.part_done ? " (and only partly written)" : ""));
+  const uint64_t total = m.part_done + data.size();
+  if (total > m.sizes[m.next] || (last && total != m.sizes[m.next]))
     throw Error(fmt::format("tensor \"{}\": {} bytes written but {} {} needs {}", name,
-                            data.size(), dtype_name(t.dtype),
+                            total, dtype_name(t.dtype),
                             fmt::format("[{}]", fmt::join(t.shape, ",")),
                             m.sizes[m.next]));
-  const size_t shard = m.shard_of[m.next];
-  if (m.fd >= 0 && m.open_shard != shard) m.close_shard();
-  if (m.fd < 0) m.open_next_shard();
+  if (m.part_done == 0) {
+    const size_t shard = m.shard_of[m.next];
+    if (m.fd >= 0 && m.open_shard != shard) m.close_shard();
+    if (m.fd < 0) m.open_next_shard();
+  }
   m.append(data);
-  ++m.next;
+  m.part_done = total;
+  if (last) {
+    m.part_done = 0;
+    ++m.next;
+  }
 }
 
 void CheckpointWriter::finish() {
   Impl& m = *impl_;
   if (m.failed) throw Error("checkpoint writer: cannot finish after an earlier failure");
   if (m.finished) return;
+  if (m.next < m.specs.size() && m.part_done > 0)
+    throw Error(fmt::format("tensor \"{}\" was only partly written ({} of {} bytes)",
+                            m.specs[m.next].name, m.part_done, m.sizes[m.next]));
   if (m.next < m.specs.size())
     throw Error(fmt::format("tensor \"{}\" was declared but never written ({} of {} missing)",
                             m.specs[m.next].name, m.specs.size() - m.next, m.specs.size()));

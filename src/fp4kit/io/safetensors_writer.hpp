@@ -34,6 +34,9 @@ class CheckpointWriter {
 
   // Appends the next tensor; must follow the declared order and match its byte size.
   void write(std::string_view name, std::span<const uint8_t> data);
+  // Appends the next tensor in pieces (a tensor too large to hold in memory at once); `last`
+  // closes it, and the pieces must then add up to its byte size exactly.
+  void write_part(std::string_view name, std::span<const uint8_t> data, bool last);
   // Checks that every tensor arrived, writes the index, fsyncs. Throws on any failure.
   void finish();
 

@@ -174,20 +174,18 @@ SourceView bmm_expert_view(const Checkpoint& ckpt, const PlanEntry& e, uint64_t 
   return v;
 }
 
-float bmm_amax(const Checkpoint& ckpt, const PlanEntry& e) {
-  const BmmSource s = bmm_source(ckpt, e);
-  if (e.encoding == SourceEncoding::Plain)  // the max does not care about the orientation
-    return tensor_amax(ckpt.bytes(e.source.tensor).data(), s.tensor->dtype, s.experts * s.k, s.n);
-  // MXFP4: per block, the largest |code| times 2^(scale - 127), as mxfp4_dequantize computes it.
+namespace {
+
+// max |w| of the MXFP4 blocks [g0, g1): per block, the largest |code| times 2^(scale - 127), as
+// mxfp4_dequantize computes it (bit-identical to the max of the decoded values).
+float mxfp4_amax(const BmmSource& s, const PlanEntry& e, const uint8_t* blocks,
+                 const uint8_t* scales, uint64_t g0, uint64_t g1) {
   static const float kMagnitude[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
-  const uint8_t* blocks = ckpt.bytes(e.source.tensor).data();
-  const uint8_t* scales = ckpt.bytes(e.source_scales).data();
-  const uint64_t groups = s.experts * s.n * s.k / kMxfp4BlockSize;
   std::mutex mu;
   float amax = 0;
-  parallel_for(0, groups, 4096, [&](size_t g0, size_t g1) {
+  parallel_for(g0, g1, 4096, [&](size_t a0, size_t a1) {
     float local = 0;
-    for (size_t g = g0; g < g1; ++g) {
+    for (size_t g = a0; g < a1; ++g) {
       if (scales[g] == 0xFF)
         throw Error(fmt::format("MXFP4 scale tensor '{}': block {} has the NaN scale 0xFF",
                                 e.source_scales, g));
@@ -212,14 +210,41 @@ float bmm_amax(const Checkpoint& ckpt, const PlanEntry& e) {
   return amax;
 }
 
+}  // namespace
+
+float bmm_amax(const Checkpoint& ckpt, const PlanEntry& e) {
+  const BmmSource s = bmm_source(ckpt, e);
+  // Expert by expert, each one's pages released after it: the quantize pass reads them again
+  // (from the page cache), so RSS holds about one expert rather than the whole 3-D tensor.
+  const uint8_t* data = ckpt.bytes(e.source.tensor).data();
+  const uint64_t per = s.tensor->nbytes() / s.experts;
+  const uint64_t groups = s.n * s.k / kMxfp4BlockSize;  // MXFP4 blocks per expert
+  float amax = 0;
+  for (uint64_t x = 0; x < s.experts; ++x) {
+    if (e.encoding == SourceEncoding::Plain) {  // the max does not care about the orientation
+      try {
+        amax = std::max(amax, tensor_amax(data + x * per, s.tensor->dtype, s.k, s.n));
+      } catch (const Error& err) {  // rows and columns of expert x's [K, N] matrix
+        throw Error(fmt::format("expert {} of '{}': {}", x, e.source.tensor, err.what()));
+      }
+    } else
+      amax = std::max(amax, mxfp4_amax(s, e, data, ckpt.bytes(e.source_scales).data(),
+                                       x * groups, (x + 1) * groups));
+    release_expert(ckpt, *s.tensor, s.experts, x);
+    if (s.scales) release_expert(ckpt, *s.scales, s.experts, x);
+  }
+  // The quantize pass starts over at expert 0.
+  ckpt.file_of(s.tensor->name).prefetch(expert_range(*s.tensor, s.experts, 0));
+  return amax;
+}
+
 DistortionStats bmm_quantize(const Checkpoint& ckpt, const PlanEntry& e, float s2,
-                             std::vector<uint8_t>& packed, std::vector<uint8_t>& scales) {
+                             const BmmExpertBytes& on_expert, std::vector<uint8_t>& scales) {
   const BmmSource s = bmm_source(ckpt, e);
   if (s.k % kNvfp4Block != 0)
     throw Error(fmt::format("module '{}': K = {} is not a multiple of 16 (plan error)", e.name,
                             s.k));
   const uint64_t packed_per = s.n * s.k / 2, scales_per = s.n * s.k / kNvfp4Block;
-  packed.resize(s.experts * packed_per);
   scales.resize(s.experts * scales_per);
   std::vector<uint8_t> values, expert_packed(packed_per), expert_scales(scales_per);
   DistortionStats total;
@@ -235,13 +260,15 @@ DistortionStats bmm_quantize(const Checkpoint& ckpt, const PlanEntry& e, float s
     total.merge(nvfp4_distortion(v.data, v.dtype, v.rows, v.cols, expert_packed.data(),
                                  expert_scales.data(), s2));
     // [N, K/2] -> [K/2, N] and [N, K/16] -> [K/16, N]: bytes, as ModelOpt transposes back.
-    transpose_bytes(expert_packed.data(), s.n, s.k / 2, 1, packed.data() + x * packed_per);
+    std::vector<uint8_t> packed(packed_per);
+    transpose_bytes(expert_packed.data(), s.n, s.k / 2, 1, packed.data());
     transpose_bytes(expert_scales.data(), s.n, s.k / kNvfp4Block, 1,
                     scales.data() + x * scales_per);
     // This expert's source pages go back to the kernel (bounded RSS, as 2-D entries do), and
     // the next expert's are asked for while this loop goes on.
     release_expert(ckpt, *s.tensor, s.experts, x);
     if (s.scales) release_expert(ckpt, *s.scales, s.experts, x);
+    on_expert(x, std::move(packed));
   }
   return total;
 }

@@ -6,6 +6,7 @@
 // back: "<m>" U8 [E, K/2, N], "<m>_weight_scale" F8 [E, K/16, N]. Memory: one expert's [N, K]
 // values at a time plus the output tensor.
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "fp4kit/io/checkpoint.hpp"
@@ -23,10 +24,12 @@ SourceView bmm_expert_view(const Checkpoint& ckpt, const PlanEntry& entry, uint6
 // max |w| over all experts (the one s2 of the tensor); MXFP4 from codes and scales, no decode.
 float bmm_amax(const Checkpoint& ckpt, const PlanEntry& entry);
 
-// Quantizes every expert with `s2` into packed [E, K/2, N] and scales [E, K/16, N] (resized);
-// returns the error over all experts.
+// Quantizes every expert with `s2`, in order: each expert's packed [K/2, N] bytes go to
+// `on_expert` as soon as they are ready (so the caller can write them out), the scales into
+// `scales` [E, K/16, N] (resized). Returns the error over all experts.
+using BmmExpertBytes = std::function<void(uint64_t expert, std::vector<uint8_t>&& packed)>;
 DistortionStats bmm_quantize(const Checkpoint& ckpt, const PlanEntry& entry, float s2,
-                             std::vector<uint8_t>& packed, std::vector<uint8_t>& scales);
+                             const BmmExpertBytes& on_expert, std::vector<uint8_t>& scales);
 
 // A kept MXFP4 expert tensor as BF16 [E, K, N] bytes (what transformers' dequantization gives).
 std::vector<uint8_t> bmm_dequantize_to_bf16(const Checkpoint& ckpt, const PlanEntry& entry);

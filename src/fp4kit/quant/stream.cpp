@@ -142,8 +142,23 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
       auto [amax, s2] = groups.amax_and_s2(idx);
       QuantizedWeight q;
       q.s2 = s2;
-      if (e.bmm_experts > 0) {  // 3-D experts, one s2, written 3-D (spec 4)
-        r.error = bmm_quantize(source, e, s2, q.packed, q.scales);
+      if (!options.weights_only) {
+        if (e.input_group < 0 || static_cast<size_t>(e.input_group) >= input_scales.size() ||
+            !(input_scales[e.input_group] > 0))
+          throw Error(fmt::format("module '{}': no input_scale computed (internal error)", e.name));
+        q.input_scale = input_scales[e.input_group];
+      }
+      if (e.bmm_experts > 0) {  // 3-D experts, one s2, written 3-D and streamed (spec 4)
+        sink.bmm_begin(idx, s2, q.input_scale);
+        r.error = bmm_quantize(
+            source, e, s2,
+            [&](uint64_t x, std::vector<uint8_t>&& packed) {
+              sink.bmm_packed(idx, std::move(packed), x + 1 == e.bmm_experts);
+            },
+            q.scales);
+        r.bytes_out = e.bmm_experts * e.rows * e.cols * 9 / 16 + 4 +
+                      (options.weights_only ? 0 : 4);
+        sink.bmm_scales(idx, std::move(q.scales));
       } else {
         const SourceView v = decoded_view(source, e, decoded);
         q.packed.resize(v.rows * v.cols / 2);
@@ -157,19 +172,15 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
         r.error = nvfp4_distortion(v.data, v.dtype, v.rows, v.cols, q.packed.data(),
                                    q.scales.data(), s2);
       }
-      if (!options.weights_only) {
-        if (e.input_group < 0 || static_cast<size_t>(e.input_group) >= input_scales.size() ||
-            !(input_scales[e.input_group] > 0))
-          throw Error(fmt::format("module '{}': no input_scale computed (internal error)", e.name));
-        q.input_scale = input_scales[e.input_group];
-      }
       r.bytes_in = e.bmm_experts > 0 ? source.info(e.source.tensor).nbytes()
                                      : e.rows * e.cols * dtype_size(e.source_dtype);
-      r.bytes_out = q.packed.size() + q.scales.size() + 4 + (options.weights_only ? 0 : 4);
       r.amax = amax;
       r.s2 = s2;
       r.input_scale = q.input_scale;
-      sink.quantized(idx, std::move(q));
+      if (e.bmm_experts == 0) {
+        r.bytes_out = q.packed.size() + q.scales.size() + 4 + (options.weights_only ? 0 : 4);
+        sink.quantized(idx, std::move(q));
+      }
       source.release(e.source.tensor);  // bounded RSS: the mapping's pages go back to the kernel
       if (!e.source_scales.empty()) source.release(e.source_scales);
     }

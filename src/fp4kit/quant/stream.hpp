@@ -28,6 +28,22 @@ class EntrySink {
   virtual void quantized(size_t entry, QuantizedWeight&& weight) = 0;
   // `bytes` stays valid until the source checkpoint is closed.
   virtual void copied(size_t entry, std::span<const uint8_t> bytes) = 0;
+  // A BMM 3-D expert entry (spec 4), streamed so that memory holds one expert's packed bytes,
+  // not the tensor's: bmm_begin once (s2 and input_scale are known before any expert), then
+  // bmm_packed for experts 0..E-1 in order ([K/2, N] bytes each, `last` on E-1), then bmm_scales
+  // with the whole [E, K/16, N] scale tensor (1/8 of the packed size).
+  virtual void bmm_begin(size_t entry, float s2, float input_scale) {
+    (void)entry, (void)s2, (void)input_scale;
+    throw std::logic_error("this sink cannot take BMM expert entries");
+  }
+  virtual void bmm_packed(size_t entry, std::vector<uint8_t>&& packed, bool last) {
+    (void)entry, (void)packed, (void)last;
+    throw std::logic_error("this sink cannot take BMM expert entries");
+  }
+  virtual void bmm_scales(size_t entry, std::vector<uint8_t>&& scales) {
+    (void)entry, (void)scales;
+    throw std::logic_error("this sink cannot take BMM expert entries");
+  }
   // A Dequantize entry: the whole tensor as BF16 bytes (FP8 source written unquantized).
   virtual void dequantized(size_t entry, std::vector<uint8_t>&& bf16) {
     (void)entry, (void)bf16;
