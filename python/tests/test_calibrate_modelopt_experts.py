@@ -20,6 +20,20 @@ from conftest import fp4kit_bin, require_executable
 from test_quantize_modelopt import CALIB_IDS, modelopt_input_amax
 
 
+def fp4kit_calibrate(src, tmp_path, all_experts: bool = False) -> dict:
+    """`fp4kit calibrate` on CALIB_IDS (the 4 x 32 windows ModelOpt calibrated on, back to back);
+    the stats file's tensors."""
+    ids = tmp_path / "ids.u32"
+    CALIB_IDS.numpy().astype("<u4").tofile(ids)
+    out = tmp_path / ("all.safetensors" if all_experts else "routed.safetensors")
+    proc = subprocess.run([str(require_executable(fp4kit_bin())), "calibrate", str(src), "--data",
+                           str(ids), "--samples", "4", "--seq-len", "32", "-o", str(out)]
+                          + (["--all-experts"] if all_experts else []),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return load_file(out)
+
+
 def group_key(module: str) -> str:
     """ModelOpt's fused-expert amax is shared by all experts (and by gate and up) of a layer."""
     if ".experts." not in module:
@@ -40,14 +54,7 @@ def test_expert_and_dense_input_amax_within_1_percent_of_modelopt(family, tmp_pa
     theirs = modelopt_input_amax(model, family)
     assert any(".experts." in m for m in theirs), "ModelOpt calibrated no expert"
 
-    ids = tmp_path / "ids.u32"
-    CALIB_IDS.numpy().astype("<u4").tofile(ids)  # the 4 x 32 windows, back to back
-    stats = tmp_path / "stats.safetensors"
-    proc = subprocess.run([str(require_executable(fp4kit_bin())), "calibrate", str(src), "--data",
-                           str(ids), "--samples", "4", "--seq-len", "32", "-o", str(stats)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    ours = {k[: -len(".input_amax")]: float(v) for k, v in load_file(stats).items()
+    ours = {k[: -len(".input_amax")]: float(v) for k, v in fp4kit_calibrate(src, tmp_path).items()
             if k.endswith(".input_amax")}
 
     groups = collections.defaultdict(list)
@@ -81,14 +88,7 @@ def test_gpt_oss_bmm_expert_and_attention_input_amax_within_1_percent_of_modelop
                       "self_attn.o_proj", "mlp.experts.gate_up_proj", "mlp.experts.down_proj")}
     assert want <= set(theirs), sorted(want - set(theirs))
 
-    ids = tmp_path / "ids.u32"
-    CALIB_IDS.numpy().astype("<u4").tofile(ids)
-    stats = tmp_path / "stats.safetensors"
-    proc = subprocess.run([str(require_executable(fp4kit_bin())), "calibrate", str(src), "--data",
-                           str(ids), "--samples", "4", "--seq-len", "32", "-o", str(stats)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    raw = load_file(stats)
+    raw = fp4kit_calibrate(src, tmp_path)
     ours = {k[: -len(".input_amax")]: float(v) for k, v in raw.items() if k.endswith(".input_amax")}
     # Exactly the plan's names: no per-expert or gate/up-split entries for BMM experts.
     assert set(ours) == want, sorted(set(ours) ^ want)
@@ -127,17 +127,10 @@ def test_gpt_oss_all_experts_amax_equals_float32_recomputation(tmp_path):
     for h in hooks:
         h.remove()
 
-    ids = tmp_path / "ids.u32"
-    CALIB_IDS.numpy().astype("<u4").tofile(ids)
     stats = {}
     for flag in ("routed", "all"):
-        out = tmp_path / f"{flag}.safetensors"
-        proc = subprocess.run([str(require_executable(fp4kit_bin())), "calibrate", str(src), "--data",
-                               str(ids), "--samples", "4", "--seq-len", "32", "-o", str(out)]
-                              + (["--all-experts"] if flag == "all" else []),
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        stats[flag] = {k: float(v) for k, v in load_file(out).items() if k.endswith(".input_amax")}
+        stats[flag] = {k: float(v) for k, v in fp4kit_calibrate(src, tmp_path, flag == "all").items()
+                       if k.endswith(".input_amax")}
     for i, x in inputs.items():
         ex = model.model.layers[i].mlp.experts
         with torch.no_grad():
@@ -211,14 +204,7 @@ def test_llama4_bmm_expert_shared_expert_and_attention_input_amax_within_1_perce
     assert theirs[p + "experts.gate_up_proj"] == pytest.approx(bf16_gu, rel=1e-6)
     assert theirs[p + "experts.down_proj"] == pytest.approx(bf16_dn, rel=1e-6)
 
-    ids = tmp_path / "ids.u32"
-    CALIB_IDS.numpy().astype("<u4").tofile(ids)
-    stats = tmp_path / "stats.safetensors"
-    proc = subprocess.run([str(require_executable(fp4kit_bin())), "calibrate", str(src), "--data",
-                           str(ids), "--samples", "4", "--seq-len", "32", "-o", str(stats)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    raw = load_file(stats)
+    raw = fp4kit_calibrate(src, tmp_path)
     ours = {k[: -len(".input_amax")]: float(v) for k, v in raw.items() if k.endswith(".input_amax")}
     # Exactly the plan's names: one entry per BMM tensor, none per expert, no router.
     assert set(ours) == want, sorted(set(ours) ^ want)
@@ -271,17 +257,10 @@ def test_llama4_all_experts_amax_equals_float32_recomputation(tmp_path):
             want_gu = max(want_gu, float(xe.abs().max()))
             want_dn = max(want_dn, float((u * torch.nn.functional.silu(g)).abs().max()))
 
-    ids = tmp_path / "ids.u32"
-    CALIB_IDS.numpy().astype("<u4").tofile(ids)
     stats = {}
     for flag in ("routed", "all"):
-        out = tmp_path / f"{flag}.safetensors"
-        proc = subprocess.run([str(require_executable(fp4kit_bin())), "calibrate", str(src), "--data",
-                               str(ids), "--samples", "4", "--seq-len", "32", "-o", str(out)]
-                              + (["--all-experts"] if flag == "all" else []),
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        stats[flag] = {k: float(v) for k, v in load_file(out).items() if k.endswith(".input_amax")}
+        stats[flag] = {k: float(v) for k, v in fp4kit_calibrate(src, tmp_path, flag == "all").items()
+                       if k.endswith(".input_amax")}
     p = "model.layers.1.feed_forward.experts."
     got_gu = stats["all"][p + "gate_up_proj.input_amax"]
     got_dn = stats["all"][p + "down_proj.input_amax"]

@@ -136,16 +136,21 @@ Rope::Rope(const RopeParams& p) {
   }
 }
 
-void Rope::apply_interleaved(float* x, int heads, int head_dim, size_t position) const {
-  const int half = head_dim / 2;
+void Rope::angles(size_t position, int half, float* cs, float* sn) const {
+  // cos/sin of a float32 angle, evaluated in double and rounded: torch's float cos is accurate
+  // to about one ulp, so both agree within float rounding.
   const float pos = static_cast<float>(position);
-  float cs[512], sn[512];
   for (int i = 0; i < half; ++i) {
-    // torch.polar(1, pos * inv_freq) * attention_scaling, as in apply().
     const float ang = pos * inv_freq_[static_cast<size_t>(i)];
     cs[i] = static_cast<float>(std::cos(static_cast<double>(ang))) * attention_scaling_;
     sn[i] = static_cast<float>(std::sin(static_cast<double>(ang))) * attention_scaling_;
   }
+}
+
+void Rope::apply_interleaved(float* x, int heads, int head_dim, size_t position) const {
+  const int half = head_dim / 2;
+  float cs[512], sn[512];
+  angles(position, half, cs, sn);  // torch.polar(1, pos * inv_freq) * attention_scaling
   for (int h = 0; h < heads; ++h) {
     float* v = x + static_cast<size_t>(h) * head_dim;
     for (int i = 0; i < half; ++i) {
@@ -159,15 +164,8 @@ void Rope::apply_interleaved(float* x, int heads, int head_dim, size_t position)
 
 void Rope::apply(float* x, int heads, int head_dim, size_t position) const {
   const int half = head_dim / 2;
-  const float pos = static_cast<float>(position);
-  // cos/sin of a float32 angle, evaluated in double and rounded: torch's float cos is accurate
-  // to about one ulp, so both agree within float rounding.
   float cs[512], sn[512];
-  for (int i = 0; i < half; ++i) {
-    const float ang = pos * inv_freq_[static_cast<size_t>(i)];
-    cs[i] = static_cast<float>(std::cos(static_cast<double>(ang))) * attention_scaling_;
-    sn[i] = static_cast<float>(std::sin(static_cast<double>(ang))) * attention_scaling_;
-  }
+  angles(position, half, cs, sn);
   for (int h = 0; h < heads; ++h) {
     float* v = x + static_cast<size_t>(h) * head_dim;
     for (int i = 0; i < half; ++i) {

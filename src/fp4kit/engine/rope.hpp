@@ -43,6 +43,9 @@ class Rope {
   void apply_interleaved(float* x, int heads, int head_dim, size_t position) const;
 
  private:
+  // cos and sin (times attention_scaling) of position * inv_freq[i] for i < half.
+  void angles(size_t position, int half, float* cs, float* sn) const;
+
   std::vector<float> inv_freq_;  // rotary_dim / 2 frequencies
   float attention_scaling_ = 1.0f;
 };
