@@ -21,6 +21,18 @@ SEQ = 48
 VOCAB = 256
 
 
+def assert_logits_match(got, ref, label: str) -> float:
+    """fp4kit's logits within 1e-4 of the reference's logit range (a random model must have a range
+    above 1 for that to mean anything); returns the range."""
+    assert got.shape == ref.shape, f"{label}: shape {got.shape} vs {ref.shape}"
+    rng = float(ref.max() - ref.min())
+    diff = float(np.abs(got - ref).max())
+    print(f"{label}: max |dlogit| {diff:.3g}, logit range {rng:.3g}")
+    assert rng > 1.0, "random model too flat to be a meaningful check"
+    assert diff <= 1e-4 * rng, f"{label}: max |dlogit| {diff} > 1e-4 x range {rng}"
+    return rng
+
+
 def fp4kit_bin() -> str:
     b = os.environ.get("FP4KIT_BIN")
     if not b or not Path(b).exists():
@@ -93,11 +105,7 @@ def test_logits_match_transformers_fp32(family, tmp_path):
                     "--ctx", str(SEQ), "--dump-logits", str(out), "--threads", "2"],
                    check=True, capture_output=True)
     got = np.fromfile(out, dtype=np.float32).reshape(SEQ, VOCAB)
-    rng = float(ref.max() - ref.min())
-    diff = float(np.abs(got - ref).max())
-    print(f"{family}: max |dlogit| {diff:.3g}, logit range {rng:.3g}")
-    assert rng > 1.0, "random model too flat to be a meaningful check"
-    assert diff <= 1e-4 * rng, f"{family}: max |dlogit| {diff} > 1e-4 x range {rng}"
+    assert_logits_match(got, ref, family)
 
 
 def read_stats(path: Path) -> dict:
@@ -305,12 +313,7 @@ def test_gpt_oss_logits_match_transformers_fp32(tmp_path):
     hook.remove()
     assert clamped and clamped[0] > 2 * cfg.swiglu_limit, "the SwiGLU clamp is not exercised"
     got = fp4kit_logits(binary, tmp_path / "model", ids, tmp_path)
-    assert got.shape == ref.shape
-    rng = float(ref.max() - ref.min())
-    diff = float(np.abs(got - ref).max())
-    print(f"gpt_oss: max |dlogit| {diff:.3g}, logit range {rng:.3g}")
-    assert rng > 1.0, "random model too flat to be a meaningful check"
-    assert diff <= 1e-4 * rng, f"gpt_oss: max |dlogit| {diff} > 1e-4 x range {rng}"
+    rng = assert_logits_match(got, ref, "gpt_oss")
     # The features under test change the reference by far more than the tolerance: without the
     # window, without sinks or with zero expert biases transformers' logits move.
     variants = {}
@@ -554,12 +557,7 @@ def test_llama4_logits_match_transformers_fp32(family, variant, tmp_path):
     with torch.no_grad():
         ref = model(input_ids=inp).logits[0].numpy()
     got = fp4kit_logits(binary, tmp_path / "model", ids, tmp_path)
-    assert got.shape == ref.shape
-    rng = float(ref.max() - ref.min())
-    diff = float(np.abs(got - ref).max())
-    print(f"{family} ({variant}): max |dlogit| {diff:.3g}, logit range {rng:.3g}")
-    assert rng > 1.0, "random model too flat to be a meaningful check"
-    assert diff <= 1e-4 * rng, f"{family} {variant}: max |dlogit| {diff} > 1e-4 x range {rng}"
+    rng = assert_logits_match(got, ref, f"{family} ({variant})")
 
     variants = {}
     with torch.no_grad():
@@ -650,11 +648,7 @@ def test_llama4_eval_of_modelopt_nvfp4_export_matches_transformers_on_decoded_we
         ref = model(torch.tensor(ids[:-1].astype(np.int64))[None]).logits[0].numpy()
     (tmp_path / "a").mkdir()
     got = fp4kit_logits(binary, export, ids, tmp_path / "a")
-    rng = float(ref.max() - ref.min())
-    diff = float(np.abs(got - ref).max())
-    print(f"llama4 ModelOpt w4a16: max |dlogit| {diff:.3g}, logit range {rng:.3g}")
-    assert rng > 1.0
-    assert diff <= 1e-4 * rng, f"max |dlogit| {diff} > 1e-4 x range {rng}"
+    rng = assert_logits_match(got, ref, "llama4 ModelOpt w4a16")
 
     w4a4 = golden / "w4a4" / "modelopt"
     plain = tmp_path / "w4a4-noexpertact"
