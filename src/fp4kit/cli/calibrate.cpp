@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "fp4kit/cli/commands.hpp"
+#include "fp4kit/cli/jobs.hpp"
 #include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/engine/data_source.hpp"
 #include "fp4kit/engine/forward.hpp"
@@ -18,17 +19,11 @@
 namespace fp4kit::cli {
 namespace {
 
-struct CalibrateOptions {
-  std::string src, data, out, device = "cpu", text_field = "text";
-  int64_t samples = 128, seq_len = 512;
-  bool all_experts = false;
-  int threads = 0;
-  size_t chunk = 2048;
-};
-
 double mib(size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 
-int run_calibrate(const CalibrateOptions& o) {
+}  // namespace
+
+CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
   if (o.device != "cpu")
     throw Error("calibrate: --device " + o.device + " is not available in this build (cpu only)");
   set_thread_count(o.threads);
@@ -49,17 +44,19 @@ int run_calibrate(const CalibrateOptions& o) {
     seqs.emplace_back(s.begin(), s.end());
   }
   const size_t tokens = seqs.size() * static_cast<size_t>(samples.seq_len);
-  fmt::print("calibrate: {} ({}, {} layers{})\n", o.src, engine::family_name(spec.family),
-             spec.n_layers,
-             spec.n_experts > 0 ? fmt::format(", {} experts, top-{}", spec.n_experts, spec.top_k)
-                                : std::string());
-  fmt::print("data: {}: {} samples x {} tokens = {} tokens (stream of {} tokens)\n", o.data,
-             seqs.size(), samples.seq_len, tokens, samples.stream_tokens);
-  fmt::print("memory: activations about {:.1f} MiB (hidden states of all {} tokens kept between "
-             "layers), weights up to {:.1f} MiB decoded at a time (one layer / one expert)\n",
-             mib(eng.activation_bytes(tokens, o.chunk, static_cast<size_t>(samples.seq_len))),
-             tokens, mib(eng.peak_weight_bytes()));
-  if (o.all_experts) fmt::print("--all-experts: every routed expert runs on every token (statistics only)\n");
+  if (!o.quiet) {
+    fmt::print("calibrate: {} ({}, {} layers{})\n", o.src, engine::family_name(spec.family),
+               spec.n_layers,
+               spec.n_experts > 0 ? fmt::format(", {} experts, top-{}", spec.n_experts, spec.top_k)
+                                  : std::string());
+    fmt::print("data: {}: {} samples x {} tokens = {} tokens (stream of {} tokens)\n", o.data,
+               seqs.size(), samples.seq_len, tokens, samples.stream_tokens);
+    fmt::print("memory: activations about {:.1f} MiB (hidden states of all {} tokens kept between "
+               "layers), weights up to {:.1f} MiB decoded at a time (one layer / one expert)\n",
+               mib(eng.activation_bytes(tokens, o.chunk, static_cast<size_t>(samples.seq_len))),
+               tokens, mib(eng.peak_weight_bytes()));
+    if (o.all_experts) fmt::print("--all-experts: every routed expert runs on every token (statistics only)\n");
+  }
 
   engine::StatsCollector stats;
   engine::ForwardOptions fo;
@@ -67,6 +64,8 @@ int run_calibrate(const CalibrateOptions& o) {
   fo.simulate_activations = false;  // statistics describe the unquantized model
   fo.chunk_tokens = o.chunk;
   fo.on_layer = [&](int64_t l, int64_t n) {
+    if (o.on_layer) o.on_layer(l + 1, n);
+    if (o.quiet) return;
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     fmt::print("layer {}/{} done ({:.1f} s)\n", l + 1, n, s);
     std::fflush(stdout);
@@ -87,24 +86,30 @@ int run_calibrate(const CalibrateOptions& o) {
   for (const auto& [e, n] : st.routed_tokens)
     if (n == 0) idle.push_back(e);
   write_stats_file(o.out, st);
-  const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  fmt::print("linears with statistics: {}\n", st.input_amax.size());
+  CalibrateOutcome r;
+  r.samples = seqs.size();
+  r.seq_len = static_cast<size_t>(samples.seq_len);
+  r.tokens = tokens;
+  r.linears = st.input_amax.size();
+  r.idle_experts = std::move(idle);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.forward_seconds = forward_s;
+  if (o.quiet) return r;
+  fmt::print("linears with statistics: {}\n", r.linears);
   if (!st.routed_tokens.empty()) {
-    fmt::print("experts with no routed tokens: {}{}\n", idle.size(),
-               idle.empty() ? "" : (o.all_experts ? " (statistics from --all-experts)" :
+    fmt::print("experts with no routed tokens: {}{}\n", r.idle_experts.size(),
+               r.idle_experts.empty() ? "" : (o.all_experts ? " (statistics from --all-experts)" :
                                                      " (no statistics: quantize uses the layer value)"));
-    for (const auto& e : idle) fmt::print("  {}\n", e);
+    for (const auto& e : r.idle_experts) fmt::print("  {}\n", e);
   }
-  fmt::print("time: {:.2f} s ({:.2f} s forward), {:.0f} tokens/s\n", total_s, forward_s,
+  fmt::print("time: {:.2f} s ({:.2f} s forward), {:.0f} tokens/s\n", r.seconds, forward_s,
              forward_s > 0 ? static_cast<double>(tokens) / forward_s : 0.0);
   fmt::print("wrote {}\n", o.out);
-  return 0;
+  return r;
 }
 
-}  // namespace
-
 Command add_calibrate(CLI::App& app) {
-  auto o = std::make_shared<CalibrateOptions>();
+  auto o = std::make_shared<CalibrateArgs>();
   auto* sub = app.add_subcommand(
       "calibrate", "run the model over calibration text and write activation statistics");
   sub->add_option("SRC", o->src, "source checkpoint directory")->required();
@@ -124,7 +129,10 @@ Command add_calibrate(CLI::App& app) {
   sub->add_option("--chunk-tokens", o->chunk, "tokens per block of the linears (default 2048)")
       ->check(CLI::PositiveNumber)
       ->group("");
-  return {sub, [o]() { return run_calibrate(*o); }};
+  return {sub, [o]() {
+            run_calibrate_job(*o);
+            return 0;
+          }};
 }
 
 }  // namespace fp4kit::cli

@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "fp4kit/cli/commands.hpp"
+#include "fp4kit/cli/jobs.hpp"
 #include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/engine/data_source.hpp"
 #include "fp4kit/engine/evaluate.hpp"
@@ -17,11 +18,8 @@
 namespace fp4kit::cli {
 namespace {
 
-struct EvalCliOptions {
-  std::string quant, base, data, save_base, base_logits, dump_logits, text_field = "text";
-  size_t ctx = 512, chunks = 0, tokens = 0;
-  bool json = false, no_act_quant = false;
-  int threads = 0;
+struct EvalCliOptions : EvalArgs {
+  bool json = false;
 };
 
 size_t count_suffix(const Checkpoint& c, const std::string& suffix) {
@@ -32,7 +30,14 @@ size_t count_suffix(const Checkpoint& c, const std::string& suffix) {
   return n;
 }
 
-int run_eval(const EvalCliOptions& o) {
+struct EvalRun {
+  engine::EvalResult r;
+  nlohmann::json j;  // what --json prints
+  size_t act_linears = 0;
+  bool simulate_activations = true;
+};
+
+EvalRun evaluate_job(const EvalArgs& o) {
   if (o.data.empty() && o.base_logits.empty())
     throw Error("eval: --data is required (unless --base-logits supplies the tokens)");
   if (!o.base.empty() && !o.base_logits.empty())
@@ -60,11 +65,12 @@ int run_eval(const EvalCliOptions& o) {
   eo.dump_logits = o.dump_logits;
   const size_t act_linears =
       count_suffix(*quant, ".input_scale") + count_suffix(*quant, ".input_global_scale");
-  const auto r = engine::evaluate(*quant, base.get(), stream, eo);
+  EvalRun run{engine::evaluate(*quant, base.get(), stream, eo), {}, act_linears,
+              eo.simulate_activations};
+  const auto& r = run.r;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  if (o.json) {
-    nlohmann::json j;
+  {
+    nlohmann::json& j = run.j;
     j["quant"] = o.quant;
     if (!o.base.empty()) j["base"] = o.base;
     if (!o.base_logits.empty()) j["base_logits"] = o.base_logits;
@@ -80,14 +86,23 @@ int run_eval(const EvalCliOptions& o) {
                        {"mean_nll", r.base->mean_nll}};
     if (r.kld) j["kl_divergence"] = engine::kld_summary_json(*r.kld);
     j["seconds"] = secs;
-    fmt::print("{}\n", j.dump(2));
+  }
+  return run;
+}
+
+int run_eval(const EvalCliOptions& o) {
+  const EvalRun run = evaluate_job(o);
+  const auto& r = run.r;
+  if (o.json) {
+    fmt::print("{}\n", run.j.dump(2));
     return 0;
   }
+  const size_t act_linears = run.act_linears;
   fmt::print("eval: {} windows of up to {} tokens, {} scored tokens\n", r.windows, o.ctx,
              r.quant.count);
   fmt::print("activations: {}\n",
              act_linears == 0 ? std::string("not quantized (no input_scale in the checkpoint)")
-             : eo.simulate_activations
+             : run.simulate_activations
                  ? fmt::format("NVFP4-simulated on {} linears (W4A4, per-16 block scales from "
                                "input_scale)", act_linears)
                  : std::string("NOT simulated (--no-act-quant), weight-only"));
@@ -102,11 +117,13 @@ int run_eval(const EvalCliOptions& o) {
     fmt::print("\n{}", engine::format_kld_summary(*r.kld));
   }
   if (!o.save_base.empty()) fmt::print("saved base log-probs to {}\n", o.save_base);
-  fmt::print("time: {:.2f} s\n", secs);
+  fmt::print("time: {:.2f} s\n", run.j["seconds"].get<double>());
   return 0;
 }
 
 }  // namespace
+
+nlohmann::json run_eval_job(const EvalArgs& args) { return evaluate_job(args).j; }
 
 Command add_eval(CLI::App& app) {
   auto o = std::make_shared<EvalCliOptions>();

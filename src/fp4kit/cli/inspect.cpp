@@ -9,6 +9,7 @@
 #include <map>
 
 #include "fp4kit/cli/commands.hpp"
+#include "fp4kit/cli/jobs.hpp"
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/model/config.hpp"
@@ -277,6 +278,8 @@ void print_text(const json& r) {
 
 }  // namespace
 
+nlohmann::json inspect_report(const std::string& dir) { return build_report(*Checkpoint::open(dir)); }
+
 Command add_inspect(CLI::App& app) {
   auto opts = std::make_shared<InspectOptions>();
   auto* sub = app.add_subcommand(
@@ -284,8 +287,7 @@ Command add_inspect(CLI::App& app) {
   sub->add_option("DIR", opts->dir, "checkpoint directory (or one .safetensors file)")->required();
   sub->add_flag("--json", opts->as_json, "print one JSON document for machines");
   return {sub, [opts]() -> int {
-            auto ck = Checkpoint::open(opts->dir);
-            const json report = build_report(*ck);
+            const json report = inspect_report(opts->dir);
             if (opts->as_json)
               fmt::print("{}\n", report.dump(2));
             else

@@ -48,10 +48,13 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
   if (a.quantize_linear_attn) plan_options.quantize_linear_attn = true;
   const Plan plan = build_plan(*source, config, plan_options);
 
-  for (const auto& w : plan.warnings) fmt::print(stderr, "fp4kit: warning: {}\n", w);
+  if (!a.quiet)
+    for (const auto& w : plan.warnings) fmt::print(stderr, "fp4kit: warning: {}\n", w);
+  if (outcome) outcome->warnings = plan.warnings;
   if (!a.plan_json.empty()) write_json_file(a.plan_json, plan.to_json());
   if (a.dry_run) {
-    fmt::print("{}", format_plan_table(plan, a.weights_only));
+    if (!a.quiet) fmt::print("{}", format_plan_table(plan, a.weights_only));
+    if (outcome) outcome->report = {{"plan", plan.to_json()}};
     return 0;
   }
 
@@ -83,6 +86,8 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
       plan, *source, input_scales, eo, out.partial(),
       [&](size_t done, size_t total, const EntryResult& r) {
         const PlanEntry& e = plan.entries[r.entry];
+        if (a.on_progress) return a.on_progress(done, total, e.name, r.bytes_in);
+        if (a.quiet) return;
         std::string detail = fmt::format("{} ({}) {} -> {} bytes", action_name(e.action),
                                          e.reason, r.bytes_in, r.bytes_out);
         if (e.action == Action::Quantize)
@@ -90,7 +95,7 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
         // Sizes of a sliced (fused-expert) entry count the slice, the bar the whole tensor once.
         progress.update(done, total, r.bytes_in, e.name, detail);
       });
-  progress.finish();
+  if (!a.quiet && !a.on_progress) progress.finish();
 
   // Check the output like a loader would before it gets its final name.
   verify::VerifyOptions vo;
@@ -100,7 +105,7 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
   if (a.verify != "none") {
     vr = verify_checkpoint(out.partial(), vo);
     if (!vr.ok()) {
-      fmt::print(stderr, "{}", vr.format_table());
+      if (!a.quiet) fmt::print(stderr, "{}", vr.format_table());
       throw Error(fmt::format("quantize: the output failed verification; nothing was written to "
                               "{} (see the findings above)",
                               a.out));
@@ -111,17 +116,21 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const QuantizeSummary summary = summarize(plan, result, seconds);
-  fmt::print("wrote {} ({} format, {})\n", a.out, a.format,
-             a.weights_only ? "weights-only W4A16" : "W4A4");
-  fmt::print("{}", format_summary(summary));
-  if (a.verify != "none")
-    fmt::print("  verify ({}): passed, {} warning(s)\n", a.verify, vr.count(verify::Finding::Warning));
-  if (!a.report.empty()) {
+  if (!a.quiet) {
+    fmt::print("wrote {} ({} format, {})\n", a.out, a.format,
+               a.weights_only ? "weights-only W4A16" : "W4A4");
+    fmt::print("{}", format_summary(summary));
+    if (a.verify != "none")
+      fmt::print("  verify ({}): passed, {} warning(s)\n", a.verify,
+                 vr.count(verify::Finding::Warning));
+  }
+  if (!a.report.empty() || outcome) {
     nlohmann::json report = {{"plan", plan.to_json()},
                              {"tensors", entries_json(plan, result)},
                              {"summary", summary_json(summary)}};
     if (a.verify != "none") report["verify"] = vr.to_json();
-    write_json_file(a.report, report);
+    if (!a.report.empty()) write_json_file(a.report, report);
+    if (outcome) outcome->report = std::move(report);
   }
   if (outcome) {
     outcome->summary = summary;

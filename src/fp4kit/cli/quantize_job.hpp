@@ -1,6 +1,10 @@
 #pragma once
 // The whole quantize job (plan, stream, atomic write, verification, summary), shared by
-// `fp4kit quantize` and `fp4kit demo`.
+// `fp4kit quantize`, `fp4kit demo` and the Python binding (python/fp4kit).
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -26,11 +30,18 @@ struct QuantizeArgs {
   std::string verify = "structural";
   bool input_scale_fallback = false;
   bool quantize_linear_attn = false;
+  // Front ends other than the command line: no text on stdout/stderr (warnings and the report
+  // come back in QuantizeOutcome), and per-tensor progress through on_progress instead of the bar.
+  bool quiet = false;
+  std::function<void(size_t done, size_t total, const std::string& tensor, uint64_t bytes)>
+      on_progress;
 };
 
 struct QuantizeOutcome {
   QuantizeSummary summary;
   size_t verify_warnings = 0;
+  std::vector<std::string> warnings;  // the plan's warnings (printed unless quiet)
+  nlohmann::json report;              // what --report writes (plan, tensors, summary, verify)
 };
 
 // Returns the exit code; throws fp4kit::Error for bad input. `outcome` may be null.

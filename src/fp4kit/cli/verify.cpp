@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "fp4kit/cli/commands.hpp"
+#include "fp4kit/cli/jobs.hpp"
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 #include "fp4kit/verify/verify.hpp"
@@ -13,28 +14,12 @@
 namespace fp4kit::cli {
 namespace {
 
-struct VerifyCli {
-  std::string dir;
-  std::string source;
-  std::string report;
-  int threads = 0;
-  double max_rel_rmse = 0;
+struct VerifyCli : VerifyArgs {
   bool quiet = false;
 };
 
 int run_verify(const VerifyCli& o) {
-  if (o.threads > 0) set_thread_count(o.threads);
-  verify::VerifyOptions opts;
-  opts.source = o.source;
-  opts.numeric = !o.source.empty();
-  opts.max_rel_rmse = o.max_rel_rmse;
-  const verify::VerifyReport r = verify::verify_checkpoint(o.dir, opts);
-  if (!o.report.empty()) {
-    std::ofstream out(o.report, std::ios::binary | std::ios::trunc);
-    out << r.to_json().dump(2) << "\n";
-    out.close();
-    if (!out) throw Error(fmt::format("{}: cannot write the report", o.report));
-  }
+  const verify::VerifyReport r = run_verify_job(o);
   if (!o.quiet) fmt::print("{}", r.format_table());
   else fmt::print("{}: {} ({} errors, {} warnings)\n", o.dir, r.ok() ? "PASS" : "FAIL",
                   r.count(verify::Finding::Error), r.count(verify::Finding::Warning));
@@ -42,6 +27,22 @@ int run_verify(const VerifyCli& o) {
 }
 
 }  // namespace
+
+verify::VerifyReport run_verify_job(const VerifyArgs& o) {
+  if (o.threads > 0) set_thread_count(o.threads);
+  verify::VerifyOptions opts;
+  opts.source = o.source;
+  opts.numeric = !o.source.empty();
+  opts.max_rel_rmse = o.max_rel_rmse;
+  verify::VerifyReport r = verify::verify_checkpoint(o.dir, opts);
+  if (!o.report.empty()) {
+    std::ofstream out(o.report, std::ios::binary | std::ios::trunc);
+    out << r.to_json().dump(2) << "\n";
+    out.close();
+    if (!out) throw Error(fmt::format("{}: cannot write the report", o.report));
+  }
+  return r;
+}
 
 Command add_verify(CLI::App& app) {
   auto state = std::make_shared<VerifyCli>();
