@@ -1,12 +1,15 @@
 #pragma once
-// The layer-by-layer forward pass in float32. Only one layer's weights are decoded at a time
+// The layer-by-layer forward pass in float32 (run.cpp; families/ say which blocks a layer holds,
+// blocks/ compute them on a Backend). Only one layer's weights are decoded at a time
 // (MoE layers: one expert at a time); the hidden states of all tokens of all sequences stay in
 // memory between layers. Used by `fp4kit calibrate` (activation statistics) and `fp4kit eval`.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "fp4kit/engine/backend.hpp"
 #include "fp4kit/engine/model_spec.hpp"
 
 namespace fp4kit {
@@ -43,7 +46,8 @@ using LogitsSink = std::function<void(size_t seq, const float* logits, size_t le
 
 class Engine {
  public:
-  explicit Engine(const Checkpoint& ckpt);
+  // `backend` null: the CPU backend.
+  explicit Engine(const Checkpoint& ckpt, std::shared_ptr<Backend> backend = nullptr);
   const ModelSpec& spec() const { return spec_; }
   const Checkpoint& checkpoint() const { return ckpt_; }
 
@@ -62,6 +66,7 @@ class Engine {
  private:
   const Checkpoint& ckpt_;
   ModelSpec spec_;
+  std::shared_ptr<Backend> be_;
 };
 
 // Greedy continuation (argmax, no sampling) of `prompt` for `steps` tokens, recomputing the

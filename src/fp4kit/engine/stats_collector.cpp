@@ -3,30 +3,17 @@
 #include <algorithm>
 #include <cmath>
 
+#include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/error.hpp"
-#include "fp4kit/numeric/parallel.hpp"
 
 namespace fp4kit::engine {
 
 void StatsCollector::linear_input(const std::vector<const std::string*>& modules, const float* x,
                                   size_t rows, size_t k) {
   if (modules.empty()) return;
-  // Column-wise over all rows: each task owns a range of channels, so sums are added in row
-  // order whatever the thread count (same bytes for any --threads).
   std::vector<double> sq(k, 0.0);
   std::vector<float> colmax(k, 0.0f);
-  bool bad = false;
-  parallel_for(0, k, 16, [&](size_t c0, size_t c1) {
-    for (size_t r = 0; r < rows; ++r) {
-      const float* xr = x + r * k;
-      for (size_t c = c0; c < c1; ++c) {
-        const float v = xr[c];
-        if (!std::isfinite(v)) bad = true;
-        colmax[c] = std::max(colmax[c], std::fabs(v));
-        sq[c] += static_cast<double>(v) * v;
-      }
-    }
-  });
+  const bool bad = !column_amax_sumsq(x, rows, k, colmax.data(), sq.data());
   if (bad)
     throw Error("calibration: non-finite activation entering " + *modules.front() +
                 " (the model produced NaN/Inf on this data)");

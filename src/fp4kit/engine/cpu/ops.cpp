@@ -5,7 +5,9 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <numeric>
 #include <vector>
 
 #include "fp4kit/numeric/parallel.hpp"
@@ -57,7 +59,8 @@ void matmul_nt(const float* x, size_t rows, size_t k, const float* w, size_t n, 
   });
 }
 
-void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps, float* out) {
+void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps, float* out,
+              bool one_plus) {
   parallel_for(0, rows, 64, [&](size_t r0, size_t r1) {
     for (size_t r = r0; r < r1; ++r) {
       const float* xr = x + r * dim;
@@ -68,7 +71,13 @@ void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, floa
       for (size_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
       const float var = static_cast<float>(ss / static_cast<double>(dim));
       const float inv = 1.0f / std::sqrt(var + eps);
-      for (size_t i = 0; i < dim; ++i) o[i] = weight[i] * (xr[i] * inv);
+      if (!weight) {
+        for (size_t i = 0; i < dim; ++i) o[i] = xr[i] * inv;
+      } else if (one_plus) {
+        for (size_t i = 0; i < dim; ++i) o[i] = (1.0f + weight[i]) * (xr[i] * inv);
+      } else {
+        for (size_t i = 0; i < dim; ++i) o[i] = weight[i] * (xr[i] * inv);
+      }
     }
   });
 }
@@ -171,6 +180,88 @@ void clamped_swiglu_interleaved(const float* gate_up, size_t rows, size_t inter,
       }
     }
   });
+}
+
+void softmax_rows(float* x, size_t rows, size_t n) {
+  parallel_for(0, rows, 64, [&](size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; ++r) {
+      float* v = x + r * n;
+      const float mx = *std::max_element(v, v + n);
+      float sum = 0.0f;
+      for (size_t e = 0; e < n; ++e) sum += (v[e] = std::exp(v[e] - mx));
+      for (size_t e = 0; e < n; ++e) v[e] /= sum;
+    }
+  });
+}
+
+Routes route_topk(const float* logits, size_t T, size_t E, const RouterOptions& opt) {
+  const size_t K = opt.top_k;
+  Routes r;
+  r.tokens = T;
+  r.k = K;
+  r.expert.resize(T * K);
+  r.weight.resize(T * K);
+  parallel_for(0, T, 256, [&](size_t t0, size_t t1) {
+    std::vector<float> p(E);
+    std::vector<int32_t> idx(E);
+    for (size_t t = t0; t < t1; ++t) {
+      const float* lg = logits + t * E;
+      int32_t* sel = r.expert.data() + t * K;
+      float* selw = r.weight.data() + t * K;
+      std::iota(idx.begin(), idx.end(), 0);
+      if (opt.kind == RouterKind::TopkSigmoid || opt.kind == RouterKind::TopkSoftmax) {
+        // torch.topk of the logits; ties keep the lower expert index.
+        std::stable_sort(idx.begin(), idx.end(),
+                         [&](int32_t a, int32_t b) { return lg[a] > lg[b]; });
+        if (opt.kind == RouterKind::TopkSigmoid) {
+          for (size_t j = 0; j < K; ++j) {
+            sel[j] = idx[j];
+            selw[j] = 1.0f / (1.0f + std::exp(-lg[idx[j]]));
+          }
+        } else {
+          const float top = lg[idx[0]];
+          float sum = 0.0f;
+          for (size_t j = 0; j < K; ++j) sum += (p[j] = std::exp(lg[idx[j]] - top));
+          for (size_t j = 0; j < K; ++j) {
+            sel[j] = idx[j];
+            selw[j] = p[j] / sum;
+          }
+        }
+        continue;
+      }
+      const float mx = *std::max_element(lg, lg + E);
+      float sum = 0.0f;
+      for (size_t e = 0; e < E; ++e) sum += (p[e] = std::exp(lg[e] - mx));
+      for (size_t e = 0; e < E; ++e) p[e] /= sum;
+      // Largest probability first; ties keep the lower expert index (torch.topk on CPU).
+      std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return p[a] > p[b]; });
+      float wsum = 0.0f;
+      for (size_t j = 0; j < K; ++j) wsum += p[idx[j]];
+      for (size_t j = 0; j < K; ++j) {
+        sel[j] = idx[j];
+        selw[j] = opt.norm_topk ? p[idx[j]] / wsum : p[idx[j]];
+      }
+    }
+  });
+  return r;
+}
+
+bool column_amax_sumsq(const float* x, size_t rows, size_t k, float* colmax, double* sumsq) {
+  std::atomic<bool> bad{false};
+  parallel_for(0, k, 16, [&](size_t c0, size_t c1) {
+    bool local_bad = false;
+    for (size_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * k;
+      for (size_t c = c0; c < c1; ++c) {
+        const float v = xr[c];
+        if (!std::isfinite(v)) local_bad = true;
+        colmax[c] = std::max(colmax[c], std::fabs(v));
+        sumsq[c] += static_cast<double>(v) * v;
+      }
+    }
+    if (local_bad) bad.store(true);
+  });
+  return !bad.load();
 }
 
 }  // namespace fp4kit::engine

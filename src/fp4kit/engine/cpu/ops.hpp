@@ -3,6 +3,8 @@
 // (sgemm on all cores); the rest is plain loops spread over the TBB pool with parallel_for.
 #include <cstddef>
 
+#include "fp4kit/engine/backend.hpp"
+
 namespace fp4kit::engine {
 
 // Keeps OpenBLAS single-threaded (the engine runs fixed tiles on the TBB pool instead); the
@@ -15,8 +17,20 @@ void set_blas_threads(int n);
 void matmul_nt(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
                const float* bias = nullptr);
 
-// out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, per row of `dim` values (in place allowed).
-void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps, float* out);
+// out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * g, per row of `dim` values (in place allowed);
+// g = weight, 1 + weight (`one_plus`), or 1 when weight is null.
+void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps, float* out,
+              bool one_plus = false);
+
+// Softmax of each row of x [rows, n] in place (max subtracted, float32 as torch).
+void softmax_rows(float* x, size_t rows, size_t n);
+
+// Top-k routing of logits [tokens, experts] on the host (backend.hpp: RouterKind).
+Routes route_topk(const float* logits, size_t tokens, size_t experts, const RouterOptions& opt);
+
+// Per column of x [rows, k]: colmax = max |x|, sumsq += x^2 in double in row order (each task owns
+// a range of columns: same bytes for any thread count). Returns false on a NaN or Inf.
+bool column_amax_sumsq(const float* x, size_t rows, size_t k, float* colmax, double* sumsq);
 
 // gate[i] = silu(gate[i]) * up[i] (SwiGLU), silu(g) = g / (1 + exp(-g)).
 void silu_mul(float* gate, const float* up, size_t n);

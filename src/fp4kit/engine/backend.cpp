@@ -1,0 +1,35 @@
+// The backend-independent parts of the op interface: buffer sizing, the weight upload step and
+// the W4A4 linear (quantize the input, then the product).
+#include "fp4kit/engine/backend.hpp"
+
+#include "fp4kit/engine/weights.hpp"
+
+namespace fp4kit::engine {
+
+void Backend::ensure(Buffer& b, size_t floats) {
+  if (b.floats() < floats) b = alloc(floats * sizeof(float));
+}
+
+Linear Backend::upload(LinearWeights&& w) {
+  Linear L;
+  L.module = std::move(w.module);
+  L.n = w.n;
+  L.k = w.k;
+  L.w = upload(std::move(w.w));
+  if (!w.bias.empty()) L.bias = upload(std::move(w.bias));
+  L.act_global_scale = w.act_global_scale;
+  return L;
+}
+
+void Backend::linear(const Linear& L, const float* x, size_t rows, float* y) {
+  const float* in = x;
+  if (L.act_global_scale > 0.0f) {
+    ensure(scratch_, rows * L.k);
+    copy(x, rows * L.k, scratch_.f());
+    fake_quant_activations(scratch_.f(), rows, L.k, L.act_global_scale);
+    in = scratch_.f();
+  }
+  gemm(in, rows, L.k, L.w.f(), L.n, y, L.bias.empty() ? nullptr : L.bias.f());
+}
+
+}  // namespace fp4kit::engine

@@ -1,0 +1,171 @@
+#pragma once
+// The op interface the engine's blocks call, and the weight upload step. A backend owns its memory
+// (host memory for cpu/, device memory for cuda/): blocks hold Buffers and pass raw float
+// pointers INTO BACKEND MEMORY to every op, so a block runs unchanged on any backend. Host data
+// enters through upload() and leaves through download() / host_view() (observers, logits).
+// Index and weight arrays of routing (gather/scatter) are host arrays: they are small, and a
+// device backend copies them over itself.
+//
+// Every op is deterministic: the same inputs give the same bytes whatever the thread count.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace fp4kit::engine {
+
+class Rope;
+struct LinearWeights;
+
+// Memory owned by a backend. Copies share the memory; the last one frees it.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(std::shared_ptr<void> owner, void* ptr, size_t bytes)
+      : owner_(std::move(owner)), ptr_(ptr), bytes_(bytes) {}
+  template <class T>
+  T* as() const { return static_cast<T*>(ptr_); }
+  float* f() const { return as<float>(); }
+  size_t bytes() const { return bytes_; }
+  size_t floats() const { return bytes_ / sizeof(float); }
+  bool empty() const { return bytes_ == 0; }
+
+ private:
+  std::shared_ptr<void> owner_;
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// One linear y = x W^T (+ b) in backend memory.
+struct Linear {
+  std::string module;  // the plan's module name (statistics are recorded under it)
+  size_t n = 0, k = 0;
+  Buffer w;     // [n, k] float32, row-major as checkpoints store it
+  Buffer bias;  // empty or [n]
+  // > 0: a W4A4 checkpoint; the input is NVFP4 quantize-dequantized with this global scale first
+  // (see act_quant.hpp), as Blackwell kernels do.
+  float act_global_scale = 0.0f;
+};
+
+enum class RopeStyle {
+  Half,         // rotate_half: pairs (i, i + rotary_dim / 2)
+  Interleaved,  // Llama-4 complex form: pairs (2i, 2i + 1)
+};
+
+struct AttentionOptions {
+  float scale = 1.0f;
+  int window = 0;                // > 0: keys with i - j < window only (sliding window)
+  int chunk = 0;                 // > 0: keys of the query's block of `chunk` positions only
+  const float* sinks = nullptr;  // backend memory, one logit per query head (gpt-oss), or null
+};
+
+// How router logits become (expert, weight) pairs.
+enum class RouterKind {
+  SoftmaxTopk,  // softmax over all experts, top-k, optional renormalisation (Qwen-MoE, Mixtral)
+  TopkSoftmax,  // top-k of the logits, softmax over those k (gpt-oss)
+  TopkSigmoid,  // top-k of the logits, weight = sigmoid(logit) (Llama-4)
+};
+
+struct RouterOptions {
+  RouterKind kind = RouterKind::SoftmaxTopk;
+  size_t top_k = 1;
+  bool norm_topk = false;  // SoftmaxTopk: renormalise the k weights to sum 1
+};
+
+// The routing of T tokens, on the host: token t goes to expert[t * k + j] with weight[t * k + j].
+// Ties between equal scores keep the lower expert index (torch.topk on CPU).
+struct Routes {
+  size_t tokens = 0, k = 0;
+  std::vector<int32_t> expert;
+  std::vector<float> weight;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // ---- memory and weights ----
+  virtual Buffer alloc(size_t bytes) = 0;
+  // `b` holds at least `floats` floats afterwards (contents undefined after a reallocation).
+  void ensure(Buffer& b, size_t floats);
+  // Host floats into backend memory (the CPU backend takes the vector over without a copy).
+  virtual Buffer upload(std::vector<float>&& host) = 0;
+  // The weight step: a decoded linear (weights.hpp) into backend memory.
+  Linear upload(LinearWeights&& w);
+  virtual void download(const float* src, size_t n, float* host) const = 0;
+  // Host-readable view of n floats at `src`, valid until the next host_view call (observers).
+  // The CPU backend returns `src` itself.
+  virtual const float* host_view(const float* src, size_t n) = 0;
+  virtual void copy(const float* src, size_t n, float* dst) = 0;
+  virtual void fill(float* x, size_t n, float value) = 0;
+
+  // ---- linear algebra ----
+  // y[rows, n] = x[rows, k] * w[n, k]^T (+ bias[n]); bias may be null.
+  virtual void gemm(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
+                    const float* bias) = 0;
+  // y = x W^T (+ b), x quantized first (into backend scratch, x untouched) for a W4A4 linear.
+  void linear(const Linear& L, const float* x, size_t rows, float* y);
+  // NVFP4 quantize-dequantize of the activation rows x [rows, k] in place (act_quant.hpp).
+  virtual void fake_quant_activations(float* x, size_t rows, size_t k, float global_scale) = 0;
+
+  // ---- elementwise and norms ----
+  // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * g per row of `dim`, g = weight, or 1 + weight
+  // (`one_plus`, zero-centred norms), or 1 when weight is null. In place allowed.
+  virtual void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps,
+                        float* out, bool one_plus = false) = 0;
+  virtual void add(float* dst, const float* src, size_t n) = 0;  // dst += src
+  // dst[r, :] += scale[r] * src[r, :]; scale in backend memory, null = 1.
+  virtual void add_rows_scaled(float* dst, const float* src, size_t rows, size_t width,
+                               const float* scale) = 0;
+  virtual void scale(float* x, size_t n, float s) = 0;      // x *= s
+  virtual void sigmoid(float* x, size_t n) = 0;              // in place
+  virtual void softmax(float* x, size_t rows, size_t n) = 0;  // per row, in place
+
+  // ---- activations ----
+  virtual void silu_mul(float* gate, const float* up, size_t n) = 0;  // gate = silu(gate) * up
+  // gate_up [rows, 2I]: out = silu(first I) * (last I)  (Llama-4 BMM experts)
+  virtual void silu_glu_split(const float* gate_up, size_t rows, size_t inter, float* out) = 0;
+  // gate_up [rows, 2I] interleaved: gpt-oss's clamped SwiGLU (cpu/ops.hpp states the formula)
+  virtual void clamped_swiglu_interleaved(const float* gate_up, size_t rows, size_t inter,
+                                          float alpha, float limit, float* out) = 0;
+
+  // ---- positions and attention (one sequence of `len` tokens, positions 0..len-1) ----
+  virtual void rope(float* x, size_t len, size_t row_stride, int heads, int head_dim,
+                    const Rope& rope, RopeStyle style) = 0;
+  // Llama-4 NoPE layers: row p of q [len, width] *= log1p(floor((p + 1) / floor_scale)) *
+  // attn_scale + 1.
+  virtual void attention_temperature(float* q, size_t len, size_t row_stride, size_t width,
+                                     float floor_scale, float attn_scale) = 0;
+  // Causal grouped-query attention (cpu/ops.hpp: causal_attention states the semantics).
+  virtual void attention(const float* q, size_t q_stride, const float* k, const float* v,
+                         size_t kv_stride, size_t len, int nh, int nkv, int d,
+                         const AttentionOptions& opt, float* out, size_t out_stride) = 0;
+
+  // ---- routing ----
+  virtual Routes route(const float* logits, size_t tokens, size_t experts,
+                       const RouterOptions& opt) = 0;
+  // dst[i, :] = src[rows[i], :] * (scale ? scale[i] : 1); rows and scale are host arrays.
+  virtual void gather_rows(const float* src, size_t width, const uint32_t* rows, size_t n,
+                           const float* scale, float* dst) = 0;
+  // dst[rows[i], :] += src[src_rows ? src_rows[i] : i, :] * (weight ? weight[i] : 1); host
+  // arrays; `rows` are distinct within one call.
+  virtual void scatter_add_rows(float* dst, size_t width, const uint32_t* rows, size_t n,
+                                const float* src, const uint32_t* src_rows,
+                                const float* weight) = 0;
+
+  // ---- statistics ----
+  // Per column of x [rows, k]: colmax[c] = max |x[:, c]|, sumsq[c] = sum x[:, c]^2 in double,
+  // added in row order (host outputs). Returns false if x holds a NaN or Inf.
+  virtual bool column_stats(const float* x, size_t rows, size_t k, float* colmax,
+                            double* sumsq) = 0;
+
+ protected:
+  Buffer scratch_;  // linear(): the quantized copy of a W4A4 input
+};
+
+// The CPU backend (cpu/cpu_backend.cpp); process-wide, stateless apart from scratch.
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace fp4kit::engine

@@ -1,0 +1,53 @@
+#pragma once
+// What every block of a decoder layer sees: the batch of sequences, the backend, the observer.
+// A block owns its weights (uploaded when it is built) and adds its output to the hidden states
+// (its own pre-norm and residual included): hidden += block(norm(hidden)).
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fp4kit/engine/backend.hpp"
+#include "fp4kit/engine/forward.hpp"
+
+namespace fp4kit::engine {
+
+// The tokens of one run: sequence s holds rows [offsets[s], offsets[s + 1]) of the hidden states
+// [tokens, hidden]; `spans` are blocks of whole sequences of about chunk_tokens rows (a longer
+// sequence is a span of its own), the unit of attention-like blocks.
+struct Batch {
+  struct Span {
+    size_t row0 = 0, rows = 0;
+    size_t seq0 = 0, seq1 = 0;  // sequences [seq0, seq1)
+  };
+  std::vector<size_t> offsets;
+  std::vector<Span> spans;
+  size_t tokens = 0;
+  size_t chunk_tokens = 2048;  // rows per product for token-wise blocks (MLP, experts)
+
+  static Batch make(const std::vector<size_t>& seq_lengths, size_t chunk_tokens);
+  size_t sequences() const { return offsets.size() - 1; }
+  size_t length(size_t s) const { return offsets[s + 1] - offsets[s]; }
+};
+
+struct RunContext {
+  Backend& be;
+  const Batch& batch;
+  ActivationObserver* obs = nullptr;
+  bool all_experts = false;  // ForwardOptions::all_experts (only with an observer)
+
+  // Hands x [rows, k] (backend memory), the input of every module in `modules`, to the observer.
+  void observe(const std::vector<const std::string*>& modules, const float* x, size_t rows,
+               size_t k) const {
+    if (obs) obs->linear_input(modules, be.host_view(x, rows * k), rows, k);
+  }
+};
+
+class Block {
+ public:
+  virtual ~Block() = default;
+  // hidden [batch.tokens, hidden] in backend memory; hidden += this block's output.
+  virtual void forward(const RunContext& ctx, float* hidden) = 0;
+};
+
+}  // namespace fp4kit::engine

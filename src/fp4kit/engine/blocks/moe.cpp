@@ -1,0 +1,161 @@
+// The mixture-of-experts block (Qwen2/3-MoE, Mixtral, gpt-oss, Llama-4 feed_forward).
+#include "fp4kit/engine/blocks/moe.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "fp4kit/engine/weights.hpp"
+#include "fp4kit/io/checkpoint.hpp"
+
+namespace fp4kit::engine {
+
+void MoeBlock::forward(const RunContext& ctx, float* hidden) {
+  Backend& be = ctx.be;
+  const size_t H = cfg_.hidden, T = ctx.batch.tokens, E = w_.expert_names.size();
+  const size_t chunk = std::max<size_t>(ctx.batch.chunk_tokens, 1);
+  const bool scaled = cfg_.scaled_input;
+  const bool all = ctx.all_experts && ctx.obs != nullptr;
+  Buffer x = be.alloc(T * H * sizeof(float));
+  be.rms_norm(hidden, T, H, w_.norm.f(), cfg_.eps, x.f());
+  Buffer logits = be.alloc(T * E * sizeof(float));
+  be.linear(w_.router, x.f(), T, logits.f());
+  const Routes routes = be.route(logits.f(), T, E, cfg_.router);
+  std::vector<float> host_logits;  // Llama-4 all-experts: every token's score for each expert
+  if (all && scaled) {
+    host_logits.resize(T * E);
+    be.download(logits.f(), T * E, host_logits.data());
+  }
+  logits = Buffer();
+
+  Buffer out = be.alloc(T * H * sizeof(float));
+  be.fill(out.f(), T * H, 0.0f);
+  Buffer xin, yout, g, u;
+  std::vector<uint32_t> rows, idx;
+  std::vector<float> rw, sc;
+  for (size_t e = 0; e < E; ++e) {
+    rows.clear();
+    rw.clear();
+    for (size_t t = 0; t < T; ++t)
+      for (size_t j = 0; j < routes.k; ++j)
+        if (routes.expert[t * routes.k + j] == static_cast<int32_t>(e)) {
+          rows.push_back(static_cast<uint32_t>(t));
+          rw.push_back(routes.weight[t * routes.k + j]);
+        }
+    if (ctx.obs) ctx.obs->routed(w_.expert_names[e], static_cast<int64_t>(rows.size()));
+    if (rows.empty() && !all) continue;
+    const GatedMlp mlp = w_.load_expert(e);
+    if (all) {
+      // Every token through the expert (statistics); only routed rows reach the output.
+      // Llama-4: each token scaled by sigmoid(its logit for this expert), the score it would
+      // carry if routed here (the real score for routed tokens).
+      size_t next = 0;  // index into rows (sorted by token)
+      for (size_t t0 = 0; t0 < T; t0 += chunk) {
+        const size_t n = std::min(chunk, T - t0);
+        be.ensure(yout, n * H);
+        const float* in = x.f() + t0 * H;
+        if (scaled) {
+          idx.resize(n);
+          sc.resize(n);
+          for (size_t i = 0; i < n; ++i) {
+            idx[i] = static_cast<uint32_t>(t0 + i);
+            sc[i] = 1.0f / (1.0f + std::exp(-host_logits[(t0 + i) * E + e]));
+          }
+          be.ensure(xin, n * H);
+          be.gather_rows(x.f(), H, idx.data(), n, sc.data(), xin.f());
+          in = xin.f();
+        }
+        mlp.run(ctx, in, n, yout.f(), g, u);
+        const size_t first = next;
+        idx.clear();
+        while (next < rows.size() && rows[next] < t0 + n) idx.push_back(rows[next++] - t0);
+        be.scatter_add_rows(out.f(), H, rows.data() + first, next - first, yout.f(),
+                            idx.data(), scaled ? nullptr : rw.data() + first);
+      }
+    } else {
+      for (size_t i0 = 0; i0 < rows.size(); i0 += chunk) {
+        const size_t n = std::min(chunk, rows.size() - i0);
+        be.ensure(xin, n * H);
+        be.gather_rows(x.f(), H, rows.data() + i0, n, scaled ? rw.data() + i0 : nullptr, xin.f());
+        be.ensure(yout, n * H);
+        mlp.run(ctx, xin.f(), n, yout.f(), g, u);
+        be.scatter_add_rows(out.f(), H, rows.data() + i0, n, yout.f(), nullptr,
+                            scaled ? nullptr : rw.data() + i0);
+      }
+    }
+  }
+  if (w_.release_experts) w_.release_experts();
+  if (w_.load_shared) {
+    const GatedMlp shared = w_.load_shared();
+    Buffer gl;
+    const bool gated = !w_.shared_gate.w.empty();
+    for (size_t t0 = 0; t0 < T; t0 += chunk) {
+      const size_t n = std::min(chunk, T - t0);
+      be.ensure(yout, n * H);
+      shared.run(ctx, x.f() + t0 * H, n, yout.f(), g, u);
+      if (gated) {
+        be.ensure(gl, n);
+        be.linear(w_.shared_gate, x.f() + t0 * H, n, gl.f());
+        be.sigmoid(gl.f(), n);
+      }
+      be.add_rows_scaled(out.f() + t0 * H, yout.f(), n, H, gated ? gl.f() : nullptr);
+    }
+  }
+  be.add(hidden, out.f(), T * H);
+}
+
+std::unique_ptr<Block> load_moe(const Checkpoint& ckpt, const ModelSpec& S, const LayerSpec& L,
+                                Backend& be, bool act) {
+  const auto H = static_cast<size_t>(S.hidden);
+  const size_t E = L.experts.size();
+  MoeConfig c;
+  c.hidden = H;
+  c.eps = S.eps;
+  c.router.top_k = static_cast<size_t>(S.top_k);
+  c.router.norm_topk = S.norm_topk;
+  switch (S.routing) {
+    case Routing::SoftmaxTopk: c.router.kind = RouterKind::SoftmaxTopk; break;
+    case Routing::TopkSoftmax: c.router.kind = RouterKind::TopkSoftmax; break;
+    case Routing::TopkSigmoidScaledInput:
+      c.router.kind = RouterKind::TopkSigmoid;
+      c.scaled_input = true;
+      break;
+  }
+  MoeWeights w;
+  w.norm = be.upload(load_vector(ckpt, L.prefix + "post_attention_layernorm.weight", H));
+  w.router = be.upload(load_linear(ckpt, LinearRef{L.router, "", 0, E, H}, false));
+  for (const ExpertRef& x : L.experts) w.expert_names.push_back(x.prefix);
+  if (L.bmm_experts) {
+    w.load_expert = [&ckpt, &S, &L, &be, act](size_t e) {
+      GatedMlp m;
+      m.gate = be.upload(load_bmm_expert(ckpt, L.bmm_gate_up, e, act));
+      m.down = be.upload(load_bmm_expert(ckpt, L.bmm_down, e, act));
+      m.kind = L.bmm_interleaved ? GatedMlp::Kind::FusedInterleaved : GatedMlp::Kind::FusedSplit;
+      m.alpha = S.swiglu_alpha;
+      m.limit = S.swiglu_limit;
+      return m;
+    };
+    // Every expert read: drop the layer's 3-D tensors from memory.
+    w.release_experts = [&ckpt, &L] {
+      for (const BmmRef* r : {&L.bmm_gate_up, &L.bmm_down})
+        for (const std::string& name :
+             {r->module, r->module + "_blocks", r->module + "_scales", r->module + "_bias"})
+          if (ckpt.has(name)) ckpt.release(name);
+    };
+  } else {
+    w.load_expert = [&ckpt, &L, &be, act](size_t e) {
+      const ExpertRef& x = L.experts[e];
+      return load_gated_mlp(ckpt, x.gate, x.up, x.down, be, act);
+    };
+  }
+  if (L.has_shared_expert) {
+    w.load_shared = [&ckpt, &L, &be, act] {
+      return load_gated_mlp(ckpt, L.shared_gate, L.shared_up, L.shared_down, be, act);
+    };
+    if (!L.shared_expert_gate.empty())
+      w.shared_gate =
+          be.upload(load_linear(ckpt, LinearRef{L.shared_expert_gate, "", 0, 1, H}, false));
+  }
+  return std::make_unique<MoeBlock>(c, std::move(w));
+}
+
+}  // namespace fp4kit::engine

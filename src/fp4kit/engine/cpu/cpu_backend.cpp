@@ -1,0 +1,142 @@
+// The CPU backend: host memory, the float32 kernels of cpu/ops.hpp (OpenBLAS sgemm on fixed tiles
+// spread over the TBB pool, plain loops elsewhere).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "fp4kit/engine/act_quant.hpp"
+#include "fp4kit/engine/backend.hpp"
+#include "fp4kit/engine/cpu/ops.hpp"
+#include "fp4kit/engine/rope.hpp"
+#include "fp4kit/numeric/parallel.hpp"
+
+namespace fp4kit::engine {
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+
+  Buffer alloc(size_t bytes) override {
+    auto mem = std::make_shared<std::vector<float>>((bytes + sizeof(float) - 1) / sizeof(float));
+    void* p = mem->data();
+    return Buffer(std::move(mem), p, bytes);
+  }
+  Buffer upload(std::vector<float>&& host) override {
+    auto mem = std::make_shared<std::vector<float>>(std::move(host));
+    void* p = mem->data();
+    const size_t bytes = mem->size() * sizeof(float);
+    return Buffer(std::move(mem), p, bytes);
+  }
+  void download(const float* src, size_t n, float* host) const override {
+    if (src != host) std::memmove(host, src, n * sizeof(float));
+  }
+  const float* host_view(const float* src, size_t) override { return src; }
+  void copy(const float* src, size_t n, float* dst) override {
+    if (src != dst) std::memmove(dst, src, n * sizeof(float));
+  }
+  void fill(float* x, size_t n, float value) override { std::fill(x, x + n, value); }
+
+  void gemm(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
+            const float* bias) override {
+    matmul_nt(x, rows, k, w, n, y, bias);
+  }
+  void fake_quant_activations(float* x, size_t rows, size_t k, float gs) override {
+    nvfp4_fake_quant_activations(x, rows, k, gs);
+  }
+
+  void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps,
+                float* out, bool one_plus) override {
+    engine::rms_norm(x, rows, dim, weight, eps, out, one_plus);
+  }
+  void add(float* dst, const float* src, size_t n) override { add_inplace(dst, src, n); }
+  void add_rows_scaled(float* dst, const float* src, size_t rows, size_t width,
+                       const float* s) override {
+    parallel_for(0, rows, 16, [&](size_t r0, size_t r1) {
+      for (size_t r = r0; r < r1; ++r) {
+        const float f = s ? s[r] : 1.0f;
+        for (size_t c = 0; c < width; ++c) dst[r * width + c] += f * src[r * width + c];
+      }
+    });
+  }
+  void scale(float* x, size_t n, float s) override {
+    for (size_t i = 0; i < n; ++i) x[i] *= s;
+  }
+  void sigmoid(float* x, size_t n) override {
+    for (size_t i = 0; i < n; ++i) x[i] = 1.0f / (1.0f + std::exp(-x[i]));
+  }
+  void softmax(float* x, size_t rows, size_t n) override { softmax_rows(x, rows, n); }
+
+  void silu_mul(float* gate, const float* up, size_t n) override { engine::silu_mul(gate, up, n); }
+  void silu_glu_split(const float* gu, size_t rows, size_t inter, float* out) override {
+    engine::silu_glu_split(gu, rows, inter, out);
+  }
+  void clamped_swiglu_interleaved(const float* gu, size_t rows, size_t inter, float alpha,
+                                  float limit, float* out) override {
+    engine::clamped_swiglu_interleaved(gu, rows, inter, alpha, limit, out);
+  }
+
+  void rope(float* x, size_t len, size_t stride, int heads, int head_dim, const Rope& r,
+            RopeStyle style) override {
+    parallel_for(0, len, 16, [&](size_t p0, size_t p1) {
+      for (size_t p = p0; p < p1; ++p) {
+        if (style == RopeStyle::Interleaved) r.apply_interleaved(x + p * stride, heads, head_dim, p);
+        else r.apply(x + p * stride, heads, head_dim, p);
+      }
+    });
+  }
+  void attention_temperature(float* q, size_t len, size_t stride, size_t width, float floor_scale,
+                             float attn_scale) override {
+    for (size_t p = 0; p < len; ++p) {
+      const float t = llama4_attn_temperature(p, floor_scale, attn_scale);
+      for (size_t c = 0; c < width; ++c) q[p * stride + c] *= t;
+    }
+  }
+  void attention(const float* q, size_t q_stride, const float* k, const float* v,
+                 size_t kv_stride, size_t len, int nh, int nkv, int d, const AttentionOptions& o,
+                 float* out, size_t out_stride) override {
+    causal_attention(q, q_stride, k, v, kv_stride, len, nh, nkv, d, o.scale, o.window, out,
+                     out_stride, o.sinks, o.chunk);
+  }
+
+  Routes route(const float* logits, size_t T, size_t E, const RouterOptions& o) override {
+    return route_topk(logits, T, E, o);
+  }
+  void gather_rows(const float* src, size_t width, const uint32_t* rows, size_t n,
+                   const float* s, float* dst) override {
+    parallel_for(0, n, 16, [&](size_t i0, size_t i1) {
+      for (size_t i = i0; i < i1; ++i) {
+        const float* a = src + static_cast<size_t>(rows[i]) * width;
+        float* b = dst + i * width;
+        if (s) {
+          for (size_t c = 0; c < width; ++c) b[c] = a[c] * s[i];
+        } else {
+          std::copy_n(a, width, b);
+        }
+      }
+    });
+  }
+  void scatter_add_rows(float* dst, size_t width, const uint32_t* rows, size_t n, const float* src,
+                        const uint32_t* src_rows, const float* w) override {
+    // Rows are distinct within one call: rows are written by one task each.
+    parallel_for(0, n, 16, [&](size_t i0, size_t i1) {
+      for (size_t i = i0; i < i1; ++i) {
+        const float f = w ? w[i] : 1.0f;
+        const float* y = src + (src_rows ? static_cast<size_t>(src_rows[i]) : i) * width;
+        float* o = dst + static_cast<size_t>(rows[i]) * width;
+        for (size_t c = 0; c < width; ++c) o[c] += y[c] * f;
+      }
+    });
+  }
+
+  bool column_stats(const float* x, size_t rows, size_t k, float* colmax, double* sumsq) override {
+    return column_amax_sumsq(x, rows, k, colmax, sumsq);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace fp4kit::engine

@@ -1,0 +1,29 @@
+// Which blocks each family's layers hold.
+#include "fp4kit/engine/families/family.hpp"
+
+#include "fp4kit/engine/blocks/attention.hpp"
+#include "fp4kit/engine/blocks/mlp.hpp"
+#include "fp4kit/engine/blocks/moe.hpp"
+
+namespace fp4kit::engine {
+
+std::vector<BlockLoader> decoder_layer_blocks(const Checkpoint& ckpt, const ModelSpec& S,
+                                              const LayerSpec& L, Backend& be, bool act) {
+  std::vector<BlockLoader> out;
+  out.push_back([&ckpt, &S, &L, &be, act] { return load_attention(ckpt, S, L, be, act); });
+  if (L.moe)
+    out.push_back([&ckpt, &S, &L, &be, act] { return load_moe(ckpt, S, L, be, act); });
+  else
+    out.push_back([&ckpt, &S, &L, &be, act] { return load_dense_mlp(ckpt, S, L, be, act); });
+  return out;
+}
+
+std::vector<BlockLoader> layer_blocks(const Checkpoint& ckpt, const ModelSpec& S, size_t layer,
+                                      Backend& be, bool act) {
+  const LayerSpec& L = S.layers.at(layer);
+  switch (S.family) {
+    default: return decoder_layer_blocks(ckpt, S, L, be, act);
+  }
+}
+
+}  // namespace fp4kit::engine

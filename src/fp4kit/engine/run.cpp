@@ -1,0 +1,159 @@
+// The layer loop: embeddings, each layer's blocks in turn (families/), the final norm and lm_head,
+// on the engine's backend. Per layer, one block's weights at a time; the hidden states of all
+// tokens of all sequences stay in backend memory between layers.
+#include "fp4kit/engine/forward.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include <fmt/format.h>
+
+#include "fp4kit/engine/blocks/block.hpp"
+#include "fp4kit/engine/families/family.hpp"
+#include "fp4kit/engine/weights.hpp"
+#include "fp4kit/error.hpp"
+#include "fp4kit/io/checkpoint.hpp"
+
+namespace fp4kit::engine {
+
+Batch Batch::make(const std::vector<size_t>& lengths, size_t chunk) {
+  Batch B;
+  B.chunk_tokens = std::max<size_t>(chunk, 1);
+  B.offsets.assign(lengths.size() + 1, 0);
+  for (size_t s = 0; s < lengths.size(); ++s) B.offsets[s + 1] = B.offsets[s] + lengths[s];
+  B.tokens = B.offsets.back();
+  Span b;
+  for (size_t s = 0; s < lengths.size(); ++s) {
+    if (b.rows > 0 && b.rows + lengths[s] > B.chunk_tokens) {
+      B.spans.push_back(b);
+      b = Span{};
+    }
+    if (b.rows == 0) {
+      b.row0 = B.offsets[s];
+      b.seq0 = s;
+    }
+    b.rows += lengths[s];
+    b.seq1 = s + 1;
+  }
+  if (b.rows > 0) B.spans.push_back(b);
+  return B;
+}
+
+Engine::Engine(const Checkpoint& ckpt, std::shared_ptr<Backend> backend)
+    : ckpt_(ckpt),
+      spec_(ModelSpec::from_checkpoint(ckpt)),
+      be_(backend ? std::move(backend) : std::shared_ptr<Backend>(make_cpu_backend())) {}
+
+size_t Engine::activation_bytes(size_t tokens, size_t chunk, size_t longest) const {
+  const size_t H = static_cast<size_t>(spec_.hidden);
+  const size_t qkv = static_cast<size_t>((spec_.n_heads + 2 * spec_.n_kv_heads) * spec_.head_dim);
+  size_t inter = 0;
+  for (const auto& L : spec_.layers) {
+    inter = std::max<size_t>(inter, L.moe ? L.experts.front().gate.rows : L.gate.rows);
+    if (L.has_shared_expert) inter = std::max<size_t>(inter, L.shared_gate.rows);
+  }
+  const bool any_moe = std::any_of(spec_.layers.begin(), spec_.layers.end(),
+                                   [](const LayerSpec& L) { return L.moe; });
+  const size_t block = std::max(chunk, longest);
+  size_t floats = tokens * H;                          // hidden states
+  if (any_moe) floats += 2 * tokens * H + tokens * static_cast<size_t>(spec_.n_experts);
+  floats += block * (2 * H + qkv + 4 * inter);         // one block's intermediates
+  floats += longest * static_cast<size_t>(spec_.vocab);  // one sequence's logits
+  return floats * sizeof(float);
+}
+
+size_t Engine::peak_weight_bytes() const {
+  auto sz = [](const LinearRef& r) { return static_cast<size_t>(r.rows * r.cols); };
+  size_t peak = static_cast<size_t>(spec_.lm_head.rows * spec_.lm_head.cols);
+  for (const auto& L : spec_.layers) {
+    const size_t attn = sz(L.q) + sz(L.k) + sz(L.v) + sz(L.o);
+    size_t mlp = 0;
+    if (!L.moe) {
+      mlp = sz(L.gate) + sz(L.up) + sz(L.down);
+    } else {
+      const auto& x = L.experts.front();
+      mlp = sz(x.gate) + sz(x.up) + sz(x.down);
+      if (L.has_shared_expert)
+        mlp = std::max(mlp, sz(L.shared_gate) + sz(L.shared_up) + sz(L.shared_down));
+    }
+    peak = std::max(peak, std::max(attn, mlp));
+  }
+  return peak * sizeof(float);
+}
+
+void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOptions& opt,
+                 ActivationObserver* obs, const LogitsSink& sink) const {
+  const ModelSpec& S = spec_;
+  Backend& be = *be_;
+  const size_t H = static_cast<size_t>(S.hidden);
+  std::vector<size_t> lengths(seqs.size());
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    if (seqs[s].empty()) throw Error("engine: empty sequence " + std::to_string(s));
+    lengths[s] = seqs[s].size();
+  }
+  const Batch batch = Batch::make(lengths, opt.chunk_tokens);
+  const size_t T = batch.tokens;
+  if (T == 0) return;
+
+  Buffer hidden;
+  {
+    std::vector<float> h(T * H);
+    for (size_t s = 0; s < seqs.size(); ++s)
+      gather_rows(ckpt_, S.embed, seqs[s].data(), seqs[s].size(), H, h.data() + batch.offsets[s] * H);
+    hidden = be.upload(std::move(h));
+  }
+  const RunContext ctx{be, batch, obs, opt.all_experts};
+  for (size_t li = 0; li < S.layers.size(); ++li) {
+    for (const BlockLoader& load : layer_blocks(ckpt_, S, li, be, opt.simulate_activations))
+      load()->forward(ctx, hidden.f());
+    if (opt.on_layer) opt.on_layer(static_cast<int64_t>(li), static_cast<int64_t>(S.layers.size()));
+  }
+  if (!sink) return;
+
+  // ---- final norm and lm_head, one sequence at a time ----
+  const Buffer fn = be.upload(load_vector(ckpt_, S.final_norm, H));
+  LinearWeights head;
+  if (S.lm_head_tied) {
+    head.module = S.lm_head.module;
+    head.n = S.lm_head.rows;
+    head.k = S.lm_head.cols;
+    head.w.resize(head.n * head.k);
+    std::vector<int32_t> all(head.n);
+    std::iota(all.begin(), all.end(), 0);
+    gather_rows(ckpt_, S.embed, all.data(), head.n, H, head.w.data());
+  } else {
+    head = load_linear(ckpt_, S.lm_head, false);  // lm_head is never quantized at run time
+  }
+  if (head.k != H) throw Error(ckpt_.dir().string() + ": lm_head width does not match hidden_size");
+  const Linear lm = be.upload(std::move(head));
+  Buffer normed, logits;
+  std::vector<float> host;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const size_t n = seqs[s].size();
+    be.ensure(normed, n * H);
+    be.rms_norm(hidden.f() + batch.offsets[s] * H, n, H, fn.f(), S.eps, normed.f());
+    be.ensure(logits, n * lm.n);
+    be.gemm(normed.f(), n, H, lm.w.f(), lm.n, logits.f(), lm.bias.empty() ? nullptr : lm.bias.f());
+    host.resize(n * lm.n);
+    be.download(logits.f(), n * lm.n, host.data());
+    sink(s, host.data(), n, lm.n);
+  }
+}
+
+std::vector<int32_t> greedy_generate(const Engine& engine, std::vector<int32_t> seq, size_t steps) {
+  std::vector<int32_t> out;
+  ForwardOptions opt;
+  for (size_t i = 0; i < steps; ++i) {
+    int32_t next = 0;
+    engine.run({seq}, opt, nullptr, [&](size_t, const float* lg, size_t len, size_t vocab) {
+      const float* last = lg + (len - 1) * vocab;
+      next = static_cast<int32_t>(std::max_element(last, last + vocab) - last);
+    });
+    out.push_back(next);
+    seq.push_back(next);
+  }
+  return out;
+}
+
+}  // namespace fp4kit::engine
