@@ -21,9 +21,8 @@ std::vector<BlockLoader> decoder_layer_blocks(const Checkpoint& ckpt, const Mode
 std::vector<BlockLoader> layer_blocks(const Checkpoint& ckpt, const ModelSpec& S, size_t layer,
                                       Backend& be, bool act) {
   const LayerSpec& L = S.layers.at(layer);
-  switch (S.family) {
-    default: return decoder_layer_blocks(ckpt, S, L, be, act);
-  }
+  const FamilyDef& def = family_def(S.family);
+  return def.blocks ? def.blocks(ckpt, S, L, be, act) : decoder_layer_blocks(ckpt, S, L, be, act);
 }
 
 }  // namespace fp4kit::engine

@@ -1,9 +1,12 @@
 #pragma once
-// A family = the blocks of each of its layers, read from its ModelSpec. The layer loop (run.cpp)
-// builds each block when its turn comes (its weights uploaded then, dropped after it ran), so
-// memory holds one block's weights at a time.
+// A family = its spec table (which config fields and tensors make up each layer) and the blocks
+// of each of its layers, read from its ModelSpec. One file per family (or per group of families
+// sharing a layer) in this folder, listed in registry.cpp. The layer loop (run.cpp) builds each
+// block when its turn comes (its weights uploaded then, dropped after it ran), so memory holds one
+// block's weights at a time.
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "fp4kit/engine/blocks/block.hpp"
@@ -11,11 +14,36 @@
 
 namespace fp4kit {
 class Checkpoint;
+struct ModelConfig;
 }
 
 namespace fp4kit::engine {
 
 using BlockLoader = std::function<std::unique_ptr<Block>()>;
+
+struct FamilyDef {
+  Family id;
+  const char* name;
+  std::vector<std::string> model_types;  // config.json model_type values (of the text model)
+  bool text_config = false;  // a multimodal wrapper (text_config) whose text part is run
+  bool moe = false;          // needs 0 < num_experts_per_tok <= num_experts
+  // The family's part of the spec once the common dimensions are read: RoPE, routing, MoE
+  // settings and defaults config.json may leave out.
+  void (*configure)(const Checkpoint&, const ModelConfig&, ModelSpec&) = nullptr;
+  // Prefix of every tensor name ("" or a wrapper's "language_model." ...); null = "".
+  std::string (*root)(const Checkpoint&, const ModelSpec&) = nullptr;
+  // Layer `l`'s tensors and flavours (L.prefix already set).
+  void (*layer)(const Checkpoint&, const ModelConfig&, ModelSpec&, int64_t l, LayerSpec& L) = nullptr;
+  // The layer's blocks; null = decoder_layer_blocks.
+  std::vector<BlockLoader> (*blocks)(const Checkpoint&, const ModelSpec&, const LayerSpec&,
+                                     Backend&, bool activations) = nullptr;
+};
+
+// The family answering to `model_type`, or null.
+const FamilyDef* find_family(const std::string& model_type);
+const FamilyDef& family_def(Family id);
+// "llama, mistral, ..." for error messages.
+std::string supported_model_types();
 
 // The blocks of layer `layer`, in order (`activations`: honour W4A4 input scales).
 std::vector<BlockLoader> layer_blocks(const Checkpoint& ckpt, const ModelSpec& spec, size_t layer,

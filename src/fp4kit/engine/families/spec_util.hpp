@@ -1,0 +1,52 @@
+#pragma once
+// Helpers the family tables (families/*.cpp) share to read config.json values and tensor names
+// into a ModelSpec. Every failure names the checkpoint, tensor and rule.
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "fp4kit/engine/model_spec.hpp"
+
+namespace fp4kit {
+class Checkpoint;
+struct ModelConfig;
+}
+
+namespace fp4kit::engine {
+
+bool has_linear(const Checkpoint& c, const std::string& module);
+// Shape [N, K] of a linear, whatever its storage (float, NVFP4 format A or B).
+std::pair<uint64_t, uint64_t> linear_shape(const Checkpoint& c, const std::string& module);
+// The linear `module` (throws when its weight is missing).
+LinearRef linear(const Checkpoint& c, const std::string& module);
+
+bool json_bool(const nlohmann::json& j, const char* key, bool fallback);
+int64_t json_int(const nlohmann::json& j, const char* key, int64_t fallback);
+double json_num(const nlohmann::json& j, const char* key, double fallback);
+// A json list of integers (booleans read as 0/1); `present` false when absent or null.
+std::vector<int64_t> json_int_list(const nlohmann::json& j, const char* key, bool* present,
+                                   const std::string& label);
+
+// One BMM expert tensor (see BmmRef), whatever its storage; shapes checked against the expert
+// count and, when known (> 0), the expected N and K.
+BmmRef bmm_ref(const Checkpoint& c, const std::string& module, uint64_t experts, uint64_t want_n,
+               uint64_t want_k);
+
+// q/k/v/o_proj under <prefix>self_attn. with shapes checked against the spec's heads.
+void standard_attention(const Checkpoint& ckpt, const ModelSpec& s, int64_t layer, LayerSpec& L);
+
+// The routed experts (per-expert gate/up/down_proj, Mixtral w1/w3/w2, or fused 3-D
+// experts.gate_up_proj [E, 2I, H] + experts.down_proj [E, H, I] read in place as row ranges),
+// the router `<block>gate` and the optional shared_expert (+ shared_expert_gate) of the MoE under
+// `block` (e.g. model.layers.L.mlp.).
+void standard_moe(const Checkpoint& ckpt, const ModelSpec& s, const std::string& block,
+                  bool mixtral_names, LayerSpec& L);
+
+// layer_types[layer] of config.json, or "" when the list is absent (throws when it is too short).
+std::string layer_type(const ModelConfig& cfg, int64_t layer, int64_t layers,
+                       const std::string& label);
+
+}  // namespace fp4kit::engine
