@@ -33,9 +33,12 @@ Command add_quantize(CLI::App& app) {
   auto args = std::make_shared<QuantizeArgs>();
   auto* sub = app.add_subcommand("quantize", "Quantize a Hugging Face checkpoint to NVFP4");
   sub->add_option("SRC", args->source, "source checkpoint directory")->required();
-  sub->add_option("OUT", args->out, "output directory (written atomically)");
-  sub->add_option("--format", args->format, "output format")
-      ->check(CLI::IsMember({"modelopt", "compressed-tensors"}));
+  sub->add_option("OUT", args->out,
+                  "output directory, or OUT.gguf file with --format gguf (written atomically)");
+  sub->add_option("--format", args->format,
+                  "output format: modelopt (default), compressed-tensors, or gguf (one llama.cpp "
+                  "file; an NVFP4 SRC is repacked without requantizing)")
+      ->check(CLI::IsMember({"modelopt", "compressed-tensors", "gguf"}));
   sub->add_flag("--weights-only", args->weights_only,
                 "W4A16: NVFP4 weights, no activation scales (no calibration needed)");
   sub->add_option("--stats", args->stats, "activation statistics from `fp4kit calibrate` (W4A4)");

@@ -9,9 +9,11 @@
 #include "fp4kit/cli/size_arg.hpp"
 #include "fp4kit/error.hpp"
 #include "fp4kit/export/checkpoint_export.hpp"
+#include "fp4kit/export/gguf_export.hpp"
 #include "fp4kit/export/summary.hpp"
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/io/output_dir.hpp"
+#include "fp4kit/io/output_file.hpp"
 #include "fp4kit/io/stats_file.hpp"
 #include "fp4kit/model/config.hpp"
 #include "fp4kit/numeric/parallel.hpp"
@@ -31,6 +33,70 @@ void write_json_file(const std::string& path, const nlohmann::json& j) {
   if (!f) throw Error(fmt::format("cannot write {}", path));
 }
 
+void check_gguf_out(const QuantizeArgs& a) {
+  if (!a.out.ends_with(".gguf"))
+    throw Error(fmt::format("quantize --format gguf: OUT '{}' must be a file name ending in .gguf",
+                            a.out));
+  if (a.verify == "full")
+    throw Error("quantize --format gguf: --verify full compares safetensors checkpoints; check a "
+                "GGUF with --format modelopt's output or the gguf Python package");
+}
+
+uint64_t planned_source_bytes(const Plan& plan, const Checkpoint& source) {
+  uint64_t total = 0;
+  for (const auto& e : plan.entries)
+    if (e.action != Action::Drop) total += source.info(e.source.tensor).nbytes();
+  return total;
+}
+
+// --format gguf from an NVFP4 checkpoint: the same codes and scales, repacked.
+int run_gguf_repack(const QuantizeArgs& a, const Checkpoint& source, const ModelConfig& config) {
+  check_gguf_out(a);
+  if (!a.stats.empty() || !a.rules.empty() || !a.recipe.empty() || a.dry_run)
+    throw Error(fmt::format("quantize --format gguf: {} is already NVFP4 and is repacked as it "
+                            "is; --stats, --include/--exclude, --recipe and --dry-run do not "
+                            "apply",
+                            source.dir().string()));
+  OutputFile out(a.out, source.dir(), a.force);
+  const RepackResult r = repack_gguf(source, config, out.partial());
+  out.commit();
+  for (const auto& n : r.notes) fmt::print(stderr, "fp4kit: note: {}\n", n);
+  fmt::print("wrote {} (gguf, repacked from NVFP4 without requantizing)\n", a.out);
+  fmt::print("  {} NVFP4 linears repacked bit for bit, {} dequantized to F32 (K % 64), {} other "
+             "tensors, {} bytes of tensor data\n",
+             r.nvfp4, r.dequantized, r.plain, r.bytes_written);
+  return 0;
+}
+
+int run_gguf_quantize(const QuantizeArgs& a, const Checkpoint& source, const ModelConfig& config,
+                      const Plan& plan, const std::vector<float>& input_scales,
+                      const QuantOptions& quant, std::chrono::steady_clock::time_point t0,
+                      QuantizeOutcome* outcome) {
+  check_gguf_out(a);
+  OutputFile out(a.out, source.dir(), a.force);
+  Progress progress(planned_source_bytes(plan, source));
+  ExportResult result = export_gguf(
+      plan, source, config, input_scales, quant, out.partial(),
+      [&](size_t done, size_t total, const EntryResult& r) {
+        const PlanEntry& e = plan.entries[r.entry];
+        progress.update(done, total, r.bytes_in, e.name,
+                        fmt::format("{} ({})", action_name(e.action), e.reason));
+      });
+  progress.finish();
+  out.commit();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const QuantizeSummary summary = summarize(plan, result, seconds);
+  fmt::print("wrote {} (gguf, {})\n", a.out, a.weights_only ? "weights-only W4A16" : "W4A4");
+  fmt::print("{}", format_summary(summary));
+  if (!a.report.empty())
+    write_json_file(a.report, {{"plan", plan.to_json()},
+                               {"tensors", entries_json(plan, result)},
+                               {"summary", summary_json(summary)}});
+  if (outcome) outcome->summary = summary;
+  return 0;
+}
+
 }  // namespace
 
 int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
@@ -42,10 +108,14 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
   const ModelConfig config =
       ModelConfig::parse(source->config(), (source->dir() / "config.json").string());
 
+  const bool gguf = a.format == "gguf";
+  if (gguf && is_nvfp4_checkpoint(*source)) return run_gguf_repack(a, *source, config);
+
   PlanOptions plan_options;
   if (!a.recipe.empty()) plan_options = load_recipe(a.recipe);
   for (const auto& r : a.rules) plan_options.rules.push_back(r);
   if (a.quantize_linear_attn) plan_options.quantize_linear_attn = true;
+  if (gguf) set_gguf_plan_options(plan_options);
   const Plan plan = build_plan(*source, config, plan_options);
 
   if (!a.quiet)
@@ -77,11 +147,10 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
     input_scales = compute_input_scales(plan, read_stats_file(a.stats), eo.quant, a.stats);
   }
 
+  if (gguf) return run_gguf_quantize(a, *source, config, plan, input_scales, eo.quant, t0, outcome);
+
   OutputDir out(a.out, source->dir(), a.force);
-  uint64_t total_bytes = 0;
-  for (const auto& e : plan.entries)
-    if (e.action != Action::Drop) total_bytes += source->info(e.source.tensor).nbytes();
-  Progress progress(total_bytes);
+  Progress progress(planned_source_bytes(plan, *source));
   ExportResult result = export_checkpoint(
       plan, *source, input_scales, eo, out.partial(),
       [&](size_t done, size_t total, const EntryResult& r) {

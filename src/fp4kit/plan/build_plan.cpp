@@ -377,9 +377,10 @@ class PlanBuilder {
     if (m.cols == 0 || m.rows == 0) {
       m.quantize = false;
       m.reason = "empty weight";
-    } else if (m.cols % 16 != 0) {
+    } else if (m.cols % options_.k_multiple != 0) {
       m.quantize = false;
-      m.reason = fmt::format("K={} not a multiple of 16", m.cols);
+      m.reason = fmt::format("K={} not a multiple of {}{}", m.cols, options_.k_multiple,
+                             options_.k_multiple_why);
       // A fused 3-D tensor is kept whole: report it once, by its own name.
       k16_kept_.insert(m.source.expert >= 0 ? m.source.tensor : m.name);
     } else if (!dtype_is_float(dt)) {
@@ -589,9 +590,10 @@ class PlanBuilder {
       if (m.cols == 0 || m.rows == 0)
         bad.push_back(fmt::format("{} [{},{}]: empty (wanted by {})", m.name, m.rows, m.cols,
                                   rule_origin(m)));
-      else if (m.cols % 16 != 0)
-        bad.push_back(fmt::format("{} [{},{}]: K={} not a multiple of 16 (wanted by {})", m.name,
-                                  m.rows, m.cols, m.cols, rule_origin(m)));
+      else if (m.cols % options_.k_multiple != 0)
+        bad.push_back(fmt::format("{} [{},{}]: K={} not a multiple of {}{} (wanted by {})",
+                                  m.name, m.rows, m.cols, m.cols, options_.k_multiple,
+                                  options_.k_multiple_why, rule_origin(m)));
       else if (!dtype_is_float(dt))
         bad.push_back(fmt::format("{}: source dtype {} (wanted by {})", m.name, dtype_name(dt),
                                   rule_origin(m)));
@@ -825,7 +827,8 @@ class PlanBuilder {
       plan_.entries.push_back(std::move(e));
     }
     for (const auto& name : k16_kept_)
-      warnings_.push_back(name + ": K not a multiple of 16, kept unquantized");
+      warnings_.push_back(fmt::format("{}: K not a multiple of {}{}, kept unquantized", name,
+                                      options_.k_multiple, options_.k_multiple_why));
   }
 
   // Spec 3. Keys name the group; the same group may serve as weight group and input group.

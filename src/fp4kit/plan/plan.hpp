@@ -115,6 +115,10 @@ struct Rule {
 struct PlanOptions {
   std::vector<Rule> rules;             // later wins (like ModelOpt's quant_cfg)
   bool quantize_linear_attn = false;   // Qwen3.5/3.6 / Qwen3-Next linear_attn in_proj_qkv/z, out_proj
+  // Row length (K) a quantized linear needs: 16 (NVFP4 blocks) for the safetensors formats, 64
+  // for GGUF (llama.cpp's block_nvfp4 holds 64 weights); `k_multiple_why` says so in the reason.
+  uint64_t k_multiple = 16;
+  std::string k_multiple_why;
 };
 
 // Builds and validates the plan. Throws fp4kit::Error listing every problem: a rule that matches

@@ -1,0 +1,322 @@
+"""`fp4kit quantize --format gguf` against the `gguf` package of PyPI (llama.cpp's gguf-py 0.19.0).
+
+What is checked, with gguf-py as the reader and the name map (not fp4kit's):
+- every tensor of the file reads back; NVFP4 tensors dequantized by gguf-py
+  (`gguf.quants.dequantize`) times their `.scale` tensor equal, bit for bit, the NVFP4 checkpoint
+  of the same source (fp4kit's ModelOpt-format output, decoded here in numpy the way loaders do:
+  E2M1 code x E4M3 block scale x weight_scale_2), with llama.cpp's q/k row permutation for the
+  llama architecture re-implemented here as convert_hf_to_gguf does it;
+- tensors kept unquantized (norms, embeddings, routers, K % 64 != 0) equal the source values;
+- tensor names are gguf-py's TensorNameMap names, experts stacked [E, N, K];
+- an existing NVFP4 checkpoint (fp4kit's ModelOpt and compressed-tensors output, and ModelOpt's
+  own H100 export in python/golden) is repacked without requantizing.
+"""
+import json
+import re
+import shutil
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, run_checked
+
+E2M1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], np.float32)
+
+SHARED = {
+    "stories260k-llama": gguf.MODEL_ARCH.LLAMA,
+    "stories260k-mixtral-routed": gguf.MODEL_ARCH.LLAMA,
+    "stories260k-qwen2moe": gguf.MODEL_ARCH.QWEN2MOE,
+    "stories260k-qwen3moe": gguf.MODEL_ARCH.QWEN3MOE,
+}
+
+
+def e4m3(t: torch.Tensor) -> np.ndarray:
+    return t.view(torch.uint8).view(torch.float8_e4m3fn).float().numpy()
+
+
+def dequant_format_a(packed: torch.Tensor, scales: torch.Tensor, s2: float) -> np.ndarray:
+    """ModelOpt's NVFP4 decode: byte k holds weights 2k (low nibble) and 2k+1, float32."""
+    p = packed.numpy()
+    codes = np.stack([p & 0x0F, p >> 4], axis=-1).reshape(p.shape[0], -1)
+    blocks = np.repeat(e4m3(scales), 16, axis=1)
+    return (E2M1[codes] * blocks).astype(np.float32) * np.float32(s2)
+
+
+def permute_rope(w: np.ndarray, heads: int) -> np.ndarray:
+    """convert_hf_to_gguf's LlamaModel.permute: rotate_half rows -> adjacent RoPE pairs."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def as_f32(t: torch.Tensor) -> np.ndarray:
+    return t.float().numpy()
+
+
+def gguf_name(hf: str, arch, n_layers: int):
+    """(GGUF name, expert index or None) for a Hugging Face tensor, through gguf-py's map."""
+    expert = None
+    m = re.match(r"(.*\.experts)\.(\d+)\.(.*)$", hf)
+    if m:
+        hf, expert = f"{m.group(1)}.{m.group(3)}", int(m.group(2))
+    name = gguf.get_tensor_name_map(arch, n_layers).get_name(hf, try_suffixes=(".weight", ".bias"))
+    assert name is not None, f"gguf-py has no name for {hf}"
+    return name, expert
+
+
+def read_gguf(path: Path) -> dict:
+    """name -> float32 values as gguf-py dequantizes them (NVFP4 times its .scale)."""
+    reader = gguf.GGUFReader(path)
+    raw = {t.name: t for t in reader.tensors}
+    out = {}
+    for name, t in raw.items():
+        if name.endswith((".scale", ".input_scale")):
+            continue
+        values = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        if t.tensor_type == gguf.GGMLQuantizationType.NVFP4:
+            stem = name.removesuffix(".weight")
+            scale = np.asarray(raw[stem + ".scale"].data, np.float32)
+            values = values * (scale.reshape(-1, 1, 1) if values.ndim == 3 else scale[0])
+        out[name] = (t.tensor_type, values)
+    return out
+
+
+def expected_from_checkpoints(src: Path, fmt_a: Path, arch) -> dict:
+    """GGUF name -> float32 values: format A's NVFP4 decode where K % 64 == 0, else the source."""
+    config = json.loads((src / "config.json").read_text())
+    source, a = load_file(src / "model.safetensors"), load_file(fmt_a / "model.safetensors")
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    stacked, out = {}, {}
+    for hf, t in source.items():
+        module = hf.removesuffix(".weight")
+        if hf.endswith(".weight") and f"{module}.weight_scale" in a and t.shape[1] % 64 == 0:
+            v = dequant_format_a(a[hf], a[f"{module}.weight_scale"],
+                                 a[f"{module}.weight_scale_2"].item())
+            assert v.shape == tuple(t.shape)
+        else:
+            v = as_f32(t)
+        name, expert = gguf_name(hf, arch, config["num_hidden_layers"])
+        if arch == gguf.MODEL_ARCH.LLAMA and name.endswith(("attn_q.weight", "attn_k.weight")):
+            v = permute_rope(v, heads if "attn_q" in name else kv_heads)
+        if expert is None:
+            out[name] = v
+        else:
+            stacked.setdefault(name, {})[expert] = v
+    for name, experts in stacked.items():
+        out[name] = np.stack([experts[e] for e in range(len(experts))])
+    return out
+
+
+def quantize(fp4kit, src: Path, out: Path, *args) -> Path:
+    run_checked([fp4kit, "quantize", src, out, "--weights-only", *args])
+    return out
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory, fp4kit, shared_data):
+    root = tmp_path_factory.mktemp("gguf")
+    cache = {}
+
+    def get(name: str, kind: str) -> Path:
+        if (name, kind) not in cache:
+            src = shared_data / "models" / name
+            out = root / name / {"gguf": "m.gguf", "a": "a", "b": "b"}[kind]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fmt = {"gguf": "gguf", "a": "modelopt", "b": "compressed-tensors"}[kind]
+            cache[(name, kind)] = quantize(fp4kit, src, out, "--format", fmt)
+        return cache[(name, kind)]
+    return get
+
+
+def assert_bitwise(got: np.ndarray, want: np.ndarray, what: str):
+    """Equal bit for bit, except that -0 and +0 are one value: ggml's E2M1 table (kvalues_fp4)
+    decodes code 8 as +0 where ModelOpt's gives -0."""
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    got, want = got + np.float32(0), want.astype(np.float32) + np.float32(0)
+    diff = np.flatnonzero(got.view(np.uint32) != want.view(np.uint32))
+    assert diff.size == 0, (f"{what}: {diff.size} of {got.size} values differ, first at flat "
+                            f"{diff[0]}: {got.flat[diff[0]]} != {want.flat[diff[0]]}")
+
+
+@pytest.mark.parametrize("name", sorted(SHARED))
+def test_gguf_equals_nvfp4_checkpoint_bit_for_bit(outputs, shared_data, name):
+    src = shared_data / "models" / name
+    got = read_gguf(outputs(name, "gguf"))
+    want = expected_from_checkpoints(src, outputs(name, "a"), SHARED[name])
+    assert sorted(got) == sorted(want), (f"only in GGUF: {sorted(set(got) - set(want))}; "
+                                         f"missing: {sorted(set(want) - set(got))}")
+    n_nvfp4 = 0
+    for tensor, (ttype, values) in got.items():
+        assert_bitwise(values, want[tensor], f"{name} {tensor} ({ttype.name})")
+        n_nvfp4 += ttype == gguf.GGMLQuantizationType.NVFP4
+        if tensor.endswith("_norm.weight") or values.ndim == 1 or "ffn_gate_inp" in tensor:
+            assert ttype == gguf.GGMLQuantizationType.F32, f"{tensor}: {ttype.name}"
+    assert n_nvfp4 >= 15, f"{name}: only {n_nvfp4} NVFP4 tensors"
+
+
+def test_gguf_layout_and_metadata(outputs, shared_data):
+    path = outputs("stories260k-qwen3moe", "gguf")
+    reader = gguf.GGUFReader(path)
+    t = {x.name: x for x in reader.tensors}
+    # Experts stacked as llama.cpp reads them: ne = {K, N, E}; one global scale per expert.
+    gate = t["blk.0.ffn_gate_exps.weight"]
+    assert gate.tensor_type == gguf.GGMLQuantizationType.NVFP4
+    assert list(gate.shape) == [64, 48, 4]
+    assert list(t["blk.0.ffn_gate_exps.scale"].shape) == [4]
+    # K = 48 (down_proj of an expert) is not a multiple of 64: kept in the source's BF16.
+    assert t["blk.0.ffn_down_exps.weight"].tensor_type == gguf.GGMLQuantizationType.BF16
+    assert "blk.0.ffn_down_exps.scale" not in t
+    # Block scale bytes have bit 7 clear (the CUDA decoder reads it as a sign).
+    raw = np.asarray(gate.data).reshape(-1, 36)
+    assert not (raw[:, :4] & 0x80).any()
+
+    f = reader.fields
+    def field(key):
+        return f[key].contents()
+    assert field("general.architecture") == "qwen3moe"
+    assert field("general.file_type") == gguf.LlamaFileType.MOSTLY_NVFP4
+    config = json.loads((shared_data / "models/stories260k-qwen3moe/config.json").read_text())
+    assert field("qwen3moe.block_count") == config["num_hidden_layers"]
+    assert field("qwen3moe.expert_count") == config["num_experts"]
+    assert field("qwen3moe.expert_used_count") == config["num_experts_per_tok"]
+    assert field("qwen3moe.expert_feed_forward_length") == config["moe_intermediate_size"]
+    assert field("qwen3moe.attention.head_count_kv") == config["num_key_value_heads"]
+    assert np.float32(field("qwen3moe.attention.layer_norm_rms_epsilon")) == np.float32(
+        config["rms_norm_eps"])
+    # Tokenizer: the vocabulary in id order, byte pieces typed BYTE, specials CONTROL.
+    tok = json.loads((shared_data / "models/stories260k-qwen3moe/tokenizer.json").read_text())
+    by_id = {i: s for s, i in tok["model"]["vocab"].items()}
+    tokens = field("tokenizer.ggml.tokens")
+    assert tokens == [by_id[i] for i in range(len(by_id))]
+    types = field("tokenizer.ggml.token_type")
+    assert types[tokens.index("<0x41>")] == gguf.TokenType.BYTE
+    assert types[1] == gguf.TokenType.CONTROL and types[0] == gguf.TokenType.UNKNOWN
+    assert field("tokenizer.ggml.model") == "llama"
+    assert field("tokenizer.ggml.bos_token_id") == 1 and field("tokenizer.ggml.eos_token_id") == 2
+    # W4A16: llama.cpp must keep these products' activations in 8 bits.
+    names = field("general.tensor_extra.name")
+    assert "blk.0.ffn_gate_exps.weight" in names and all(
+        v is False for v in field("general.tensor_extra.prec_a4"))
+
+
+def nvfp4_raw(path: Path) -> dict:
+    return {t.name: np.asarray(t.data).copy() for t in gguf.GGUFReader(path).tensors}
+
+
+@pytest.mark.parametrize("name", ["stories260k-llama", "stories260k-qwen2moe"])
+def test_repack_of_nvfp4_checkpoints_is_lossless(fp4kit, outputs, shared_data, tmp_path, name):
+    direct = nvfp4_raw(outputs(name, "gguf"))
+    a_dir = outputs(name, "a")
+    a = load_file(a_dir / "model.safetensors")
+    for fmt in ("a", "b"):
+        out = tmp_path / f"{fmt}.gguf"
+        run_checked([fp4kit, "quantize", outputs(name, fmt), out, "--format", "gguf"])
+        reader = gguf.GGUFReader(out)
+        repacked = {t.name: t for t in reader.tensors}
+        assert sorted(repacked) == sorted(direct), fmt
+        for tname, t in repacked.items():
+            d = direct[tname]
+            if t.tensor_type == gguf.GGMLQuantizationType.NVFP4:
+                assert np.array_equal(np.asarray(t.data), d), f"{fmt} {tname}: codes differ"
+            elif tname.endswith(".scale") and fmt == "b":
+                # compressed-tensors stores 1/s2: its reciprocal is s2 to within one rounding.
+                np.testing.assert_allclose(np.asarray(t.data), d, rtol=1.2e-7, err_msg=tname)
+            elif t.tensor_type == gguf.GGMLQuantizationType.F32 and d.dtype != np.float32:
+                # An NVFP4 linear with K % 64 != 0: the direct GGUF kept the source's BF16, the
+                # repack writes the checkpoint's exact F32 decode.
+                pass
+            else:
+                assert np.array_equal(np.asarray(t.data), d), f"{fmt} {tname}"
+        # K % 64 != 0 linears of the NVFP4 checkpoint: F32, equal to its decode bit for bit.
+        got = read_gguf(out)
+        for module in [k.removesuffix(".weight_scale") for k in a if k.endswith(".weight_scale")]:
+            w = a[module + ".weight"]
+            if w.shape[1] * 2 % 64 == 0:
+                continue
+            tname, expert = gguf_name(module + ".weight", SHARED[name], 5)
+            ttype, values = got[tname]
+            assert ttype == gguf.GGMLQuantizationType.F32, tname
+            want = dequant_format_a(w, a[module + ".weight_scale"],
+                                    a[module + ".weight_scale_2"].item())
+            if fmt == "b":
+                continue  # 1/(1/s2) may differ from s2 in the last bit
+            assert_bitwise(values if expert is None else values[expert], want, f"{fmt} {module}")
+
+
+def write_byte_tokenizer(d: Path, vocab_size: int):
+    """A byte-level BPE tokenizer.json (Qwen2 split regex) with one token per byte."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b), cs.append(256 + n)
+            n += 1
+    vocab = {chr(c): i for i, c in enumerate(cs)}
+    regex = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
+             r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+    tok = {"version": "1.0", "added_tokens": [], "normalizer": None,
+           "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+               {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated",
+                "invert": False},
+               {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
+                "use_regex": False}]},
+           "model": {"type": "BPE", "vocab": vocab, "merges": []}}
+    assert len(vocab) <= vocab_size
+    (d / "tokenizer.json").write_text(json.dumps(tok))
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3_moe"])
+def test_repack_of_modelopt_h100_export(fp4kit, tmp_path, family):
+    """ModelOpt's own NVFP4 export (H100, python/golden): GGUF dequant == ModelOpt's decode."""
+    golden = REPO / "python" / "golden" / "models" / family / "w4a4" / "modelopt"
+    src = tmp_path / "modelopt"
+    shutil.copytree(golden, src)
+    config = json.loads((src / "config.json").read_text())
+    write_byte_tokenizer(src, config["vocab_size"])
+    out = tmp_path / "m.gguf"
+    run_checked([fp4kit, "quantize", src, out, "--format", "gguf"])
+    reader = gguf.GGUFReader(out)
+    raw = {t.name: t for t in reader.tensors}
+    got = read_gguf(out)
+    m = load_file(src / "model.safetensors")
+    arch = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen3_moe": gguf.MODEL_ARCH.QWEN3MOE}[family]
+    n = 0
+    for key in m:
+        if not key.endswith(".weight_scale") or m[key].dim() != 2:
+            continue
+        module = key.removesuffix(".weight_scale")
+        want = dequant_format_a(m[module + ".weight"], m[key], m[module + ".weight_scale_2"].item())
+        tname, expert = gguf_name(module + ".weight", arch, config["num_hidden_layers"])
+        if arch == gguf.MODEL_ARCH.LLAMA and tname.endswith(("attn_q.weight", "attn_k.weight")):
+            heads = config["num_attention_heads"] if "attn_q" in tname else config["num_key_value_heads"]
+            want = permute_rope(want, heads)
+        values = got[tname][1]
+        assert_bitwise(values if expert is None else values[expert], want, module)
+        if want.shape[1] % 64 == 0:
+            stem = tname.removesuffix(".weight")
+            ins = np.asarray(raw[stem + ".input_scale"].data)
+            assert ins[0 if expert is None else expert] == m[module + ".input_scale"].item()
+        n += 1
+    assert n >= 8
+
+
+def test_unsupported_family_and_bad_out_leave_nothing(fp4kit, tmp_path, shared_data):
+    src = tmp_path / "src"
+    shutil.copytree(shared_data / "models" / "stories260k-llama", src)
+    config = json.loads((src / "config.json").read_text())
+    config["model_type"] = "deepseek_v3"
+    (src / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "x.gguf"
+    import subprocess
+    proc = subprocess.run([str(fp4kit), "quantize", str(src), str(out), "--format", "gguf",
+                           "--weights-only"], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "deepseek2" in proc.stderr and "deepseek_v3" in proc.stderr, proc.stderr
+    assert not out.exists() and not Path(str(out) + ".partial").exists()
+    proc = subprocess.run([str(fp4kit), "quantize", str(shared_data / "models/stories260k-llama"),
+                           str(tmp_path / "dir"), "--format", "gguf", "--weights-only"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and ".gguf" in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == [src]

@@ -1,0 +1,200 @@
+#include "fp4kit/export/gguf_arch.hpp"
+
+#include <fmt/core.h>
+
+#include <map>
+#include <regex>
+
+#include "fp4kit/error.hpp"
+
+namespace fp4kit {
+
+namespace {
+
+// model_type -> llama.cpp architecture, for the families fp4kit writes.
+const std::map<std::string, std::string>& mapped() {
+  static const std::map<std::string, std::string> m = {
+      {"llama", "llama"},     {"mistral", "llama"},     {"mixtral", "llama"},
+      {"qwen2", "qwen2"},     {"qwen2_moe", "qwen2moe"}, {"qwen3", "qwen3"},
+      {"qwen3_moe", "qwen3moe"}, {"olmoe", "olmoe"},
+  };
+  return m;
+}
+
+// Families llama.cpp runs whose GGUF layout fp4kit does not write yet (their tensors need more
+// than renaming: fused/BMM experts, MLA's split kv_b, linear attention, ...).
+const std::map<std::string, std::string>& not_yet() {
+  static const std::map<std::string, std::string> m = {
+      {"qwen3_next", "qwen3next"},     {"qwen3_5_moe", "qwen35moe"},
+      {"qwen3_5_moe_text", "qwen35moe"}, {"deepseek_v2", "deepseek2"},
+      {"deepseek_v3", "deepseek2"},    {"kimi_k2", "deepseek2"},
+      {"glm4_moe", "glm4moe"},         {"gpt_oss", "gpt-oss"},
+      {"llama4", "llama4"},            {"llama4_text", "llama4"},
+  };
+  return m;
+}
+
+uint32_t u32(int64_t v, const char* what) {
+  if (v <= 0 || v > 0xFFFFFFFFll)
+    throw Error(fmt::format("config.json: {} = {} cannot go into GGUF metadata", what, v));
+  return static_cast<uint32_t>(v);
+}
+
+}  // namespace
+
+GgufArch gguf_arch(const ModelConfig& c, const std::string& label) {
+  if (auto it = mapped().find(c.model_type); it != mapped().end())
+    return {it->second, it->second == "llama"};
+  if (auto it = not_yet().find(c.model_type); it != not_yet().end())
+    throw Error(fmt::format(
+        "{}: model_type '{}' is llama.cpp's architecture '{}', whose GGUF layout fp4kit does not "
+        "write yet (--format gguf writes llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, "
+        "qwen3_moe, olmoe); use --format modelopt and llama.cpp's convert_hf_to_gguf.py",
+        label, c.model_type, it->second));
+  throw Error(fmt::format("{}: model_type '{}' has no llama.cpp architecture fp4kit knows; "
+                          "--format gguf writes llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, "
+                          "qwen3_moe, olmoe",
+                          label, c.model_type.empty() ? "(none)" : c.model_type));
+}
+
+void add_arch_metadata(GgufMetadata& m, const GgufArch& a, const ModelConfig& c,
+                       const std::string& model_name) {
+  const std::string p = a.name + ".";
+  const nlohmann::json& t = c.text;
+  m.add_string("general.architecture", a.name);
+  m.add_string("general.type", "model");
+  m.add_string("general.name", model_name);
+  m.add_u32("general.quantization_version", 2);
+  m.add_u32("general.file_type", 39);  // LlamaFileType.MOSTLY_NVFP4 (gguf-py constants.py)
+  m.add_u32(p + "block_count", u32(c.num_hidden_layers, "num_hidden_layers"));
+  if (t.contains("max_position_embeddings") && t["max_position_embeddings"].is_number_integer())
+    m.add_u32(p + "context_length",
+              u32(t["max_position_embeddings"].get<int64_t>(), "max_position_embeddings"));
+  m.add_u32(p + "embedding_length", u32(c.hidden_size, "hidden_size"));
+  if (c.intermediate_size > 0)
+    m.add_u32(p + "feed_forward_length", u32(c.intermediate_size, "intermediate_size"));
+  m.add_u32(p + "attention.head_count", u32(c.num_attention_heads, "num_attention_heads"));
+  m.add_u32(p + "attention.head_count_kv",
+            u32(c.num_key_value_heads > 0 ? c.num_key_value_heads : c.num_attention_heads,
+                "num_key_value_heads"));
+  m.add_f32(p + "rope.freq_base", static_cast<float>(c.rope_theta));
+  m.add_f32(p + "attention.layer_norm_rms_epsilon", static_cast<float>(c.rms_norm_eps));
+  m.add_u32(p + "attention.key_length", u32(c.head_dim, "head_dim"));
+  m.add_u32(p + "attention.value_length", u32(c.head_dim, "head_dim"));
+  m.add_u32(p + "rope.dimension_count", u32(c.head_dim, "head_dim"));
+  m.add_u32(p + "vocab_size", u32(c.vocab_size, "vocab_size"));
+  if (c.num_experts > 0) {
+    m.add_u32(p + "expert_count", u32(c.num_experts, "num_experts"));
+    m.add_u32(p + "expert_used_count", u32(c.num_experts_per_tok, "num_experts_per_tok"));
+    if (c.moe_intermediate_size > 0)
+      m.add_u32(p + "expert_feed_forward_length",
+                u32(c.moe_intermediate_size, "moe_intermediate_size"));
+    if (c.shared_expert_intermediate_size > 0)
+      m.add_u32(p + "expert_shared_feed_forward_length",
+                u32(c.shared_expert_intermediate_size, "shared_expert_intermediate_size"));
+  }
+  if (!c.rope_scaling.is_null()) {
+    const nlohmann::json& r = c.rope_scaling;
+    const std::string type = r.value("rope_type", r.value("type", std::string()));
+    const double factor = r.contains("factor") && r["factor"].is_number() ? r["factor"].get<double>() : 0;
+    if (type == "linear" && factor > 0) {
+      m.add_string(p + "rope.scaling.type", "linear");
+      m.add_f32(p + "rope.scaling.factor", static_cast<float>(factor));
+    } else if (type == "yarn" && factor > 0 && r.contains("original_max_position_embeddings")) {
+      m.add_string(p + "rope.scaling.type", "yarn");
+      m.add_f32(p + "rope.scaling.factor", static_cast<float>(factor));
+      m.add_u32(p + "rope.scaling.original_context_length",
+                u32(r["original_max_position_embeddings"].get<int64_t>(),
+                    "rope_scaling.original_max_position_embeddings"));
+    } else if (type != "default" && !type.empty()) {
+      throw Error(fmt::format("config.json: rope_scaling type '{}' is not written to GGUF by "
+                              "fp4kit (linear and yarn are)",
+                              type));
+    }
+  }
+}
+
+std::optional<GgufTarget> gguf_target(const std::string& hf, const GgufArch& a,
+                                      const ModelConfig& c, uint64_t ndim) {
+  std::string base = hf, suffix;
+  if (const auto dot = hf.rfind('.'); dot != std::string::npos) {
+    suffix = hf.substr(dot);  // ".weight" / ".bias"
+    base = hf.substr(0, dot);
+  }
+  if (suffix != ".weight" && suffix != ".bias") return std::nullopt;
+  GgufTarget t;
+  auto finish = [&](std::string name) {
+    t.name = name + suffix;
+    t.always_f32 = t.always_f32 || ndim <= 1 || name.ends_with("_norm");
+    return std::optional<GgufTarget>(t);
+  };
+  if (base == "model.embed_tokens") return finish("token_embd");
+  if (base == "model.norm") return finish("output_norm");
+  if (base == "lm_head") return finish("output");
+
+  static const std::regex layer_re(R"(model\.layers\.(\d+)\.(.+))");
+  std::smatch lm;
+  if (!std::regex_match(base, lm, layer_re)) return std::nullopt;
+  const std::string blk = "blk." + lm[1].str() + ".";
+  const std::string rest = lm[2].str();
+
+  static const std::regex expert_re(
+      R"((?:mlp|block_sparse_moe)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w2|w3))");
+  std::smatch em;
+  if (std::regex_match(rest, em, expert_re)) {
+    const std::string proj = em[2].str();
+    const std::string kind = proj == "gate_proj" || proj == "w1" ? "gate"
+                             : proj == "up_proj" || proj == "w3" ? "up"
+                                                                 : "down";
+    t.expert = std::stoll(em[1].str());
+    return finish(blk + "ffn_" + kind + "_exps");
+  }
+  static const std::map<std::string, std::string> names = {
+      {"input_layernorm", "attn_norm"},
+      {"post_attention_layernorm", "ffn_norm"},
+      {"self_attn.q_proj", "attn_q"},
+      {"self_attn.k_proj", "attn_k"},
+      {"self_attn.v_proj", "attn_v"},
+      {"self_attn.o_proj", "attn_output"},
+      {"self_attn.q_norm", "attn_q_norm"},
+      {"self_attn.k_norm", "attn_k_norm"},
+      {"mlp.gate_proj", "ffn_gate"},
+      {"mlp.up_proj", "ffn_up"},
+      {"mlp.down_proj", "ffn_down"},
+      {"mlp.gate", "ffn_gate_inp"},
+      {"block_sparse_moe.gate", "ffn_gate_inp"},
+      {"mlp.shared_expert.gate_proj", "ffn_gate_shexp"},
+      {"mlp.shared_expert.up_proj", "ffn_up_shexp"},
+      {"mlp.shared_expert.down_proj", "ffn_down_shexp"},
+      {"mlp.shared_expert_gate", "ffn_gate_inp_shexp"},
+  };
+  const auto it = names.find(rest);
+  if (it == names.end()) return std::nullopt;
+  if (it->second == "ffn_gate_inp" || it->second == "ffn_gate_inp_shexp") t.always_f32 = true;
+  if (a.permute_qk && suffix == ".weight") {
+    if (it->second == "attn_q") t.permute_heads = c.num_attention_heads;
+    if (it->second == "attn_k")
+      t.permute_heads = c.num_key_value_heads > 0 ? c.num_key_value_heads : c.num_attention_heads;
+  }
+  if (a.permute_qk && suffix == ".bias" && (it->second == "attn_q" || it->second == "attn_k"))
+    throw Error(fmt::format("{}: a q/k bias on a llama-architecture model is not written to GGUF "
+                            "by fp4kit",
+                            hf));
+  return finish(blk + it->second);
+}
+
+std::vector<uint64_t> rope_pair_rows(uint64_t rows, int64_t heads) {
+  // LlamaModel.permute: w.reshape(heads, 2, hd/2, K).swapaxes(1, 2): output row h*hd + 2i + j
+  // is source row h*hd + j*hd/2 + i.
+  const uint64_t hd = rows / static_cast<uint64_t>(heads);
+  if (heads <= 0 || rows % static_cast<uint64_t>(heads) != 0 || hd % 2 != 0)
+    throw Error(fmt::format("q/k weight with {} rows cannot be split into {} RoPE heads", rows,
+                            heads));
+  std::vector<uint64_t> row_of(rows);
+  for (uint64_t h = 0; h < static_cast<uint64_t>(heads); ++h)
+    for (uint64_t i = 0; i < hd / 2; ++i)
+      for (uint64_t j = 0; j < 2; ++j) row_of[h * hd + 2 * i + j] = h * hd + j * hd / 2 + i;
+  return row_of;
+}
+
+}  // namespace fp4kit
