@@ -79,6 +79,23 @@ TEST(DensePlan, LlamaQuantizesEveryLinearAndKeepsTheRest) {
   EXPECT_NO_THROW(validate_exclude_list(p));
 }
 
+TEST(DensePlan, GgufRowMultipleOf64KeepsWhatLlamaCppCannotBlock) {
+  // --format gguf: llama.cpp's NVFP4 blocks hold 64 weights. K = 96 (a multiple of 16 but not of
+  // 64) is kept with the reason; K = 64 is still quantized.
+  PlanOptions o;
+  o.k_multiple = 64;
+  o.k_multiple_why = " (gguf)";
+  Plan p = build_plan_from_tensors(llama_tensors(96, false).sorted(), config_of(kLlamaConfig), o);
+  const PlanEntry& d = ENTRY(p, "model.layers.0.mlp.down_proj.weight");
+  EXPECT_EQ(d.action, Action::Keep);
+  EXPECT_EQ(d.reason, "K=96 not a multiple of 64 (gguf)");
+  EXPECT_TRUE(any_contains(p.warnings, "model.layers.0.mlp.down_proj"));
+  EXPECT_EQ(ENTRY(p, "model.layers.0.mlp.gate_proj").action, Action::Quantize);
+  // The same tensors with the default (16) quantize down_proj.
+  Plan q = build_plan_from_tensors(llama_tensors(96, false).sorted(), config_of(kLlamaConfig), {});
+  EXPECT_EQ(ENTRY(q, "model.layers.0.mlp.down_proj").action, Action::Quantize);
+}
+
 TEST(DensePlan, KNotMultipleOf16IsKeptReportedAndExcluded) {
   // stories260K: intermediate 172, so down_proj has K = 172; tied embeddings (no lm_head).
   Plan p = build_plan_from_tensors(llama_tensors(172, false).sorted(), config_of(kLlamaConfig), {});

@@ -60,6 +60,7 @@ int run_gguf_repack(const QuantizeArgs& a, const Checkpoint& source, const Model
   OutputFile out(a.out, source.dir(), a.force);
   const RepackResult r = repack_gguf(source, config, out.partial());
   out.commit();
+  if (a.quiet) return 0;
   for (const auto& n : r.notes) fmt::print(stderr, "fp4kit: note: {}\n", n);
   fmt::print("wrote {} (gguf, repacked from NVFP4 without requantizing)\n", a.out);
   fmt::print("  {} NVFP4 linears repacked bit for bit, {} dequantized to F32 (K % 64), {} other "
@@ -79,21 +80,25 @@ int run_gguf_quantize(const QuantizeArgs& a, const Checkpoint& source, const Mod
       plan, source, config, input_scales, quant, out.partial(),
       [&](size_t done, size_t total, const EntryResult& r) {
         const PlanEntry& e = plan.entries[r.entry];
+        if (a.on_progress) return a.on_progress(done, total, e.name, r.bytes_in);
+        if (a.quiet) return;
         progress.update(done, total, r.bytes_in, e.name,
                         fmt::format("{} ({})", action_name(e.action), e.reason));
       });
-  progress.finish();
+  if (!a.quiet && !a.on_progress) progress.finish();
   out.commit();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const QuantizeSummary summary = summarize(plan, result, seconds);
-  fmt::print("wrote {} (gguf, {})\n", a.out, a.weights_only ? "weights-only W4A16" : "W4A4");
-  fmt::print("{}", format_summary(summary));
-  if (!a.report.empty())
-    write_json_file(a.report, {{"plan", plan.to_json()},
-                               {"tensors", entries_json(plan, result)},
-                               {"summary", summary_json(summary)}});
-  if (outcome) outcome->summary = summary;
+  if (!a.quiet) {
+    fmt::print("wrote {} (gguf, {})\n", a.out, a.weights_only ? "weights-only W4A16" : "W4A4");
+    fmt::print("{}", format_summary(summary));
+  }
+  const nlohmann::json report = {{"plan", plan.to_json()},
+                                 {"tensors", entries_json(plan, result)},
+                                 {"summary", summary_json(summary)}};
+  if (!a.report.empty()) write_json_file(a.report, report);
+  if (outcome) outcome->summary = summary, outcome->report = report;
   return 0;
 }
 
