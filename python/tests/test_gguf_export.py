@@ -320,3 +320,87 @@ def test_unsupported_family_and_bad_out_leave_nothing(fp4kit, tmp_path, shared_d
                           capture_output=True, text=True)
     assert proc.returncode == 1 and ".gguf" in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == [src]
+
+
+def test_w4a4_input_scales_equal_format_a(fp4kit, shared_data, tmp_path):
+    """W4A4: each NVFP4 tensor has an F32 .input_scale ([E] for stacked experts) equal to the
+    ModelOpt-format checkpoint's input_scale of the same run, and no W4A16 prec_a4 marking."""
+    src = shared_data / "models" / "stories260k-qwen2moe"
+    ids = tmp_path / "ids.u16"
+    ids.write_bytes((shared_data / "text" / "tinystories_val.stories260k.u16").read_bytes()[:4096])
+    stats = tmp_path / "stats.safetensors"
+    run_checked([fp4kit, "calibrate", src, "--data", ids, "--samples", "4", "--seq-len", "64",
+                 "-o", stats])
+    out, a_dir = tmp_path / "m.gguf", tmp_path / "a"
+    run_checked([fp4kit, "quantize", src, out, "--format", "gguf", "--stats", stats])
+    run_checked([fp4kit, "quantize", src, a_dir, "--stats", stats])
+    a = load_file(a_dir / "model.safetensors")
+    reader = gguf.GGUFReader(out)
+    raw = {t.name: np.asarray(t.data) for t in reader.tensors}
+    assert "general.tensor_extra.prec_a4" not in reader.fields
+    checked = 0
+    for key in a:
+        if not key.endswith(".input_scale"):
+            continue
+        module = key.removesuffix(".input_scale")
+        if a[module + ".weight"].shape[1] * 2 % 64:
+            continue  # kept unquantized in the GGUF
+        tname, expert = gguf_name(module + ".weight", gguf.MODEL_ARCH.QWEN2MOE, 5)
+        got = raw[tname.removesuffix(".weight") + ".input_scale"]
+        assert got[0 if expert is None else expert] == a[key].item(), module
+        assert got[0 if expert is None else expert] > 0
+        checked += 1
+    assert checked >= 40, checked
+
+
+def test_byte_level_bpe_tokenizer_metadata(fp4kit, shared_data, tmp_path):
+    """Qwen3's tokenizer.json (byte-level BPE), cut to its first 3,000 pieces (the merges among
+    them and the 26 added tokens moved after them) so that gguf-py reads it in seconds: gpt2
+    model, qwen2 pre-tokenizer, merges as "a b", added specials CONTROL, padding up to
+    vocab_size UNUSED, chat template, eos/pad ids from tokenizer_config.json, bos from config."""
+    src = tmp_path / "src"
+    src.mkdir()
+    base = shared_data / "models" / "stories260k-qwen3moe"
+    full = json.loads((shared_data / "tokenizers" / "qwen3" / "tokenizer.json").read_text())
+    keep = 3000
+    vocab = {t: i for t, i in full["model"]["vocab"].items() if i < keep}
+    merges = [m for m in full["model"]["merges"]
+              if m[0] in vocab and m[1] in vocab and m[0] + m[1] in vocab]
+    added = [dict(a, id=keep + k) for k, a in enumerate(full["added_tokens"])]
+    tok = dict(full, added_tokens=added, model=dict(full["model"], vocab=vocab, merges=merges))
+    (src / "tokenizer.json").write_text(json.dumps(tok))
+    shutil.copy(shared_data / "tokenizers" / "qwen3" / "tokenizer_config.json", src)
+    vocab_size = keep + 64
+    tensors = load_file(base / "model.safetensors")
+    tensors["model.embed_tokens.weight"] = torch.zeros(vocab_size, 64, dtype=torch.bfloat16)
+    from safetensors.torch import save_file
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((base / "config.json").read_text())
+    config["vocab_size"] = vocab_size
+    (src / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "m.gguf"
+    run_checked([fp4kit, "quantize", src, out, "--format", "gguf", "--weights-only"])
+    f = gguf.GGUFReader(out).fields
+
+    def field(key):
+        return f[key].contents()
+    cfg = json.loads((src / "tokenizer_config.json").read_text())
+    assert field("tokenizer.ggml.model") == "gpt2" and field("tokenizer.ggml.pre") == "qwen2"
+    tokens, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
+    assert len(tokens) == vocab_size
+    for text, i in vocab.items():
+        assert tokens[i] == text and types[i] == gguf.TokenType.NORMAL
+    for a in added:
+        assert tokens[a["id"]] == a["content"]
+        assert types[a["id"]] == (gguf.TokenType.CONTROL if a["special"]
+                                  else gguf.TokenType.USER_DEFINED)
+    assert tokens[-1] == f"[PAD{vocab_size - 1}]"
+    assert all(t == gguf.TokenType.UNUSED for t in types[keep + len(added):])
+    assert len(merges) > 1000
+    assert field("tokenizer.ggml.merges") == [" ".join(m) for m in merges]
+    assert field("tokenizer.chat_template") == cfg["chat_template"]
+    assert tokens[field("tokenizer.ggml.eos_token_id")] == cfg["eos_token"]
+    assert tokens[field("tokenizer.ggml.padding_token_id")] == cfg["pad_token"]
+    # tokenizer_config.json has no bos_token: config.json's bos_token_id, as gguf-py's SpecialVocab.
+    assert field("tokenizer.ggml.bos_token_id") == config["bos_token_id"]
+    assert field("tokenizer.ggml.add_bos_token") is False

@@ -94,7 +94,14 @@ void add_tokenizer_metadata(GgufMetadata& m, const fs::path& dir, const ModelCon
   const std::string unk = model.value("unk_token", json()).is_string()
                               ? model["unk_token"].get<std::string>() : std::string();
   int64_t n = config.vocab_size;
-  if (!by_id.empty()) n = std::max<int64_t>(n, by_id.rbegin()->first + 1);
+  if (!by_id.empty() && by_id.rbegin()->first >= n) {
+    if (n > 0)
+      throw Error(fmt::format("{}: token id {} ('{}') is past config.json vocab_size {} (the "
+                              "embedding rows llama.cpp checks the vocabulary against)",
+                              file.string(), by_id.rbegin()->first, by_id.rbegin()->second.first,
+                              n));
+    n = by_id.rbegin()->first + 1;
+  }
   std::vector<std::string> tokens(n);
   std::vector<int32_t> types(n);
   for (int64_t i = 0; i < n; ++i) {
