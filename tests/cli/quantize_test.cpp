@@ -13,6 +13,7 @@
 #include "fp4kit/model/synthetic_checkpoint.hpp"
 #include "fp4kit/numeric/convert.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
+#include "fp4kit/numeric/nvfp4_search.hpp"
 #include "support/run_command.hpp"
 #include "support/small_moe_spec.hpp"
 #include "support/temp_dir.hpp"
@@ -242,6 +243,73 @@ TEST_F(QuantizeE2E, SameBytesWhateverTheThreadCount) {
   auto qb = Checkpoint::open(b);
   ASSERT_EQ(qa->tensor_names(), qb->tensor_names());
   for (const auto& n : qa->tensor_names()) EXPECT_EQ(bytes_of(*qa, n), bytes_of(*qb, n)) << n;
+}
+
+// --scales mse with --global-norm 256: every routed expert's gate/up pair still shares one s2, now
+// max(amax) / 1536, and each tensor's bytes are the scalar reference search's (every E4M3 code
+// tried per block) under that s2; the report names the method per tensor.
+TEST_F(QuantizeE2E, MseScalesWithHeadroomKeepSharedGlobalScales) {
+  const fs::path src = tmp / "src", out = tmp / "out";
+  write_synthetic_moe(src, spec);
+  const auto r = run_command(quantize_cmd(
+      src, out, "--weights-only --scales mse --global-norm 256 --report " +
+                    quote((tmp / "r.json").string())));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto s = Checkpoint::open(src);
+  auto q = Checkpoint::open(out);
+  size_t moved = 0, blocks = 0;
+  for (int e = 0; e < spec.experts; ++e) {
+    const std::string x = "model.layers.1.mlp.experts." + std::to_string(e) + ".";
+    const auto gate = decode(*s, x + "gate_proj.weight");
+    const auto up = decode(*s, x + "up_proj.weight");
+    const float s2 = std::max(amax_of(gate), amax_of(up)) * (1.0f / 1536.0f);
+    EXPECT_EQ(scalar_f32(*q, x + "gate_proj.weight_scale_2"), s2) << x;
+    EXPECT_EQ(scalar_f32(*q, x + "up_proj.weight_scale_2"), s2) << x;
+    for (const auto& [name, values] : {std::pair{"gate_proj", gate}, std::pair{"up_proj", up}}) {
+      std::vector<uint8_t> packed(values.size() / 2), scales(values.size() / 16), mp(packed), ms(scales);
+      nvfp4_quantize_search_ref(values.data(), DType::F32, spec.moe_intermediate, spec.hidden, s2,
+                                {}, packed.data(), scales.data());
+      EXPECT_EQ(bytes_of(*q, x + name + ".weight"), packed) << x << name;
+      EXPECT_EQ(bytes_of(*q, x + name + ".weight_scale"), scales) << x << name;
+      nvfp4_quantize_ref(values.data(), DType::F32, spec.moe_intermediate, spec.hidden, s2,
+                         mp.data(), ms.data());
+      for (size_t b = 0; b < scales.size(); ++b) moved += scales[b] != ms[b];
+      blocks += scales.size();
+    }
+  }
+  EXPECT_GT(moved, blocks / 10) << "the search should move some block scales";
+  const auto rep = read_json(tmp / "r.json");
+  for (const auto& t : rep["tensors"])
+    if (t["action"] == "quantize") EXPECT_EQ(t["block_scales"], "mse") << t["name"];
+  EXPECT_EQ(rep["summary"]["block_scales"]["mse"], rep["summary"]["quantized"]);
+}
+
+TEST_F(QuantizeE2E, ExplicitMaxScalesAreTheDefaultBytes) {
+  const fs::path src = tmp / "src", a = tmp / "a", b = tmp / "b";
+  write_synthetic_moe(src, spec);
+  ASSERT_EQ(run_command(quantize_cmd(src, a, "--weights-only")).exit_code, 0);
+  ASSERT_EQ(run_command(quantize_cmd(src, b, "--weights-only --scales max --global-norm 448")).exit_code, 0);
+  auto qa = Checkpoint::open(a);
+  auto qb = Checkpoint::open(b);
+  for (const auto& n : qa->tensor_names()) EXPECT_EQ(bytes_of(*qa, n), bytes_of(*qb, n)) << n;
+}
+
+TEST_F(QuantizeE2E, HessianScalesNeedHessianStats) {
+  const fs::path src = tmp / "src";
+  write_synthetic_moe(src, spec);
+  auto r = run_command(quantize_cmd(src, tmp / "o", "--weights-only --scales hessian"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--hessian"), std::string::npos) << r.output;
+  ActivationStats st;  // statistics without Hessian blocks
+  st.input_amax["model.layers.0.self_attn.q_proj"] = 1.0f;
+  write_stats_file(tmp / "s.safetensors", st);
+  r = run_command(quantize_cmd(src, tmp / "o", "--weights-only --scales hessian --stats " +
+                                                  quote((tmp / "s.safetensors").string())));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("no Hessian blocks"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(tmp / "o"));
+  r = run_command(quantize_cmd(src, tmp / "o", "--weights-only --global-norm 300"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
 }
 
 }  // namespace

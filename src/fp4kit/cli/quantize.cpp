@@ -66,6 +66,20 @@ Command add_quantize(CLI::App& app) {
                 "kind instead of failing");
   sub->add_flag("--quantize-linear-attn", args->quantize_linear_attn,
                 "also quantize linear-attention projections (Qwen3.5/3.6, Qwen3-Next)");
+  sub->add_option("--scales", args->scales,
+                  "block scales: max = amax/6 as ModelOpt (default, byte-identical), mse = the "
+                  "E4M3 code with the least squared error per block, hessian = the code with the "
+                  "least dw^T H dw (H from `calibrate --hessian`, needs --stats; linears without "
+                  "enough tokens use mse and the report says so)")
+      ->check(CLI::IsMember({"max", "mse", "hessian"}));
+  sub->add_option("--global-norm", args->global_norm,
+                  "M in weight_scale_2 = amax / (6 M): 448 (ModelOpt, default) or 256 (headroom "
+                  "so that searched block scales can exceed amax_b/6 for the largest blocks)")
+      ->check(CLI::IsMember({448, 256}));
+  sub->add_option("--hessian-min-tokens", args->hessian_min_tokens,
+                  "--scales hessian: a linear that saw fewer calibration tokens uses mse "
+                  "(default 1024)")
+      ->check(CLI::NonNegativeNumber);
   return {sub, [args, sub] {
     args->rules = rules_in_order(sub);
     return run_quantize_job(*args);

@@ -141,6 +141,25 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
   eo.quant.input_scale_fallback = a.input_scale_fallback;
   eo.max_shard_bytes = parse_size_arg(a.max_shard_size, "--max-shard-size");
 
+  eo.quant.scales = a.scales == "mse"       ? ScaleMethod::Mse
+                    : a.scales == "hessian" ? ScaleMethod::Hessian
+                                            : ScaleMethod::Max;
+  eo.quant.global_norm = static_cast<float>(a.global_norm);
+  eo.quant.hessian_min_tokens = a.hessian_min_tokens;
+  ActivationStats stats;
+  if (!a.stats.empty() && (!a.weights_only || eo.quant.scales == ScaleMethod::Hessian))
+    stats = read_stats_file(a.stats);
+  if (eo.quant.scales == ScaleMethod::Hessian) {
+    if (a.stats.empty())
+      throw Error("quantize: --scales hessian needs a stats file with Hessian blocks: run\n"
+                  "  fp4kit calibrate " + a.source + " --data FILE --hessian -o stats.safetensors\n"
+                  "and pass --stats stats.safetensors (also with --weights-only), or use --scales mse");
+    if (stats.hessian_blocks.empty())
+      throw Error(a.stats + ": --scales hessian: the stats file has no Hessian blocks "
+                  "(<module>.input_hessian_blocks); rerun fp4kit calibrate with --hessian");
+    eo.quant.stats = &stats;
+  }
+
   std::vector<float> input_scales;
   if (!a.weights_only) {
     if (a.stats.empty())
@@ -149,7 +168,7 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
           "  fp4kit calibrate " + a.source + " --data FILE -o stats.safetensors\n"
           "and pass --stats stats.safetensors, or quantize weights only with --weights-only "
           "(W4A16_NVFP4 / NVFP4A16).");
-    input_scales = compute_input_scales(plan, read_stats_file(a.stats), eo.quant, a.stats);
+    input_scales = compute_input_scales(plan, stats, eo.quant, a.stats);
   }
 
   if (gguf) return run_gguf_quantize(a, *source, config, plan, input_scales, eo.quant, t0, outcome);

@@ -35,6 +35,9 @@ struct QuantizeArgs {
   bool quiet = false;
   std::function<void(size_t done, size_t total, const std::string& tensor, uint64_t bytes)>
       on_progress;
+  std::string scales = "max";  // max | mse | hessian
+  int global_norm = 448;       // 448 | 256
+  int64_t hessian_min_tokens = 1024;
 };
 
 struct QuantizeOutcome {

@@ -38,6 +38,8 @@ QuantizeSummary summarize(const Plan& plan, const ExportResult& result, double s
     if (e.action != Action::Quantize) continue;
     s.quantized_params += e.rows * e.cols * std::max<uint64_t>(e.bmm_experts, 1);
     s.quantized_bytes_out += r.bytes_out;
+    s.block_scales[scale_method_name(r.scales.method)]++;
+    if (!r.scales.fallback.empty()) s.scale_fallbacks[r.scales.fallback]++;
     const double rel = r.error.rel_rmse();
     if (s.worst_module.empty() || rel > s.worst_rel_rmse) {
       s.worst_module = e.name;
@@ -70,6 +72,13 @@ std::string format_summary(const QuantizeSummary& s) {
     out += fmt::format(
         "  error: worst tensor {} (relative RMSE {:.4f}, SQNR {:.2f} dB); mean SQNR {:.2f} dB\n",
         s.worst_module, s.worst_rel_rmse, s.worst_sqnr_db, s.mean_sqnr_db);
+  if (!s.block_scales.empty()) {
+    out += "  block scales:";
+    for (const auto& [m, n] : s.block_scales) out += fmt::format(" {} {}", m, n);
+    out += "\n";
+    for (const auto& [why, n] : s.scale_fallbacks)
+      out += fmt::format("    {:5}  fell back to mse: {}\n", n, why);
+  }
   out += fmt::format("  time: {:.2f} s ({:.1f} MB/s of input)\n", s.seconds,
                      s.seconds > 0 ? s.bytes_in / 1e6 / s.seconds : 0.0);
   return out;
@@ -89,6 +98,8 @@ nlohmann::json summary_json(const QuantizeSummary& s) {
           {"worst_sqnr_db", std::isfinite(s.worst_sqnr_db) ? nlohmann::json(s.worst_sqnr_db)
                                                            : nlohmann::json(nullptr)},
           {"mean_sqnr_db", s.mean_sqnr_db},
+          {"block_scales", s.block_scales},
+          {"block_scale_fallbacks", s.scale_fallbacks},
           {"seconds", s.seconds}};
 }
 
@@ -115,6 +126,10 @@ nlohmann::json entries_json(const Plan& plan, const ExportResult& result) {
       j["max_abs_err"] = r.error.max_abs_err;
       j["sign_flips"] = r.error.sign_flips;
       j["rounded_to_zero"] = r.error.rounded_to_zero;
+      j["block_scales"] = scale_method_name(r.scales.method);
+      if (!r.scales.fallback.empty())
+        j["block_scales_fallback"] =
+            r.scales.fallback + (r.scales.detail.empty() ? "" : ": " + r.scales.detail);
     }
     arr.push_back(j);
   }

@@ -21,6 +21,8 @@ struct QuantizeSummary {
   double worst_rel_rmse = 0, worst_sqnr_db = 0;
   double mean_sqnr_db = 0;
   double seconds = 0;
+  // Block-scale method per quantized tensor: "mse" -> count; fall-backs: "reason" -> count.
+  std::map<std::string, size_t> block_scales, scale_fallbacks;
 };
 
 QuantizeSummary summarize(const Plan& plan, const ExportResult& result, double seconds);

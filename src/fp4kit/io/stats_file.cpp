@@ -21,6 +21,7 @@ constexpr const char* kAmax = ".input_amax";
 constexpr const char* kSqSum = ".input_sq_sum";
 constexpr const char* kCount = ".token_count";
 constexpr const char* kRouted = ".routed_tokens";
+constexpr const char* kHess = ".input_hessian_blocks";
 
 bool ends_with(const std::string& s, const char* suffix, std::string* stem) {
   const size_t n = std::strlen(suffix);
@@ -54,6 +55,13 @@ void write_stats_file(const fs::path& path, const ActivationStats& st) {
     auto b = as_bytes(v.data(), v.size());
     items[m + kSqSum] = {{m + kSqSum, DType::F64, {v.size()}}, {b.begin(), b.end()}};
   }
+  for (const auto& [m, v] : st.hessian_blocks) {
+    if (v.empty() || v.size() % 256 != 0)
+      throw Error(fmt::format("{}: Hessian blocks of {} have {} values (not a multiple of 256)",
+                              path.string(), m, v.size()));
+    auto b = as_bytes(v.data(), v.size());
+    items[m + kHess] = {{m + kHess, DType::F64, {v.size() / 256, 16, 16}}, {b.begin(), b.end()}};
+  }
   for (const auto& [m, c] : st.token_count) {
     auto b = as_bytes(&c, 1);
     items[m + kCount] = {{m + kCount, DType::I64, {}}, {b.begin(), b.end()}};
@@ -66,7 +74,7 @@ void write_stats_file(const fs::path& path, const ActivationStats& st) {
   for (const auto& [name, it] : items) specs.push_back(it.spec);
   std::map<std::string, std::string> meta = st.metadata;
   meta["format"] = "fp4kit-stats";
-  meta["version"] = "1";
+  meta["version"] = st.hessian_blocks.empty() ? "1" : "2";
 
   const fs::path tmpdir = path.string() + ".partial.d";
   const fs::path partial = path.string() + ".partial";
@@ -96,8 +104,10 @@ ActivationStats read_stats_file(const fs::path& path) {
   if (fmt_it == st.metadata.end() || fmt_it->second != "fp4kit-stats")
     throw Error(path.string() + ": not an fp4kit stats file (metadata format != \"fp4kit-stats\")");
   auto ver = st.metadata.find("version");
-  if (ver == st.metadata.end() || ver->second != "1")
-    throw Error(path.string() + ": unsupported stats file version (expected \"1\")");
+  if (ver == st.metadata.end() || (ver->second != "1" && ver->second != "2"))
+    throw Error(path.string() + ": unsupported stats file version \"" +
+                (ver == st.metadata.end() ? std::string() : ver->second) +
+                "\" (this fp4kit reads \"1\" and \"2\"); rerun fp4kit calibrate");
   for (const TensorInfo& t : f->tensors()) {
     auto bytes = f->bytes(t);
     std::string stem;
@@ -119,6 +129,16 @@ ActivationStats read_stats_file(const fs::path& path) {
       std::vector<double> v(t.shape[0]);
       std::memcpy(v.data(), bytes.data(), v.size() * sizeof(double));
       st.input_sq_sum[stem] = std::move(v);
+    } else if (ends_with(t.name, kHess, &stem)) {
+      need(DType::F64, 3, "[K/16, 16, 16]");
+      if (t.shape[1] != 16 || t.shape[2] != 16 || t.shape[0] == 0)
+        throw Error(fmt::format("{}: tensor {} must be F64 [K/16, 16, 16]", path.string(), t.name));
+      std::vector<double> v(t.shape[0] * 256);
+      std::memcpy(v.data(), bytes.data(), v.size() * sizeof(double));
+      for (double x : v)
+        if (!std::isfinite(x))
+          throw Error(fmt::format("{}: {} holds a non-finite value", path.string(), t.name));
+      st.hessian_blocks[stem] = std::move(v);
     } else if (ends_with(t.name, kCount, &stem)) {
       need(DType::I64, 0, "[]");
       int64_t c;

@@ -5,9 +5,13 @@
 //   <m>.input_amax     F32 []   max |x| over every calibration token entering the linear
 //   <m>.input_sq_sum   F64 [K]  per input channel sum of x^2 (optional)
 //   <m>.token_count    I64 []   tokens that entered the linear (routed tokens for experts)
+//   <m>.input_hessian_blocks F64 [K/16, 16, 16]  (optional, `calibrate --hessian`) the 16x16
+//                      diagonal blocks of X^T X (sum over tokens of x x^T; W4A4: of the inputs
+//                      after NVFP4 activation quantization), for `quantize --scales hessian`
 // and per routed expert module prefix <e> (model.layers.0.mlp.experts.3):
 //   <e>.routed_tokens  I64 []   tokens the router sent there (even with --all-experts)
-// __metadata__: format="fp4kit-stats", version="1", source, data, samples, seq_len, tokens,
+// __metadata__: format="fp4kit-stats", version="1" (or "2" when Hessian blocks are present, so
+// that a quantize that predates them fails on the version instead of on an unknown tensor), source, data, samples, seq_len, tokens,
 // all_experts ("true"/"false"), compute ("float32").
 #include <cstdint>
 #include <filesystem>
@@ -21,6 +25,7 @@ struct ActivationStats {
   std::map<std::string, float> input_amax;
   std::map<std::string, std::vector<double>> input_sq_sum;
   std::map<std::string, int64_t> token_count;
+  std::map<std::string, std::vector<double>> hessian_blocks;  // [K/16 * 256]
   std::map<std::string, int64_t> routed_tokens;
   std::map<std::string, std::string> metadata;
 };

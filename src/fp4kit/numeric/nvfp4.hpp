@@ -20,7 +20,9 @@ enum class ScaleForm { Gpu, Cpu };
 
 // s2 for a tensor (or fusion group) whose max |w| is amax. amax == 0 is treated as amax = 1
 // (fp4kit deliberately differs from ModelOpt there; see the spec). Also used for input_scale.
-float nvfp4_global_scale(float amax, ScaleForm form = ScaleForm::Gpu);
+// `e4m3_max` is M in s2 = amax / (6 M): 448 (ModelOpt, the default) or 256, the headroom of the
+// 4/6 convention that lets searched block scales go above amax_b / 6 for the largest blocks.
+float nvfp4_global_scale(float amax, ScaleForm form = ScaleForm::Gpu, float e4m3_max = 448.0f);
 
 // max |x| over a [rows, cols] tensor of a float dtype. Throws fp4kit::Error naming row and column
 // of the first NaN or Inf.

@@ -11,15 +11,20 @@
 #include "fp4kit/numeric/formats.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/nvfp4_row_decode.hpp"
+#include "fp4kit/numeric/nvfp4_search.hpp"
 #include "fp4kit/numeric/nvfp4_checks.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 
 namespace fp4kit {
 
-float nvfp4_global_scale(float amax, ScaleForm form) {
+float nvfp4_global_scale(float amax, ScaleForm form, float e4m3_max) {
   // amax == 0 (all-zero tensor): fp4kit uses amax = 1 so s2 and 1/s2 stay finite (ModelOpt writes
   // s2 = 0 and NaN scales there; see the spec).
   if (amax == 0.0f) amax = 1.0f;
+  if (e4m3_max != 448.0f) {  // headroom: the same two forms with 6 M in place of 2688
+    const float den = 6.0f * e4m3_max;
+    return form == ScaleForm::Cpu ? amax / den : amax * (1.0f / den);
+  }
   if (form == ScaleForm::Cpu) return amax / 2688.0f;
   // GPU form: multiply by the float32 constant (float)(1/2688), itself rounded once.
   static constexpr float kR = static_cast<float>(1.0f / 2688.0f);
@@ -85,13 +90,19 @@ float tensor_amax(const void* src, DType dtype, size_t rows, size_t cols) {
   return amax;
 }
 
+uint8_t nvfp4_max_scale_code(float bamax, float s2) {
+  float s = bamax / (6.0f * s2);             // true IEEE division
+  if (s == 0.0f) s = 1.0f;                   // all-zero block -> 0x38
+  s = std::clamp(s, 0x1p-9f, 448.0f);        // tiny block -> 0x01
+  return float_to_e4m3(s);
+}
+
 void nvfp4_quantize_ref(const void* src, DType dtype, size_t rows, size_t cols, float s2,
                         uint8_t* packed, uint8_t* scales) {
   detail::check_nvfp4_args(dtype, cols, s2);
   const size_t esize = dtype_size(dtype);
   const auto* base = static_cast<const unsigned char*>(src);
   const size_t nblocks = cols / kNvfp4Block;
-  const float den = 6.0f * s2;
   std::vector<float> row(cols);
   for (size_t r = 0; r < rows; ++r) {
     decode_to_f32(base + r * cols * esize, dtype, cols, row.data());
@@ -101,10 +112,7 @@ void nvfp4_quantize_ref(const void* src, DType dtype, size_t rows, size_t cols, 
       const float* x = row.data() + b * kNvfp4Block;
       float bamax = 0.0f;
       for (size_t i = 0; i < kNvfp4Block; ++i) bamax = std::max(bamax, std::fabs(x[i]));
-      float s = bamax / den;                     // true IEEE division
-      if (s == 0.0f) s = 1.0f;                   // all-zero block -> 0x38
-      s = std::clamp(s, 0x1p-9f, 448.0f);        // tiny block -> 0x01
-      const uint8_t sf = float_to_e4m3(s);
+      const uint8_t sf = nvfp4_max_scale_code(bamax, s2);
       scales[r * nblocks + b] = sf;
       const float d = e4m3_to_float(sf) * s2;
       uint8_t* out = packed + r * (cols / 2) + b * (kNvfp4Block / 2);

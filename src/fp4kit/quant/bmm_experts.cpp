@@ -239,7 +239,10 @@ float bmm_amax(const Checkpoint& ckpt, const PlanEntry& e) {
 }
 
 DistortionStats bmm_quantize(const Checkpoint& ckpt, const PlanEntry& e, float s2,
+                             const QuantOptions& options, ScaleOutcome& outcome,
                              const BmmExpertBytes& on_expert, std::vector<uint8_t>& scales) {
+  QuantOptions o = options;
+  o.stats = nullptr;  // no per-expert Hessian for 3-D experts: hessian -> mse (outcome says so)
   const BmmSource s = bmm_source(ckpt, e);
   if (s.k % kNvfp4Block != 0)
     throw Error(fmt::format("module '{}': K = {} is not a multiple of 16 (plan error)", e.name,
@@ -251,8 +254,9 @@ DistortionStats bmm_quantize(const Checkpoint& ckpt, const PlanEntry& e, float s
   for (uint64_t x = 0; x < s.experts; ++x) {
     const SourceView v = bmm_expert_view(ckpt, e, x, values);
     try {
-      nvfp4_quantize(v.data, v.dtype, v.rows, v.cols, s2, expert_packed.data(),
-                     expert_scales.data());
+      outcome = encode_weight(v, s2, o, e.name, expert_packed.data(), expert_scales.data());
+      if (outcome.method != options.scales)
+        outcome.fallback = "3-D BMM experts: no per-expert Hessian statistics";
     } catch (const Error& err) {
       throw Error(fmt::format("module '{}' (source tensor '{}', expert {}): {}", e.name,
                               e.source.tensor, x, err.what()));

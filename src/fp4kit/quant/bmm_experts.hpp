@@ -12,6 +12,7 @@
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/numeric/distortion.hpp"
 #include "fp4kit/plan/plan.hpp"
+#include "fp4kit/quant/block_scales.hpp"
 #include "fp4kit/quant/source_view.hpp"
 
 namespace fp4kit {
@@ -28,7 +29,10 @@ float bmm_amax(const Checkpoint& ckpt, const PlanEntry& entry);
 // `on_expert` as soon as they are ready (so the caller can write them out), the scales into
 // `scales` [E, K/16, N] (resized). Returns the error over all experts.
 using BmmExpertBytes = std::function<void(uint64_t expert, std::vector<uint8_t>&& packed)>;
+// Block scales by options.scales; the stats file has no per-expert Hessian for these 3-D
+// tensors, so hessian uses mse here (said in `outcome`).
 DistortionStats bmm_quantize(const Checkpoint& ckpt, const PlanEntry& entry, float s2,
+                             const QuantOptions& options, ScaleOutcome& outcome,
                              const BmmExpertBytes& on_expert, std::vector<uint8_t>& scales);
 
 // A kept MXFP4 expert tensor as BF16 [E, K, N] bytes (what transformers' dequantization gives).

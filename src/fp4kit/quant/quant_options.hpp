@@ -2,11 +2,19 @@
 // Options of one quantization run that change bytes (not presentation).
 #include <cstdint>
 
+#include "fp4kit/io/stats_file.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 
 namespace fp4kit {
 
 enum class OutputFormat { ModelOpt, CompressedTensors };
+
+// How block scales are chosen (issue 15): max = amax_b / 6 rounded to E4M3 (ModelOpt, byte for
+// byte); mse = the E4M3 code minimising the block's squared error; hessian = the code minimising
+// dw^T H_j dw with H_j from the stats file (falls back to mse per linear, and says so).
+enum class ScaleMethod { Max, Mse, Hessian };
+
+const char* scale_method_name(ScaleMethod m);
 
 struct QuantOptions {
   OutputFormat format = OutputFormat::ModelOpt;
@@ -15,6 +23,12 @@ struct QuantOptions {
   // When no calibration token reached any member of an input group (e.g. all experts of a layer
   // idle): fail (default), or take the largest input amax of the same projection kind elsewhere.
   bool input_scale_fallback = false;
+  ScaleMethod scales = ScaleMethod::Max;
+  float global_norm = 448.0f;  // M in weight_scale_2 = amax / (6 M): 448 (ModelOpt) or 256
+  // hessian: the statistics holding <m>.input_hessian_blocks, and the fewest tokens a linear
+  // needs for its own Hessian (below it: mse, reported).
+  const ActivationStats* stats = nullptr;
+  int64_t hessian_min_tokens = 1024;
 };
 
 }  // namespace fp4kit

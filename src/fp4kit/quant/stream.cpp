@@ -11,6 +11,7 @@
 
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
+#include "fp4kit/quant/block_scales.hpp"
 #include "fp4kit/quant/bmm_experts.hpp"
 #include "fp4kit/quant/source_decode.hpp"
 #include "fp4kit/quant/source_view.hpp"
@@ -37,14 +38,14 @@ float entry_amax(const Checkpoint& source, const PlanEntry& e) {
 // Computed once, when the first member is reached; members are read again when quantized.
 class GroupScales {
  public:
-  GroupScales(const Plan& plan, const Checkpoint& source, ScaleForm form)
-      : plan_(plan), source_(source), form_(form) {}
+  GroupScales(const Plan& plan, const Checkpoint& source, ScaleForm form, float norm)
+      : plan_(plan), source_(source), form_(form), norm_(norm) {}
 
   std::pair<float, float> amax_and_s2(size_t entry) {
     const PlanEntry& e = plan_.entries[entry];
     if (e.weight_group < 0) {
       const float a = entry_amax(source_, e);
-      return {a, nvfp4_global_scale(a, form_)};
+      return {a, nvfp4_global_scale(a, form_, norm_)};
     }
     auto it = cache_.find(e.weight_group);
     if (it == cache_.end()) {
@@ -54,7 +55,7 @@ class GroupScales {
         own_amax_[m] = a;
         group_amax = std::max(group_amax, a);
       }
-      it = cache_.emplace(e.weight_group, nvfp4_global_scale(group_amax, form_)).first;
+      it = cache_.emplace(e.weight_group, nvfp4_global_scale(group_amax, form_, norm_)).first;
     }
     return {own_amax_.at(entry), it->second};
   }
@@ -63,6 +64,7 @@ class GroupScales {
   const Plan& plan_;
   const Checkpoint& source_;
   ScaleForm form_;
+  float norm_;
   std::map<int64_t, float> cache_;
   std::map<size_t, float> own_amax_;
 };
@@ -112,7 +114,7 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
                                     const QuantOptions& options, EntrySink& sink,
                                     const StreamProgress& progress) {
   std::vector<float> decoded;  // FP8 sources: one tensor's float32 values, reused
-  GroupScales groups(plan, source, options.scale_form);
+  GroupScales groups(plan, source, options.scale_form, options.global_norm);
   std::vector<EntryResult> results;
   results.reserve(order.size());
   ReadAhead read_ahead(plan, source, order, 64ull << 20);
@@ -151,7 +153,7 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
       if (e.bmm_experts > 0) {  // 3-D experts, one s2, written 3-D and streamed (spec 4)
         sink.bmm_begin(idx, s2, q.input_scale);
         r.error = bmm_quantize(
-            source, e, s2,
+            source, e, s2, options, r.scales,
             [&](uint64_t x, std::vector<uint8_t>&& packed) {
               sink.bmm_packed(idx, std::move(packed), x + 1 == e.bmm_experts);
             },
@@ -164,7 +166,7 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
         q.packed.resize(v.rows * v.cols / 2);
         q.scales.resize(v.rows * v.cols / kNvfp4Block);
         try {
-          nvfp4_quantize(v.data, v.dtype, v.rows, v.cols, s2, q.packed.data(), q.scales.data());
+          r.scales = encode_weight(v, s2, options, e.name, q.packed.data(), q.scales.data());
         } catch (const Error& err) {
           throw Error(fmt::format("module '{}' (source tensor '{}'): {}", e.name,
                                   e.source.tensor, err.what()));

@@ -11,6 +11,7 @@
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/numeric/distortion.hpp"
 #include "fp4kit/plan/plan.hpp"
+#include "fp4kit/quant/block_scales.hpp"
 #include "fp4kit/quant/quant_options.hpp"
 
 namespace fp4kit {
@@ -57,6 +58,7 @@ struct EntryResult {
   uint64_t bytes_out = 0;
   float amax = 0, s2 = 0, input_scale = 0;
   DistortionStats error;  // quantized entries only
+  ScaleOutcome scales;    // quantized entries only: the block-scale method used, and why not
   double seconds = 0;
 };
 
