@@ -58,6 +58,11 @@ struct AttentionOptions {
   int window = 0;                // > 0: keys with i - j < window only (sliding window)
   int chunk = 0;                 // > 0: keys of the query's block of `chunk` positions only
   const float* sinks = nullptr;  // backend memory, one logit per query head (gpt-oss), or null
+  // > 0: the value (and output) head size when it differs from the query/key head size d (MLA:
+  // d = 192, v_dim = 128); value rows then have stride v_stride (0 = kv_stride) and output head
+  // h starts at h * v_dim.
+  int v_dim = 0;
+  size_t v_stride = 0;
 };
 
 // How router logits become (expert, weight) pairs.
@@ -65,12 +70,21 @@ enum class RouterKind {
   SoftmaxTopk,  // softmax over all experts, top-k, optional renormalisation (Qwen-MoE, Mixtral)
   TopkSoftmax,  // top-k of the logits, softmax over those k (gpt-oss)
   TopkSigmoid,  // top-k of the logits, weight = sigmoid(logit) (Llama-4)
+  // DeepSeek-V3 / GLM-4-MoE (noaux_tc): s = sigmoid(logit), c = s + selection_bias (selection
+  // only); the experts form n_group groups of consecutive experts, a group scores the sum of its
+  // two largest c, only the topk_group best groups compete; top-k of c among their experts;
+  // weight = s, divided by (sum of the k weights + 1e-20) when norm_topk.
+  SigmoidGroupTopk,
 };
 
 struct RouterOptions {
   RouterKind kind = RouterKind::SoftmaxTopk;
   size_t top_k = 1;
-  bool norm_topk = false;  // SoftmaxTopk: renormalise the k weights to sum 1
+  bool norm_topk = false;  // SoftmaxTopk, SigmoidGroupTopk: renormalise the k weights
+  // SigmoidGroupTopk: [experts] in backend memory (e_score_correction_bias), or null (zeros).
+  const float* selection_bias = nullptr;
+  size_t n_group = 1, topk_group = 1;  // SigmoidGroupTopk; n_group divides the expert count
+  float scaling = 1.0f;  // every weight is multiplied by it last (routed_scaling_factor)
 };
 
 // The routing of T tokens, on the host: token t goes to expert[t * k + j] with weight[t * k + j].
@@ -100,6 +114,10 @@ class Backend {
   virtual const float* host_view(const float* src, size_t n) = 0;
   virtual void copy(const float* src, size_t n, float* dst) = 0;
   virtual void fill(float* x, size_t n, float value) = 0;
+  // Strided 2-D copy: dst[r * dst_stride + c] = src[r * src_stride + c], r < rows, c < width
+  // (columns of one buffer into another: MLA's latent, keys and values).
+  virtual void copy_strided(const float* src, size_t src_stride, size_t rows, size_t width,
+                            float* dst, size_t dst_stride) = 0;
 
   // ---- linear algebra ----
   // y[rows, n] = x[rows, k] * w[n, k]^T (+ bias[n]); bias may be null.

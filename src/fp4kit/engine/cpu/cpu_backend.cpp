@@ -37,6 +37,13 @@ class CpuBackend final : public Backend {
     if (src != dst) std::memmove(dst, src, n * sizeof(float));
   }
   void fill(float* x, size_t n, float value) override { std::fill(x, x + n, value); }
+  void copy_strided(const float* src, size_t src_stride, size_t rows, size_t width, float* dst,
+                    size_t dst_stride) override {
+    parallel_for(0, rows, 64, [&](size_t r0, size_t r1) {
+      for (size_t r = r0; r < r1; ++r) std::memmove(dst + r * dst_stride, src + r * src_stride,
+                                                    width * sizeof(float));
+    });
+  }
 
   void gemm(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
             const float* bias) override {
@@ -97,7 +104,7 @@ class CpuBackend final : public Backend {
                  size_t kv_stride, size_t len, int nh, int nkv, int d, const AttentionOptions& o,
                  float* out, size_t out_stride) override {
     causal_attention(q, q_stride, k, v, kv_stride, len, nh, nkv, d, o.scale, o.window, out,
-                     out_stride, o.sinks, o.chunk);
+                     out_stride, o.sinks, o.chunk, o.v_dim, o.v_stride);
   }
 
   Routes route(const float* logits, size_t T, size_t E, const RouterOptions& o) override {

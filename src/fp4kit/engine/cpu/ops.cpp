@@ -99,14 +99,17 @@ void add_inplace(float* dst, const float* src, size_t n) {
 
 void causal_attention(const float* q, size_t q_stride, const float* k, const float* v,
                       size_t kv_stride, size_t L, int nh, int nkv, int d, float scale, int window,
-                      float* out, size_t out_stride, const float* sinks, int chunk) {
+                      float* out, size_t out_stride, const float* sinks, int chunk, int dv,
+                      size_t v_stride) {
   const int group = nh / nkv;
+  if (dv <= 0) dv = d;
+  if (v_stride == 0) v_stride = kv_stride;
   // One task per (head, block of queries): later queries have more keys, so blocks are small.
   const size_t qblock = 16;
   const size_t nblocks = (L + qblock - 1) / qblock;
   parallel_for(0, static_cast<size_t>(nh) * nblocks, 1, [&](size_t t0, size_t t1) {
     std::vector<float> p(L);
-    std::vector<float> acc(static_cast<size_t>(d));
+    std::vector<float> acc(static_cast<size_t>(dv));
     for (size_t t = t0; t < t1; ++t) {
       const int h = static_cast<int>(t / nblocks);
       const size_t b = t % nblocks;
@@ -138,11 +141,11 @@ void causal_attention(const float* q, size_t q_stride, const float* k, const flo
         std::fill(acc.begin(), acc.end(), 0.0f);
         for (size_t j = j0; j <= i; ++j) {
           const float w = p[j] * inv;
-          const float* vj = v + j * kv_stride + static_cast<size_t>(kvh) * d;
-          for (int c = 0; c < d; ++c) acc[c] += w * vj[c];
+          const float* vj = v + j * v_stride + static_cast<size_t>(kvh) * dv;
+          for (int c = 0; c < dv; ++c) acc[c] += w * vj[c];
         }
-        float* oi = out + i * out_stride + static_cast<size_t>(h) * d;
-        for (int c = 0; c < d; ++c) oi[c] = acc[c];
+        float* oi = out + i * out_stride + static_cast<size_t>(h) * dv;
+        for (int c = 0; c < dv; ++c) oi[c] = acc[c];
       }
     }
   });
@@ -194,6 +197,55 @@ void softmax_rows(float* x, size_t rows, size_t n) {
   });
 }
 
+namespace {
+
+// One token of RouterKind::SigmoidGroupTopk (transformers' DeepseekV3TopkRouter, float32).
+// p, idx: scratch of E entries.
+void route_sigmoid_group(const float* lg, size_t E, const RouterOptions& opt,
+                         std::vector<float>& p, std::vector<int32_t>& idx, int32_t* sel,
+                         float* selw) {
+  const size_t K = opt.top_k, G = opt.n_group, per = E / G;
+  std::vector<float> choice(E);
+  for (size_t e = 0; e < E; ++e) {
+    p[e] = 1.0f / (1.0f + std::exp(-lg[e]));
+    choice[e] = p[e] + (opt.selection_bias ? opt.selection_bias[e] : 0.0f);
+  }
+  if (G > 1) {
+    // A group's score: the sum of its two largest choice scores (one when it holds one expert).
+    std::vector<float> gs(G);
+    std::vector<int32_t> gi(G);
+    for (size_t g = 0; g < G; ++g) {
+      float a = -INFINITY, b = -INFINITY;
+      for (size_t e = g * per; e < (g + 1) * per; ++e) {
+        if (choice[e] > a) {
+          b = a;
+          a = choice[e];
+        } else if (choice[e] > b) {
+          b = choice[e];
+        }
+      }
+      gs[g] = per > 1 ? a + b : a;
+      gi[g] = static_cast<int32_t>(g);
+    }
+    std::stable_sort(gi.begin(), gi.end(), [&](int32_t x, int32_t y) { return gs[x] > gs[y]; });
+    std::vector<char> keep(G, 0);
+    for (size_t j = 0; j < opt.topk_group && j < G; ++j) keep[static_cast<size_t>(gi[j])] = 1;
+    for (size_t e = 0; e < E; ++e)
+      if (!keep[e / per]) choice[e] = -INFINITY;
+  }
+  std::stable_sort(idx.begin(), idx.end(),
+                   [&](int32_t a, int32_t b) { return choice[a] > choice[b]; });
+  float sum = 0.0f;
+  for (size_t j = 0; j < K; ++j) sum += p[idx[j]];
+  for (size_t j = 0; j < K; ++j) {
+    sel[j] = idx[j];
+    const float w = opt.norm_topk ? p[idx[j]] / (sum + 1e-20f) : p[idx[j]];
+    selw[j] = w * opt.scaling;
+  }
+}
+
+}  // namespace
+
 Routes route_topk(const float* logits, size_t T, size_t E, const RouterOptions& opt) {
   const size_t K = opt.top_k;
   Routes r;
@@ -209,6 +261,10 @@ Routes route_topk(const float* logits, size_t T, size_t E, const RouterOptions& 
       int32_t* sel = r.expert.data() + t * K;
       float* selw = r.weight.data() + t * K;
       std::iota(idx.begin(), idx.end(), 0);
+      if (opt.kind == RouterKind::SigmoidGroupTopk) {
+        route_sigmoid_group(lg, E, opt, p, idx, sel, selw);
+        continue;
+      }
       if (opt.kind == RouterKind::TopkSigmoid || opt.kind == RouterKind::TopkSoftmax) {
         // torch.topk of the logits; ties keep the lower expert index.
         std::stable_sort(idx.begin(), idx.end(),
@@ -216,7 +272,7 @@ Routes route_topk(const float* logits, size_t T, size_t E, const RouterOptions& 
         if (opt.kind == RouterKind::TopkSigmoid) {
           for (size_t j = 0; j < K; ++j) {
             sel[j] = idx[j];
-            selw[j] = 1.0f / (1.0f + std::exp(-lg[idx[j]]));
+            selw[j] = 1.0f / (1.0f + std::exp(-lg[idx[j]])) * opt.scaling;
           }
         } else {
           const float top = lg[idx[0]];
@@ -224,7 +280,7 @@ Routes route_topk(const float* logits, size_t T, size_t E, const RouterOptions& 
           for (size_t j = 0; j < K; ++j) sum += (p[j] = std::exp(lg[idx[j]] - top));
           for (size_t j = 0; j < K; ++j) {
             sel[j] = idx[j];
-            selw[j] = p[j] / sum;
+            selw[j] = p[j] / sum * opt.scaling;
           }
         }
         continue;
@@ -239,7 +295,7 @@ Routes route_topk(const float* logits, size_t T, size_t E, const RouterOptions& 
       for (size_t j = 0; j < K; ++j) wsum += p[idx[j]];
       for (size_t j = 0; j < K; ++j) {
         sel[j] = idx[j];
-        selw[j] = opt.norm_topk ? p[idx[j]] / wsum : p[idx[j]];
+        selw[j] = (opt.norm_topk ? p[idx[j]] / wsum : p[idx[j]]) * opt.scaling;
       }
     }
   });

@@ -45,9 +45,12 @@ void add_inplace(float* dst, const float* src, size_t n);
 // (exp(sink - max) added to the sum, max taken over the scores and the sink) and reads no value.
 // chunk > 0 (Llama-4 chunked attention): keys only from the query's block of `chunk` positions,
 // i.e. j <= i and j / chunk == i / chunk.
+// dv > 0 (MLA): value and output heads hold dv values (v rows of stride v_stride, 0 = kv_stride;
+// output head h at h * dv) while q/k heads hold d.
 void causal_attention(const float* q, size_t q_stride, const float* k, const float* v,
                       size_t kv_stride, size_t L, int nh, int nkv, int d, float scale, int window,
-                      float* out, size_t out_stride, const float* sinks = nullptr, int chunk = 0);
+                      float* out, size_t out_stride, const float* sinks = nullptr, int chunk = 0,
+                      int dv = 0, size_t v_stride = 0);
 
 // Llama-4's attention temperature of the query at `position` on NoPE layers, in float32 as
 // transformers computes it: log1p(floor((position + 1) / floor_scale)) * attn_scale + 1.
