@@ -100,6 +100,8 @@ TEST(Demo, QuantizesTheRealModelAndReportsWhatItCosts) {
   for (const char* d : {"nvfp4-w4a16", "nvfp4-w4a4", "nvfp4-w4a4-ct"}) {
     EXPECT_TRUE(fs::exists(demo / d / "config.json")) << d;
     EXPECT_FALSE(fs::exists(demo / (std::string(d) + ".partial"))) << d;
+    // The model's licence travels with every checkpoint derived from it.
+    EXPECT_TRUE(fs::exists(demo / d / "LICENSE-llama2.c")) << d;
   }
   EXPECT_EQ(r.output.find("\n[10/14]"), r.output.rfind("\n[10/14]")) << r.output;
   EXPECT_NE(r.output.find("\n[14/14] greedy"), std::string::npos) << r.output;

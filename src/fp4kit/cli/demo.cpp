@@ -176,12 +176,16 @@ int run_demo(const DemoArgs& a) {
   // 1. The checkpoints, built from the llama2.c file as data/demo/README.md says.
   steps.begin(fmt::format("build {}/ (dense) and {}/ (Mixtral, 4 split experts, same function)",
                           kDense, kMoe));
-  for (const auto& f : demo_assets())
-    if (f.name != "stories260K.bin" && f.name != "tokenizer.json") write_file(work / f.name, f.bytes);
+  for (const char* f : {"tinystories-eval.txt", "tinystories-calib.txt"})
+    write_file(work / f, demo_asset(f));
   const auto model = read_llama2c(demo_asset("stories260K.bin"), "stories260K.bin (built in)");
   const uint64_t dense_params = write_llama2c_as_llama(model, work / kDense);
   const uint64_t moe_params = write_llama2c_as_mixtral(model, work / kMoe, 4);
-  for (const char* d : {kDense, kMoe}) write_file(work / d / "tokenizer.json", demo_asset("tokenizer.json"));
+  // The tokenizer, and the licence and provenance that every derived checkpoint carries
+  // (quantize copies them into its outputs).
+  for (const char* d : {kDense, kMoe})
+    for (const char* f : {"tokenizer.json", "LICENSE-llama2.c", "README.md"})
+      write_file(work / d / f, demo_asset(f));
   steps.end(fmt::format("{} / {} bf16 parameters", dense_params, moe_params));
 
   // 2. The plan: what happens to every tensor, before any byte is written.
