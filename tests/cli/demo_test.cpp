@@ -195,6 +195,13 @@ TEST(Demo, LeavesNothingBehindWhenAStepFails) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("step 10 failed"), std::string::npos) << r.output;
   EXPECT_TRUE(fs::is_empty(tmp / "t")) << r.output;
+  // --dir never writes into a directory holding something already.
+  std::ofstream(tmp / "t" / "mine") << "x";
+  const auto d = testing::run_command(testing::fp4kit_binary() + " demo --dir " +
+                                      testing::quote((tmp / "t").string()));
+  EXPECT_EQ(d.exit_code, 1) << d.output;
+  EXPECT_NE(d.output.find("exists and is not an empty directory"), std::string::npos) << d.output;
+  EXPECT_EQ(std::distance(fs::directory_iterator(tmp / "t"), fs::directory_iterator()), 1);
 }
 
 TEST(Demo, InterruptRemovesTheTemporaryDirectory) {

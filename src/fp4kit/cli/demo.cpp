@@ -260,10 +260,10 @@ int run_demo(const DemoArgs& a) {
   steps.end();
 
   const auto& ref = rows[0].continuation;
-  fmt::print("\nWhat NVFP4 costs (perplexity on 30,000 tokens of TinyStories validation text; KL "
-             "divergence and top-1\nagreement per token against the BF16 model; greedy tokens "
-             "identical to BF16's):\n");
-  fmt::print("  {:<28} {:>9} {:>8} {:>10} {:>11} {:>8}\n", "checkpoint", "weights", "PPL",
+  fmt::print("\nWhat NVFP4 costs: perplexity on 30,000 tokens of TinyStories validation text; KL "
+             "divergence and top-1\nagreement per token against the BF16 model; greedy: "
+             "generated tokens identical to BF16's until the first difference.\n");
+  fmt::print("  {:<28} {:>9} {:>8} {:>10} {:>11} {:>8}\n", "checkpoint", "on disk", "PPL",
              "mean KLD", "same top-1", "greedy");
   for (const auto& r : rows)
     fmt::print("  {:<28} {:>5.0f} KiB {:>8.4f} {:>10} {:>11} {:>4}/{}\n", r.label,
