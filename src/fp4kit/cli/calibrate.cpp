@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "fp4kit/cli/commands.hpp"
+#include "fp4kit/cli/device.hpp"
 #include "fp4kit/cli/jobs.hpp"
 #include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/engine/data_source.hpp"
@@ -17,20 +18,13 @@
 #include "fp4kit/numeric/parallel.hpp"
 
 namespace fp4kit::cli {
-namespace {
-
-double mib(size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
-
-}  // namespace
-
 CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
-  if (o.device != "cpu")
-    throw Error("calibrate: --device " + o.device + " is not available in this build (cpu only)");
   set_thread_count(o.threads);
   engine::set_blas_threads(o.threads);
   const auto t0 = std::chrono::steady_clock::now();
+  const Device dev = resolve_device(o.device, o.gpu_fp32);
   auto ckpt = Checkpoint::open(o.src);
-  engine::Engine eng(*ckpt);
+  Forward eng(dev, *ckpt, o.gpu_fp32);
   const auto& spec = eng.spec();
 
   text::CalibrationOptions copt;
@@ -51,10 +45,8 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
                                   : std::string());
     fmt::print("data: {}: {} samples x {} tokens = {} tokens (stream of {} tokens)\n", o.data,
                seqs.size(), samples.seq_len, tokens, samples.stream_tokens);
-    fmt::print("memory: activations about {:.1f} MiB (hidden states of all {} tokens kept between "
-               "layers), weights up to {:.1f} MiB decoded at a time (one layer / one expert)\n",
-               mib(eng.activation_bytes(tokens, o.chunk, static_cast<size_t>(samples.seq_len))),
-               tokens, mib(eng.peak_weight_bytes()));
+    fmt::print("device: {}\n", dev.description);
+    fmt::print("{}\n", eng.memory_line(tokens, o.chunk, static_cast<size_t>(samples.seq_len)));
     if (o.all_experts) fmt::print("--all-experts: every routed expert runs on every token (statistics only)\n");
   }
 
@@ -81,7 +73,9 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
                  {"seq_len", std::to_string(samples.seq_len)},
                  {"tokens", std::to_string(tokens)},
                  {"all_experts", o.all_experts ? "true" : "false"},
-                 {"compute", "float32"}};
+                 {"compute", !dev.cuda ? "float32"
+                             : o.gpu_fp32 ? "float32 (cuda)"
+                                          : "tf32 products, float32 elsewhere (cuda)"}};
   std::vector<std::string> idle;
   for (const auto& [e, n] : st.routed_tokens)
     if (n == 0) idle.push_back(e);
@@ -94,6 +88,7 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
   r.idle_experts = std::move(idle);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.forward_seconds = forward_s;
+  r.device = dev.description;
   if (o.quiet) return r;
   fmt::print("linears with statistics: {}\n", r.linears);
   if (!st.routed_tokens.empty()) {
@@ -125,7 +120,12 @@ Command add_calibrate(CLI::App& app) {
                 "run every routed expert on every token (statistics only; routing unchanged)");
   sub->add_option("--threads", o->threads, "worker threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
-  sub->add_option("--device", o->device, "cpu (default)");
+  sub->add_option("--device", o->device,
+                  "auto (default: the first CUDA GPU when there is one, else the CPU), cpu, "
+                  "cuda or cuda:N")
+      ->check(device_validator());
+  sub->add_flag("--gpu-fp32", o->gpu_fp32,
+                "GPU: plain float32 matrix products instead of TF32 (slower, closer to the CPU)");
   sub->add_option("--chunk-tokens", o->chunk, "tokens per block of the linears (default 2048)")
       ->check(CLI::PositiveNumber)
       ->group("");

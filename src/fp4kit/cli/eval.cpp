@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "fp4kit/cli/commands.hpp"
+#include "fp4kit/cli/device.hpp"
 #include "fp4kit/cli/jobs.hpp"
 #include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/engine/data_source.hpp"
@@ -45,6 +46,7 @@ EvalRun evaluate_job(const EvalArgs& o) {
   set_thread_count(o.threads);
   engine::set_blas_threads(o.threads);
   const auto t0 = std::chrono::steady_clock::now();
+  const Device dev = resolve_device(o.device, o.gpu_fp32);
   auto quant = Checkpoint::open(o.quant);
   std::unique_ptr<Checkpoint> base;
   if (!o.base.empty()) base = Checkpoint::open(o.base);
@@ -63,6 +65,7 @@ EvalRun evaluate_job(const EvalArgs& o) {
   eo.save_base = o.save_base;
   eo.base_logits = o.base_logits;
   eo.dump_logits = o.dump_logits;
+  eo.make_runner = eval_runner(dev, o.gpu_fp32);
   const size_t act_linears =
       count_suffix(*quant, ".input_scale") + count_suffix(*quant, ".input_global_scale");
   EvalRun run{engine::evaluate(*quant, base.get(), stream, eo), {}, act_linears,
@@ -86,6 +89,7 @@ EvalRun evaluate_job(const EvalArgs& o) {
                        {"mean_nll", r.base->mean_nll}};
     if (r.kld) j["kl_divergence"] = engine::kld_summary_json(*r.kld);
     j["seconds"] = secs;
+    j["device"] = dev.description;
   }
   return run;
 }
@@ -98,6 +102,7 @@ int run_eval(const EvalCliOptions& o) {
     return 0;
   }
   const size_t act_linears = run.act_linears;
+  fmt::print("device: {}\n", run.j["device"].get<std::string>());
   fmt::print("eval: {} windows of up to {} tokens, {} scored tokens\n", r.windows, o.ctx,
              r.quant.count);
   fmt::print("activations: {}\n",
@@ -144,6 +149,12 @@ Command add_eval(CLI::App& app) {
                 "W4A4 checkpoints: do not simulate activation quantization");
   sub->add_option("--text-field", o->text_field, "JSONL field holding the text (default text)");
   sub->add_option("--threads", o->threads, "worker threads (default: all cores)");
+  sub->add_option("--device", o->device,
+                  "auto (default: the first CUDA GPU when there is one, else the CPU), cpu, "
+                  "cuda or cuda:N")
+      ->check(device_validator());
+  sub->add_flag("--gpu-fp32", o->gpu_fp32,
+                "GPU: plain float32 matrix products instead of TF32 (slower, closer to the CPU)");
   sub->add_option("--dump-logits", o->dump_logits,
                   "testing: write QUANT's raw float32 logits [positions, vocab] of every window");
   return {sub, [o]() { return run_eval(*o); }};

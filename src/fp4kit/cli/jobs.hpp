@@ -28,9 +28,10 @@ verify::VerifyReport run_verify_job(const VerifyArgs& args);
 nlohmann::json inspect_report(const std::string& dir);
 
 struct CalibrateArgs {
-  std::string src, data, out, device = "cpu", text_field = "text";
+  std::string src, data, out, device = "auto", text_field = "text";
   int64_t samples = 128, seq_len = 512;
   bool all_experts = false;
+  bool gpu_fp32 = false;  // CUDA: plain float32 products instead of TF32
   int threads = 0;
   size_t chunk = 2048;
   bool quiet = false;
@@ -41,6 +42,7 @@ struct CalibrateOutcome {
   size_t linears = 0;                       // linears with statistics
   std::vector<std::string> idle_experts;    // experts no token was routed to
   double seconds = 0, forward_seconds = 0;
+  std::string device;  // the device that ran it, in words
 };
 CalibrateOutcome run_calibrate_job(const CalibrateArgs& args);
 
@@ -49,6 +51,8 @@ struct EvalArgs {
   size_t ctx = 512, chunks = 0, tokens = 0;
   bool no_act_quant = false;
   int threads = 0;
+  std::string device = "auto";  // auto | cpu | cuda[:N]
+  bool gpu_fp32 = false;
 };
 // What `fp4kit eval --json` prints.
 nlohmann::json run_eval_job(const EvalArgs& args);

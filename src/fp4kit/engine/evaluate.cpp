@@ -58,6 +58,13 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
   Engine qeng(quant);
   std::optional<Engine> beng;
   if (base && o.base_logits.empty()) beng.emplace(*base);
+  auto runner = [&o](const Checkpoint& c, const Engine& eng) -> EvalOptions::Runner {
+    if (o.make_runner) return o.make_runner(c);
+    return [&eng](const std::vector<std::vector<int32_t>>& s, const ForwardOptions& f,
+                  const LogitsSink& sink) { eng.run(s, f, nullptr, sink); };
+  };
+  const EvalOptions::Runner qrun = runner(quant, qeng);
+  const EvalOptions::Runner brun = beng ? runner(*base, *beng) : EvalOptions::Runner{};
   const size_t vocab = static_cast<size_t>(qeng.spec().vocab);
   if (beng && static_cast<size_t>(beng->spec().vocab) != vocab)
     throw Error(fmt::format("eval: vocabularies differ ({} has {}, {} has {})",
@@ -127,7 +134,7 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
     if (compare) {
       blp.resize(rows * vocab);
       if (beng) {
-        beng->run(inputs, bf, nullptr, [&](size_t s, const float* lg, size_t len, size_t V) {
+        brun(inputs, bf, [&](size_t s, const float* lg, size_t len, size_t V) {
           for (size_t p = 0; p < len; ++p) {
             float* dst = blp.data() + (row_of[s] + p) * V;
             log_softmax(lg + p * V, V, dst);
@@ -147,7 +154,7 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
                 blp[(row_of[s] + p) * vocab + static_cast<size_t>(windows[w0 + s][p + 1])]));
       }
     }
-    qeng.run(inputs, qf, nullptr, [&](size_t s, const float* lg, size_t len, size_t V) {
+    qrun(inputs, qf, [&](size_t s, const float* lg, size_t len, size_t V) {
       if (dump.is_open())
         dump.write(reinterpret_cast<const char*>(lg), static_cast<std::streamsize>(len * V * 4));
       for (size_t p = 0; p < len; ++p) {

@@ -13,6 +13,7 @@
 //   base model's logits (exact; 4 bytes x vocab per token, so large for big vocabularies).
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -32,6 +33,11 @@ struct EvalOptions {
   size_t group_bytes = size_t(1) << 30;  // base log-probs held in memory at once
   std::filesystem::path save_base, base_logits, dump_logits;
   size_t chunk_tokens = 2048;
+  // Runs a checkpoint's forward pass with logits; empty = the CPU Engine. The GPU backend plugs
+  // in here (`eval --device cuda`).
+  using Runner = std::function<void(const std::vector<std::vector<int32_t>>&,
+                                    const ForwardOptions&, const LogitsSink&)>;
+  std::function<Runner(const Checkpoint&)> make_runner;
 };
 
 struct EvalResult {

@@ -18,14 +18,17 @@ void StatsCollector::linear_input(const std::vector<const std::string*>& modules
     throw Error("calibration: non-finite activation entering " + *modules.front() +
                 " (the model produced NaN/Inf on this data)");
   const float amax = *std::max_element(colmax.begin(), colmax.end());
-  for (const std::string* m : modules) {
-    Acc& a = acc_[*m];
-    if (a.sq.empty()) a.sq.assign(k, 0.0);
-    if (a.sq.size() != k) throw Error("calibration: input width of " + *m + " changed");
-    a.amax = std::max(a.amax, amax);
-    for (size_t c = 0; c < k; ++c) a.sq[c] += sq[c];
-    a.count += static_cast<int64_t>(rows);
-  }
+  for (const std::string* m : modules) add_reduced(*m, amax, sq, static_cast<int64_t>(rows));
+}
+
+void StatsCollector::add_reduced(const std::string& module, float amax,
+                                 const std::vector<double>& sq, int64_t rows) {
+  Acc& a = acc_[module];
+  if (a.sq.empty()) a.sq.assign(sq.size(), 0.0);
+  if (a.sq.size() != sq.size()) throw Error("calibration: input width of " + module + " changed");
+  a.amax = std::max(a.amax, amax);
+  for (size_t c = 0; c < sq.size(); ++c) a.sq[c] += sq[c];
+  a.count += rows;
 }
 
 void StatsCollector::routed(const std::string& expert_prefix, int64_t tokens) {

@@ -1,0 +1,142 @@
+#include "fp4kit/cli/device.hpp"
+
+#include <fmt/format.h>
+
+#include "fp4kit/error.hpp"
+#include "fp4kit/numeric/parallel.hpp"
+#ifdef FP4KIT_HAVE_CUDA
+#include "fp4kit/engine/cuda/cuda_engine.hpp"
+#include "fp4kit/engine/cuda/device.hpp"
+#endif
+
+namespace fp4kit::cli {
+namespace {
+
+double gib(size_t b) { return static_cast<double>(b) / (1024.0 * 1024.0 * 1024.0); }
+double mib(size_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); }
+
+// -1: not a cuda spec; otherwise the index.
+int cuda_index(const std::string& a) {
+  if (a == "cuda") return 0;
+  if (a.rfind("cuda:", 0) != 0 || a.size() == 5) return -1;
+  for (size_t i = 5; i < a.size(); ++i)
+    if (a[i] < '0' || a[i] > '9') return -1;
+  if (a.size() > 9) return -1;
+  return std::stoi(a.substr(5));
+}
+
+}  // namespace
+
+CLI::Validator device_validator() {
+  return CLI::Validator(
+      [](std::string& a) -> std::string {
+        if (a == "auto" || a == "cpu" || cuda_index(a) >= 0) return {};
+        return "--device must be auto, cpu, cuda or cuda:N (got '" + a + "')";
+      },
+      "auto|cpu|cuda[:N]");
+}
+
+Device resolve_device(const std::string& arg, bool gpu_fp32) {
+  Device d;
+  const std::string cpu_desc = fmt::format("cpu ({} threads)", thread_count());
+  if (arg == "cpu") {
+    d.description = cpu_desc;
+    return d;
+  }
+#ifdef FP4KIT_HAVE_CUDA
+  int index = 0;
+  if (arg == "auto") {
+    std::string why;
+    if (engine::cuda::device_count(&why) == 0) {
+      d.description = cpu_desc + ", --device auto: no CUDA device (" + why + ")";
+      return d;
+    }
+  } else {
+    index = cuda_index(arg);
+  }
+  const engine::cuda::DeviceInfo info = engine::cuda::device_info(index);
+  d.cuda = true;
+  d.index = index;
+  d.description = fmt::format("cuda:{} ({}, compute {}.{}, {:.1f} of {:.1f} GiB free; products in "
+                              "{}){}", index, info.name, info.cc_major, info.cc_minor,
+                              gib(info.free_bytes), gib(info.total_bytes),
+                              gpu_fp32 ? "float32" : "TF32 with float32 accumulation",
+                              arg == "auto" ? ", chosen by --device auto" : "");
+  return d;
+#else
+  if (arg == "auto") {
+    d.description = cpu_desc + ", --device auto: this fp4kit was built without CUDA";
+    return d;
+  }
+  throw Error("--device " + arg + ": this fp4kit was built without CUDA (nvcc was not found when "
+              "it was configured); use --device cpu");
+#endif
+}
+
+struct Forward::Impl {
+  std::unique_ptr<engine::Engine> cpu;
+#ifdef FP4KIT_HAVE_CUDA
+  std::unique_ptr<engine::cuda::CudaEngine> gpu;
+#endif
+};
+
+Forward::Forward(const Device& d, const Checkpoint& ckpt, bool gpu_fp32)
+    : impl_(std::make_unique<Impl>()) {
+#ifdef FP4KIT_HAVE_CUDA
+  if (d.cuda) {
+    engine::cuda::GpuOptions go;
+    go.device = d.index;
+    go.tf32 = !gpu_fp32;
+    impl_->gpu = std::make_unique<engine::cuda::CudaEngine>(ckpt, go);
+    return;
+  }
+#endif
+  impl_->cpu = std::make_unique<engine::Engine>(ckpt);
+}
+
+Forward::~Forward() = default;
+
+const engine::ModelSpec& Forward::spec() const {
+#ifdef FP4KIT_HAVE_CUDA
+  if (impl_->gpu) return impl_->gpu->spec();
+#endif
+  return impl_->cpu->spec();
+}
+
+std::string Forward::memory_line(size_t tokens, size_t chunk, size_t longest) const {
+#ifdef FP4KIT_HAVE_CUDA
+  if (impl_->gpu) {
+    const auto p = impl_->gpu->memory_plan(tokens, longest, false);
+    return fmt::format("GPU memory: {:.2f} GiB = weights {:.2f} GiB (two layers as stored, "
+                       "uploaded while the previous layer computes) + {:.2f} GiB widening "
+                       "scratch + activations {:.2f} GiB (hidden states of all {} tokens)",
+                       gib(p.total()), gib(p.weight_buffers), gib(p.weight_scratch),
+                       gib(p.activations), tokens);
+  }
+#endif
+  return fmt::format("memory: activations about {:.1f} MiB (hidden states of all {} tokens kept "
+                     "between layers), weights up to {:.1f} MiB decoded at a time (one layer / "
+                     "one expert)",
+                     mib(impl_->cpu->activation_bytes(tokens, chunk, longest)), tokens,
+                     mib(impl_->cpu->peak_weight_bytes()));
+}
+
+void Forward::run(const std::vector<std::vector<int32_t>>& seqs, const engine::ForwardOptions& opt,
+                  engine::StatsCollector* stats, const engine::LogitsSink& sink) {
+#ifdef FP4KIT_HAVE_CUDA
+  if (impl_->gpu) return impl_->gpu->run(seqs, opt, stats, sink);
+#endif
+  impl_->cpu->run(seqs, opt, stats, sink);
+}
+
+std::function<engine::EvalOptions::Runner(const Checkpoint&)> eval_runner(const Device& d,
+                                                                          bool gpu_fp32) {
+  if (!d.cuda) return {};
+  return [d, gpu_fp32](const Checkpoint& c) -> engine::EvalOptions::Runner {
+    auto f = std::make_shared<Forward>(d, c, gpu_fp32);
+    return [f](const std::vector<std::vector<int32_t>>& s, const engine::ForwardOptions& o,
+               const engine::LogitsSink& sink) { f->run(s, o, nullptr, sink); };
+  };
+}
+
+}  // namespace fp4kit::cli

@@ -1,0 +1,666 @@
+// CUDA kernels of the engine's GPU backend (see kernels.hpp). Plain CUDA C++, no wgmma: the
+// matrix products are cuBLAS's; these are the memory-bound and small parts of a layer.
+#include "fp4kit/engine/cuda/kernels.hpp"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <cfloat>
+#include <type_traits>
+#include <cmath>
+#include <string>
+
+#include "fp4kit/error.hpp"
+
+namespace fp4kit::engine::cuda {
+namespace {
+
+void check_launch(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    throw Error(std::string("CUDA kernel ") + what + " failed: " + cudaGetErrorString(e));
+}
+
+unsigned blocks_for(size_t n, unsigned threads) {
+  const size_t b = (n + threads - 1) / threads;
+  return static_cast<unsigned>(b < 1 ? 1 : (b > 1048576 ? 1048576 : b));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// ---------------------------------------------------------------- element-wise
+template <typename T>
+__global__ void to_f32_kernel(const T* src, size_t n, float* dst) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    if constexpr (std::is_same_v<T, float>) dst[i] = src[i];
+    else if constexpr (std::is_same_v<T, __nv_bfloat16>) dst[i] = __bfloat162float(src[i]);
+    else dst[i] = __half2float(src[i]);
+  }
+}
+
+__global__ void add_bias_kernel(float* y, size_t rows, size_t n, const float* bias) {
+  const size_t total = rows * n;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total;
+       i += size_t(gridDim.x) * blockDim.x)
+    y[i] += bias[i % n];
+}
+
+__global__ void silu_mul_kernel(float* g, const float* u, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    const float x = g[i];
+    g[i] = x / (1.0f + expf(-x)) * u[i];
+  }
+}
+
+__global__ void silu_glu_split_kernel(const float* gu, size_t rows, size_t inter, float* out) {
+  const size_t total = rows * inter;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total;
+       i += size_t(gridDim.x) * blockDim.x) {
+    const size_t r = i / inter, c = i % inter;
+    const float g = gu[r * 2 * inter + c];
+    out[i] = g / (1.0f + expf(-g)) * gu[r * 2 * inter + inter + c];
+  }
+}
+
+__global__ void swiglu_interleaved_kernel(const float* gu, size_t rows, size_t inter, float alpha,
+                                          float limit, float* out) {
+  const size_t total = rows * inter;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total;
+       i += size_t(gridDim.x) * blockDim.x) {
+    const size_t r = i / inter, c = i % inter;
+    const float* row = gu + r * 2 * inter;
+    const float g = fminf(row[2 * c], limit);
+    const float u = fminf(fmaxf(row[2 * c + 1], -limit), limit);
+    const float glu = g * (1.0f / (1.0f + expf(-(g * alpha))));
+    out[i] = (u + 1.0f) * glu;
+  }
+}
+
+__global__ void add_kernel(float* dst, const float* src, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    dst[i] += src[i];
+}
+
+__global__ void add_gated_rows_kernel(float* out, const float* y, const float* gl, size_t rows,
+                                      size_t h) {
+  const size_t total = rows * h;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total;
+       i += size_t(gridDim.x) * blockDim.x) {
+    const size_t r = i / h;
+    const float g = gl ? 1.0f / (1.0f + expf(-gl[r])) : 1.0f;
+    out[i] += g * y[i];
+  }
+}
+
+// ---------------------------------------------------------------- norms, RoPE
+// One block of 256 threads per row.
+__global__ void rms_norm_kernel(const float* x, size_t dim, const float* w, float w_offset,
+                                float eps, float* out) {
+  const size_t r = blockIdx.x;
+  const float* xr = x + r * dim;
+  double ss = 0.0;
+  for (size_t i = threadIdx.x; i < dim; i += blockDim.x) ss += double(xr[i]) * xr[i];
+  __shared__ double part[32];
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    double t = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    if (threadIdx.x == 0) part[0] = t;
+  }
+  __syncthreads();
+  const float var = static_cast<float>(part[0] / static_cast<double>(dim));
+  const float inv = 1.0f / sqrtf(var + eps);
+  float* o = out + r * dim;
+  for (size_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = (w_offset + w[i]) * (xr[i] * inv);
+}
+
+__global__ void rope_kernel(float* x, size_t rows, size_t stride, int heads, int hd,
+                            const int32_t* pos, const float* cs, const float* sn,
+                            bool interleaved) {
+  const int half = hd / 2;
+  const size_t total = rows * size_t(heads) * half;
+  for (size_t t = blockIdx.x * size_t(blockDim.x) + threadIdx.x; t < total;
+       t += size_t(gridDim.x) * blockDim.x) {
+    const int i = static_cast<int>(t % half);
+    const size_t rh = t / half;
+    const int h = static_cast<int>(rh % heads);
+    const size_t r = rh / heads;
+    float* v = x + r * stride + size_t(h) * hd;
+    const size_t p = static_cast<size_t>(pos[r]);
+    const float c = cs[p * half + i], s = sn[p * half + i];
+    if (interleaved) {
+      const float a = v[2 * i], b = v[2 * i + 1];
+      v[2 * i] = a * c - b * s;
+      v[2 * i + 1] = a * s + b * c;
+    } else {
+      const float a = v[i], b = v[i + half];
+      v[i] = a * c - b * s;
+      v[i + half] = b * c + a * s;
+    }
+  }
+}
+
+__global__ void scale_rows_pos_kernel(float* x, size_t rows, size_t stride, size_t width,
+                                      const int32_t* pos, const float* temp) {
+  const size_t total = rows * width;
+  for (size_t t = blockIdx.x * size_t(blockDim.x) + threadIdx.x; t < total;
+       t += size_t(gridDim.x) * blockDim.x) {
+    const size_t r = t / width, c = t % width;
+    x[r * stride + c] *= temp[pos[r]];
+  }
+}
+
+// ---------------------------------------------------------------- attention
+// One warp per query row; lane l holds dimensions l, l + 32, ... (VPL of them). Keys are
+// visited in order with an online softmax (running max, rescaled sum and accumulator).
+template <int VPL>
+__global__ void attention_kernel(const float* __restrict__ q, size_t qs,
+                                 const float* __restrict__ k, const float* __restrict__ v,
+                                 size_t kvs, const int64_t* offsets, int nh, int nkv, int d,
+                                 float scale, int window, int chunk, const float* sinks,
+                                 float* out, size_t os) {
+  const int seq = blockIdx.z, h = blockIdx.y;
+  const int64_t o0 = offsets[seq];
+  const int len = static_cast<int>(offsets[seq + 1] - o0);
+  const int i = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (i >= len) return;
+  const int lane = threadIdx.x & 31;
+  const int kvh = h / (nh / nkv);
+  const float* qr = q + size_t(o0 + i) * qs + size_t(h) * d;
+  float qv[VPL], acc[VPL];
+#pragma unroll
+  for (int c = 0; c < VPL; ++c) {
+    const int idx = lane + 32 * c;
+    qv[c] = idx < d ? qr[idx] : 0.0f;
+    acc[c] = 0.0f;
+  }
+  int j0 = 0;
+  if (window > 0) j0 = max(j0, i - window + 1);
+  if (chunk > 0) j0 = max(j0, (i / chunk) * chunk);
+  float m = -INFINITY, l = 0.0f;
+  const float* kb = k + size_t(o0) * kvs + size_t(kvh) * d;
+  const float* vb = v + size_t(o0) * kvs + size_t(kvh) * d;
+  for (int j = j0; j <= i; ++j) {
+    const float* kr = kb + size_t(j) * kvs;
+    float dot = 0.0f;
+#pragma unroll
+    for (int c = 0; c < VPL; ++c) {
+      const int idx = lane + 32 * c;
+      if (idx < d) dot += qv[c] * kr[idx];
+    }
+    const float sc = warp_sum(dot) * scale;
+    if (sc > m) {
+      const float corr = expf(m - sc);
+      l *= corr;
+#pragma unroll
+      for (int c = 0; c < VPL; ++c) acc[c] *= corr;
+      m = sc;
+    }
+    const float p = expf(sc - m);
+    l += p;
+    const float* vr = vb + size_t(j) * kvs;
+#pragma unroll
+    for (int c = 0; c < VPL; ++c) {
+      const int idx = lane + 32 * c;
+      if (idx < d) acc[c] += p * vr[idx];
+    }
+  }
+  if (sinks) {
+    const float sk = sinks[h];
+    const float mm = fmaxf(m, sk);
+    const float corr = expf(m - mm);
+    l = l * corr + expf(sk - mm);
+#pragma unroll
+    for (int c = 0; c < VPL; ++c) acc[c] *= corr;
+  }
+  const float inv = 1.0f / l;
+  float* o = out + size_t(o0 + i) * os + size_t(h) * d;
+#pragma unroll
+  for (int c = 0; c < VPL; ++c) {
+    const int idx = lane + 32 * c;
+    if (idx < d) o[idx] = acc[c] * inv;
+  }
+}
+
+// ---------------------------------------------------------------- routing
+// One warp per token; lane l holds experts l, l + 32, ... (EPL of them).
+template <int EPL>
+__global__ void route_kernel(const float* logits, size_t tokens, int E, int K, int mode,
+                             bool norm_topk, int32_t* sel, float* selw) {
+  const size_t t = blockIdx.x * size_t(blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (t >= tokens) return;
+  const int lane = threadIdx.x & 31;
+  const float* lg = logits + t * E;
+  float val[EPL];
+  float mx = -INFINITY;
+#pragma unroll
+  for (int c = 0; c < EPL; ++c) {
+    const int e = lane + 32 * c;
+    val[c] = e < E ? lg[e] : -INFINITY;
+    mx = fmaxf(mx, val[c]);
+  }
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  if (mode == 0) {  // softmax over all experts, then top-k of the probabilities
+    float sum = 0.0f;
+#pragma unroll
+    for (int c = 0; c < EPL; ++c) {
+      const int e = lane + 32 * c;
+      val[c] = e < E ? expf(val[c] - mx) : -1.0f;
+      if (e < E) sum += val[c];
+    }
+    sum = warp_sum(sum);
+#pragma unroll
+    for (int c = 0; c < EPL; ++c)
+      if (lane + 32 * c < E) val[c] /= sum;
+  }
+  float picked[16];
+  float wsum = 0.0f, top = 0.0f, esum = 0.0f;
+  for (int j = 0; j < K; ++j) {
+    // arg max, ties to the lower expert index
+    float bv = -INFINITY;
+    int be = 0x7fffffff;
+#pragma unroll
+    for (int c = 0; c < EPL; ++c) {
+      const int e = lane + 32 * c;
+      if (e < E && (val[c] > bv || (val[c] == bv && e < be))) {
+        bv = val[c];
+        be = e;
+      }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int oe = __shfl_xor_sync(0xffffffffu, be, o);
+      if (ov > bv || (ov == bv && oe < be)) {
+        bv = ov;
+        be = oe;
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < EPL; ++c)
+      if (lane + 32 * c == be) val[c] = -INFINITY;
+    if (lane == 0) {
+      sel[t * K + j] = be;
+      picked[j] = bv;
+      if (mode == 0) wsum += bv;
+      if (mode == 1) {
+        if (j == 0) top = bv;
+        picked[j] = expf(bv - top);
+        esum += picked[j];
+      }
+    }
+  }
+  if (lane == 0) {
+    for (int j = 0; j < K; ++j) {
+      float w;
+      if (mode == 0) w = norm_topk ? picked[j] / wsum : picked[j];
+      else if (mode == 1) w = picked[j] / esum;
+      else w = 1.0f / (1.0f + expf(-picked[j]));
+      selw[t * K + j] = w;
+    }
+  }
+}
+
+__global__ void expert_counts_kernel(const int32_t* sel, size_t n, int E, int32_t* counts) {
+  extern __shared__ int32_t hist[];
+  for (int e = threadIdx.x; e < E; e += blockDim.x) hist[e] = 0;
+  __syncthreads();
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    atomicAdd(&hist[sel[i]], 1);
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += blockDim.x)
+    if (hist[e]) atomicAdd(&counts[e], hist[e]);
+}
+
+// One block (1024 threads) per expert scans all selections in order: rank by block-wide prefix.
+__global__ void expert_lists_kernel(const int32_t* sel, size_t n, int K, const int32_t* offsets,
+                                    int32_t* rows, int32_t* slots) {
+  const int e = blockIdx.x;
+  __shared__ int warp_tot[32];
+  __shared__ int base;
+  if (threadIdx.x == 0) base = offsets[e];
+  __syncthreads();
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  for (size_t i0 = 0; i0 < n; i0 += blockDim.x) {
+    const size_t i = i0 + threadIdx.x;
+    const bool hit = i < n && sel[i] == e;
+    const unsigned ballot = __ballot_sync(0xffffffffu, hit);
+    if (lane == 0) warp_tot[wid] = __popc(ballot);
+    __syncthreads();
+    int before = 0, total = 0;
+    for (int w = 0; w < nw; ++w) {
+      if (w < wid) before += warp_tot[w];
+      total += warp_tot[w];
+    }
+    if (hit) {
+      const int r = base + before + __popc(ballot & ((1u << lane) - 1u));
+      rows[r] = static_cast<int32_t>(i / K);
+      slots[r] = static_cast<int32_t>(i);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) base += total;
+    __syncthreads();
+  }
+}
+
+__global__ void gather_rows_kernel(const float* x, size_t h, const int32_t* rows,
+                                   const int32_t* slots, const float* scale, size_t n,
+                                   float* out) {
+  const size_t total = n * h;
+  for (size_t t = blockIdx.x * size_t(blockDim.x) + threadIdx.x; t < total;
+       t += size_t(gridDim.x) * blockDim.x) {
+    const size_t i = t / h, c = t % h;
+    const float sc = scale ? scale[slots[i]] : 1.0f;
+    out[t] = x[size_t(rows[i]) * h + c] * sc;
+  }
+}
+
+__global__ void scatter_rows_kernel(const float* y, size_t h, const int32_t* slots, size_t n,
+                                    float* dst) {
+  const size_t total = n * h;
+  for (size_t t = blockIdx.x * size_t(blockDim.x) + threadIdx.x; t < total;
+       t += size_t(gridDim.x) * blockDim.x) {
+    const size_t i = t / h, c = t % h;
+    dst[size_t(slots[i]) * h + c] = y[t];
+  }
+}
+
+__global__ void combine_kernel(const float* so, const float* w, size_t tokens, int K, size_t h,
+                               float* out) {
+  const size_t total = tokens * h;
+  for (size_t t = blockIdx.x * size_t(blockDim.x) + threadIdx.x; t < total;
+       t += size_t(gridDim.x) * blockDim.x) {
+    const size_t tok = t / h, c = t % h;
+    float s = 0.0f;
+    for (int j = 0; j < K; ++j) {
+      const size_t slot = tok * K + j;
+      s += (w ? w[slot] : 1.0f) * so[slot * h + c];
+    }
+    out[t] += s;
+  }
+}
+
+__global__ void add_routed_kernel(const float* y, const int32_t* sel, const float* selw,
+                                  bool weighted, size_t tokens, int K, int expert, size_t h,
+                                  float* out) {
+  const size_t total = tokens * h;
+  for (size_t t = blockIdx.x * size_t(blockDim.x) + threadIdx.x; t < total;
+       t += size_t(gridDim.x) * blockDim.x) {
+    const size_t tok = t / h;
+    for (int j = 0; j < K; ++j)
+      if (sel[tok * K + j] == expert) out[t] += (weighted ? selw[tok * K + j] : 1.0f) * y[t];
+  }
+}
+
+__global__ void scale_sigmoid_kernel(const float* x, const float* logits, int E, int expert,
+                                     size_t tokens, size_t h, float* out) {
+  const size_t total = tokens * h;
+  for (size_t t = blockIdx.x * size_t(blockDim.x) + threadIdx.x; t < total;
+       t += size_t(gridDim.x) * blockDim.x) {
+    const size_t tok = t / h;
+    out[t] = x[t] * (1.0f / (1.0f + expf(-logits[tok * E + expert])));
+  }
+}
+
+// ---------------------------------------------------------------- statistics
+// Block (256 threads) = 256 columns x kStatRows rows: per-column double sums added atomically,
+// max |x| reduced per warp before one atomic.
+constexpr int kStatRows = 64;
+__global__ void input_stats_kernel(const float* x, size_t rows, size_t k, double* sq,
+                                   unsigned* amax_bits, int* bad) {
+  const size_t c = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+  const size_t r0 = size_t(blockIdx.y) * kStatRows;
+  const size_t r1 = min(rows, r0 + kStatRows);
+  double s = 0.0;
+  float mx = 0.0f;
+  bool nonfinite = false;
+  if (c < k) {
+    for (size_t r = r0; r < r1; ++r) {
+      const float v = x[r * k + c];
+      if (!isfinite(v)) nonfinite = true;
+      mx = fmaxf(mx, fabsf(v));
+      s += double(v) * v;
+    }
+    atomicAdd(&sq[c], s);
+  }
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  if ((threadIdx.x & 31) == 0 && mx > 0.0f) atomicMax(amax_bits, __float_as_uint(mx));
+  if (nonfinite) atomicExch(bad, 1);
+}
+
+// ---------------------------------------------------------------- NVFP4 activations
+__device__ __forceinline__ float e4m3_round(float s) {  // RNE, saturating at 448
+  const __nv_fp8_storage_t code = __nv_cvt_float_to_fp8(s, __NV_SATFINITE, __NV_E4M3);
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(code, __NV_E4M3)));
+}
+
+__device__ __forceinline__ float e2m1_round(float y) {  // RNE onto {0, .5, 1, 1.5, 2, 3, 4, 6}
+  const float a = fabsf(y);
+  float r;
+  if (a <= 0.25f) r = 0.0f;
+  else if (a < 0.75f) r = 0.5f;
+  else if (a <= 1.25f) r = 1.0f;
+  else if (a < 1.75f) r = 1.5f;
+  else if (a <= 2.5f) r = 2.0f;
+  else if (a < 3.5f) r = 3.0f;
+  else if (a <= 5.0f) r = 4.0f;
+  else r = 6.0f;
+  return copysignf(r, y);
+}
+
+// One thread per 16-value block.
+__global__ void fake_quant_kernel(float* x, size_t blocks, float gs) {
+  const float inv_gs = 1.0f / gs, inv6 = 1.0f / 6.0f;
+  for (size_t b = blockIdx.x * size_t(blockDim.x) + threadIdx.x; b < blocks;
+       b += size_t(gridDim.x) * blockDim.x) {
+    float* row = x + b * 16;
+    float vmax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) vmax = fmaxf(vmax, fabsf(row[i]));
+    const float s = fminf(gs * (vmax * inv6), 448.0f);
+    const float sf = e4m3_round(s);
+    const float os = sf == 0.0f ? 0.0f : 1.0f / (sf * inv_gs);
+    const float deq = sf / gs;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const float y = fminf(fmaxf(row[i] * os, -6.0f), 6.0f);
+      row[i] = e2m1_round(y) * deq;
+    }
+  }
+}
+
+}  // namespace
+
+void to_f32(const void* src, SrcType type, size_t n, float* dst, cudaStream_t s) {
+  const unsigned g = blocks_for(n, 256);
+  switch (type) {
+    case SrcType::F32: to_f32_kernel<<<g, 256, 0, s>>>(static_cast<const float*>(src), n, dst); break;
+    case SrcType::BF16:
+      to_f32_kernel<<<g, 256, 0, s>>>(static_cast<const __nv_bfloat16*>(src), n, dst);
+      break;
+    case SrcType::F16: to_f32_kernel<<<g, 256, 0, s>>>(static_cast<const __half*>(src), n, dst); break;
+  }
+  check_launch("to_f32");
+}
+
+void add_bias(float* y, size_t rows, size_t n, const float* bias, cudaStream_t s) {
+  add_bias_kernel<<<blocks_for(rows * n, 256), 256, 0, s>>>(y, rows, n, bias);
+  check_launch("add_bias");
+}
+
+void rms_norm(const float* x, size_t rows, size_t dim, const float* w, float w_offset, float eps,
+              float* out, cudaStream_t s) {
+  if (rows == 0) return;
+  rms_norm_kernel<<<static_cast<unsigned>(rows), 256, 0, s>>>(x, dim, w, w_offset, eps, out);
+  check_launch("rms_norm");
+}
+
+void silu_mul(float* gate, const float* up, size_t n, cudaStream_t s) {
+  silu_mul_kernel<<<blocks_for(n, 256), 256, 0, s>>>(gate, up, n);
+  check_launch("silu_mul");
+}
+
+void silu_glu_split(const float* gate_up, size_t rows, size_t inter, float* out, cudaStream_t s) {
+  silu_glu_split_kernel<<<blocks_for(rows * inter, 256), 256, 0, s>>>(gate_up, rows, inter, out);
+  check_launch("silu_glu_split");
+}
+
+void clamped_swiglu_interleaved(const float* gate_up, size_t rows, size_t inter, float alpha,
+                                float limit, float* out, cudaStream_t s) {
+  swiglu_interleaved_kernel<<<blocks_for(rows * inter, 256), 256, 0, s>>>(gate_up, rows, inter,
+                                                                           alpha, limit, out);
+  check_launch("clamped_swiglu_interleaved");
+}
+
+void add_inplace(float* dst, const float* src, size_t n, cudaStream_t s) {
+  add_kernel<<<blocks_for(n, 256), 256, 0, s>>>(dst, src, n);
+  check_launch("add_inplace");
+}
+
+void add_gated_rows(float* out, const float* y, const float* gate_logit, size_t rows, size_t h,
+                    cudaStream_t s) {
+  add_gated_rows_kernel<<<blocks_for(rows * h, 256), 256, 0, s>>>(out, y, gate_logit, rows, h);
+  check_launch("add_gated_rows");
+}
+
+void rope(float* x, size_t rows, size_t stride, int heads, int head_dim, const int32_t* pos,
+          const float* cs, const float* sn, bool interleaved, cudaStream_t s) {
+  const size_t total = rows * size_t(heads) * (head_dim / 2);
+  if (total == 0) return;
+  rope_kernel<<<blocks_for(total, 256), 256, 0, s>>>(x, rows, stride, heads, head_dim, pos, cs, sn,
+                                                     interleaved);
+  check_launch("rope");
+}
+
+void scale_rows_by_position(float* x, size_t rows, size_t stride, size_t width,
+                            const int32_t* pos, const float* temp, cudaStream_t s) {
+  scale_rows_pos_kernel<<<blocks_for(rows * width, 256), 256, 0, s>>>(x, rows, stride, width, pos,
+                                                                      temp);
+  check_launch("scale_rows_by_position");
+}
+
+void causal_attention(const float* q, size_t q_stride, const float* k, const float* v,
+                      size_t kv_stride, const int64_t* offsets, int nseq, int max_len, int nh,
+                      int nkv, int head_dim, float scale, int window, int chunk,
+                      const float* sinks, float* out, size_t out_stride, cudaStream_t s) {
+  if (nseq == 0 || max_len == 0) return;
+  if (head_dim > 256 || nkv <= 0 || nh % nkv != 0)
+    throw Error("CUDA attention: head_dim " + std::to_string(head_dim) + " with " +
+                std::to_string(nh) + "/" + std::to_string(nkv) +
+                " heads is not supported (head_dim <= 256, heads a multiple of kv heads)");
+  constexpr int kWarps = 4;
+  const dim3 grid(static_cast<unsigned>((max_len + kWarps - 1) / kWarps),
+                  static_cast<unsigned>(nh), static_cast<unsigned>(nseq));
+  const int vpl = (head_dim + 31) / 32;
+#define FP4KIT_ATT(N)                                                                        \
+  attention_kernel<N><<<grid, kWarps * 32, 0, s>>>(q, q_stride, k, v, kv_stride, offsets, nh, \
+                                                    nkv, head_dim, scale, window, chunk,      \
+                                                    sinks, out, out_stride)
+  if (vpl <= 1) FP4KIT_ATT(1);
+  else if (vpl <= 2) FP4KIT_ATT(2);
+  else if (vpl <= 4) FP4KIT_ATT(4);
+  else FP4KIT_ATT(8);
+#undef FP4KIT_ATT
+  check_launch("causal_attention");
+}
+
+void route_topk(const float* logits, size_t tokens, int experts, int k, RouteMode mode,
+                bool norm_topk, int32_t* sel, float* selw, cudaStream_t s) {
+  if (tokens == 0) return;
+  if (experts > 512 || k > 16 || k > experts)
+    throw Error("CUDA routing: " + std::to_string(experts) + " experts, top-" + std::to_string(k) +
+                " is not supported (at most 512 experts, top-16)");
+  const unsigned g = static_cast<unsigned>((tokens + 7) / 8);
+  const int m = static_cast<int>(mode);
+  const int epl = (experts + 31) / 32;
+#define FP4KIT_ROUTE(N) \
+  route_kernel<N><<<g, 256, 0, s>>>(logits, tokens, experts, k, m, norm_topk, sel, selw)
+  if (epl <= 1) FP4KIT_ROUTE(1);
+  else if (epl <= 2) FP4KIT_ROUTE(2);
+  else if (epl <= 4) FP4KIT_ROUTE(4);
+  else if (epl <= 8) FP4KIT_ROUTE(8);
+  else FP4KIT_ROUTE(16);
+#undef FP4KIT_ROUTE
+  check_launch("route_topk");
+}
+
+void expert_counts(const int32_t* sel, size_t n_sel, int experts, int32_t* counts, cudaStream_t s) {
+  cudaMemsetAsync(counts, 0, sizeof(int32_t) * experts, s);
+  expert_counts_kernel<<<blocks_for(n_sel, 1024) > 256 ? 256 : blocks_for(n_sel, 1024), 1024,
+                         sizeof(int32_t) * experts, s>>>(sel, n_sel, experts, counts);
+  check_launch("expert_counts");
+}
+
+void expert_lists(const int32_t* sel, size_t n_sel, int k, int experts, const int32_t* offsets,
+                  int32_t* rows, int32_t* slots, cudaStream_t s) {
+  expert_lists_kernel<<<static_cast<unsigned>(experts), 1024, 0, s>>>(sel, n_sel, k, offsets, rows,
+                                                                       slots);
+  check_launch("expert_lists");
+}
+
+void gather_rows(const float* x, size_t h, const int32_t* rows, const int32_t* slots,
+                 const float* scale, size_t n, float* out, cudaStream_t s) {
+  if (n == 0) return;
+  gather_rows_kernel<<<blocks_for(n * h, 256), 256, 0, s>>>(x, h, rows, slots, scale, n, out);
+  check_launch("gather_rows");
+}
+
+void scatter_rows(const float* y, size_t h, const int32_t* slots, size_t n, float* dst,
+                  cudaStream_t s) {
+  if (n == 0) return;
+  scatter_rows_kernel<<<blocks_for(n * h, 256), 256, 0, s>>>(y, h, slots, n, dst);
+  check_launch("scatter_rows");
+}
+
+void combine_slots(const float* slot_out, const float* weights, size_t tokens, int k, size_t h,
+                   float* out, cudaStream_t s) {
+  combine_kernel<<<blocks_for(tokens * h, 256), 256, 0, s>>>(slot_out, weights, tokens, k, h, out);
+  check_launch("combine_slots");
+}
+
+void add_routed(const float* y, const int32_t* sel, const float* selw, bool weighted, size_t tokens,
+                int k, int expert, size_t h, float* out, cudaStream_t s) {
+  add_routed_kernel<<<blocks_for(tokens * h, 256), 256, 0, s>>>(y, sel, selw, weighted, tokens, k,
+                                                                expert, h, out);
+  check_launch("add_routed");
+}
+
+void scale_by_sigmoid_logit(const float* x, const float* logits, int experts, int expert,
+                            size_t tokens, size_t h, float* out, cudaStream_t s) {
+  scale_sigmoid_kernel<<<blocks_for(tokens * h, 256), 256, 0, s>>>(x, logits, experts, expert,
+                                                                   tokens, h, out);
+  check_launch("scale_by_sigmoid_logit");
+}
+
+void input_stats(const float* x, size_t rows, size_t k, double* sq, unsigned* amax_bits, int* bad,
+                 cudaStream_t s) {
+  if (rows == 0 || k == 0) return;
+  const dim3 grid(static_cast<unsigned>((k + 255) / 256),
+                  static_cast<unsigned>((rows + kStatRows - 1) / kStatRows));
+  input_stats_kernel<<<grid, 256, 0, s>>>(x, rows, k, sq, amax_bits, bad);
+  check_launch("input_stats");
+}
+
+void nvfp4_fake_quant(float* x, size_t rows, size_t k, float global_scale, cudaStream_t s) {
+  if (k % 16 != 0)
+    throw Error("activation quantization: K = " + std::to_string(k) + " is not a multiple of 16");
+  if (!(global_scale > 0.0f) || !std::isfinite(global_scale))
+    throw Error("activation quantization: input global scale " + std::to_string(global_scale) +
+                " is not a positive finite number");
+  const size_t blocks = rows * k / 16;
+  if (blocks == 0) return;
+  fake_quant_kernel<<<blocks_for(blocks, 256), 256, 0, s>>>(x, blocks, global_scale);
+  check_launch("nvfp4_fake_quant");
+}
+
+}  // namespace fp4kit::engine::cuda

@@ -1,0 +1,91 @@
+#pragma once
+// CUDA kernels of the engine's GPU backend, as host launchers on a stream. Every pointer is
+// device memory unless a comment says otherwise; float32 throughout (the matrix products go
+// through cuBLAS, see device.hpp). Each launcher checks the launch and throws fp4kit::Error.
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace fp4kit::engine::cuda {
+
+enum class SrcType : int { F32 = 0, BF16 = 1, F16 = 2 };
+
+// dst[i] = float(src[i]) for a BF16/F16/F32 source.
+void to_f32(const void* src, SrcType type, size_t n, float* dst, cudaStream_t s);
+
+// y[r, :] += bias for every row r < rows.
+void add_bias(float* y, size_t rows, size_t n, const float* bias, cudaStream_t s);
+
+// out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * (w_offset + w), sum of squares in double as the CPU
+// engine does (w_offset = 1 for the "1 + weight" norms). In place allowed.
+void rms_norm(const float* x, size_t rows, size_t dim, const float* w, float w_offset, float eps,
+              float* out, cudaStream_t s);
+
+// gate[i] = silu(gate[i]) * up[i].
+void silu_mul(float* gate, const float* up, size_t n, cudaStream_t s);
+// out[r, i] = silu(gu[r, i]) * gu[r, inter + i]  (Llama-4 split gate/up).
+void silu_glu_split(const float* gate_up, size_t rows, size_t inter, float* out, cudaStream_t s);
+// gpt-oss clamped SwiGLU on interleaved gate/up pairs (see cpu/ops.hpp).
+void clamped_swiglu_interleaved(const float* gate_up, size_t rows, size_t inter, float alpha,
+                                float limit, float* out, cudaStream_t s);
+// dst[i] += src[i].
+void add_inplace(float* dst, const float* src, size_t n, cudaStream_t s);
+// out[r, :] += g[r] * y[r, :] with g[r] = sigmoid(gate_logit[r]), or 1 when gate_logit is null.
+void add_gated_rows(float* out, const float* y, const float* gate_logit, size_t rows, size_t h,
+                    cudaStream_t s);
+
+// RoPE in place on `heads` heads of `head_dim` per row (row stride `stride` floats); row r is at
+// position pos[r]; cs/sn [positions, head_dim / 2] hold cos/sin (times the attention scaling).
+// rotate_half pairs (i, i + half), or (2i, 2i + 1) when interleaved.
+void rope(float* x, size_t rows, size_t stride, int heads, int head_dim, const int32_t* pos,
+          const float* cs, const float* sn, bool interleaved, cudaStream_t s);
+// x[r, 0:width] *= temp[pos[r]] (Llama-4 NoPE attention temperature).
+void scale_rows_by_position(float* x, size_t rows, size_t stride, size_t width,
+                            const int32_t* pos, const float* temp, cudaStream_t s);
+
+// Causal GQA attention over nseq sequences packed back to back: sequence i is rows
+// [offsets[i], offsets[i + 1]) (device int64 array) of q [rows, *] / k, v [rows, *].
+// Semantics of cpu/ops.hpp causal_attention (window, chunk, sinks). head_dim <= 256.
+void causal_attention(const float* q, size_t q_stride, const float* k, const float* v,
+                      size_t kv_stride, const int64_t* offsets, int nseq, int max_len, int nh,
+                      int nkv, int head_dim, float scale, int window, int chunk,
+                      const float* sinks, float* out, size_t out_stride, cudaStream_t s);
+
+enum class RouteMode : int { SoftmaxTopk = 0, TopkSoftmax = 1, TopkSigmoid = 2 };
+// Per token: sel[t, j], selw[t, j] for j < k (largest first, ties to the lower expert), as the
+// CPU engine routes. E <= 512.
+void route_topk(const float* logits, size_t tokens, int experts, int k, RouteMode mode,
+                bool norm_topk, int32_t* sel, float* selw, cudaStream_t s);
+// counts[e] = number of (t, j) with sel[t, j] == e (counts zeroed here).
+void expert_counts(const int32_t* sel, size_t n_sel, int experts, int32_t* counts, cudaStream_t s);
+// For every expert e, its selections in token order: rows[offsets[e] + r] = token,
+// slots[offsets[e] + r] = t * k + j.
+void expert_lists(const int32_t* sel, size_t n_sel, int k, int experts, const int32_t* offsets,
+                  int32_t* rows, int32_t* slots, cudaStream_t s);
+// out[i, :] = x[rows[i], :] * (scale ? scale[slots[i]] : 1) for i < n.
+void gather_rows(const float* x, size_t h, const int32_t* rows, const int32_t* slots,
+                 const float* scale, size_t n, float* out, cudaStream_t s);
+// dst[slots[i], :] = y[i, :] for i < n.
+void scatter_rows(const float* y, size_t h, const int32_t* slots, size_t n, float* dst,
+                  cudaStream_t s);
+// out[t, :] += sum_j w[t, j] * slot_out[t * k + j, :] (w = 1 when weights is null).
+void combine_slots(const float* slot_out, const float* weights, size_t tokens, int k, size_t h,
+                   float* out, cudaStream_t s);
+// out[t, :] += w * y[t, :] for the tokens t that selected `expert` (--all-experts: y holds every
+// token's expert output).
+void add_routed(const float* y, const int32_t* sel, const float* selw, bool weighted, size_t tokens,
+                int k, int expert, size_t h, float* out, cudaStream_t s);
+// out[t, :] = x[t, :] * sigmoid(logits[t, expert]) (Llama-4 --all-experts input).
+void scale_by_sigmoid_logit(const float* x, const float* logits, int experts, int expert,
+                            size_t tokens, size_t h, float* out, cudaStream_t s);
+
+// Statistics of a linear's input x [rows, k]: sq[c] += sum_r x[r, c]^2 (double), amax_bits =
+// max |x| as float bits (non-negative floats order as integers), *bad = 1 on NaN/Inf.
+void input_stats(const float* x, size_t rows, size_t k, double* sq, unsigned* amax_bits, int* bad,
+                 cudaStream_t s);
+
+// NVFP4 fake quantization of activations in place (cpu act_quant.hpp semantics).
+void nvfp4_fake_quant(float* x, size_t rows, size_t k, float global_scale, cudaStream_t s);
+
+}  // namespace fp4kit::engine::cuda
