@@ -26,6 +26,10 @@ from conftest import REPO, run_checked
 
 E2M1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], np.float32)
 
+# llama.cpp (0c1e570) does not apply the .scale of MLP tensors in its qwen2/qwen2moe/olmoe graphs:
+# --format gguf keeps their MLP unquantized (repacking writes its exact F32 decode).
+MLP_SCALE_IGNORED = {"stories260k-qwen2moe"}
+
 SHARED = {
     "stories260k-llama": gguf.MODEL_ARCH.LLAMA,
     "stories260k-mixtral-routed": gguf.MODEL_ARCH.LLAMA,
@@ -106,6 +110,8 @@ def expected_from_checkpoints(src: Path, fmt_a: Path, arch) -> dict:
             stacked.setdefault(name, {})[expert] = v
     for name, experts in stacked.items():
         out[name] = np.stack([experts[e] for e in range(len(experts))])
+    if arch in (gguf.MODEL_ARCH.QWEN2MOE, gguf.MODEL_ARCH.OLMOE) and "output.weight" not in out:
+        out["output.weight"] = out["token_embd.weight"]  # their loaders require output.weight
     return out
 
 
@@ -120,12 +126,16 @@ def outputs(tmp_path_factory, fp4kit, shared_data):
     cache = {}
 
     def get(name: str, kind: str) -> Path:
+        """kind: gguf, a (ModelOpt format), b (compressed-tensors), a-as-gguf (ModelOpt format
+        with the MLP rule --format gguf adds for Qwen2-MoE, so that both hold the same tensors)."""
         if (name, kind) not in cache:
             src = shared_data / "models" / name
-            out = root / name / {"gguf": "m.gguf", "a": "a", "b": "b"}[kind]
+            out = root / name / {"gguf": "m.gguf"}.get(kind, kind)
             out.parent.mkdir(parents=True, exist_ok=True)
-            fmt = {"gguf": "gguf", "a": "modelopt", "b": "compressed-tensors"}[kind]
-            cache[(name, kind)] = quantize(fp4kit, src, out, "--format", fmt)
+            fmt = {"gguf": "gguf", "b": "compressed-tensors"}.get(kind, "modelopt")
+            extra = (["--exclude", "*.mlp.*"]
+                     if kind == "a-as-gguf" and name in MLP_SCALE_IGNORED else [])
+            cache[(name, kind)] = quantize(fp4kit, src, out, "--format", fmt, *extra)
         return cache[(name, kind)]
     return get
 
@@ -144,7 +154,7 @@ def assert_bitwise(got: np.ndarray, want: np.ndarray, what: str):
 def test_gguf_equals_nvfp4_checkpoint_bit_for_bit(outputs, shared_data, name):
     src = shared_data / "models" / name
     got = read_gguf(outputs(name, "gguf"))
-    want = expected_from_checkpoints(src, outputs(name, "a"), SHARED[name])
+    want = expected_from_checkpoints(src, outputs(name, "a-as-gguf"), SHARED[name])
     assert sorted(got) == sorted(want), (f"only in GGUF: {sorted(set(got) - set(want))}; "
                                          f"missing: {sorted(set(want) - set(got))}")
     n_nvfp4 = 0
@@ -154,6 +164,9 @@ def test_gguf_equals_nvfp4_checkpoint_bit_for_bit(outputs, shared_data, name):
         if tensor.endswith("_norm.weight") or values.ndim == 1 or "ffn_gate_inp" in tensor:
             assert ttype == gguf.GGMLQuantizationType.F32, f"{tensor}: {ttype.name}"
     assert n_nvfp4 >= 15, f"{name}: only {n_nvfp4} NVFP4 tensors"
+    if name in MLP_SCALE_IGNORED:
+        assert not any("ffn" in t and ty == gguf.GGMLQuantizationType.NVFP4
+                       for t, (ty, _) in got.items())
 
 
 def test_gguf_layout_and_metadata(outputs, shared_data):
@@ -229,11 +242,13 @@ def test_repack_of_nvfp4_checkpoints_is_lossless(fp4kit, outputs, shared_data, t
                 pass
             else:
                 assert np.array_equal(np.asarray(t.data), d), f"{fmt} {tname}"
-        # K % 64 != 0 linears of the NVFP4 checkpoint: F32, equal to its decode bit for bit.
+        # K % 64 != 0 linears of the NVFP4 checkpoint (and an MLP llama.cpp would not scale):
+        # F32, equal to its decode bit for bit.
         got = read_gguf(out)
         for module in [k.removesuffix(".weight_scale") for k in a if k.endswith(".weight_scale")]:
             w = a[module + ".weight"]
-            if w.shape[1] * 2 % 64 == 0:
+            unscaled = name in MLP_SCALE_IGNORED and ".mlp." in module
+            if w.shape[1] * 2 % 64 == 0 and not unscaled:
                 continue
             tname, expert = gguf_name(module + ".weight", SHARED[name], 5)
             ttype, values = got[tname]
@@ -325,7 +340,7 @@ def test_unsupported_family_and_bad_out_leave_nothing(fp4kit, tmp_path, shared_d
 def test_w4a4_input_scales_equal_format_a(fp4kit, shared_data, tmp_path):
     """W4A4: each NVFP4 tensor has an F32 .input_scale ([E] for stacked experts) equal to the
     ModelOpt-format checkpoint's input_scale of the same run, and no W4A16 prec_a4 marking."""
-    src = shared_data / "models" / "stories260k-qwen2moe"
+    src = shared_data / "models" / "stories260k-mixtral-routed"
     ids = tmp_path / "ids.u16"
     ids.write_bytes((shared_data / "text" / "tinystories_val.stories260k.u16").read_bytes()[:4096])
     stats = tmp_path / "stats.safetensors"
@@ -345,7 +360,7 @@ def test_w4a4_input_scales_equal_format_a(fp4kit, shared_data, tmp_path):
         module = key.removesuffix(".input_scale")
         if a[module + ".weight"].shape[1] * 2 % 64:
             continue  # kept unquantized in the GGUF
-        tname, expert = gguf_name(module + ".weight", gguf.MODEL_ARCH.QWEN2MOE, 5)
+        tname, expert = gguf_name(module + ".weight", gguf.MODEL_ARCH.LLAMA, 5)
         got = raw[tname.removesuffix(".weight") + ".input_scale"]
         assert got[0 if expert is None else expert] == a[key].item(), module
         assert got[0 if expert is None else expert] > 0

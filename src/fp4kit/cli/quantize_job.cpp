@@ -63,8 +63,8 @@ int run_gguf_repack(const QuantizeArgs& a, const Checkpoint& source, const Model
   if (a.quiet) return 0;
   for (const auto& n : r.notes) fmt::print(stderr, "fp4kit: note: {}\n", n);
   fmt::print("wrote {} (gguf, repacked from NVFP4 without requantizing)\n", a.out);
-  fmt::print("  {} NVFP4 linears repacked bit for bit, {} dequantized to F32 (K % 64), {} other "
-             "tensors, {} bytes of tensor data\n",
+  fmt::print("  {} NVFP4 linears repacked bit for bit, {} written as their exact F32 decode "
+             "(notes above), {} other tensors, {} bytes of tensor data\n",
              r.nvfp4, r.dequantized, r.plain, r.bytes_written);
   return 0;
 }
@@ -120,7 +120,8 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
   if (!a.recipe.empty()) plan_options = load_recipe(a.recipe);
   for (const auto& r : a.rules) plan_options.rules.push_back(r);
   if (a.quantize_linear_attn) plan_options.quantize_linear_attn = true;
-  if (gguf) set_gguf_plan_options(plan_options);
+  if (gguf)
+    set_gguf_plan_options(plan_options, config, (source->dir() / "config.json").string());
   const Plan plan = build_plan(*source, config, plan_options);
 
   if (!a.quiet)

@@ -43,8 +43,11 @@ uint32_t u32(int64_t v, const char* what) {
 }  // namespace
 
 GgufArch gguf_arch(const ModelConfig& c, const std::string& label) {
-  if (auto it = mapped().find(c.model_type); it != mapped().end())
-    return {it->second, it->second == "llama"};
+  if (auto it = mapped().find(c.model_type); it != mapped().end()) {
+    const std::string& a = it->second;
+    return {a, a == "llama", a == "qwen2moe" || a == "olmoe",
+            a == "qwen2" || a == "qwen2moe" || a == "olmoe"};
+  }
   if (auto it = not_yet().find(c.model_type); it != not_yet().end())
     throw Error(fmt::format(
         "{}: model_type '{}' is llama.cpp's architecture '{}', whose GGUF layout fp4kit does not "

@@ -16,7 +16,15 @@ struct GgufArch {
   std::string name;         // llama.cpp architecture ("llama", "qwen3moe", ...)
   bool permute_qk = false;  // llama.cpp's llama runs RoPE on adjacent pairs: HF's rotate_half
                             // q/k rows are reordered (convert_hf_to_gguf's LlamaModel.permute)
+  bool needs_output = false;  // its loader requires output.weight even with tied embeddings
+                              // (qwen2moe, olmoe): the embedding is written a second time
+  // Its graph multiplies attention products by their .scale but not the MLP's (qwen2, qwen2moe,
+  // olmoe in llama.cpp 0c1e570, 2026-10-01): NVFP4 MLP weights would run unscaled, so the MLP
+  // stays unquantized (plan rule; F32 decode when repacking).
+  bool mlp_scale_ignored = false;
 };
+// Module glob of the MLP whose .scale the architecture ignores.
+inline constexpr const char* kGgufMlpGlob = "*.mlp.*";
 
 // The architecture for a config; throws fp4kit::Error naming the model_type for families llama.cpp
 // has no architecture for, and for those fp4kit does not map to GGUF yet.

@@ -16,6 +16,7 @@
 #include "fp4kit/numeric/convert.hpp"
 #include "fp4kit/numeric/ggml_nvfp4.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
+#include "fp4kit/plan/glob.hpp"
 
 namespace fp4kit {
 
@@ -44,8 +45,11 @@ class GgufBuilder {
   }
 
   // A tensor written unquantized; `dtype` is what put_plain will be handed.
-  size_t add_plain(const std::string& hf, const std::vector<uint64_t>& shape, DType dtype) {
+  // `as` (optional) writes it under another GGUF name (a tied embedding as output.weight).
+  size_t add_plain(const std::string& hf, const std::vector<uint64_t>& shape, DType dtype,
+                   const std::string& as = "") {
     Piece p = piece(hf, shape.size());
+    if (!as.empty()) p.target = GgufTarget{as};
     p.shape = shape;
     p.dtype = dtype;
     p.cols = shape.empty() ? 1 : shape.back();
@@ -254,20 +258,31 @@ GgufMetadata file_metadata(const GgufArch& arch, const Checkpoint& source,
   return meta;
 }
 
+// The embedding tensor to write again as output.weight, or "" (the arch reads token_embd when
+// output.weight is absent, or the checkpoint has its own lm_head).
+std::string tied_output_source(const GgufArch& arch, const Checkpoint& c) {
+  if (!arch.needs_output || c.has("lm_head.weight") || !c.has("model.embed_tokens.weight"))
+    return "";
+  return "model.embed_tokens.weight";
+}
+
 class GgufSink : public EntrySink {
  public:
   GgufSink(GgufBuilder& b, const std::vector<size_t>& piece_of, const Checkpoint& source,
-           const Plan& plan)
-      : b_(b), piece_of_(piece_of), source_(source), plan_(plan) {}
+           const Plan& plan, size_t tied_entry, size_t tied_piece)
+      : b_(b), piece_of_(piece_of), source_(source), plan_(plan), tied_entry_(tied_entry),
+        tied_piece_(tied_piece) {}
   void quantized(size_t entry, QuantizedWeight&& q) override {
     b_.put_nvfp4(piece_of_.at(entry), q.packed.data(), q.scales.data(), q.s2, q.input_scale);
   }
   void copied(size_t entry, std::span<const uint8_t> bytes) override {
     b_.put_plain(piece_of_.at(entry), bytes.data());
+    if (entry == tied_entry_) b_.put_plain(tied_piece_, bytes.data());
     source_.release(plan_.entries[entry].source.tensor);
   }
   void dequantized(size_t entry, std::vector<uint8_t>&& bf16) override {
     b_.put_plain(piece_of_.at(entry), bf16.data());
+    if (entry == tied_entry_) b_.put_plain(tied_piece_, bf16.data());
   }
 
  private:
@@ -275,6 +290,7 @@ class GgufSink : public EntrySink {
   const std::vector<size_t>& piece_of_;
   const Checkpoint& source_;
   const Plan& plan_;
+  size_t tied_entry_, tied_piece_;
 };
 
 float scalar_f32(const Checkpoint& c, const std::string& name) {
@@ -310,9 +326,17 @@ std::vector<Nvfp4Module> nvfp4_modules(const Checkpoint& c) {
 
 }  // namespace
 
-void set_gguf_plan_options(PlanOptions& options) {
+void set_gguf_plan_options(PlanOptions& options, const ModelConfig& config,
+                           const std::string& label) {
   options.k_multiple = kGgmlNvfp4Block;
   options.k_multiple_why = " (llama.cpp's NVFP4 blocks hold 64 weights; written unquantized)";
+  const GgufArch arch = gguf_arch(config, label);
+  if (arch.mlp_scale_ignored)
+    options.rules.push_back(
+        {Rule::Kind::Exclude, kGgufMlpGlob,
+         fmt::format("--format gguf (llama.cpp's {} graph does not apply the NVFP4 .scale of MLP "
+                     "tensors, llama.cpp 0c1e570)",
+                     arch.name)});
 }
 
 ExportResult export_gguf(const Plan& plan, const Checkpoint& source, const ModelConfig& config,
@@ -337,9 +361,25 @@ ExportResult export_gguf(const Plan& plan, const Checkpoint& source, const Model
                                 e.action == Action::Dequantize ? DType::BF16 : info.dtype);
     order.push_back(i);
   }
+  size_t tied_entry = kNone, tied_piece = kNone;
+  if (const std::string tied = tied_output_source(arch, source); !tied.empty()) {
+    for (size_t i = 0; i < plan.entries.size(); ++i) {
+      const PlanEntry& e = plan.entries[i];
+      if (e.source.tensor != tied || e.action == Action::Drop) continue;
+      if (e.action == Action::Quantize)
+        throw Error(fmt::format("--format gguf: {} is quantized, but llama.cpp's '{}' needs it "
+                                "again as output.weight and NVFP4 output tensors cannot be tied",
+                                tied, arch.name));
+      const TensorInfo& info = source.info(tied);
+      tied_entry = i;
+      tied_piece = b.add_plain(e.name, info.shape,
+                               e.action == Action::Dequantize ? DType::BF16 : info.dtype,
+                               "output.weight");
+    }
+  }
   b.open(file, file_metadata(arch, source, config));
   ExportResult result;
-  GgufSink sink(b, piece_of, source, plan);
+  GgufSink sink(b, piece_of, source, plan, tied_entry, tied_piece);
   result.entries = run_stream(plan, source, order, input_scales, options, sink, progress);
   b.finish();
   result.files.push_back(file.filename());
@@ -388,13 +428,17 @@ RepackResult repack_gguf(const Checkpoint& c, const ModelConfig& config, const f
         throw Error(fmt::format("{}.weight_scale: expected F8_E4M3 [{}, {}] for {} [{}, {}]",
                                 m.module, rows, cols / 16, name, rows, cols / 2));
       const bool input = c.has(m.module + (m.ct ? ".input_global_scale" : ".input_scale"));
-      Job j{0, m.module, &m, cols % kGgmlNvfp4Block != 0};
+      const bool unscaled_mlp = arch.mlp_scale_ignored && glob_match(kGgufMlpGlob, m.module);
+      Job j{0, m.module, &m, cols % kGgmlNvfp4Block != 0 || unscaled_mlp};
       if (j.dequantize) {
         j.piece = b.add_plain(m.module + ".weight", {rows, cols}, DType::F32);
         result.notes.push_back(fmt::format(
-            "{}: K={} is not a multiple of 64 (llama.cpp's NVFP4 block), written as F32 (exact "
-            "dequantization)",
-            m.module, cols));
+            "{}: {}, written as F32 (exact dequantization)", m.module,
+            unscaled_mlp ? fmt::format("llama.cpp's {} graph does not apply the .scale of MLP "
+                                       "tensors (llama.cpp 0c1e570)",
+                                       arch.name)
+                         : fmt::format("K={} is not a multiple of 64 (llama.cpp's NVFP4 block)",
+                                       cols)));
       } else {
         j.piece = b.add_nvfp4(m.module + ".weight", rows, cols, input);
       }
@@ -402,13 +446,15 @@ RepackResult repack_gguf(const Checkpoint& c, const ModelConfig& config, const f
       continue;
     }
     jobs.push_back({b.add_plain(name, info.shape, info.dtype), name});
+    if (name == tied_output_source(arch, c))
+      jobs.push_back({b.add_plain(name, info.shape, info.dtype, "output.weight"), name});
   }
   b.open(file, file_metadata(arch, c, config));
   std::vector<float> values;
   for (const Job& j : jobs) {
     if (!j.mod) {
       b.put_plain(j.piece, c.bytes(j.tensor).data());
-      c.release(j.tensor);
+      c.release(j.tensor);  // the mapping stays valid; a second read maps the pages again
       ++result.plain;
       continue;
     }

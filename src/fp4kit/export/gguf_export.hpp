@@ -19,8 +19,10 @@
 
 namespace fp4kit {
 
-// The plan options --format gguf needs: linears quantize only with K % 64 == 0.
-void set_gguf_plan_options(PlanOptions& options);
+// The plan options --format gguf needs: linears quantize only with K % 64 == 0; the MLP of an
+// architecture whose llama.cpp graph ignores its .scale stays unquantized (a rule, last).
+void set_gguf_plan_options(PlanOptions& options, const ModelConfig& config,
+                           const std::string& label);
 
 // Quantizes `source` (BF16/FP16/FP32/FP8/MXFP4) as the plan says and writes `file`.
 ExportResult export_gguf(const Plan& plan, const Checkpoint& source, const ModelConfig& config,
