@@ -138,6 +138,7 @@ class Backend {
   virtual void add_rows_scaled(float* dst, const float* src, size_t rows, size_t width,
                                const float* scale) = 0;
   virtual void scale(float* x, size_t n, float s) = 0;      // x *= s
+  virtual void mul_sigmoid(float* x, const float* gate, size_t n) = 0;  // x *= sigmoid(gate)
   virtual void sigmoid(float* x, size_t n) = 0;              // in place
   virtual void softmax(float* x, size_t rows, size_t n) = 0;  // per row, in place
 
@@ -160,6 +161,25 @@ class Backend {
   virtual void attention(const float* q, size_t q_stride, const float* k, const float* v,
                          size_t kv_stride, size_t len, int nh, int nkv, int d,
                          const AttentionOptions& opt, float* out, size_t out_stride) = 0;
+
+  // ---- linear attention (Gated DeltaNet), one sequence of `len` tokens ----
+  // out[t, c] = silu(sum_j weight[c, j] * x[t - (K - 1) + j, c]) (depthwise causal convolution,
+  // zero left padding, no bias); x [len, channels] with row stride `stride`, out [len, channels].
+  virtual void causal_conv1d_silu(const float* x, size_t len, size_t channels, size_t stride,
+                                  const float* weight, size_t K, float* out) = 0;
+  // Per row and head: a <- -exp(A_log[h]) * softplus(a + dt_bias[h]) (the log decay g; softplus
+  // is the identity above 20 as torch's), b <- sigmoid(b) (beta). a, b [rows, heads].
+  virtual void gdn_gates(float* a, float* b, size_t rows, size_t heads, const float* A_log,
+                         const float* dt_bias) = 0;
+  // The gated delta rule: q, k [len, nk * dk] (row stride qk_stride), v [len, nv * dv] (row
+  // stride v_stride), g, beta [len, nv]; out [len, nv * dv]. q and k are L2-normalised
+  // (x / sqrt(sum x^2 + 1e-6)), q scaled by dk^-1/2; value head h reads key head h / (nv / nk).
+  // Per head, from S = 0 [dk, dv]: S *= exp(g_t); S += k_t (x) (v_t - S^T k_t) beta_t;
+  // o_t = S^T q_t. `chunked`: transformers' chunk-64 form (torch_chunk_gated_delta_rule), else
+  // that recurrence token by token.
+  virtual void gated_delta_rule(const float* q, const float* k, size_t qk_stride, const float* v,
+                                size_t v_stride, const float* g, const float* beta, size_t len,
+                                int nk, int nv, int dk, int dv, bool chunked, float* out) = 0;
 
   // ---- routing ----
   virtual Routes route(const float* logits, size_t tokens, size_t experts,

@@ -54,25 +54,26 @@ ModelSpec ModelSpec::from_checkpoint(const Checkpoint& ckpt) {
     throw Error(fmt::format("{}: MoE config needs 0 < num_experts_per_tok ({}) <= num_experts ({})",
                             label, s.top_k, s.n_experts));
 
-  const std::string root = def->root ? def->root(ckpt, s) : "";
-  s.embed = root + "model.embed_tokens.weight";
+  const FamilyDef::Roots roots = def->roots ? def->roots(ckpt, s) : FamilyDef::Roots{};
+  const std::string& root = roots.model;
+  s.embed = root + "embed_tokens.weight";
   if (!ckpt.has(s.embed)) throw Error(ckpt.dir().string() + ": tensor " + s.embed + " is missing");
-  s.final_norm = root + "model.norm.weight";
+  s.final_norm = root + "norm.weight";
   if (!ckpt.has(s.final_norm))
     throw Error(ckpt.dir().string() + ": tensor " + s.final_norm + " is missing");
-  if (has_linear(ckpt, root + "lm_head")) {
-    s.lm_head = linear(ckpt, root + "lm_head");
+  if (has_linear(ckpt, roots.head + "lm_head")) {
+    s.lm_head = linear(ckpt, roots.head + "lm_head");
   } else {
     // Tied embeddings (tie_word_embeddings, or simply no lm_head tensor, as transformers ties).
     s.lm_head_tied = true;
-    s.lm_head.module = root + "model.embed_tokens";
+    s.lm_head.module = root + "embed_tokens";
     const auto& e = ckpt.info(s.embed);
     s.lm_head.rows = e.shape.at(0);
     s.lm_head.cols = e.shape.at(1);
   }
   for (int64_t l = 0; l < s.n_layers; ++l) {
     LayerSpec L;
-    L.prefix = fmt::format("{}model.layers.{}.", root, l);
+    L.prefix = fmt::format("{}layers.{}.", root, l);
     def->layer(ckpt, cfg, s, l, L);
     s.layers.push_back(std::move(L));
   }

@@ -14,7 +14,9 @@ class Checkpoint;
 
 namespace fp4kit::engine {
 
-enum class Family { Llama, Mistral, Qwen2, Qwen3, Qwen2Moe, Qwen3Moe, Mixtral, GptOss, Llama4 };
+enum class Family {
+  Llama, Mistral, Qwen2, Qwen3, Qwen2Moe, Qwen3Moe, Mixtral, GptOss, Llama4, Qwen3Next, Qwen3_5Moe
+};
 
 // A 2-D linear weight: a whole tensor, or a row range of a fused 3-D expert tensor viewed as
 // [E * rows, cols]. `module` is the OUTPUT module name (per expert, fused experts split), used for
@@ -45,8 +47,23 @@ struct BmmRef {
   uint64_t n = 0, k = 0;  // each expert's matrix as a linear: [N, K] = transpose of [K, N]
 };
 
+// A Gated DeltaNet layer's tensors (Qwen3-Next, Qwen3.5). Qwen3.5 names in_proj_qkv [2kd + vd, H]
+// (rows q; k; v), in_proj_z [vd, H], in_proj_b / in_proj_a [nv, H]; Qwen3-Next in_proj_qkvz
+// [2kd + 2vd, H] and in_proj_ba [2nv, H], grouped per key head (`grouped`: rows of group g are
+// q_g, k_g, v_g (r heads), z_g (r heads) and b_g, a_g).
+struct GdnSpec {
+  bool grouped = false;
+  LinearRef qkv, z, b, a;  // grouped: qkv = in_proj_qkvz, b = in_proj_ba (z, a unused)
+  LinearRef out;           // out_proj [H, vd]
+  std::string conv, A_log, dt_bias, norm;  // tensor names
+  int nk = 0, nv = 0, dk = 0, dv = 0, kernel = 0;
+};
+
 struct LayerSpec {
   std::string prefix;  // model.layers.L.
+  bool linear_attention = false;  // the mixer is a Gated DeltaNet (`gdn`), not self_attn
+  GdnSpec gdn;
+  bool attn_output_gate = false;  // q_proj holds [q_h ; gate_h] per head; o_proj reads o * sigmoid(gate)
   LinearRef q, k, v, o;
   bool qk_norm = false;
   bool moe = false;
@@ -96,6 +113,9 @@ struct ModelSpec {
   // gate); 0 = plain silu(gate) * up.
   float swiglu_alpha = 0.0f, swiglu_limit = 0.0f;
   float eps = 1e-6f;
+  // Zero-centred norms (Qwen3-Next, Qwen3.5): input/post-attention/final/q/k norms scale by
+  // 1 + weight.
+  bool norm_one_plus = false;
   RopeParams rope;
   bool rope_interleaved = false;  // Llama-4: rotate pairs (2i, 2i+1), not (i, i + head_dim/2)
   // Llama-4 attention temperature on NoPE layers: q *= log1p(floor((pos + 1) / floor_scale)) *

@@ -37,15 +37,11 @@ double yarn_get_mscale(double scale, double mscale) {
 }  // namespace
 
 RopeParams RopeParams::from_config(const nlohmann::json& cfg, double rope_theta, int head_dim,
-                                   const std::string& label) {
+                                   const std::string& label, double default_partial) {
   RopeParams p;
   p.theta = rope_theta;
   p.rotary_dim = head_dim;
   p.max_position_embeddings = num(cfg, "max_position_embeddings", 0.0);
-  const double partial = num(cfg, "partial_rotary_factor", 1.0);
-  if (partial != 1.0)
-    throw Error(label + ": partial_rotary_factor " + std::to_string(partial) +
-                " is not supported by the engine (families llama/mistral/qwen2/qwen3/MoE use 1)");
   nlohmann::json rs;
   auto rp = cfg.find("rope_parameters");
   if (rp != cfg.end() && rp->is_object()) rs = *rp;
@@ -69,6 +65,16 @@ RopeParams RopeParams::from_config(const nlohmann::json& cfg, double rope_theta,
     p.attention_factor = num(rs, "attention_factor", 0.0);
     if (rs.contains("truncate") && rs["truncate"].is_boolean()) p.truncate = rs["truncate"];
   }
+  // Partial rotary (Qwen3-Next/3.5, GLM): the leading int(head_dim * factor) dims of each head
+  // rotate; rope_parameters (transformers 5) or the top level (4.x).
+  double partial = num(cfg, "partial_rotary_factor", default_partial);
+  if (rs.is_object()) partial = num(rs, "partial_rotary_factor", partial);
+  const int rd = static_cast<int>(head_dim * partial);
+  if (!(partial > 0.0 && partial <= 1.0) || rd < 2 || rd % 2 != 0)
+    throw Error(label + ": partial_rotary_factor " + std::to_string(partial) + " gives " +
+                std::to_string(rd) + " rotary dims of head_dim " + std::to_string(head_dim) +
+                " (must be even and at least 2)");
+  p.rotary_dim = rd;
   if (p.type != "yarn" && p.factor == 0.0) p.factor = 1.0;
   if (p.type != "default" && p.type != "linear" && p.type != "llama3" && p.type != "yarn")
     throw Error(label + ": rope type '" + p.type +
@@ -148,7 +154,7 @@ void Rope::angles(size_t position, int half, float* cs, float* sn) const {
 }
 
 void Rope::apply_interleaved(float* x, int heads, int head_dim, size_t position) const {
-  const int half = head_dim / 2;
+  const int half = static_cast<int>(inv_freq_.size());
   float cs[512], sn[512];
   angles(position, half, cs, sn);  // torch.polar(1, pos * inv_freq) * attention_scaling
   for (int h = 0; h < heads; ++h) {
@@ -163,7 +169,7 @@ void Rope::apply_interleaved(float* x, int heads, int head_dim, size_t position)
 }
 
 void Rope::apply(float* x, int heads, int head_dim, size_t position) const {
-  const int half = head_dim / 2;
+  const int half = static_cast<int>(inv_freq_.size());  // rotary_dim / 2
   float cs[512], sn[512];
   angles(position, half, cs, sn);
   for (int h = 0; h < heads; ++h) {

@@ -12,7 +12,7 @@ namespace fp4kit::engine {
 struct RopeParams {
   std::string type = "default";  // default | linear | llama3 | yarn
   double theta = 10000.0;
-  int rotary_dim = 0;            // head_dim (partial rotary is not supported by these families)
+  int rotary_dim = 0;            // leading dims of a head that rotate (head_dim, or partial)
   double factor = 1.0;
   // llama3
   double low_freq_factor = 1.0, high_freq_factor = 4.0;
@@ -26,8 +26,10 @@ struct RopeParams {
 
   // Reads rope_parameters (transformers 5) or rope_scaling (4.x) plus rope_theta.
   // Throws fp4kit::Error for a scaling type this engine does not implement.
+  // `default_partial`: the family's partial_rotary_factor when config.json has none.
   static RopeParams from_config(const nlohmann::json& text_config, double rope_theta,
-                                int head_dim, const std::string& label);
+                                int head_dim, const std::string& label,
+                                double default_partial = 1.0);
 };
 
 class Rope {
@@ -36,7 +38,8 @@ class Rope {
   const std::vector<float>& inv_freq() const { return inv_freq_; }
   float attention_scaling() const { return attention_scaling_; }
   // Rotates `heads` heads of `head_dim` values at row x (one token at `position`), in place.
-  // rotate_half form: pairs (i, i + head_dim / 2).
+  // rotate_half form: pairs (i, i + rotary_dim / 2) of the leading rotary_dim dims; the rest of
+  // each head passes unchanged.
   void apply(float* x, int heads, int head_dim, size_t position) const;
   // Llama-4's complex form (view_as_complex of [..., head_dim / 2, 2] times cis(pos * inv_freq)):
   // pairs (2i, 2i + 1) as (real, imaginary).

@@ -132,7 +132,8 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
   for (size_t s = 0; s < seqs.size(); ++s) {
     const size_t n = seqs[s].size();
     be.ensure(normed, n * H);
-    be.rms_norm(hidden.f() + batch.offsets[s] * H, n, H, fn.f(), S.eps, normed.f());
+    be.rms_norm(hidden.f() + batch.offsets[s] * H, n, H, fn.f(), S.eps, normed.f(),
+                S.norm_one_plus);
     be.ensure(logits, n * lm.n);
     be.gemm(normed.f(), n, H, lm.w.f(), lm.n, logits.f(), lm.bias.empty() ? nullptr : lm.bias.f());
     host.resize(n * lm.n);

@@ -197,6 +197,21 @@ LinearWeights load_bmm_expert(const Checkpoint& c, const BmmRef& ref, size_t exp
   return L;
 }
 
+LinearWeights take_rows(const LinearWeights& w, const std::vector<size_t>& rows) {
+  LinearWeights out;
+  out.module = w.module;
+  out.n = rows.size();
+  out.k = w.k;
+  out.act_global_scale = w.act_global_scale;
+  out.nvfp4 = w.nvfp4;
+  out.w.resize(out.n * out.k);
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::copy_n(w.w.data() + rows[i] * w.k, w.k, out.w.data() + i * w.k);
+  if (!w.bias.empty())
+    for (size_t r : rows) out.bias.push_back(w.bias[r]);
+  return out;
+}
+
 std::vector<float> load_vector(const Checkpoint& c, const std::string& name, size_t expected) {
   const auto& t = c.info(name);
   if (!dtype_is_float(t.dtype) || t.numel() != expected)

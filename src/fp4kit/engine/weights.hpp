@@ -36,6 +36,10 @@ LinearWeights load_linear(const Checkpoint& ckpt, const LinearRef& ref, bool act
 LinearWeights load_bmm_expert(const Checkpoint& ckpt, const BmmRef& ref, size_t expert,
                               bool activations);
 
+// The rows `rows` of w (in that order) as a linear of the same module (bias rows follow). Used to
+// split fused projections (Qwen's q/gate, Qwen3-Next's grouped qkvz / ba).
+LinearWeights take_rows(const LinearWeights& w, const std::vector<size_t>& rows);
+
 // A 1-D float tensor (norm weights, biases) of exactly `expected` elements.
 std::vector<float> load_vector(const Checkpoint& ckpt, const std::string& tensor, size_t expected);
 

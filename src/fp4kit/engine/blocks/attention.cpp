@@ -23,7 +23,7 @@ void AttentionBlock::forward(const RunContext& ctx, float* hidden) {
   for (const Batch::Span& b : ctx.batch.spans) {
     float* h = hidden + b.row0 * H;
     be.ensure(normed_, b.rows * H);
-    be.rms_norm(h, b.rows, H, w_.norm.f(), cfg_.eps, normed_.f());
+    be.rms_norm(h, b.rows, H, w_.norm.f(), cfg_.eps, normed_.f(), cfg_.norm_one_plus);
     ctx.observe({&w_.q.module, &w_.k.module, &w_.v.module}, normed_.f(), b.rows, H);
     be.ensure(q_, b.rows * qdim);
     be.ensure(k_, b.rows * kvdim);
@@ -32,8 +32,8 @@ void AttentionBlock::forward(const RunContext& ctx, float* hidden) {
     be.linear(w_.k, normed_.f(), b.rows, k_.f());
     be.linear(w_.v, normed_.f(), b.rows, v_.f());
     if (cfg_.qk_norm) {
-      be.rms_norm(q_.f(), b.rows * nh, hd, w_.q_norm.f(), cfg_.eps, q_.f());
-      be.rms_norm(k_.f(), b.rows * nkv, hd, w_.k_norm.f(), cfg_.eps, k_.f());
+      be.rms_norm(q_.f(), b.rows * nh, hd, w_.q_norm.f(), cfg_.eps, q_.f(), cfg_.norm_one_plus);
+      be.rms_norm(k_.f(), b.rows * nkv, hd, w_.k_norm.f(), cfg_.eps, k_.f(), cfg_.norm_one_plus);
     }
     for (size_t s = b.seq0; s < b.seq1; ++s) {
       const size_t r0 = ctx.batch.offsets[s] - b.row0, len = ctx.batch.length(s);
@@ -54,6 +54,11 @@ void AttentionBlock::forward(const RunContext& ctx, float* hidden) {
       const size_t r0 = ctx.batch.offsets[s] - b.row0;
       be.attention(q_.f() + r0 * qdim, qdim, k_.f() + r0 * kvdim, v_.f() + r0 * kvdim, kvdim,
                    ctx.batch.length(s), nh, nkv, hd, ao, att_.f() + r0 * qdim, qdim);
+    }
+    if (cfg_.output_gate) {
+      be.ensure(gate_, b.rows * qdim);
+      be.linear(w_.q_gate, normed_.f(), b.rows, gate_.f());
+      be.mul_sigmoid(att_.f(), gate_.f(), b.rows * qdim);
     }
     ctx.observe({&w_.o.module}, att_.f(), b.rows, qdim);
     be.ensure(out_, b.rows * H);
@@ -80,9 +85,25 @@ std::unique_ptr<Block> load_attention(const Checkpoint& ckpt, const ModelSpec& S
   c.attn_scale = S.attn_scale;
   c.window = L.sliding_window;
   c.chunk = L.attention_chunk;
+  c.norm_one_plus = S.norm_one_plus;
+  c.output_gate = L.attn_output_gate;
   AttentionWeights w;
   w.norm = be.upload(load_vector(ckpt, L.prefix + "input_layernorm.weight", c.hidden));
-  w.q = be.upload(load_linear(ckpt, L.q, act));
+  if (L.attn_output_gate) {
+    // q_proj rows per head h: [h * 2D, h * 2D + D) the query, the next D its output gate.
+    const LinearWeights qg = load_linear(ckpt, L.q, act);
+    std::vector<size_t> qrows, grows;
+    const auto D = static_cast<size_t>(c.head_dim);
+    for (size_t h = 0; h < static_cast<size_t>(c.n_heads); ++h)
+      for (size_t i = 0; i < D; ++i) {
+        qrows.push_back(h * 2 * D + i);
+        grows.push_back(h * 2 * D + D + i);
+      }
+    w.q = be.upload(take_rows(qg, qrows));
+    w.q_gate = be.upload(take_rows(qg, grows));
+  } else {
+    w.q = be.upload(load_linear(ckpt, L.q, act));
+  }
   w.k = be.upload(load_linear(ckpt, L.k, act));
   w.v = be.upload(load_linear(ckpt, L.v, act));
   w.o = be.upload(load_linear(ckpt, L.o, act));

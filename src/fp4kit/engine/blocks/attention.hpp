@@ -1,8 +1,8 @@
 #pragma once
 // Causal self-attention block: input norm, q/k/v projections, optional per-head q/k RMSNorm
-// (Qwen3) before RoPE, RoPE (rotate_half or interleaved) or NoPE with Llama-4's query
+// (Qwen3; zero-centred in Qwen3-Next/3.5) before RoPE (full or partial), RoPE (rotate_half or interleaved) or NoPE with Llama-4's query
 // temperature, optional weightless L2 q/k norm after RoPE (Llama-4), grouped-query attention with
-// sinks / sliding window / chunks, o_proj, residual.
+// sinks / sliding window / chunks, optional sigmoid output gate, o_proj, residual.
 #include <memory>
 
 #include "fp4kit/engine/blocks/block.hpp"
@@ -27,11 +27,14 @@ struct AttentionConfig {
   bool temperature = false;  // NoPE layers: Llama-4 query temperature
   float floor_scale = 8192.0f, attn_scale = 0.1f;
   int window = 0, chunk = 0;
+  bool norm_one_plus = false;  // input and q/k norms scale by 1 + weight (Qwen3-Next, Qwen3.5)
+  bool output_gate = false;    // o_proj reads o * sigmoid(q_gate x) (Qwen3-Next, Qwen3.5)
 };
 
 struct AttentionWeights {
   Buffer norm;  // input_layernorm [hidden]
   Linear q, k, v, o;
+  Linear q_gate;  // output_gate: the gate half of q_proj, [n_heads * head_dim, hidden]
   Buffer q_norm, k_norm;  // [head_dim] when qk_norm
   Buffer sinks;           // [n_heads] or empty
 };
@@ -45,7 +48,7 @@ class AttentionBlock final : public Block {
   AttentionConfig cfg_;
   AttentionWeights w_;
   Rope rope_;
-  Buffer normed_, q_, k_, v_, att_, out_;
+  Buffer normed_, q_, k_, v_, att_, out_, gate_;
 };
 
 // The attention of layer L as the spec names it (input_layernorm + self_attn.*).

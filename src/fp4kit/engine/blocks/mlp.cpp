@@ -46,7 +46,7 @@ void DenseMlpBlock::forward(const RunContext& ctx, float* hidden) {
   for (const Batch::Span& b : ctx.batch.spans) {
     float* h = hidden + b.row0 * H;
     be.ensure(normed_, b.rows * H);
-    be.rms_norm(h, b.rows, H, norm_.f(), eps_, normed_.f());
+    be.rms_norm(h, b.rows, H, norm_.f(), eps_, normed_.f(), one_plus_);
     be.ensure(out_, b.rows * H);
     mlp_.run(ctx, normed_.f(), b.rows, out_.f(), g_, u_);
     be.add(h, out_.f(), b.rows * H);
@@ -58,7 +58,8 @@ std::unique_ptr<Block> load_dense_mlp(const Checkpoint& ckpt, const ModelSpec& S
   const auto H = static_cast<size_t>(S.hidden);
   Buffer norm = be.upload(load_vector(ckpt, L.prefix + "post_attention_layernorm.weight", H));
   return std::make_unique<DenseMlpBlock>(H, S.eps, std::move(norm),
-                                         load_gated_mlp(ckpt, L.gate, L.up, L.down, be, act));
+                                         load_gated_mlp(ckpt, L.gate, L.up, L.down, be, act),
+                                         S.norm_one_plus);
 }
 
 }  // namespace fp4kit::engine

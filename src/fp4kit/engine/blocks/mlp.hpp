@@ -32,13 +32,16 @@ GatedMlp load_gated_mlp(const Checkpoint& ckpt, const LinearRef& gate, const Lin
 
 class DenseMlpBlock final : public Block {
  public:
-  DenseMlpBlock(size_t hidden, float eps, Buffer norm, GatedMlp mlp)
-      : hidden_(hidden), eps_(eps), norm_(std::move(norm)), mlp_(std::move(mlp)) {}
+  // one_plus: the norm scales by 1 + weight (zero-centred norms).
+  DenseMlpBlock(size_t hidden, float eps, Buffer norm, GatedMlp mlp, bool one_plus = false)
+      : hidden_(hidden), eps_(eps), one_plus_(one_plus), norm_(std::move(norm)),
+        mlp_(std::move(mlp)) {}
   void forward(const RunContext& ctx, float* hidden) override;
 
  private:
   size_t hidden_;
   float eps_;
+  bool one_plus_;
   Buffer norm_;
   GatedMlp mlp_;
   Buffer normed_, out_, g_, u_;

@@ -16,7 +16,7 @@ void MoeBlock::forward(const RunContext& ctx, float* hidden) {
   const bool scaled = cfg_.scaled_input;
   const bool all = ctx.all_experts && ctx.obs != nullptr;
   Buffer x = be.alloc(T * H * sizeof(float));
-  be.rms_norm(hidden, T, H, w_.norm.f(), cfg_.eps, x.f());
+  be.rms_norm(hidden, T, H, w_.norm.f(), cfg_.eps, x.f(), cfg_.norm_one_plus);
   Buffer logits = be.alloc(T * E * sizeof(float));
   be.linear(w_.router, x.f(), T, logits.f());
   const Routes routes = be.route(logits.f(), T, E, cfg_.router);
@@ -110,6 +110,7 @@ std::unique_ptr<Block> load_moe(const Checkpoint& ckpt, const ModelSpec& S, cons
   MoeConfig c;
   c.hidden = H;
   c.eps = S.eps;
+  c.norm_one_plus = S.norm_one_plus;
   c.router.top_k = static_cast<size_t>(S.top_k);
   c.router.norm_topk = S.norm_topk;
   switch (S.routing) {

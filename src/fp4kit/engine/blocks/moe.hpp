@@ -21,6 +21,7 @@ namespace fp4kit::engine {
 struct MoeConfig {
   size_t hidden = 0;
   float eps = 1e-6f;
+  bool norm_one_plus = false;  // the norm scales by 1 + weight (zero-centred norms)
   RouterOptions router;
   // Llama-4: each expert reads the token MULTIPLIED by its routing weight, and the expert outputs
   // are summed unweighted (the router's weights are sigmoid scores).

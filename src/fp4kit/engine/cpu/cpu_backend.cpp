@@ -74,6 +74,24 @@ class CpuBackend final : public Backend {
     for (size_t i = 0; i < n; ++i) x[i] = 1.0f / (1.0f + std::exp(-x[i]));
   }
   void softmax(float* x, size_t rows, size_t n) override { softmax_rows(x, rows, n); }
+  void mul_sigmoid(float* x, const float* gate, size_t n) override {
+    for (size_t i = 0; i < n; ++i) x[i] *= 1.0f / (1.0f + std::exp(-gate[i]));
+  }
+
+  void causal_conv1d_silu(const float* x, size_t len, size_t channels, size_t stride,
+                          const float* weight, size_t K, float* out) override {
+    engine::causal_conv1d_silu(x, len, channels, stride, weight, K, out);
+  }
+  void gdn_gates(float* a, float* b, size_t rows, size_t heads, const float* A_log,
+                 const float* dt_bias) override {
+    engine::gdn_gates(a, b, rows, heads, A_log, dt_bias);
+  }
+  void gated_delta_rule(const float* q, const float* k, size_t qk_stride, const float* v,
+                        size_t v_stride, const float* g, const float* beta, size_t len, int nk,
+                        int nv, int dk, int dv, bool chunked, float* out) override {
+    engine::gated_delta_rule(q, k, qk_stride, v, v_stride, g, beta, len, nk, nv, dk, dv, chunked,
+                             out);
+  }
 
   void silu_mul(float* gate, const float* up, size_t n) override { engine::silu_mul(gate, up, n); }
   void silu_glu_split(const float* gu, size_t rows, size_t inter, float* out) override {

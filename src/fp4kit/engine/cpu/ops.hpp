@@ -66,4 +66,13 @@ void silu_glu_split(const float* gate_up, size_t rows, size_t inter, float* out)
 void clamped_swiglu_interleaved(const float* gate_up, size_t rows, size_t inter, float alpha,
                                 float limit, float* out);
 
+// Gated DeltaNet kernels (backend.hpp states the semantics).
+void causal_conv1d_silu(const float* x, size_t len, size_t channels, size_t stride,
+                        const float* weight, size_t K, float* out);
+void gdn_gates(float* a, float* b, size_t rows, size_t heads, const float* A_log,
+               const float* dt_bias);
+void gated_delta_rule(const float* q, const float* k, size_t qk_stride, const float* v,
+                      size_t v_stride, const float* g, const float* beta, size_t len, int nk,
+                      int nv, int dk, int dv, bool chunked, float* out);
+
 }  // namespace fp4kit::engine

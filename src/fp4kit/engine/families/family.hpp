@@ -30,8 +30,13 @@ struct FamilyDef {
   // The family's part of the spec once the common dimensions are read: RoPE, routing, MoE
   // settings and defaults config.json may leave out.
   void (*configure)(const Checkpoint&, const ModelConfig&, ModelSpec&) = nullptr;
-  // Prefix of every tensor name ("" or a wrapper's "language_model." ...); null = "".
-  std::string (*root)(const Checkpoint&, const ModelSpec&) = nullptr;
+  // Where the text model lives: `model` prefixes embed_tokens, layers.N. and norm ("model." by
+  // default; "language_model.model." or "model.language_model." in wrappers), `head` prefixes
+  // lm_head ("" by default). Null = the defaults.
+  struct Roots {
+    std::string model = "model.", head;
+  };
+  Roots (*roots)(const Checkpoint&, const ModelSpec&) = nullptr;
   // Layer `l`'s tensors and flavours (L.prefix already set).
   void (*layer)(const Checkpoint&, const ModelConfig&, ModelSpec&, int64_t l, LayerSpec& L) = nullptr;
   // The layer's blocks; null = decoder_layer_blocks.

@@ -40,11 +40,11 @@ void configure(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
 }
 
 // Llama4ForConditionalGeneration keeps its Llama4ForCausalLM under `language_model.`.
-std::string root(const Checkpoint& ckpt, const ModelSpec&) {
-  return (!ckpt.has("model.embed_tokens.weight") &&
-          ckpt.has("language_model.model.embed_tokens.weight"))
-             ? "language_model."
-             : "";
+FamilyDef::Roots roots(const Checkpoint& ckpt, const ModelSpec&) {
+  if (!ckpt.has("model.embed_tokens.weight") &&
+      ckpt.has("language_model.model.embed_tokens.weight"))
+    return {"language_model.model.", "language_model."};
+  return {};
 }
 
 // One Llama-4 decoder layer (Llama4TextDecoderLayer): attention flavour per layer and the
@@ -147,7 +147,7 @@ const FamilyDef& llama4_family() {
     f.text_config = true;
     f.moe = true;
     f.configure = configure;
-    f.root = root;
+    f.roots = roots;
     f.layer = layer;
     return f;
   }();

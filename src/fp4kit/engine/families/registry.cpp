@@ -10,6 +10,8 @@ namespace fp4kit::engine {
 const std::vector<FamilyDef>& decoder_families();
 const FamilyDef& gpt_oss_family();
 const FamilyDef& llama4_family();
+const FamilyDef& qwen3_next_family();
+const FamilyDef& qwen3_5_moe_family();
 
 namespace {
 const std::vector<const FamilyDef*>& all() {
@@ -18,6 +20,8 @@ const std::vector<const FamilyDef*>& all() {
     for (const FamilyDef& d : decoder_families()) v.push_back(&d);
     v.push_back(&gpt_oss_family());
     v.push_back(&llama4_family());
+    v.push_back(&qwen3_next_family());
+    v.push_back(&qwen3_5_moe_family());
     return v;
   }();
   return list;

@@ -120,16 +120,17 @@ std::vector<int64_t> json_int_list(const nlohmann::json& j, const char* key, boo
   return out;
 }
 
-void standard_attention(const Checkpoint& ckpt, const ModelSpec& s, int64_t l, LayerSpec& L) {
+void standard_attention(const Checkpoint& ckpt, const ModelSpec& s, int64_t l, LayerSpec& L,
+                        int q_factor) {
   const std::string a = L.prefix + "self_attn.";
   L.q = linear(ckpt, a + "q_proj");
   L.k = linear(ckpt, a + "k_proj");
   L.v = linear(ckpt, a + "v_proj");
   L.o = linear(ckpt, a + "o_proj");
-  if (L.q.rows != static_cast<uint64_t>(s.n_heads * s.head_dim) ||
+  if (L.q.rows != static_cast<uint64_t>(q_factor * s.n_heads * s.head_dim) ||
       L.k.rows != static_cast<uint64_t>(s.n_kv_heads * s.head_dim) ||
       L.v.rows != L.k.rows || L.q.cols != static_cast<uint64_t>(s.hidden) ||
-      L.o.cols != L.q.rows || L.o.rows != static_cast<uint64_t>(s.hidden))
+      L.o.cols != static_cast<uint64_t>(s.n_heads * s.head_dim) || L.o.rows != static_cast<uint64_t>(s.hidden))
     throw Error(fmt::format("{}: attention shapes of layer {} do not match config.json",
                             ckpt.dir().string(), l));
 }

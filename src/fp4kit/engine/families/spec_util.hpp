@@ -35,8 +35,10 @@ std::vector<int64_t> json_int_list(const nlohmann::json& j, const char* key, boo
 BmmRef bmm_ref(const Checkpoint& c, const std::string& module, uint64_t experts, uint64_t want_n,
                uint64_t want_k);
 
-// q/k/v/o_proj under <prefix>self_attn. with shapes checked against the spec's heads.
-void standard_attention(const Checkpoint& ckpt, const ModelSpec& s, int64_t layer, LayerSpec& L);
+// q/k/v/o_proj under <prefix>self_attn. with shapes checked against the spec's heads (q_proj
+// holds q_factor * heads * head_dim rows: 2 when it carries an output gate).
+void standard_attention(const Checkpoint& ckpt, const ModelSpec& s, int64_t layer, LayerSpec& L,
+                        int q_factor = 1);
 
 // The routed experts (per-expert gate/up/down_proj, Mixtral w1/w3/w2, or fused 3-D
 // experts.gate_up_proj [E, 2I, H] + experts.down_proj [E, H, I] read in place as row ranges),
