@@ -1,0 +1,149 @@
+"""fp4kit calibrate on Qwen3.5-MoE (text-only and the multimodal wrapper) and Qwen3-Next against
+ModelOpt (live, CPU, bf16) on the same token ids (test_quantize_modelopt.CALIB_IDS: 4 windows of
+32): input amax within 1% for every linear ModelOpt calibrates, linear attention (in_proj_*,
+out_proj), gated attention, shared expert and its gate, routed experts (ModelOpt's fused-expert
+amax is one value per layer: compared with the max over fp4kit's per-expert values); and the
+W4A4 checkpoint of `calibrate` + `quantize --stats --quantize-linear-attn` against ModelOpt's W4A4
+export: every weight, block scale and global scale byte for byte, input_scale within 1%.
+"""
+import collections
+
+import pytest
+import torch
+
+import tiny_models
+from test_calibrate_modelopt_experts import fp4kit_calibrate, group_key
+from test_quantize_modelopt import (CALIB_IDS, fp4kit_quantize, get_run, modelopt_input_amax,
+                                    qname, quantized_modules, raw, read_tensors)
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("qwen3-next-calibrate")
+
+
+def amax_of(stats: dict) -> dict:
+    return {k[: -len(".input_amax")]: float(v) for k, v in stats.items()
+            if k.endswith(".input_amax")}
+
+
+def compare_amax(ours: dict, theirs: dict, label: str, bf16_rounding=None) -> collections.Counter:
+    """`bf16_rounding(module, got, ref)`: True when a gap above 1% (at most 2.5%) is shown to be
+    the bf16 rounding of ModelOpt's forward."""
+    groups = collections.defaultdict(list)
+    for m in theirs:
+        groups[group_key(m)].append(m)
+    checked = collections.Counter()
+    worst = 0.0
+    for key, members in sorted(groups.items()):
+        ref = max(theirs[m] for m in members)
+        assert ref > 0, key
+        got = max(ours.get(m, 0.0) for m in members)
+        worst = max(worst, abs(got - ref) / ref)
+        ok = abs(got - ref) <= 0.01 * ref or (
+            bf16_rounding is not None and abs(got - ref) <= 0.025 * ref
+            and bf16_rounding(key, got, ref))
+        assert ok, f"{label} {key}: fp4kit {got} vs ModelOpt {ref}"
+        kind = ("linear_attn" if ".linear_attn." in key else "experts" if ".experts." in key
+                else "shared" if "shared_expert" in key else "attn" if ".self_attn." in key
+                else "other")
+        checked[kind] += 1
+    print(f"{label}: worst relative amax difference vs ModelOpt (bf16): {worst:.4%}; {dict(checked)}")
+    return checked
+
+
+@pytest.mark.parametrize("family", ["qwen3_5_moe", "qwen3_5_moe_vl"])
+def test_qwen3_5_amax_and_w4a4_export_match_modelopt(family, runs_root, tmp_path):
+    run = get_run(family, "w4a4", runs_root)  # ModelOpt's W4A4 export and calibrated amax
+    stats = tmp_path / "ours.safetensors"
+    ours = amax_of(fp4kit_calibrate(run.src, tmp_path))
+    checked = compare_amax(ours, run.input_amax, family)
+    # in_proj_qkv, in_proj_z, out_proj of the GDN layer; q/k/v/o; shared expert + gate; experts.
+    assert checked["linear_attn"] >= 3 and checked["attn"] >= 4, checked
+    assert checked["shared"] >= 3 and checked["experts"] >= 4, checked
+    # Names are the plan's: in_proj_b / in_proj_a (kept, never quantized) are recorded too, the
+    # router is not.
+    assert not any(m.endswith(".mlp.gate") for m in ours)
+
+    import shutil
+    shutil.copy(tmp_path / "routed.safetensors", stats)
+    out = fp4kit_quantize(run.src, tmp_path / "w4a4", ["--stats", stats, "--quantize-linear-attn"])
+    mine, theirs = read_tensors(out), read_tensors(run.modelopt)
+    q_mine, q_theirs = quantized_modules(mine), quantized_modules(theirs)
+    assert any(".linear_attn." in m for m in q_theirs)
+    assert q_mine == q_theirs, (sorted(q_mine - q_theirs), sorted(q_theirs - q_mine))
+    worst = 0.0
+    for m in sorted(q_theirs):
+        for suffix in ("weight", "weight_scale", "weight_scale_2"):
+            name = qname(m, suffix)
+            assert raw(mine[name]) == raw(theirs[name]), f"{family}: {name} differs from ModelOpt"
+        a, b = float(mine[qname(m, "input_scale")]), float(theirs[qname(m, "input_scale")])
+        worst = max(worst, abs(a - b) / b)
+        assert abs(a - b) <= 0.01 * b, f"{family}: {m}.input_scale {a} vs ModelOpt {b}"
+    print(f"{family}: {len(q_theirs)} quantized modules byte-equal; worst input_scale {worst:.4%}")
+
+
+def qwen3_next_model():
+    """Tiny Qwen3-Next: GDN layers with the grouped in_proj_qkvz / in_proj_ba, a gated attention
+    layer, MoE with a shared expert, a dense mlp_only layer."""
+    import transformers
+    cfg = transformers.Qwen3NextConfig(
+        hidden_size=64, num_hidden_layers=3,
+        layer_types=["linear_attention", "full_attention", "linear_attention"], mlp_only_layers=[2],
+        intermediate_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+        linear_value_head_dim=16, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+        num_experts=4, num_experts_per_tok=2, **tiny_models.COMMON)
+    return transformers.Qwen3NextForCausalLM(cfg)
+
+
+def linear_input_amax(src, dtype) -> dict:
+    """max |input| of every nn.Linear (not the router) of transformers' forward on CALIB_IDS."""
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype).eval()
+    amax = {}
+
+    def hook(name):
+        def record(_, inp):
+            amax[name] = max(amax.get(name, 0.0), float(inp[0].abs().max().float()))
+        return record
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and name != "lm_head":
+            mod.register_forward_pre_hook(hook(name))
+    with torch.no_grad():
+        model(CALIB_IDS)
+    return amax
+
+
+def test_qwen3_next_amax_within_1_percent_of_modelopt(tmp_path):
+    """As above for Qwen3-Next (no W4A4 export comparison: ModelOpt's export of its grouped
+    in_proj_qkvz is not a reference fp4kit's plan follows). One gap above 1% is expected and
+    checked as such: layer 1's shared_expert.down_proj, where ModelOpt's bf16 forward gives 1.3%
+    less than float32 (fp4kit equals transformers' float32 forward there to 1e-4)."""
+    import modelopt.torch.quantization as mtq
+    from transformers import AutoModelForCausalLM
+
+    tiny_models.FAMILIES.setdefault("qwen3_next", qwen3_next_model)
+    src = tiny_models.save("qwen3_next", tmp_path / "src")
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        model = mtq.quantize(model, mtq.NVFP4_DEFAULT_CFG, lambda m: m(CALIB_IDS))
+    theirs = modelopt_input_amax(model, "qwen3_next")
+    ours = amax_of(fp4kit_calibrate(src, tmp_path))
+    # transformers' own forward, hooked at every nn.Linear input, in float32 (what fp4kit computes:
+    # equal to float rounding) and in bf16 (what ModelOpt sees).
+    f32, bf16 = linear_input_amax(src, torch.float32), linear_input_amax(src, torch.bfloat16)
+    hooked = [m for m in f32 if m in theirs]  # the quantized linears (not shared_expert_gate)
+    for m in hooked:
+        assert abs(ours[m] - f32[m]) <= 1e-4 * f32[m], f"qwen3_next {m}: {ours[m]} vs float32 {f32[m]}"
+    assert len(hooked) >= 17, hooked
+
+    def bf16_rounding(m, got, ref):
+        # ModelOpt saw exactly the bf16 forward's value; fp4kit the float32 one.
+        return m in bf16 and bf16[m] == pytest.approx(ref, rel=1e-6)
+
+    checked = compare_amax(ours, theirs, "qwen3_next", bf16_rounding)
+    # in_proj_qkvz and out_proj of two GDN layers (ModelOpt leaves in_proj_ba alone); q/k/v/o;
+    # shared experts; routed experts; the dense MLP of layer 2.
+    assert checked["linear_attn"] >= 4 and checked["attn"] >= 4, checked
+    assert checked["shared"] >= 3 and checked["experts"] >= 2 and checked["other"] >= 3, checked
