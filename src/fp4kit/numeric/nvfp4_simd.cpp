@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "fp4kit/numeric/dtype.hpp"
+#include "fp4kit/numeric/formats.hpp"
 
 HWY_BEFORE_NAMESPACE();
 namespace fp4kit {
@@ -82,9 +83,11 @@ HWY_INLINE __m512i BlockMax16(const __m512i a[16]) {
 }
 #endif
 
+// `given`: null, or the block scale codes to encode with (searched scales); then `scales` is not
+// written and steps 1-2 only convert the input and check it for NaN/Inf.
 template <class In>
 HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize, float s2,
-                            uint8_t* packed, uint8_t* scales) {
+                            uint8_t* packed, uint8_t* scales, const uint8_t* given) {
   const DF df;
   const DI di;
   const size_t N = hn::Lanes(df);
@@ -161,7 +164,11 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
       hn::Store(hn::Mul(sfv, vs2), df, dvals + b);
       hn::Store(code, di, sfcodes + b);
     }
-    for (size_t b = 0; b < nb; ++b) scales[b0 + b] = static_cast<uint8_t>(sfcodes[b]);
+    if (given) {
+      for (size_t b = 0; b < nb; ++b) dvals[b] = e4m3_to_float(given[b0 + b]) * s2;
+    } else {
+      for (size_t b = 0; b < nb; ++b) scales[b0 + b] = static_cast<uint8_t>(sfcodes[b]);
+    }
 
     // 3. Element codes.
     const auto six = hn::Set(df, 6.0f), two22 = hn::Set(df, 4194304.0f);
@@ -222,20 +229,23 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
 }
 
 bool QuantizeRows(const void* src, int dtype, size_t rows, size_t cols, float s2, uint8_t* packed,
-                  uint8_t* scales) {
+                  uint8_t* scales, const uint8_t* given) {
   const auto* base = static_cast<const unsigned char*>(src);
   const size_t nb = cols / 16;
   for (size_t r = 0; r < rows; ++r) {
     bool ok;
     switch (static_cast<DType>(dtype)) {
       case DType::BF16:
-        ok = QuantizeRow<Bf16In>(base + r * cols * 2, cols, 2, s2, packed + r * cols / 2, scales + r * nb);
+        ok = QuantizeRow<Bf16In>(base + r * cols * 2, cols, 2, s2, packed + r * cols / 2, scales + r * nb,
+                                 given ? given + r * nb : nullptr);
         break;
       case DType::F16:
-        ok = QuantizeRow<F16In>(base + r * cols * 2, cols, 2, s2, packed + r * cols / 2, scales + r * nb);
+        ok = QuantizeRow<F16In>(base + r * cols * 2, cols, 2, s2, packed + r * cols / 2, scales + r * nb,
+                                 given ? given + r * nb : nullptr);
         break;
       default:
-        ok = QuantizeRow<F32In>(base + r * cols * 4, cols, 4, s2, packed + r * cols / 2, scales + r * nb);
+        ok = QuantizeRow<F32In>(base + r * cols * 4, cols, 4, s2, packed + r * cols / 2, scales + r * nb,
+                                 given ? given + r * nb : nullptr);
         break;
     }
     if (!ok) return false;
@@ -265,7 +275,13 @@ bool nvfp4_simd_supports(DType dtype) {
 bool nvfp4_quantize_rows_simd(const void* src, DType dtype, size_t rows, size_t cols, float s2,
                               uint8_t* packed, uint8_t* scales) {
   return HWY_DYNAMIC_DISPATCH(QuantizeRows)(src, static_cast<int>(dtype), rows, cols, s2, packed,
-                                            scales);
+                                            scales, nullptr);
+}
+
+bool nvfp4_encode_rows_simd(const void* src, DType dtype, size_t rows, size_t cols, float s2,
+                            const uint8_t* scales, uint8_t* packed) {
+  return HWY_DYNAMIC_DISPATCH(QuantizeRows)(src, static_cast<int>(dtype), rows, cols, s2, packed,
+                                            nullptr, scales);
 }
 
 std::string nvfp4_simd_target() { return hwy::TargetName(HWY_DYNAMIC_DISPATCH(CurrentTarget)()); }

@@ -18,6 +18,11 @@ bool nvfp4_simd_supports(DType dtype);
 bool nvfp4_quantize_rows_simd(const void* src, DType dtype, size_t rows, size_t cols, float s2,
                               uint8_t* packed, uint8_t* scales);
 
+// Encodes rows [0, rows) with the given block scale codes [rows, cols/16] (the element codes
+// e2m1(x / (e4m3(scale) * s2)), exactly as the reference). False on NaN/Inf, as above.
+bool nvfp4_encode_rows_simd(const void* src, DType dtype, size_t rows, size_t cols, float s2,
+                            const uint8_t* scales, uint8_t* packed);
+
 // Name of the instruction set the dispatcher picks now ("AVX3", "AVX2", "NEON", "SVE", ...).
 std::string nvfp4_simd_target();
 
