@@ -2,7 +2,10 @@
 // tokens and writes the activation statistics file that `quantize --stats` reads.
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
+#include <regex>
 #include <thread>
 
 #include "fp4kit/cli/commands.hpp"
@@ -15,14 +18,37 @@
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/io/stats_file.hpp"
+#include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 
 namespace fp4kit::cli {
+namespace {
+
+// 1 / input_scale per linear, input_scale = amax / 2688 (quantize's default form); a routed
+// expert's amax is the max over the experts of its layer with the same projection (spec: one
+// input_scale per MoE layer and projection), which also covers experts no token reached.
+std::map<std::string, float> w4a4_act_global_scales(const ActivationStats& st) {
+  static const std::regex expert(R"(\.experts\.[0-9]+\.)");
+  std::map<std::string, float> group_amax;
+  for (const auto& [m, a] : st.input_amax) {
+    float& g = group_amax[std::regex_replace(m, expert, ".experts.*.")];
+    g = std::max(g, a);
+  }
+  std::map<std::string, float> gs;
+  for (const auto& [m, a] : st.input_amax)
+    gs[m] = 1.0f / nvfp4_global_scale(group_amax[std::regex_replace(m, expert, ".experts.*.")]);
+  return gs;
+}
+
+}  // namespace
+
 CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
   set_thread_count(o.threads);
   engine::set_blas_threads(o.threads);
   const auto t0 = std::chrono::steady_clock::now();
-  const Device dev = resolve_device(o.device, o.gpu_fp32);
+  // --hessian is collected by the CPU forward: "auto" means cpu then.
+  const Device dev =
+      resolve_device(!o.hessian.empty() && o.device == "auto" ? "cpu" : o.device, o.gpu_fp32);
   auto ckpt = Checkpoint::open(o.src);
   Forward eng(dev, *ckpt, o.gpu_fp32);
   const auto& spec = eng.spec();
@@ -50,7 +76,11 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
     if (o.all_experts) fmt::print("--all-experts: every routed expert runs on every token (statistics only)\n");
   }
 
+  if (!o.hessian.empty() && dev.cuda)
+    throw Error("calibrate --hessian: the Hessian blocks are collected by the CPU forward only; "
+                "use --device cpu");
   engine::StatsCollector stats;
+  if (o.hessian == "raw") stats.collect_hessian({});
   engine::ForwardOptions fo;
   fo.all_experts = o.all_experts;
   fo.simulate_activations = false;  // statistics describe the unquantized model
@@ -64,6 +94,15 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
   };
   const auto tf = std::chrono::steady_clock::now();
   eng.run(seqs, fo, &stats, {});
+  if (o.hessian == "w4a4") {
+    // Second pass: the same forward, with each linear's input quantized as a W4A4 kernel would
+    // with the input_scale quantize writes (routed experts: the max over the layer's experts).
+    engine::StatsCollector second;
+    second.collect_hessian(w4a4_act_global_scales(stats.result()));
+    if (!o.quiet) fmt::print("--hessian w4a4: second pass over the data (quantized inputs)\n");
+    eng.run(seqs, fo, &second, {});
+    stats = std::move(second);
+  }
   const double forward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tf).count();
 
   ActivationStats st = stats.result();
@@ -76,6 +115,7 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
                  {"compute", !dev.cuda ? "float32"
                              : o.gpu_fp32 ? "float32 (cuda)"
                                           : "tf32 products, float32 elsewhere (cuda)"}};
+  if (!o.hessian.empty()) st.metadata["hessian"] = o.hessian;
   std::vector<std::string> idle;
   for (const auto& [e, n] : st.routed_tokens)
     if (n == 0) idle.push_back(e);
@@ -118,6 +158,11 @@ Command add_calibrate(CLI::App& app) {
   sub->add_option("--text-field", o->text_field, "JSONL field holding the text (default text)");
   sub->add_flag("--all-experts", o->all_experts,
                 "run every routed expert on every token (statistics only; routing unchanged)");
+  sub->add_option("--hessian", o->hessian,
+                  "also collect the 16x16 diagonal blocks of X^T X per linear for quantize "
+                  "--scales hessian: raw (inputs as they are: W4A16) or w4a4 (inputs after NVFP4 "
+                  "activation quantization; runs the data twice)")
+      ->check(CLI::IsMember({"raw", "w4a4"}));
   sub->add_option("--threads", o->threads, "worker threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--device", o->device,

@@ -32,6 +32,10 @@ struct CalibrateArgs {
   int64_t samples = 128, seq_len = 512;
   bool all_experts = false;
   bool gpu_fp32 = false;  // CUDA: plain float32 products instead of TF32
+  // "" (none), "raw" or "w4a4": also collect the 16x16 diagonal blocks of X^T X per linear
+  // (quantize --scales hessian); w4a4 runs the model twice, the second time quantizing each
+  // linear's input as W4A4 kernels do with the input_scale the first pass measured.
+  std::string hessian;
   int threads = 0;
   size_t chunk = 2048;
   bool quiet = false;

@@ -159,6 +159,14 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
       throw Error(a.stats + ": --scales hessian: the stats file has no Hessian blocks "
                   "(<module>.input_hessian_blocks); rerun fp4kit calibrate with --hessian");
     eo.quant.stats = &stats;
+    const auto kind = stats.metadata.find("hessian");
+    const std::string k = kind == stats.metadata.end() ? "?" : kind->second;
+    if (!a.quiet && (k == "raw") != a.weights_only)
+      fmt::print(stderr,
+                 "fp4kit: warning: {}: the Hessian blocks are of {} inputs but this is a {} "
+                 "run (calibrate --hessian {} matches it)\n",
+                 a.stats, k == "raw" ? "unquantized" : "W4A4-quantized",
+                 a.weights_only ? "W4A16" : "W4A4", a.weights_only ? "raw" : "w4a4");
   }
 
   std::vector<float> input_scales;

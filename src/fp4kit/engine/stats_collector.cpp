@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "fp4kit/engine/act_quant.hpp"
 #include "fp4kit/engine/cpu/ops.hpp"
+#include "fp4kit/numeric/parallel.hpp"
 #include "fp4kit/error.hpp"
 
 namespace fp4kit::engine {
@@ -19,6 +21,7 @@ void StatsCollector::linear_input(const std::vector<const std::string*>& modules
                 " (the model produced NaN/Inf on this data)");
   const float amax = *std::max_element(colmax.begin(), colmax.end());
   for (const std::string* m : modules) add_reduced(*m, amax, sq, static_cast<int64_t>(rows));
+  if (hessian_) add_hessian(modules, x, rows, k);
 }
 
 void StatsCollector::add_reduced(const std::string& module, float amax,
@@ -31,6 +34,58 @@ void StatsCollector::add_reduced(const std::string& module, float amax,
   a.count += rows;
 }
 
+
+void StatsCollector::collect_hessian(std::map<std::string, float> act_global_scale) {
+  hessian_ = true;
+  act_gs_ = std::move(act_global_scale);
+}
+
+void StatsCollector::add_hessian(const std::vector<const std::string*>& modules, const float* x,
+                                 size_t rows, size_t k) {
+  if (k % 16 != 0) return;  // such a linear stays unquantized
+  // Modules sharing this input (q/k/v, gate/up) with the same global scale share one sum.
+  std::map<float, std::vector<const std::string*>> by_gs;
+  for (const std::string* m : modules) {
+    float gs = 0.0f;  // 0: inputs as they are
+    if (!act_gs_.empty()) {
+      const auto it = act_gs_.find(*m);
+      if (it == act_gs_.end())
+        throw Error("calibration: no activation global scale for " + *m +
+                    " (the first pass saw no input for it)");
+      gs = it->second;
+    }
+    by_gs[gs].push_back(m);
+  }
+  std::vector<float> xq;
+  for (const auto& [gs, mods] : by_gs) {
+    const float* in = x;
+    if (gs > 0.0f) {
+      xq.assign(x, x + rows * k);
+      nvfp4_fake_quant_activations(xq.data(), rows, k, gs);
+      in = xq.data();
+    }
+    // Each task owns whole column blocks: sums are added in row order whatever the thread count.
+    std::vector<double> h(k * 16, 0.0);
+    parallel_for(0, k / 16, 1, [&](size_t j0, size_t j1) {
+      for (size_t j = j0; j < j1; ++j) {
+        double* hj = h.data() + j * 256;
+        for (size_t r = 0; r < rows; ++r) {
+          const float* xb = in + r * k + j * 16;
+          for (size_t a = 0; a < 16; ++a) {
+            const double xa = xb[a];
+            for (size_t b = 0; b < 16; ++b) hj[a * 16 + b] += xa * xb[b];
+          }
+        }
+      }
+    });
+    for (const std::string* m : mods) {
+      Acc& acc = acc_[*m];
+      if (acc.hess.empty()) acc.hess.assign(k * 16, 0.0);
+      for (size_t i = 0; i < h.size(); ++i) acc.hess[i] += h[i];
+    }
+  }
+}
+
 void StatsCollector::routed(const std::string& expert_prefix, int64_t tokens) {
   routed_[expert_prefix] += tokens;
 }
@@ -41,6 +96,7 @@ ActivationStats StatsCollector::result() const {
     s.input_amax[m] = a.amax;
     s.input_sq_sum[m] = a.sq;
     s.token_count[m] = a.count;
+    if (!a.hess.empty()) s.hessian_blocks[m] = a.hess;
   }
   s.routed_tokens = routed_;
   return s;

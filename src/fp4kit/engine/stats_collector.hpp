@@ -13,6 +13,12 @@ namespace fp4kit::engine {
 
 class StatsCollector : public ActivationObserver {
  public:
+  // Also accumulate, per linear, the 16x16 diagonal blocks of X^T X (calibrate --hessian, for
+  // quantize --scales hessian). `act_global_scale` empty: of the inputs as they are (W4A16);
+  // else of the inputs after NVFP4 activation quantization with global scale (1/input_scale) of
+  // each module, as W4A4 kernels see them (every linear must have one: else an error).
+  void collect_hessian(std::map<std::string, float> act_global_scale);
+
   void linear_input(const std::vector<const std::string*>& modules, const float* x, size_t rows,
                     size_t k) override;
   void routed(const std::string& expert_prefix, int64_t tokens) override;
@@ -29,7 +35,12 @@ class StatsCollector : public ActivationObserver {
     float amax = 0.0f;
     std::vector<double> sq;
     int64_t count = 0;
+    std::vector<double> hess;  // [k/16][16][16]
   };
+  void add_hessian(const std::vector<const std::string*>& modules, const float* x, size_t rows,
+                   size_t k);
+  bool hessian_ = false;
+  std::map<std::string, float> act_gs_;
   std::map<std::string, Acc> acc_;
   std::map<std::string, int64_t> routed_;
 };
