@@ -15,6 +15,9 @@ for extra in scripts/test_*.sh; do
   "$extra"
 done
 
+echo "== llama.cpp for the GGUF tests (built once, cached outside the clone)"
+scripts/llama_cpp.sh
+
 echo "== Python conformance tests"
 venv=$(cat build/python-venv-path)
 FP4KIT_BIN="$PWD/build/fp4kit" "$venv/bin/python" -m pytest -q python/tests

@@ -191,7 +191,12 @@ void GgufFileWriter::write(size_t i, uint64_t offset, std::span<const uint8_t> b
     ranges_[i].emplace_back(offset, offset + bytes.size());
     written_[i] += bytes.size();
   }
-  pwrite_all(fd_, path_, bytes.data(), bytes.size(), data_start_ + offsets_[i] + offset);
+  const uint64_t at = data_start_ + offsets_[i] + offset;
+  pwrite_all(fd_, path_, bytes.data(), bytes.size(), at);
+  // Start writeback now (asynchronous), so that dirty pages do not pile up for the final fsync;
+  // where unsupported, that fsync alone makes the file durable.
+  ::sync_file_range(fd_, static_cast<off_t>(at), static_cast<off_t>(bytes.size()),
+                    SYNC_FILE_RANGE_WRITE);
 }
 
 void GgufFileWriter::finish() {
