@@ -419,3 +419,20 @@ def test_byte_level_bpe_tokenizer_metadata(fp4kit, shared_data, tmp_path):
     # tokenizer_config.json has no bos_token: config.json's bos_token_id, as gguf-py's SpecialVocab.
     assert field("tokenizer.ggml.bos_token_id") == config["bos_token_id"]
     assert field("tokenizer.ggml.add_bos_token") is False
+
+
+def test_router_normalization_llama_cpp_cannot_express_is_refused(fp4kit, tmp_path, shared_data):
+    """llama.cpp's qwen3moe always renormalizes the top-k router weights: a Qwen3-MoE config with
+    norm_topk_prob false and top-2 of 4 experts would run as another function, so it is refused
+    (stories260k-qwen3moe itself uses all 4 experts, where both are the same)."""
+    src = tmp_path / "src"
+    shutil.copytree(shared_data / "models" / "stories260k-qwen3moe", src)
+    config = json.loads((src / "config.json").read_text())
+    assert config["norm_topk_prob"] is False
+    config["num_experts_per_tok"] = 2
+    (src / "config.json").write_text(json.dumps(config))
+    import subprocess
+    proc = subprocess.run([str(fp4kit), "quantize", str(src), str(tmp_path / "x.gguf"),
+                           "--format", "gguf", "--weights-only"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "norm_topk_prob" in proc.stderr, proc.stderr
+    assert not (tmp_path / "x.gguf").exists()

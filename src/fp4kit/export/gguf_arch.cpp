@@ -45,6 +45,17 @@ uint32_t u32(int64_t v, const char* what) {
 GgufArch gguf_arch(const ModelConfig& c, const std::string& label) {
   if (auto it = mapped().find(c.model_type); it != mapped().end()) {
     const std::string& a = it->second;
+    // llama.cpp hard-codes whether an architecture renormalizes the top-k router weights
+    // (qwen3moe and mixtral's llama: yes; qwen2moe, olmoe: no). A config that says otherwise
+    // computes another function unless every expert is used.
+    const bool renorm = a == "qwen3moe" || c.model_type == "mixtral";
+    const bool all_used = c.num_experts_per_tok >= c.num_experts;
+    if (c.num_experts > 0 && c.model_type != "mixtral" && c.norm_topk_prob != renorm && !all_used)
+      throw Error(fmt::format(
+          "{}: norm_topk_prob is {}, but llama.cpp's '{}' graph always {} the top-{} router "
+          "weights: the GGUF would compute another function",
+          label, c.norm_topk_prob ? "true" : "false", a, renorm ? "renormalizes" : "does not renormalize",
+          c.num_experts_per_tok));
     return {a, a == "llama", a == "qwen2moe" || a == "olmoe",
             a == "qwen2" || a == "qwen2moe" || a == "olmoe"};
   }
