@@ -2,9 +2,12 @@
 the same model over the same token windows with the same thread count, in the same run; peak RSS
 of both (each in its own process: fp4kit holds one layer + activations, transformers the model).
 
-Models: stories260K (shared/data, real weights) and a synthetic Qwen3-MoE of about 0.5 B
-parameters (random bf16 weights, written to a temporary directory).
+Models: stories260K (shared/data, real weights), a synthetic Qwen3-MoE of about 0.5 B
+parameters and a synthetic Qwen3.5-MoE-shaped model (hidden 2048, 3 Gated DeltaNet layers + 1
+gated attention layer, experts of 512, top-8, shared expert; random bf16 weights, written to a
+temporary directory).
 Usage: python bench/calibrate_speed.py --fp4kit build/fp4kit [--threads 2] [--data ../shared/data]
+                                       [--only stories260k,qwen3_moe,qwen3_5_moe] [--experts 64]
 Prints a markdown table (BENCHMARKS.md, "Calibration").
 """
 import argparse
@@ -79,10 +82,38 @@ def synthetic_moe(path: Path):
     return n
 
 
+def synthetic_qwen3_5(path: Path, experts: int):
+    """Qwen3.5-35B-A3B's layer shapes (hidden 2048, GDN 16/32 heads of 128, attention 16/2 heads
+    of 256 with partial RoPE, experts of 512, top-8, shared expert of 512), 4 layers: 3 GDN + 1
+    attention."""
+    import torch
+    import transformers
+    cfg = transformers.Qwen3_5MoeTextConfig(
+        hidden_size=2048, num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=2,
+        head_dim=256, linear_num_key_heads=16, linear_num_value_heads=32, linear_key_head_dim=128,
+        linear_value_head_dim=128, linear_conv_kernel_dim=4, num_experts=experts,
+        num_experts_per_tok=8, moe_intermediate_size=512, shared_expert_intermediate_size=512,
+        vocab_size=32000, tie_word_embeddings=False, max_position_embeddings=4096,
+        layer_types=["linear_attention"] * 3 + ["full_attention"])
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    with torch.no_grad():  # the default init leaves 2-D weights at zero std for some modules
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.02)
+    n = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(path)
+    return n
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--fp4kit", required=True)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--only", default="stories260k,qwen3_moe,qwen3_5_moe")
+    ap.add_argument("--experts", type=int, default=64,
+                    help="routed experts of the Qwen3.5-shaped model (the real one has 256: "
+                         "transformers' float32 copy of 4 such layers needs 13 GB)")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
     args = ap.parse_args()
     data = Path(args.data)
@@ -90,10 +121,21 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        moe = tmp / "moe-0.5b"
-        nparams = synthetic_moe(moe)
-        cases = [("stories260K (llama, real)", data / "models" / "stories260k-llama", 64, 256, 8),
-                 (f"synthetic Qwen3-MoE {nparams / 1e9:.2f} B (16 experts, top-4)", moe, 8, 256, 4)]
+        only = set(args.only.split(","))
+        cases = []
+        if "stories260k" in only:
+            cases.append(("stories260K (llama, real)", data / "models" / "stories260k-llama", 64,
+                          256, 8))
+        if "qwen3_moe" in only:
+            moe = tmp / "moe-0.5b"
+            nparams = synthetic_moe(moe)
+            cases.append((f"synthetic Qwen3-MoE {nparams / 1e9:.2f} B (16 experts, top-4)", moe, 8,
+                          256, 4))
+        if "qwen3_5_moe" in only:
+            q35 = tmp / "qwen3_5"
+            nparams = synthetic_qwen3_5(q35, args.experts)
+            cases.append((f"synthetic Qwen3.5-MoE-shaped {nparams / 1e9:.2f} B (3 GDN + 1 attention, "
+                          f"{args.experts} experts of 512, top-8)", q35, 2, 256, 1))
         for name, model_dir, samples, seq_len, batch in cases:
             f = run_fp4kit(args.fp4kit, model_dir, ids, samples, seq_len, args.threads,
                            tmp / "stats.safetensors")

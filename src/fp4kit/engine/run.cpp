@@ -47,9 +47,18 @@ Engine::Engine(const Checkpoint& ckpt, std::shared_ptr<Backend> backend)
 
 size_t Engine::activation_bytes(size_t tokens, size_t chunk, size_t longest) const {
   const size_t H = static_cast<size_t>(spec_.hidden);
-  const size_t qkv = static_cast<size_t>((spec_.n_heads + 2 * spec_.n_kv_heads) * spec_.head_dim);
+  // The mixer's per-token intermediates: q (and its gate), k, v; or a Gated DeltaNet's
+  // q|k|v before and after the convolution, z, the core output, g and beta.
+  size_t qkv = 0;
   size_t inter = 0;
   for (const auto& L : spec_.layers) {
+    if (L.linear_attention) {
+      const GdnSpec& G = L.gdn;
+      const auto vd = static_cast<size_t>(G.nv * G.dv), c = 2 * static_cast<size_t>(G.nk * G.dk) + vd;
+      qkv = std::max(qkv, 2 * c + 2 * vd + 2 * static_cast<size_t>(G.nv));
+    } else {
+      qkv = std::max<size_t>(qkv, L.q.rows + L.k.rows + L.v.rows);
+    }
     inter = std::max<size_t>(inter, L.moe ? L.experts.front().gate.rows : L.gate.rows);
     if (L.has_shared_expert) inter = std::max<size_t>(inter, L.shared_gate.rows);
   }
@@ -67,7 +76,12 @@ size_t Engine::peak_weight_bytes() const {
   auto sz = [](const LinearRef& r) { return static_cast<size_t>(r.rows * r.cols); };
   size_t peak = static_cast<size_t>(spec_.lm_head.rows * spec_.lm_head.cols);
   for (const auto& L : spec_.layers) {
-    const size_t attn = sz(L.q) + sz(L.k) + sz(L.v) + sz(L.o);
+    const GdnSpec& G = L.gdn;
+    const size_t attn =
+        L.linear_attention
+            ? sz(G.qkv) + sz(G.z) + sz(G.b) + sz(G.a) + sz(G.out) +
+                  static_cast<size_t>(2 * G.nk * G.dk + G.nv * G.dv) * static_cast<size_t>(G.kernel)
+            : sz(L.q) + sz(L.k) + sz(L.v) + sz(L.o);
     size_t mlp = 0;
     if (!L.moe) {
       mlp = sz(L.gate) + sz(L.up) + sz(L.down);
