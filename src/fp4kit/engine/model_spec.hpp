@@ -15,7 +15,8 @@ class Checkpoint;
 namespace fp4kit::engine {
 
 enum class Family {
-  Llama, Mistral, Qwen2, Qwen3, Qwen2Moe, Qwen3Moe, Mixtral, GptOss, Llama4, Qwen3Next, Qwen3_5Moe
+  Llama, Mistral, Qwen2, Qwen3, Qwen2Moe, Qwen3Moe, Mixtral, GptOss, Llama4, Qwen3Next, Qwen3_5Moe,
+  DeepseekV3, Glm4Moe, Olmoe
 };
 
 // A 2-D linear weight: a whole tensor, or a row range of a fused 3-D expert tensor viewed as
@@ -91,6 +92,20 @@ struct LayerSpec {
   bool l2_qk_norm = false;
   bool temperature_tuning = false;
   int attention_chunk = 0;  // 0 = not chunked
+  // DeepSeek multi-head latent attention (ModelSpec::mla): q = q_b_proj(norm(q_a_proj x)) with
+  // q-LoRA (`q` is q_b_proj then), else q_proj (`q`); kv_a_proj_with_mqa, kv_b_proj; o_proj (`o`).
+  bool mla = false;
+  LinearRef q_a, kv_a, kv_b;
+  // OLMoE: q_norm / k_norm span the whole projection (all heads jointly), not each head.
+  bool qk_norm_whole = false;
+};
+
+// DeepSeek-V2/V3 MLA dimensions (config.json).
+struct MlaDims {
+  int64_t q_lora_rank = 0;  // 0: no q-LoRA (q_proj)
+  int64_t kv_lora_rank = 0, qk_nope = 0, qk_rope = 0, v = 0;
+  bool rope_interleave = true;
+  float softmax_scale = 0.0f;  // qk_head_dim^-1/2, times YaRN's mscale(factor, mscale_all_dim)^2
 };
 
 // How the router's logits become (expert, weight) pairs.
@@ -100,6 +115,9 @@ enum class Routing {
   // Llama-4: top-k of the logits, score = sigmoid(logit); each expert reads the token MULTIPLIED
   // by its score and the expert outputs are summed unweighted.
   TopkSigmoidScaledInput,
+  // DeepSeek-V3 / GLM-4-MoE: sigmoid scores, e_score_correction_bias for selection only,
+  // group-limited top-k, routed_scaling_factor (backend.hpp: RouterKind::SigmoidGroupTopk).
+  SigmoidGroupTopk,
 };
 
 struct ModelSpec {
@@ -109,6 +127,9 @@ struct ModelSpec {
   int64_t n_experts = 0, top_k = 0;
   bool norm_topk = false;  // renormalise the top-k routing weights (always for Mixtral)
   Routing routing = Routing::SoftmaxTopk;
+  int64_t n_group = 1, topk_group = 1;  // SigmoidGroupTopk
+  float routed_scaling = 1.0f;          // SigmoidGroupTopk: routed_scaling_factor
+  MlaDims mla;                          // layers with LayerSpec::mla
   // gpt-oss experts' clamped SwiGLU: gate <= limit, |up| <= limit, (up + 1) * gate * sigmoid(alpha
   // gate); 0 = plain silu(gate) * up.
   float swiglu_alpha = 0.0f, swiglu_limit = 0.0f;

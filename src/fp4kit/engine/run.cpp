@@ -48,8 +48,16 @@ Engine::Engine(const Checkpoint& ckpt, std::shared_ptr<Backend> backend)
 size_t Engine::activation_bytes(size_t tokens, size_t chunk, size_t longest) const {
   const size_t H = static_cast<size_t>(spec_.hidden);
   // The mixer's per-token intermediates: q (and its gate), k, v; or a Gated DeltaNet's
-  // q|k|v before and after the convolution, z, the core output, g and beta.
+  // q|k|v before and after the convolution, z, the core output, g and beta; or MLA's q and keys
+  // [nh, nope + rope], kv_b's output [nh, nope + v], values and the attention output [nh, v], the
+  // latent (twice) and the q-LoRA rank.
   size_t qkv = 0;
+  if (std::any_of(spec_.layers.begin(), spec_.layers.end(), [](const LayerSpec& L) { return L.mla; })) {
+    const MlaDims& m = spec_.mla;
+    const auto nh = static_cast<size_t>(spec_.n_heads);
+    qkv = nh * static_cast<size_t>(2 * (m.qk_nope + m.qk_rope) + (m.qk_nope + m.v) + 2 * m.v) +
+          static_cast<size_t>(2 * m.kv_lora_rank + m.qk_rope + m.q_lora_rank);
+  }
   size_t inter = 0;
   for (const auto& L : spec_.layers) {
     if (L.linear_attention) {
@@ -81,7 +89,7 @@ size_t Engine::peak_weight_bytes() const {
         L.linear_attention
             ? sz(G.qkv) + sz(G.z) + sz(G.b) + sz(G.a) + sz(G.out) +
                   static_cast<size_t>(2 * G.nk * G.dk + G.nv * G.dv) * static_cast<size_t>(G.kernel)
-            : sz(L.q) + sz(L.k) + sz(L.v) + sz(L.o);
+            : sz(L.q) + sz(L.k) + sz(L.v) + sz(L.o) + sz(L.q_a) + sz(L.kv_a) + sz(L.kv_b);
     size_t mlp = 0;
     if (!L.moe) {
       mlp = sz(L.gate) + sz(L.up) + sz(L.down);

@@ -19,7 +19,9 @@ void MoeBlock::forward(const RunContext& ctx, float* hidden) {
   be.rms_norm(hidden, T, H, w_.norm.f(), cfg_.eps, x.f(), cfg_.norm_one_plus);
   Buffer logits = be.alloc(T * E * sizeof(float));
   be.linear(w_.router, x.f(), T, logits.f());
-  const Routes routes = be.route(logits.f(), T, E, cfg_.router);
+  RouterOptions ro = cfg_.router;
+  if (!w_.selection_bias.empty()) ro.selection_bias = w_.selection_bias.f();
+  const Routes routes = be.route(logits.f(), T, E, ro);
   std::vector<float> host_logits;  // Llama-4 all-experts: every token's score for each expert
   if (all && scaled) {
     host_logits.resize(T * E);
@@ -116,6 +118,12 @@ std::unique_ptr<Block> load_moe(const Checkpoint& ckpt, const ModelSpec& S, cons
   switch (S.routing) {
     case Routing::SoftmaxTopk: c.router.kind = RouterKind::SoftmaxTopk; break;
     case Routing::TopkSoftmax: c.router.kind = RouterKind::TopkSoftmax; break;
+    case Routing::SigmoidGroupTopk:
+      c.router.kind = RouterKind::SigmoidGroupTopk;
+      c.router.n_group = static_cast<size_t>(S.n_group);
+      c.router.topk_group = static_cast<size_t>(S.topk_group);
+      c.router.scaling = S.routed_scaling;
+      break;
     case Routing::TopkSigmoidScaledInput:
       c.router.kind = RouterKind::TopkSigmoid;
       c.scaled_input = true;
@@ -124,6 +132,8 @@ std::unique_ptr<Block> load_moe(const Checkpoint& ckpt, const ModelSpec& S, cons
   MoeWeights w;
   w.norm = be.upload(load_vector(ckpt, L.prefix + "post_attention_layernorm.weight", H));
   w.router = be.upload(load_linear(ckpt, LinearRef{L.router, "", 0, E, H}, false));
+  if (S.routing == Routing::SigmoidGroupTopk && ckpt.has(L.router + ".e_score_correction_bias"))
+    w.selection_bias = be.upload(load_vector(ckpt, L.router + ".e_score_correction_bias", E));
   for (const ExpertRef& x : L.experts) w.expert_names.push_back(x.prefix);
   if (L.bmm_experts) {
     w.load_expert = [&ckpt, &S, &L, &be, act](size_t e) {

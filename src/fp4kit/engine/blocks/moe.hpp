@@ -31,6 +31,7 @@ struct MoeConfig {
 struct MoeWeights {
   Buffer norm;  // post_attention_layernorm [hidden]
   Linear router;  // [experts, hidden] (+ bias)
+  Buffer selection_bias;  // SigmoidGroupTopk: e_score_correction_bias [experts], or empty
   std::vector<std::string> expert_names;  // routed-token counts are recorded under these
   std::function<GatedMlp(size_t expert)> load_expert;
   std::function<void()> release_experts;  // after the last expert (may be empty)

@@ -12,6 +12,7 @@ const FamilyDef& gpt_oss_family();
 const FamilyDef& llama4_family();
 const FamilyDef& qwen3_next_family();
 const FamilyDef& qwen3_5_moe_family();
+const FamilyDef& deepseek_v3_family();
 
 namespace {
 const std::vector<const FamilyDef*>& all() {
@@ -22,6 +23,7 @@ const std::vector<const FamilyDef*>& all() {
     v.push_back(&llama4_family());
     v.push_back(&qwen3_next_family());
     v.push_back(&qwen3_5_moe_family());
+    v.push_back(&deepseek_v3_family());
     return v;
   }();
   return list;

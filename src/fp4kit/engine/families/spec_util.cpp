@@ -177,11 +177,15 @@ void standard_moe(const Checkpoint& ckpt, const ModelSpec& s, const std::string&
     }
     L.experts.push_back(std::move(x));
   }
-  if (has_linear(ckpt, block + "shared_expert.gate_proj")) {
+  // Qwen's shared_expert, or DeepSeek's / GLM's shared_experts (one MLP of I * n_shared).
+  const std::string shared = has_linear(ckpt, block + "shared_experts.gate_proj")
+                                 ? block + "shared_experts."
+                                 : block + "shared_expert.";
+  if (has_linear(ckpt, shared + "gate_proj")) {
     L.has_shared_expert = true;
-    L.shared_gate = linear(ckpt, block + "shared_expert.gate_proj");
-    L.shared_up = linear(ckpt, block + "shared_expert.up_proj");
-    L.shared_down = linear(ckpt, block + "shared_expert.down_proj");
+    L.shared_gate = linear(ckpt, shared + "gate_proj");
+    L.shared_up = linear(ckpt, shared + "up_proj");
+    L.shared_down = linear(ckpt, shared + "down_proj");
     if (has_linear(ckpt, block + "shared_expert_gate"))
       L.shared_expert_gate = block + "shared_expert_gate";
   }
@@ -193,6 +197,41 @@ std::string layer_type(const ModelConfig& cfg, int64_t l, int64_t layers, const 
     throw Error(fmt::format("{}: layer_types has {} entries for {} layers", label,
                             cfg.layer_types.size(), layers));
   return cfg.layer_types[static_cast<size_t>(l)];
+}
+
+// The group-limited sigmoid router's settings (DeepSeek-V3, GLM-4-MoE), checked; the defaults are
+// the family config class's.
+void configure_sigmoid_group_router(const ModelConfig& cfg, ModelSpec& s, const std::string& label,
+                                    int64_t default_groups, int64_t default_topk_groups,
+                                    double default_scaling) {
+  const nlohmann::json& text = cfg.text;
+  s.routing = Routing::SigmoidGroupTopk;
+  s.n_group = json_int(text, "n_group", default_groups);
+  s.topk_group = json_int(text, "topk_group", default_topk_groups);
+  s.routed_scaling = static_cast<float>(json_num(text, "routed_scaling_factor", default_scaling));
+  s.norm_topk = json_bool(text, "norm_topk_prob", true);
+  if (s.n_experts <= 0) return;  // a dense model: no router
+  const int64_t per = s.n_group > 0 ? s.n_experts / s.n_group : 0;
+  if (s.n_group <= 0 || s.n_experts % s.n_group != 0 || s.topk_group <= 0 ||
+      s.topk_group > s.n_group || (s.n_group > 1 && per < 2) || s.top_k > s.topk_group * per)
+    throw Error(fmt::format("{}: router groups do not fit: {} experts in n_group {} (each group "
+                            "needs at least 2 experts when n_group > 1), topk_group {}, "
+                            "num_experts_per_tok {} (at most topk_group x experts per group)",
+                            label, s.n_experts, s.n_group, s.topk_group, s.top_k));
+}
+
+// Dense MLP (mlp.{gate,up,down}_proj) for layers before first_k_dense_replace, else the MoE under
+// mlp. (per-expert or fused experts, router mlp.gate, shared_experts).
+void first_k_dense_mlp(const Checkpoint& ckpt, const ModelConfig& cfg, const ModelSpec& s,
+                       int64_t l, int64_t default_first_k, LayerSpec& L) {
+  const int64_t first_k = json_int(cfg.text, "first_k_dense_replace", default_first_k);
+  if (s.n_experts > 0 && l >= first_k) {
+    standard_moe(ckpt, s, L.prefix + "mlp.", false, L);
+    return;
+  }
+  L.gate = linear(ckpt, L.prefix + "mlp.gate_proj");
+  L.up = linear(ckpt, L.prefix + "mlp.up_proj");
+  L.down = linear(ckpt, L.prefix + "mlp.down_proj");
 }
 
 }  // namespace fp4kit::engine

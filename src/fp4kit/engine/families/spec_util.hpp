@@ -47,6 +47,18 @@ void standard_attention(const Checkpoint& ckpt, const ModelSpec& s, int64_t laye
 void standard_moe(const Checkpoint& ckpt, const ModelSpec& s, const std::string& block,
                   bool mixtral_names, LayerSpec& L);
 
+// The group-limited sigmoid router (DeepSeek-V3, GLM-4-MoE): n_group, topk_group,
+// routed_scaling_factor, norm_topk_prob from config.json (absent: the given class defaults;
+// norm_topk_prob true), checked against the expert count and top-k.
+void configure_sigmoid_group_router(const ModelConfig& cfg, ModelSpec& s, const std::string& label,
+                                    int64_t default_groups, int64_t default_topk_groups,
+                                    double default_scaling);
+
+// DeepSeek / GLM feed-forward: the dense mlp.{gate,up,down}_proj before first_k_dense_replace
+// (absent: `default_first_k`), the MoE under mlp. (standard_moe) from there on.
+void first_k_dense_mlp(const Checkpoint& ckpt, const ModelConfig& cfg, const ModelSpec& s,
+                       int64_t layer, int64_t default_first_k, LayerSpec& L);
+
 // layer_types[layer] of config.json, or "" when the list is absent (throws when it is too short).
 std::string layer_type(const ModelConfig& cfg, int64_t layer, int64_t layers,
                        const std::string& label);
