@@ -31,7 +31,10 @@ fi
 scripts/python_env.sh
 
 echo "== building (build/)"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+# FP4KIT_PYTHON: the Python extension in the same tree, packaged as a wheel by
+# scripts/test_python_package.sh without compiling again (README, "Python").
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DFP4KIT_PYTHON=ON \
+  -DPython_EXECUTABLE="$(cat build/python-venv-path)/bin/python" >/dev/null
 cmake --build build -j "$(nproc)"
 
 if [ $run_demo = 1 ]; then
