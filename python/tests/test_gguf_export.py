@@ -436,3 +436,47 @@ def test_router_normalization_llama_cpp_cannot_express_is_refused(fp4kit, tmp_pa
                            "--format", "gguf", "--weights-only"], capture_output=True, text=True)
     assert proc.returncode == 1 and "norm_topk_prob" in proc.stderr, proc.stderr
     assert not (tmp_path / "x.gguf").exists()
+
+
+def write_gguf_with_gguf_py(path: Path, scale_bytes: np.ndarray, with_scale: bool = True):
+    """A 2-block NVFP4 GGUF written by gguf-py's own GGUFWriter (as llama.cpp's converter does)."""
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(1)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(["a", "b", "c", "d"])
+    raw = np.zeros((2, 36), np.uint8)
+    raw[:, :4] = scale_bytes.reshape(2, 4)
+    raw[:, 4:] = 0x21
+    w.add_tensor("token_embd.weight", np.zeros((4, 64), np.float32))
+    w.add_tensor("blk.0.attn_q.weight", raw, raw_dtype=gguf.GGMLQuantizationType.NVFP4)
+    if with_scale:
+        w.add_tensor("blk.0.attn_q.scale", np.array([0.25], np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_verify_reads_gguf_py_files_and_finds_their_nvfp4_faults(fp4kit, tmp_path):
+    """`fp4kit verify X.gguf` on files gguf-py wrote: a sound one passes; an NVFP4 weight without
+    its .scale (llama.cpp would run it unscaled) and a block scale with bit 7 set (CPU and CUDA
+    decode it differently) fail with exit 1, naming the tensor."""
+    import subprocess
+
+    def verify(path):
+        return subprocess.run([str(fp4kit), "verify", str(path)], capture_output=True, text=True)
+    good = np.full(8, 0x38, np.uint8)
+    write_gguf_with_gguf_py(tmp_path / "good.gguf", good)
+    proc = verify(tmp_path / "good.gguf")
+    assert proc.returncode == 0 and "passed" in proc.stdout, proc.stdout + proc.stderr
+
+    write_gguf_with_gguf_py(tmp_path / "noscale.gguf", good, with_scale=False)
+    proc = verify(tmp_path / "noscale.gguf")
+    assert proc.returncode == 1, proc.stdout
+    assert "blk.0.attn_q.weight" in proc.stdout and ".scale" in proc.stdout
+
+    bad = good.copy()
+    bad[5] = 0xB8
+    write_gguf_with_gguf_py(tmp_path / "sign.gguf", bad)
+    proc = verify(tmp_path / "sign.gguf")
+    assert proc.returncode == 1 and "bit 7" in proc.stdout and "block 1" in proc.stdout, proc.stdout

@@ -20,6 +20,7 @@
 #include "fp4kit/plan/plan.hpp"
 #include "fp4kit/plan/recipe.hpp"
 #include "fp4kit/quant/input_scales.hpp"
+#include "fp4kit/verify/gguf_checks.hpp"
 #include "fp4kit/verify/verify.hpp"
 
 namespace fp4kit::cli {
@@ -42,6 +43,22 @@ void check_gguf_out(const QuantizeArgs& a) {
                 "GGUF with --format modelopt's output or the gguf Python package");
 }
 
+// Reads the finished GGUF back as llama.cpp would (verify/gguf_checks.hpp) before it gets its
+// final name; returns the line to print.
+std::string verify_gguf_partial(const QuantizeArgs& a, const std::filesystem::path& partial) {
+  if (a.verify == "none") return "";
+  const verify::GgufCheckResult r = verify::check_gguf(partial);
+  if (!r.ok()) {
+    if (!a.quiet) fmt::print(stderr, "{}", r.format());
+    throw Error(fmt::format("quantize: the GGUF failed verification; nothing was written to {} "
+                            "(see the findings above)",
+                            a.out));
+  }
+  return fmt::format("  verify (structural): passed ({} tensors, {} NVFP4, {} block-scale bytes "
+                     "with bit 7 clear)\n",
+                     r.tensors, r.nvfp4, r.scale_bytes);
+}
+
 uint64_t planned_source_bytes(const Plan& plan, const Checkpoint& source) {
   uint64_t total = 0;
   for (const auto& e : plan.entries)
@@ -59,6 +76,7 @@ int run_gguf_repack(const QuantizeArgs& a, const Checkpoint& source, const Model
                             source.dir().string()));
   OutputFile out(a.out, source.dir(), a.force);
   const RepackResult r = repack_gguf(source, config, out.partial());
+  const std::string verified = verify_gguf_partial(a, out.partial());
   out.commit();
   if (a.quiet) return 0;
   for (const auto& n : r.notes) fmt::print(stderr, "fp4kit: note: {}\n", n);
@@ -66,6 +84,7 @@ int run_gguf_repack(const QuantizeArgs& a, const Checkpoint& source, const Model
   fmt::print("  {} NVFP4 linears repacked bit for bit, {} written as their exact F32 decode "
              "(notes above), {} other tensors, {} bytes of tensor data\n",
              r.nvfp4, r.dequantized, r.plain, r.bytes_written);
+  fmt::print("{}", verified);
   return 0;
 }
 
@@ -86,13 +105,14 @@ int run_gguf_quantize(const QuantizeArgs& a, const Checkpoint& source, const Mod
                         fmt::format("{} ({})", action_name(e.action), e.reason));
       });
   if (!a.quiet && !a.on_progress) progress.finish();
+  const std::string verified = verify_gguf_partial(a, out.partial());
   out.commit();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const QuantizeSummary summary = summarize(plan, result, seconds);
   if (!a.quiet) {
     fmt::print("wrote {} (gguf, {})\n", a.out, a.weights_only ? "weights-only W4A16" : "W4A4");
-    fmt::print("{}", format_summary(summary));
+    fmt::print("{}{}", format_summary(summary), verified);
   }
   const nlohmann::json report = {{"plan", plan.to_json()},
                                  {"tensors", entries_json(plan, result)},

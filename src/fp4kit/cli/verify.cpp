@@ -9,6 +9,7 @@
 #include "fp4kit/cli/jobs.hpp"
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/parallel.hpp"
+#include "fp4kit/verify/gguf_checks.hpp"
 #include "fp4kit/verify/verify.hpp"
 
 namespace fp4kit::cli {
@@ -18,7 +19,21 @@ struct VerifyCli : VerifyArgs {
   bool quiet = false;
 };
 
+// A GGUF file (fp4kit's --format gguf, or llama.cpp's converter's): verify/gguf_checks.hpp.
+int run_verify_gguf(const VerifyCli& o) {
+  if (!o.source.empty() || !o.report.empty())
+    throw Error(fmt::format("verify {}: --source and --report apply to safetensors checkpoints, "
+                            "not to a GGUF file",
+                            o.dir));
+  const verify::GgufCheckResult r = verify::check_gguf(o.dir);
+  if (!o.quiet) fmt::print("{}:\n{}", o.dir, r.format());
+  else fmt::print("{}: {}\n", o.dir, r.ok() ? "PASS" : "FAIL");
+  return r.ok() ? 0 : 1;
+}
+
 int run_verify(const VerifyCli& o) {
+  if (o.dir.ends_with(".gguf") && std::filesystem::is_regular_file(o.dir))
+    return run_verify_gguf(o);
   const verify::VerifyReport r = run_verify_job(o);
   if (!o.quiet) fmt::print("{}", r.format_table());
   else fmt::print("{}: {} ({} errors, {} warnings)\n", o.dir, r.ok() ? "PASS" : "FAIL",
@@ -48,7 +63,9 @@ Command add_verify(CLI::App& app) {
   auto state = std::make_shared<VerifyCli>();
   auto* sub = app.add_subcommand(
       "verify", "check an NVFP4 checkpoint (ModelOpt or compressed-tensors) for silent failures");
-  sub->add_option("checkpoint", state->dir, "NVFP4 checkpoint directory")->required();
+  sub->add_option("checkpoint", state->dir,
+                  "NVFP4 checkpoint directory, or a .gguf file (llama.cpp's NVFP4)")
+      ->required();
   sub->add_option("--source", state->source,
                   "the checkpoint it was made from (BF16/F16/F32, FP8 block-scaled or MXFP4, "
                   "decoded as the quantizer decodes them): compare every quantized tensor");

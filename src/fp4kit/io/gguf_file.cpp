@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <set>
 
 #include "fp4kit/error.hpp"
@@ -212,6 +213,113 @@ void GgufFileWriter::finish() {
   fd_ = -1;
   if (::close(fd) != 0)
     throw Error(fmt::format("{}: close failed: {}", path_.string(), std::strerror(errno)));
+}
+
+const GgufValue* GgufHeader::find(const std::string& key) const {
+  for (const auto& [k, v] : metadata)
+    if (k == key) return &v;
+  return nullptr;
+}
+
+namespace {
+
+class HeaderReader {
+ public:
+  explicit HeaderReader(const std::filesystem::path& path) : path_(path), f_(path, std::ios::binary) {
+    if (!f_) throw Error(fmt::format("{}: cannot open", path.string()));
+  }
+  template <typename T>
+  T get() {
+    T v;
+    if (!f_.read(reinterpret_cast<char*>(&v), sizeof(T)))
+      throw Error(fmt::format("{}: truncated GGUF header at byte {}", path_.string(), pos_));
+    pos_ += sizeof(T);
+    return v;
+  }
+  std::string str() {
+    const uint64_t n = get<uint64_t>();
+    if (n > (1ull << 30))
+      throw Error(fmt::format("{}: string of {} bytes at byte {}", path_.string(), n, pos_));
+    std::string s(n, '\0');
+    if (n && !f_.read(s.data(), static_cast<std::streamsize>(n)))
+      throw Error(fmt::format("{}: truncated GGUF header at byte {}", path_.string(), pos_));
+    pos_ += n;
+    return s;
+  }
+  // A value of `type`: numbers and strings are returned, arrays skipped after their header.
+  GgufValue value(uint32_t type, bool in_array = false) {
+    GgufValue v;
+    v.type = type;
+    switch (type) {
+      case 0: v.number = get<uint8_t>(); break;
+      case 1: v.number = get<int8_t>(); break;
+      case 2: v.number = get<uint16_t>(); break;
+      case 3: v.number = get<int16_t>(); break;
+      case 4: v.number = get<uint32_t>(); break;
+      case 5: v.number = get<int32_t>(); break;
+      case 6: v.number = get<float>(); break;
+      case 7: v.number = get<uint8_t>(); break;
+      case 8: v.text = str(); break;
+      case 10: v.number = static_cast<double>(get<uint64_t>()); break;
+      case 11: v.number = static_cast<double>(get<int64_t>()); break;
+      case 12: v.number = get<double>(); break;
+      case 9: {
+        if (in_array) throw Error(fmt::format("{}: nested GGUF array", path_.string()));
+        v.elem_type = get<uint32_t>();
+        v.count = get<uint64_t>();
+        for (uint64_t i = 0; i < v.count; ++i) value(v.elem_type, true);
+        break;
+      }
+      default:
+        throw Error(fmt::format("{}: unknown GGUF value type {} at byte {}", path_.string(), type,
+                                pos_));
+    }
+    return v;
+  }
+  uint64_t pos() const { return pos_; }
+
+ private:
+  std::filesystem::path path_;
+  std::ifstream f_;
+  uint64_t pos_ = 0;
+};
+
+}  // namespace
+
+GgufHeader read_gguf_header(const std::filesystem::path& path) {
+  HeaderReader r(path);
+  GgufHeader h;
+  if (r.get<uint32_t>() != 0x46554747u)
+    throw Error(fmt::format("{}: not a GGUF file (magic)", path.string()));
+  h.version = r.get<uint32_t>();
+  if (h.version != 3)
+    throw Error(fmt::format("{}: GGUF version {}, expected 3", path.string(), h.version));
+  const uint64_t n_tensors = r.get<uint64_t>(), n_kv = r.get<uint64_t>();
+  for (uint64_t i = 0; i < n_kv; ++i) {
+    std::string key = r.str();
+    const uint32_t type = r.get<uint32_t>();
+    h.metadata.emplace_back(std::move(key), r.value(type));
+  }
+  if (const GgufValue* a = h.find("general.alignment")) {
+    h.alignment = static_cast<uint64_t>(a->number);
+    if (h.alignment == 0 || (h.alignment & (h.alignment - 1)))
+      throw Error(fmt::format("{}: general.alignment {} is not a power of two", path.string(),
+                              h.alignment));
+  }
+  for (uint64_t i = 0; i < n_tensors; ++i) {
+    GgufTensorInfo t;
+    t.name = r.str();
+    const uint32_t dims = r.get<uint32_t>();
+    if (dims == 0 || dims > 4)
+      throw Error(fmt::format("{}: tensor '{}' has {} dims", path.string(), t.name, dims));
+    for (uint32_t d = 0; d < dims; ++d) t.ne.push_back(r.get<uint64_t>());
+    t.type = r.get<uint32_t>();
+    t.offset = r.get<uint64_t>();
+    h.tensors.push_back(std::move(t));
+  }
+  h.data_start = align_up(r.pos(), h.alignment);
+  h.file_size = std::filesystem::file_size(path);
+  return h;
 }
 
 }  // namespace fp4kit

@@ -81,4 +81,31 @@ class GgufFileWriter {
   std::mutex mu_;
 };
 
+// A GGUF file's header as a loader reads it (gguf.h): metadata values (scalars and strings kept,
+// arrays as their element type and length, string arrays' length only), tensor infos and where
+// the data section starts. Throws fp4kit::Error naming the file and what is malformed.
+struct GgufValue {
+  uint32_t type = 0;       // gguf value type (4 = u32, 8 = string, 9 = array, ...)
+  uint32_t elem_type = 0;  // arrays
+  uint64_t count = 0;      // arrays
+  double number = 0;       // numeric scalars and bools
+  std::string text;        // strings
+};
+struct GgufTensorInfo {
+  std::string name;
+  std::vector<uint64_t> ne;
+  uint32_t type = 0;    // ggml type id (any, not only the GgmlType fp4kit writes)
+  uint64_t offset = 0;  // relative to data_start
+};
+struct GgufHeader {
+  uint32_t version = 0;
+  std::vector<std::pair<std::string, GgufValue>> metadata;
+  std::vector<GgufTensorInfo> tensors;
+  uint64_t alignment = 32;
+  uint64_t data_start = 0;
+  uint64_t file_size = 0;
+  const GgufValue* find(const std::string& key) const;
+};
+GgufHeader read_gguf_header(const std::filesystem::path& path);
+
 }  // namespace fp4kit
