@@ -126,3 +126,113 @@ def test_deepseek_v3_logits_match_transformers_fp32(variant, tmp_path):
     got = fp4kit_logits(binary, tmp_path / "model", ids, tmp_path)
     rng = assert_logits_match(got, ref, f"deepseek_v3 ({variant})")
     check_features_matter(model, inp, ref, rng, deepseek_switches(model, variant))
+
+
+# GLM-4-MoE: head_dim 16 with partial rotary 0.5 (8 rotated dims), 8 routed experts of 32 in 2
+# groups (1 competes), top-2, routed_scaling_factor 2.5, a shared expert, layer 0 dense.
+GLM = dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
+           first_k_dense_replace=1, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2,
+           n_group=2, topk_group=1, routed_scaling_factor=2.5, num_attention_heads=4,
+           num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5,
+           rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                            "partial_rotary_factor": 0.5})
+GLM_VARIANTS = {
+    "qk_norm_bias": dict(use_qk_norm=True, attention_bias=True),  # GLM-4.5
+    "plain": dict(use_qk_norm=False, attention_bias=False),      # GLM-4.5-Air
+}
+
+
+def glm_switches(model, variant):
+    layers = model.model.layers
+    attn = [l.self_attn for l in layers]
+    routers = [l.mlp.gate for l in layers if hasattr(l.mlp, "gate")]
+    assert routers and len(routers) < len(layers)
+
+    def full_rotary(m):
+        cls = type(m.model.rotary_emb)
+        old = m.model.rotary_emb
+        cfg = type(m.config).from_dict(m.config.to_dict())
+        cfg.rope_parameters = {**cfg.rope_parameters, "partial_rotary_factor": 1.0}
+        m.model.rotary_emb = cls(config=cfg)
+        assert m.model.rotary_emb.inv_freq.numel() == 2 * old.inv_freq.numel()
+        return lambda: setattr(m.model, "rotary_emb", old)
+
+    def zero_bias(m):
+        saved = [r.e_score_correction_bias.clone() for r in routers]
+        for r in routers:
+            r.e_score_correction_bias.zero_()
+        return lambda: [r.e_score_correction_bias.copy_(s) for r, s in zip(routers, saved)]
+
+    s = {"full rotary": full_rotary, "no selection bias": zero_bias,
+         "no routed_scaling_factor": lambda m: set_attr(routers, "routed_scaling_factor", 1.0),
+         "no group limit": lambda m: set_attr(routers, "topk_group", m.config.n_group)}
+    if variant == "qk_norm_bias":
+        s["no qk-norm"] = lambda m: set_attr(attn, "use_qk_norm", False)
+
+        def no_qkv_bias(m):
+            saved = [(a.q_proj.bias.clone(), a.k_proj.bias.clone()) for a in attn]
+            for a in attn:
+                a.q_proj.bias.zero_()
+                a.k_proj.bias.zero_()
+            return lambda: [(a.q_proj.bias.copy_(q), a.k_proj.bias.copy_(k))
+                            for a, (q, k) in zip(attn, saved)]
+        s["no q/k biases"] = no_qkv_bias
+    return s
+
+
+@pytest.mark.parametrize("variant", sorted(GLM_VARIANTS))
+def test_glm4_moe_logits_match_transformers_fp32(variant, tmp_path):
+    binary = fp4kit_bin()
+    cfg = transformers.Glm4MoeConfig(**GLM, **GLM_VARIANTS[variant], **COMMON)
+    model = random_fp32(cfg, tmp_path / "model", seed=1)
+    assert model.model.layers[0].self_attn.use_qk_norm == (variant == "qk_norm_bias")
+    ids = ids_for(8)
+    inp = torch.tensor(ids[:-1].astype(np.int64))[None]
+    with torch.no_grad():
+        ref = model(inp).logits[0].numpy()
+    got = fp4kit_logits(binary, tmp_path / "model", ids, tmp_path)
+    rng = assert_logits_match(got, ref, f"glm4_moe ({variant})")
+    check_features_matter(model, inp, ref, rng, glm_switches(model, variant))
+
+
+# OLMoE: q_norm [H] / k_norm [nkv * D] over the whole projections; 8 experts of 32, top-2,
+# softmax router with norm_topk_prob as given.
+OLMOE = dict(hidden_size=64, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, num_experts=8, num_experts_per_tok=2, rms_norm_eps=1e-5)
+
+
+@pytest.mark.parametrize("norm_topk", [False, True])
+def test_olmoe_logits_match_transformers_fp32(norm_topk, tmp_path):
+    binary = fp4kit_bin()
+    cfg = transformers.OlmoeConfig(**OLMOE, norm_topk_prob=norm_topk, **COMMON)
+    model = random_fp32(cfg, tmp_path / "model", seed=2)
+    attn = [l.self_attn for l in model.model.layers]
+    assert attn[0].q_norm.weight.numel() == 64 and attn[0].k_norm.weight.numel() == 32
+    ids = ids_for(9)
+    inp = torch.tensor(ids[:-1].astype(np.int64))[None]
+    with torch.no_grad():
+        ref = model(inp).logits[0].numpy()
+    got = fp4kit_logits(binary, tmp_path / "model", ids, tmp_path)
+    rng = assert_logits_match(got, ref, f"olmoe (norm_topk_prob {norm_topk})")
+
+    class PerHead(torch.nn.Module):
+        """The same weights applied per head (as Qwen3 / GLM do) instead of over the whole row."""
+        def __init__(self, norm, head_dim):
+            super().__init__()
+            self.norm, self.d = norm, head_dim
+
+        def forward(self, x):
+            y = x.view(*x.shape[:-1], -1, self.d).float()
+            y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.norm.variance_epsilon)
+            return self.norm.weight * y.view(x.shape)
+
+    def per_head(m):
+        old = [(a.q_norm, a.k_norm) for a in attn]
+        for a in attn:
+            a.q_norm, a.k_norm = PerHead(a.q_norm, 16), PerHead(a.k_norm, 16)
+        return lambda: [(setattr(a, "q_norm", q), setattr(a, "k_norm", k)) for a, (q, k) in zip(attn, old)]
+
+    routers = [l.mlp.gate for l in model.model.layers]
+    check_features_matter(model, inp, ref, rng, {
+        "per-head q/k norms": per_head,
+        "other norm_topk_prob": lambda m: set_attr(routers, "norm_topk_prob", not norm_topk)})

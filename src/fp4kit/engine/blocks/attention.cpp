@@ -31,7 +31,10 @@ void AttentionBlock::forward(const RunContext& ctx, float* hidden) {
     be.linear(w_.q, normed_.f(), b.rows, q_.f());
     be.linear(w_.k, normed_.f(), b.rows, k_.f());
     be.linear(w_.v, normed_.f(), b.rows, v_.f());
-    if (cfg_.qk_norm) {
+    if (cfg_.qk_norm && cfg_.qk_norm_whole) {
+      be.rms_norm(q_.f(), b.rows, qdim, w_.q_norm.f(), cfg_.eps, q_.f(), cfg_.norm_one_plus);
+      be.rms_norm(k_.f(), b.rows, kvdim, w_.k_norm.f(), cfg_.eps, k_.f(), cfg_.norm_one_plus);
+    } else if (cfg_.qk_norm) {
       be.rms_norm(q_.f(), b.rows * nh, hd, w_.q_norm.f(), cfg_.eps, q_.f(), cfg_.norm_one_plus);
       be.rms_norm(k_.f(), b.rows * nkv, hd, w_.k_norm.f(), cfg_.eps, k_.f(), cfg_.norm_one_plus);
     }
@@ -75,7 +78,8 @@ std::unique_ptr<Block> load_attention(const Checkpoint& ckpt, const ModelSpec& S
   c.n_kv_heads = static_cast<int>(S.n_kv_heads);
   c.head_dim = static_cast<int>(S.head_dim);
   c.eps = S.eps;
-  c.qk_norm = L.qk_norm;
+  c.qk_norm = L.qk_norm || L.qk_norm_whole;
+  c.qk_norm_whole = L.qk_norm_whole;
   c.l2_qk_norm = L.l2_qk_norm;
   c.rope = L.rope;
   c.rope_style = S.rope_interleaved ? RopeStyle::Interleaved : RopeStyle::Half;
@@ -111,7 +115,12 @@ std::unique_ptr<Block> load_attention(const Checkpoint& ckpt, const ModelSpec& S
   if (L.attn_sinks)
     w.sinks = be.upload(load_vector(ckpt, L.prefix + "self_attn.sinks",
                                     static_cast<size_t>(c.n_heads)));
-  if (L.qk_norm) {
+  if (L.qk_norm_whole) {
+    w.q_norm = be.upload(load_vector(ckpt, L.prefix + "self_attn.q_norm.weight",
+                                     hd * static_cast<size_t>(c.n_heads)));
+    w.k_norm = be.upload(load_vector(ckpt, L.prefix + "self_attn.k_norm.weight",
+                                     hd * static_cast<size_t>(c.n_kv_heads)));
+  } else if (L.qk_norm) {
     w.q_norm = be.upload(load_vector(ckpt, L.prefix + "self_attn.q_norm.weight", hd));
     w.k_norm = be.upload(load_vector(ckpt, L.prefix + "self_attn.k_norm.weight", hd));
   }

@@ -20,6 +20,7 @@ struct AttentionConfig {
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
   float eps = 1e-6f;
   bool qk_norm = false;     // per-head RMSNorm of q and k with weights, before RoPE
+  bool qk_norm_whole = false;  // with qk_norm: over the whole projection (OLMoE), not per head
   bool l2_qk_norm = false;  // per-head RMSNorm without weight, after RoPE
   bool rope = true;         // false: NoPE layer
   RopeStyle rope_style = RopeStyle::Half;
@@ -35,7 +36,7 @@ struct AttentionWeights {
   Buffer norm;  // input_layernorm [hidden]
   Linear q, k, v, o;
   Linear q_gate;  // output_gate: the gate half of q_proj, [n_heads * head_dim, hidden]
-  Buffer q_norm, k_norm;  // [head_dim] when qk_norm
+  Buffer q_norm, k_norm;  // [head_dim] when qk_norm ([heads * head_dim] when qk_norm_whole)
   Buffer sinks;           // [n_heads] or empty
 };
 

@@ -13,6 +13,8 @@ const FamilyDef& llama4_family();
 const FamilyDef& qwen3_next_family();
 const FamilyDef& qwen3_5_moe_family();
 const FamilyDef& deepseek_v3_family();
+const FamilyDef& glm4_moe_family();
+const FamilyDef& olmoe_family();
 
 namespace {
 const std::vector<const FamilyDef*>& all() {
@@ -24,6 +26,8 @@ const std::vector<const FamilyDef*>& all() {
     v.push_back(&qwen3_next_family());
     v.push_back(&qwen3_5_moe_family());
     v.push_back(&deepseek_v3_family());
+    v.push_back(&glm4_moe_family());
+    v.push_back(&olmoe_family());
     return v;
   }();
   return list;
