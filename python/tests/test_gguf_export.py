@@ -480,3 +480,41 @@ def test_verify_reads_gguf_py_files_and_finds_their_nvfp4_faults(fp4kit, tmp_pat
     write_gguf_with_gguf_py(tmp_path / "sign.gguf", bad)
     proc = verify(tmp_path / "sign.gguf")
     assert proc.returncode == 1 and "bit 7" in proc.stdout and "block 1" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("key", ["rope_scaling", "rope_parameters"])
+def test_llama3_rope_scaling_becomes_rope_freqs(fp4kit, tmp_path, shared_data, key):
+    """Llama-3 RoPE scaling (config rope_scaling, or transformers 5's rope_parameters): the
+    rope_freqs.weight factors llama.cpp reads, equal to convert_hf_to_gguf's float32 formula
+    (re-implemented here with torch as the converter does)."""
+    import math
+    src = tmp_path / "src"
+    shutil.copytree(shared_data / "models" / "stories260k-llama", src)
+    config = json.loads((src / "config.json").read_text())
+    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 1024}
+    if key == "rope_parameters":
+        rope["rope_theta"] = config.pop("rope_theta", 10000.0)
+    config[key] = rope
+    (src / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "m.gguf"
+    run_checked([fp4kit, "quantize", src, out, "--format", "gguf", "--weights-only"])
+    t = {x.name: x for x in gguf.GGUFReader(out).tensors}
+    got = np.asarray(t["rope_freqs.weight"].data, np.float32)
+
+    dim, base = config["head_dim"], 10000.0
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    low_wl, high_wl = 1024 / 1.0, 1024 / 4.0
+    want = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wl:
+            want.append(1)
+        elif wavelen > low_wl:
+            want.append(8.0)
+        else:
+            smooth = (1024 / wavelen - 1.0) / (4.0 - 1.0)
+            want.append(1 / ((1 - smooth) / 8.0 + smooth))
+    want = torch.tensor(want, dtype=torch.float32).numpy()
+    assert len({1.0, 8.0} | set(want.tolist())) == 3  # one factor between the two regimes
+    np.testing.assert_allclose(got, want, rtol=1e-6)

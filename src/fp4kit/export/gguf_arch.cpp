@@ -2,6 +2,7 @@
 
 #include <fmt/core.h>
 
+#include <cmath>
 #include <map>
 #include <regex>
 
@@ -107,8 +108,7 @@ void add_arch_metadata(GgufMetadata& m, const GgufArch& a, const ModelConfig& c,
       m.add_u32(p + "expert_shared_feed_forward_length",
                 u32(c.shared_expert_intermediate_size, "shared_expert_intermediate_size"));
   }
-  if (!c.rope_scaling.is_null()) {
-    const nlohmann::json& r = c.rope_scaling;
+  if (const nlohmann::json r = rope_scaling_of(c); !r.is_null()) {
     const std::string type = r.value("rope_type", r.value("type", std::string()));
     const double factor = r.contains("factor") && r["factor"].is_number() ? r["factor"].get<double>() : 0;
     if (type == "linear" && factor > 0) {
@@ -120,10 +120,12 @@ void add_arch_metadata(GgufMetadata& m, const GgufArch& a, const ModelConfig& c,
       m.add_u32(p + "rope.scaling.original_context_length",
                 u32(r["original_max_position_embeddings"].get<int64_t>(),
                     "rope_scaling.original_max_position_embeddings"));
+    } else if (type == "llama3" && a.name == "llama") {
+      // Written as the rope_freqs.weight tensor (llama3_rope_factors).
     } else if (type != "default" && !type.empty()) {
       throw Error(fmt::format("config.json: rope_scaling type '{}' is not written to GGUF by "
-                              "fp4kit (linear and yarn are)",
-                              type));
+                              "fp4kit for '{}' (linear, yarn, and llama3 for llama are)",
+                              type, a.name));
     }
   }
 }
@@ -195,6 +197,41 @@ std::optional<GgufTarget> gguf_target(const std::string& hf, const GgufArch& a,
                             "by fp4kit",
                             hf));
   return finish(blk + it->second);
+}
+
+nlohmann::json rope_scaling_of(const ModelConfig& c) {
+  if (!c.rope_scaling.is_null()) return c.rope_scaling;
+  const auto it = c.text.find("rope_parameters");
+  if (it != c.text.end() && it->is_object()) return *it;
+  return nullptr;
+}
+
+std::vector<float> llama3_rope_factors(const ModelConfig& c) {
+  const nlohmann::json r = rope_scaling_of(c);
+  auto num = [&](const char* key, double fallback) {
+    return r.contains(key) && r[key].is_number() ? r[key].get<double>() : fallback;
+  };
+  const float base = static_cast<float>(c.rope_theta);
+  const int64_t dim = c.head_dim;
+  const float factor = static_cast<float>(num("factor", 8.0));
+  const float low = static_cast<float>(num("low_freq_factor", 1.0));
+  const float high = static_cast<float>(num("high_freq_factor", 4.0));
+  const float old_ctx = static_cast<float>(num("original_max_position_embeddings", 8192));
+  const float low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
+  std::vector<float> out;
+  for (int64_t i = 0; i < dim; i += 2) {
+    const float freq = 1.0f / std::pow(base, static_cast<float>(i) / static_cast<float>(dim));
+    const float wavelen = 2.0f * static_cast<float>(M_PI) / freq;
+    if (wavelen < high_wavelen) {
+      out.push_back(1.0f);
+    } else if (wavelen > low_wavelen) {
+      out.push_back(factor);
+    } else {
+      const float smooth = (old_ctx / wavelen - low) / (high - low);
+      out.push_back(1.0f / ((1.0f - smooth) / factor + smooth));
+    }
+  }
+  return out;
 }
 
 std::vector<uint64_t> rope_pair_rows(uint64_t rows, int64_t heads) {

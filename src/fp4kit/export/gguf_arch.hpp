@@ -46,6 +46,13 @@ struct GgufTarget {
 std::optional<GgufTarget> gguf_target(const std::string& hf_tensor, const GgufArch& arch,
                                       const ModelConfig& config, uint64_t ndim);
 
+// The rope_scaling / rope_parameters object of config.json (transformers 4 / 5), null when none.
+nlohmann::json rope_scaling_of(const ModelConfig& config);
+
+// Llama-3 RoPE scaling (rope_type "llama3"): the per-frequency factors llama.cpp reads from
+// "rope_freqs.weight" (F32 [head_dim / 2]), as convert_hf_to_gguf computes them (float32).
+std::vector<float> llama3_rope_factors(const ModelConfig& config);
+
 // Output row r of a permuted q/k weight takes source row row_of[r] (heads of `rows / heads` rows).
 std::vector<uint64_t> rope_pair_rows(uint64_t rows, int64_t heads);
 

@@ -154,6 +154,8 @@ class GgufBuilder {
       meta.add_bools("general.tensor_extra.prec_a4", std::vector<bool>(a4_names.size(), false));
     }
     writer_ = std::make_unique<GgufFileWriter>(path, meta, std::move(tensors));
+    for (const auto& [piece, values] : computed_)
+      put_plain(piece, reinterpret_cast<const uint8_t*>(values.data()));
   }
 
   void put_nvfp4(size_t i, const uint8_t* packed, const uint8_t* scales, float s2,
@@ -202,6 +204,19 @@ class GgufBuilder {
     bytes_ += size;
   }
 
+  // A tensor computed here rather than read (llama-3's rope_freqs), written right after open().
+  void add_computed(const std::string& name, std::vector<float> values) {
+    Piece p;
+    p.hf = "(computed)";
+    p.target = GgufTarget{name};
+    p.shape = {values.size()};
+    p.dtype = DType::F32;
+    p.type = GgmlType::F32;
+    p.cols = values.size();
+    p.rows = 1;
+    computed_.emplace_back(push(std::move(p)), std::move(values));
+  }
+
   void finish() { writer_->finish(); }
   uint64_t bytes_written() const { return bytes_; }
   bool nvfp4(size_t i) const { return pieces_.at(i).nvfp4; }
@@ -247,8 +262,16 @@ class GgufBuilder {
   std::vector<Piece> pieces_;
   std::vector<std::string> errors_;
   std::unique_ptr<GgufFileWriter> writer_;
+  std::vector<std::pair<size_t, std::vector<float>>> computed_;
   uint64_t bytes_ = 0;
 };
+
+// Tensors llama.cpp needs that the checkpoint does not hold.
+void add_computed_tensors(GgufBuilder& b, const GgufArch& arch, const ModelConfig& config) {
+  const nlohmann::json r = rope_scaling_of(config);
+  if (arch.name == "llama" && !r.is_null() && r.value("rope_type", r.value("type", "")) == "llama3")
+    b.add_computed("rope_freqs.weight", llama3_rope_factors(config));
+}
 
 GgufMetadata file_metadata(const GgufArch& arch, const Checkpoint& source,
                            const ModelConfig& config) {
@@ -377,6 +400,7 @@ ExportResult export_gguf(const Plan& plan, const Checkpoint& source, const Model
                                "output.weight");
     }
   }
+  add_computed_tensors(b, arch, config);
   b.open(file, file_metadata(arch, source, config));
   ExportResult result;
   GgufSink sink(b, piece_of, source, plan, tied_entry, tied_piece);
@@ -449,6 +473,7 @@ RepackResult repack_gguf(const Checkpoint& c, const ModelConfig& config, const f
     if (name == tied_output_source(arch, c))
       jobs.push_back({b.add_plain(name, info.shape, info.dtype, "output.weight"), name});
   }
+  add_computed_tensors(b, arch, config);
   b.open(file, file_metadata(arch, c, config));
   std::vector<float> values;
   for (const Job& j : jobs) {
