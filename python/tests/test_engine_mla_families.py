@@ -236,3 +236,142 @@ def test_olmoe_logits_match_transformers_fp32(norm_topk, tmp_path):
     check_features_matter(model, inp, ref, rng, {
         "per-head q/k norms": per_head,
         "other norm_topk_prob": lambda m: set_attr(routers, "norm_topk_prob", not norm_topk)})
+
+
+# ---- calibration against ModelOpt (bf16 models of tiny_models' weight recipe, CALIB_IDS: the
+# 4 x 32 windows test_quantize_modelopt calibrates on) ----
+
+def tiny_config(family: str):
+    """Tiny configs of the three families with every feature in play (DeepSeek: q-LoRA, YaRN,
+    groups; GLM: qk-norm, biases, partial rotary; OLMoE: whole-row q/k norms). K of every linear
+    a multiple of 16."""
+    common = dict(vocab_size=VOCAB, max_position_embeddings=256, tie_word_embeddings=False,
+                  architectures=None)
+    if family == "deepseek_v3":  # value heads of 16: o_proj's K = 4 x 16
+        return transformers.DeepseekV3Config(**{**DEEPSEEK, "v_head_dim": 16},
+                                             **DEEPSEEK_VARIANTS["qlora_yarn_groups"], **common,
+                                             rms_norm_eps=1e-6)
+    if family == "glm4_moe":
+        return transformers.Glm4MoeConfig(**GLM, **GLM_VARIANTS["qk_norm_bias"], **common)
+    return transformers.OlmoeConfig(**OLMOE, norm_topk_prob=False, **common)
+
+
+ARCH = {"deepseek_v3": "DeepseekV3ForCausalLM", "glm4_moe": "Glm4MoeForCausalLM",
+        "olmoe": "OlmoeForCausalLM"}
+
+
+def save_tiny_bf16(family: str, path: Path) -> Path:
+    """tiny_models.build's recipe (weights N(0, 0.05), biases and the selection bias N(0, 0.01),
+    norms at their init) in bf16, saved."""
+    cfg = tiny_config(family)
+    cfg.architectures = [ARCH[family]]
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+            elif name.endswith(".bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.01)
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.01)
+    model.to(torch.bfloat16).eval().save_pretrained(path)
+    return path
+
+
+MUST_CALIBRATE = {
+    "deepseek_v3": ["self_attn.q_a_proj", "self_attn.q_b_proj", "self_attn.kv_a_proj_with_mqa",
+                    "self_attn.kv_b_proj", "self_attn.o_proj", "mlp.shared_experts.gate_proj",
+                    "mlp.shared_experts.down_proj", "mlp.experts.*.gate_up", "mlp.gate_proj"],
+    "glm4_moe": ["self_attn.q_proj", "self_attn.o_proj", "mlp.shared_experts.up_proj",
+                 "mlp.experts.*.down_proj", "mlp.down_proj"],
+    "olmoe": ["self_attn.k_proj", "self_attn.o_proj", "mlp.experts.*.gate_up"],
+}
+
+
+@pytest.mark.parametrize("family", sorted(ARCH))
+def test_input_amax_within_1_percent_of_modelopt(family, tmp_path):
+    """Every input quantizer ModelOpt calibrates (MLA linears, shared experts, dense MLPs, routed
+    experts grouped per layer as ModelOpt's fused experts share one amax) against fp4kit
+    calibrate's input_amax on the same token ids: within 1%."""
+    import modelopt.torch.quantization as mtq
+    from test_calibrate_modelopt_experts import fp4kit_calibrate, group_key
+    from test_quantize_modelopt import CALIB_IDS, modelopt_input_amax
+    import collections
+
+    src = save_tiny_bf16(family, tmp_path / "src")
+    model = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        model = mtq.quantize(model, mtq.NVFP4_DEFAULT_CFG, lambda m: m(CALIB_IDS))
+    theirs = {m: a for m, a in modelopt_input_amax(model, family).items() if "lm_head" not in m}
+    ours = {k[: -len(".input_amax")]: float(v) for k, v in fp4kit_calibrate(src, tmp_path).items()
+            if k.endswith(".input_amax")}
+    groups = collections.defaultdict(list)
+    for m in theirs:
+        groups[group_key(m)].append(m)
+    worst = (0.0, "")
+    for key, members in sorted(groups.items()):
+        ref = max(theirs[m] for m in members)
+        got = max(ours.get(m, 0.0) for m in members)
+        assert ref > 0, key
+        worst = max(worst, (abs(got - ref) / ref, key))
+        assert abs(got - ref) <= 0.01 * ref, f"{family} {key}: fp4kit {got} vs ModelOpt {ref}"
+    print(f"{family}: {len(groups)} groups, worst relative amax difference {worst[0]:.4%} "
+          f"({worst[1]})")
+    # The float32 forward of the same checkpoint gives every nn.Linear (MLA linears, shared
+    # experts, dense MLPs) the input amax fp4kit records, to float rounding: the ModelOpt margin
+    # above is bf16 rounding of its forward (largest at a shared expert's down_proj, whose input
+    # silu(g) * u ModelOpt computes in bf16).
+    f32 = transformers.AutoModelForCausalLM.from_pretrained(
+        src, dtype=torch.float32, attn_implementation="eager").eval()
+    seen = {}
+    hooks = [mod.register_forward_hook(
+        lambda mod, args, out, name=name: seen.__setitem__(
+            name, max(seen.get(name, 0.0), float(args[0].abs().max()))))
+        for name, mod in f32.named_modules()
+        if isinstance(mod, torch.nn.Linear) and "lm_head" not in name]
+    with torch.no_grad():
+        f32(CALIB_IDS)
+    for h in hooks:
+        h.remove()
+    assert len(seen) >= 4 * tiny_config(family).num_hidden_layers
+    for name, want in seen.items():
+        assert abs(ours[name] - want) <= 1e-5 * want, f"{family} {name}: {ours[name]} vs fp32 {want}"
+    layer_keys = {k.split(".", 3)[3] for k in groups}
+    missing = [m for m in MUST_CALIBRATE[family] if m not in layer_keys]
+    assert not missing, (missing, sorted(layer_keys))
+
+
+@pytest.mark.parametrize("family", sorted(ARCH))
+def test_calibrate_then_quantize_w4a4_equals_modelopt_export(family, tmp_path):
+    """`fp4kit calibrate` + `fp4kit quantize --stats` (CPU scale form) against ModelOpt's W4A4
+    NVFP4_DEFAULT_CFG export of the same bf16 model calibrated on the same ids: the same quantized
+    modules, every weight, weight_scale and weight_scale_2 byte for byte, every input_scale within
+    1% (fp4kit's amax is float32, ModelOpt's bf16)."""
+    from test_calibrate_modelopt_experts import fp4kit_calibrate
+    from test_quantize_modelopt import (fp4kit_quantize, get_run, qname, quantized_modules,
+                                        read_tensors)
+
+    src = save_tiny_bf16(family, tmp_path / "src")
+    run = get_run(family, "w4a4", tmp_path / "runs", src=src)
+    fp4kit_calibrate(src, tmp_path)
+    out = fp4kit_quantize(src, tmp_path / "ours", ["--stats", tmp_path / "routed.safetensors"])
+    ours, theirs = read_tensors(out), read_tensors(run.modelopt)
+    q_ours, q_theirs = quantized_modules(ours), quantized_modules(theirs)
+    assert q_theirs and q_ours == q_theirs, (sorted(q_ours ^ q_theirs))
+    if family == "deepseek_v3":
+        assert any(m.endswith("self_attn.kv_b_proj") for m in q_theirs)
+        assert any(m.endswith("mlp.shared_experts.down_proj") for m in q_theirs)
+    worst = 0.0
+    for m in sorted(q_theirs):
+        for suffix in ("weight", "weight_scale", "weight_scale_2"):
+            a, b = ours[qname(m, suffix)], theirs[qname(m, suffix)]
+            assert a.dtype == b.dtype and a.shape == b.shape, (m, suffix)
+            assert torch.equal(a.view(torch.uint8) if a.dtype != torch.float32 else a,
+                               b.view(torch.uint8) if b.dtype != torch.float32 else b), (m, suffix)
+        a, b = float(ours[qname(m, "input_scale")]), float(theirs[qname(m, "input_scale")])
+        worst = max(worst, abs(a - b) / b)
+        assert abs(a - b) <= 0.01 * b, f"{family} {m}: input_scale {a} vs ModelOpt {b}"
+    print(f"{family}: {len(q_theirs)} modules, worst input_scale difference {worst:.4%}")
