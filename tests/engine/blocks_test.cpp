@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/engine_support.hpp"
 #include "fp4kit/engine/blocks/attention.hpp"
 #include "fp4kit/engine/blocks/mlp.hpp"
 #include "fp4kit/engine/blocks/moe.hpp"
@@ -21,10 +22,7 @@ namespace {
 using Vec = std::vector<double>;
 
 std::vector<float> randv(std::mt19937& g, size_t n, float s = 1.0f) {
-  std::normal_distribution<float> d(0.0f, s);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
+  return testing::random_normal(g, n, s);
 }
 
 Linear make_linear(Backend& be, std::mt19937& g, const std::string& name, size_t n, size_t k,

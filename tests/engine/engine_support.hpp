@@ -2,6 +2,7 @@
 // Shared helpers of the engine tests: perplexity of a checkpoint under the data README protocol.
 #include <cstdint>
 #include <filesystem>
+#include <random>
 #include <vector>
 
 #include "fp4kit/engine/eval_metrics.hpp"
@@ -10,6 +11,14 @@
 #include "fp4kit/io/checkpoint.hpp"
 
 namespace fp4kit::testing {
+
+// n values drawn from N(0, sd^2).
+inline std::vector<float> random_normal(std::mt19937& gen, size_t n, float sd) {
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(gen);
+  return v;
+}
 
 // README "PPL protocol": windows of ctx+1 tokens of the first `tokens` ids, all targets scored.
 inline engine::PerplexityResult protocol_ppl(const std::filesystem::path& model,

@@ -7,17 +7,15 @@
 #include <random>
 #include <vector>
 
+#include "engine/engine_support.hpp"
 #include "fp4kit/engine/backend.hpp"
 #include "fp4kit/engine/rope.hpp"
 
 namespace fp4kit::engine {
 namespace {
 
-std::vector<float> randv(std::mt19937& g, size_t n, float s) {
-  std::normal_distribution<float> d(0.0f, s);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
+std::vector<float> randv(std::mt19937& g, size_t n, float s = 1.0f) {
+  return testing::random_normal(g, n, s);
 }
 
 // The recurrence in float64: per value head h (key head h / (nv / nk)), S = 0;

@@ -1,8 +1,6 @@
 // The plain decoder families (transformers' llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe,
 // mixtral): attention (qk-norm on Qwen3), then a dense MLP or a MoE (softmax top-k router;
 // per-expert, Mixtral-named or fused 3-D experts; Qwen2-MoE's gated shared expert).
-#include <algorithm>
-
 #include <fmt/format.h>
 
 #include "fp4kit/engine/families/family.hpp"
@@ -36,19 +34,10 @@ void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t
       sliding = cfg.layer_types[static_cast<size_t>(l)] == "sliding_attention";
     L.sliding_window = sliding ? static_cast<int>(window) : 0;
   }
-  bool moe = false;
-  if (s.family == Family::Mixtral) {
-    moe = true;
-  } else if (s.family == Family::Qwen2Moe || s.family == Family::Qwen3Moe) {
-    const bool mlp_only = std::find(cfg.mlp_only_layers.begin(), cfg.mlp_only_layers.end(), l) !=
-                          cfg.mlp_only_layers.end();
-    const int64_t step = cfg.decoder_sparse_step > 0 ? cfg.decoder_sparse_step : 1;
-    moe = !mlp_only && s.n_experts > 0 && (l + 1) % step == 0;
-  }
+  const bool qwen_moe = s.family == Family::Qwen2Moe || s.family == Family::Qwen3Moe;
+  const bool moe = s.family == Family::Mixtral || (qwen_moe && qwen_sparse_layer(cfg, s, l));
   if (!moe) {
-    L.gate = linear(ckpt, L.prefix + "mlp.gate_proj");
-    L.up = linear(ckpt, L.prefix + "mlp.up_proj");
-    L.down = linear(ckpt, L.prefix + "mlp.down_proj");
+    dense_mlp(ckpt, L);
     return;
   }
   const bool mixtral_names = ckpt.has(L.prefix + "block_sparse_moe.gate.weight");

@@ -2,6 +2,7 @@
 #include "fp4kit/engine/families/family.hpp"
 
 #include "fp4kit/engine/blocks/attention.hpp"
+#include "fp4kit/engine/blocks/gated_delta_net.hpp"
 #include "fp4kit/engine/blocks/mlp.hpp"
 #include "fp4kit/engine/blocks/moe.hpp"
 
@@ -10,7 +11,10 @@ namespace fp4kit::engine {
 std::vector<BlockLoader> decoder_layer_blocks(const Checkpoint& ckpt, const ModelSpec& S,
                                               const LayerSpec& L, Backend& be, bool act) {
   std::vector<BlockLoader> out;
-  out.push_back([&ckpt, &S, &L, &be, act] { return load_attention(ckpt, S, L, be, act); });
+  if (L.linear_attention)
+    out.push_back([&ckpt, &S, &L, &be, act] { return load_gated_delta_net(ckpt, S, L, be, act); });
+  else
+    out.push_back([&ckpt, &S, &L, &be, act] { return load_attention(ckpt, S, L, be, act); });
   if (L.moe)
     out.push_back([&ckpt, &S, &L, &be, act] { return load_moe(ckpt, S, L, be, act); });
   else

@@ -54,8 +54,8 @@ std::string supported_model_types();
 std::vector<BlockLoader> layer_blocks(const Checkpoint& ckpt, const ModelSpec& spec, size_t layer,
                                       Backend& be, bool activations);
 
-// The decoder layer of llama, mistral, qwen2/3, qwen2/3-MoE, mixtral, gpt-oss and llama4:
-// attention, then the dense MLP or the MoE the layer spec names.
+// The usual decoder layer: attention (or a Gated DeltaNet on linear-attention layers), then the
+// dense MLP or the MoE the layer spec names.
 std::vector<BlockLoader> decoder_layer_blocks(const Checkpoint& ckpt, const ModelSpec& spec,
                                               const LayerSpec& L, Backend& be, bool activations);
 

@@ -4,14 +4,8 @@
 // doubled with a sigmoid output gate, zero-centred q/k norms, partial RoPE; multimodal RoPE
 // sections collapse to plain positions for text); MoE with a softmax top-k router, per-expert or
 // fused 3-D experts (read in place), a shared expert with its sigmoid gate; zero-centred norms.
-#include <algorithm>
-
 #include <fmt/format.h>
 
-#include "fp4kit/engine/blocks/attention.hpp"
-#include "fp4kit/engine/blocks/gated_delta_net.hpp"
-#include "fp4kit/engine/blocks/mlp.hpp"
-#include "fp4kit/engine/blocks/moe.hpp"
 #include "fp4kit/engine/families/family.hpp"
 #include "fp4kit/engine/families/spec_util.hpp"
 #include "fp4kit/error.hpp"
@@ -95,32 +89,12 @@ void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t
     throw Error(fmt::format("{}: layer_types[{}] = '{}' ({} has linear_attention and "
                             "full_attention)", label, l, lt, cfg.model_type));
   }
-  bool moe = true;
-  if (s.family == Family::Qwen3Next) {
-    const bool mlp_only = std::find(cfg.mlp_only_layers.begin(), cfg.mlp_only_layers.end(), l) !=
-                          cfg.mlp_only_layers.end();
-    const int64_t step = cfg.decoder_sparse_step > 0 ? cfg.decoder_sparse_step : 1;
-    moe = !mlp_only && s.n_experts > 0 && (l + 1) % step == 0;
-  }
-  if (!moe) {
-    L.gate = linear(ckpt, L.prefix + "mlp.gate_proj");
-    L.up = linear(ckpt, L.prefix + "mlp.up_proj");
-    L.down = linear(ckpt, L.prefix + "mlp.down_proj");
+  // Qwen3.5: every layer MoE; Qwen3-Next: Qwen-MoE's mlp_only_layers / decoder_sparse_step.
+  if (s.family == Family::Qwen3Next && !qwen_sparse_layer(cfg, s, l)) {
+    dense_mlp(ckpt, L);
     return;
   }
   standard_moe(ckpt, s, L.prefix + "mlp.", false, L);
-}
-
-std::vector<BlockLoader> blocks(const Checkpoint& ckpt, const ModelSpec& S, const LayerSpec& L,
-                                Backend& be, bool act) {
-  if (!L.linear_attention) return decoder_layer_blocks(ckpt, S, L, be, act);
-  std::vector<BlockLoader> out;
-  out.push_back([&ckpt, &S, &L, &be, act] { return load_gated_delta_net(ckpt, S, L, be, act); });
-  if (L.moe)
-    out.push_back([&ckpt, &S, &L, &be, act] { return load_moe(ckpt, S, L, be, act); });
-  else
-    out.push_back([&ckpt, &S, &L, &be, act] { return load_dense_mlp(ckpt, S, L, be, act); });
-  return out;
 }
 
 FamilyDef def(Family id, const char* name, std::vector<std::string> types) {
@@ -130,7 +104,6 @@ FamilyDef def(Family id, const char* name, std::vector<std::string> types) {
   d.configure = configure;
   d.roots = roots;
   d.layer = layer;
-  d.blocks = blocks;
   return d;
 }
 

@@ -191,6 +191,19 @@ void standard_moe(const Checkpoint& ckpt, const ModelSpec& s, const std::string&
   }
 }
 
+bool qwen_sparse_layer(const ModelConfig& cfg, const ModelSpec& s, int64_t l) {
+  const bool mlp_only = std::find(cfg.mlp_only_layers.begin(), cfg.mlp_only_layers.end(), l) !=
+                        cfg.mlp_only_layers.end();
+  const int64_t step = cfg.decoder_sparse_step > 0 ? cfg.decoder_sparse_step : 1;
+  return !mlp_only && s.n_experts > 0 && (l + 1) % step == 0;
+}
+
+void dense_mlp(const Checkpoint& ckpt, LayerSpec& L) {
+  L.gate = linear(ckpt, L.prefix + "mlp.gate_proj");
+  L.up = linear(ckpt, L.prefix + "mlp.up_proj");
+  L.down = linear(ckpt, L.prefix + "mlp.down_proj");
+}
+
 std::string layer_type(const ModelConfig& cfg, int64_t l, int64_t layers, const std::string& label) {
   if (cfg.layer_types.empty()) return "";
   if (static_cast<size_t>(l) >= cfg.layer_types.size())
@@ -229,9 +242,7 @@ void first_k_dense_mlp(const Checkpoint& ckpt, const ModelConfig& cfg, const Mod
     standard_moe(ckpt, s, L.prefix + "mlp.", false, L);
     return;
   }
-  L.gate = linear(ckpt, L.prefix + "mlp.gate_proj");
-  L.up = linear(ckpt, L.prefix + "mlp.up_proj");
-  L.down = linear(ckpt, L.prefix + "mlp.down_proj");
+  dense_mlp(ckpt, L);
 }
 
 }  // namespace fp4kit::engine

@@ -59,6 +59,13 @@ void configure_sigmoid_group_router(const ModelConfig& cfg, ModelSpec& s, const 
 void first_k_dense_mlp(const Checkpoint& ckpt, const ModelConfig& cfg, const ModelSpec& s,
                        int64_t layer, int64_t default_first_k, LayerSpec& L);
 
+// Qwen-MoE's rule: layer l is MoE unless listed in mlp_only_layers, when there are experts and
+// (l + 1) % decoder_sparse_step == 0.
+bool qwen_sparse_layer(const ModelConfig& cfg, const ModelSpec& s, int64_t layer);
+
+// The dense MLP <prefix>mlp.gate_proj / up_proj / down_proj.
+void dense_mlp(const Checkpoint& ckpt, LayerSpec& L);
+
 // layer_types[layer] of config.json, or "" when the list is absent (throws when it is too short).
 std::string layer_type(const ModelConfig& cfg, int64_t layer, int64_t layers,
                        const std::string& label);
