@@ -375,3 +375,98 @@ def test_calibrate_then_quantize_w4a4_equals_modelopt_export(family, tmp_path):
         worst = max(worst, abs(a - b) / b)
         assert abs(a - b) <= 0.01 * b, f"{family} {m}: input_scale {a} vs ModelOpt {b}"
     print(f"{family}: {len(q_theirs)} modules, worst input_scale difference {worst:.4%}")
+
+
+def cast_fp8_block(src: Path, dst: Path, twin: Path, twin_bf16: Path) -> int:
+    """The checkpoint as DeepSeek ships V3/R1: every linear weight of attention and MLP/experts
+    (not the router, embeddings, norms, lm_head) as F8_E4M3 codes with an F32
+    `<m>.weight_scale_inv` [ceil(N/128), ceil(K/128)] (block amax / 448), config.json's
+    quantization_config {quant_method: fp8, weight_block_size: [128, 128]}; `twin`: the same
+    model with those weights decoded by torch (codes x scale) as F32; `twin_bf16`: that decoding
+    in bf16, the BF16 checkpoint DeepSeek's fp8_cast_bf16.py makes of its FP8 release. Returns how
+    many weights were cast."""
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(src / "model.safetensors")
+    out, dec, cast = {}, {}, 0
+    for name, t in tensors.items():
+        m = name[: -len(".weight")]
+        dec[name] = t
+        out[name] = t
+        if (name.endswith(".weight") and t.dim() == 2 and ".layers." in name
+                and m.rsplit(".", 1)[-1] in ("q_a_proj", "q_b_proj", "q_proj", "kv_a_proj_with_mqa",
+                                             "kv_b_proj", "o_proj", "gate_proj", "up_proj",
+                                             "down_proj")):
+            w = t.float()
+            n, k = w.shape
+            gn, gk = -(-n // 128), -(-k // 128)
+            pad = torch.zeros(gn * 128, gk * 128)
+            pad[:n, :k] = w
+            blocks = pad.view(gn, 128, gk, 128)
+            scale = (blocks.abs().amax(dim=(1, 3)) / 448.0).clamp(min=1e-12)
+            codes = (blocks / scale[:, None, :, None]).view(gn * 128, gk * 128)[:n, :k]
+            out[name] = codes.to(torch.float8_e4m3fn)
+            out[m + ".weight_scale_inv"] = scale.float().contiguous()
+            full = scale.repeat_interleave(128, 0).repeat_interleave(128, 1)[:n, :k]
+            dec[name] = (out[name].float() * full).contiguous()
+            cast += 1
+    cfg = json.loads((src / "config.json").read_text())
+    dec16 = {k: v.to(torch.bfloat16) if v.dtype == torch.float32 and k in out and
+             out[k].dtype == torch.float8_e4m3fn else v for k, v in dec.items()}
+    for d, ts in ((dst, out), (twin, dec), (twin_bf16, dec16)):
+        d.mkdir()
+        save_file(ts, d / "model.safetensors", metadata={"format": "pt"})
+        (d / "config.json").write_text(json.dumps(cfg))
+    cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3",
+                                  "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return cast
+
+
+def test_deepseek_fp8_block_source_calibrates_like_its_bf16_cast(tmp_path):
+    """A DeepSeek-style FP8 checkpoint (every MLA, dense, shared and routed expert linear of the
+    tiny DeepSeek-V3 in FP8 with 128 x 128 block scales), decoded layer by layer by the engine:
+    its stats equal those of an F32 twin holding torch's decoding of the same codes and scales to
+    float rounding (same routed-token counts), and those of the BF16 model cast from it (DeepSeek's
+    fp8_cast_bf16.py) within 1% for every linear (routed experts per layer). Against the bf16 model the FP8 codes were made
+    from, stats move by the FP8 rounding of the weights itself (e4m3 keeps 3 mantissa bits) and by
+    the routing that moves with it: printed, not a property of the engine."""
+    import collections
+    from test_calibrate_modelopt_experts import fp4kit_calibrate, group_key
+
+    src = save_tiny_bf16("deepseek_v3", tmp_path / "bf16")
+    assert cast_fp8_block(src, tmp_path / "fp8", tmp_path / "twin", tmp_path / "cast16") > 50
+    stats = {}
+    for name, d in (("bf16", src), ("fp8", tmp_path / "fp8"), ("twin", tmp_path / "twin"),
+                    ("cast16", tmp_path / "cast16")):
+        (tmp_path / name / "calib").mkdir()
+        stats[name] = fp4kit_calibrate(d, tmp_path / name / "calib")
+    amax = sorted(k for k in stats["bf16"] if k.endswith(".input_amax"))
+    for other in ("fp8", "twin", "cast16"):
+        assert amax == sorted(k for k in stats[other] if k.endswith(".input_amax"))
+    assert any("kv_b_proj" in k for k in amax) and any("shared_experts" in k for k in amax)
+    for k in amax:
+        a, t = float(stats["fp8"][k]), float(stats["twin"][k])
+        assert abs(a - t) <= 1e-5 * t, f"{k}: FP8 source {a} vs decoded twin {t}"
+    # Routed experts per layer and projection (what one NVFP4 input_scale covers, as ModelOpt's
+    # fused experts): a single expert's amax depends on which tokens rounding routes to it.
+    grouped = {}
+    for name, st in stats.items():
+        g = collections.defaultdict(float)
+        for k in amax:
+            key = group_key(k[: -len(".input_amax")])
+            g[key] = max(g[key], float(st[k]))
+        grouped[name] = g
+    worst = {"twin": 0.0, "cast16": 0.0, "bf16": 0.0}
+    for key, a in grouped["fp8"].items():
+        for other in worst:
+            b = grouped[other][key]
+            worst[other] = max(worst[other], abs(a - b) / b)
+        c = grouped["cast16"][key]
+        assert abs(a - c) <= 0.01 * c, f"{key}: FP8 source {a} vs its BF16 cast {c}"
+    for k in stats["twin"]:
+        if k.endswith(".routed_tokens"):
+            assert int(stats["fp8"][k]) == int(stats["twin"][k]), k
+    print(f"FP8 source: {len(amax)} linears; worst amax difference vs decoded twin "
+          f"{worst['twin']:.2e}, vs its BF16 cast {worst['cast16']:.3%}, vs the bf16 origin of "
+          f"the codes {worst['bf16']:.3%}")
+    assert worst["cast16"] > 0.0, "bf16 rounding changed nothing: the comparison is vacuous"
