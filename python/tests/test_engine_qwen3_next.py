@@ -140,3 +140,94 @@ def test_logits_match_transformers_fp32(variant, tmp_path):
         print(f"  {what}: reference moves by {moved:.3g}")
         assert moved > 20 * 1e-4 * rng, f"{what}: reference moved only {moved}"
     np.testing.assert_array_equal(model(input_ids=inp).logits[0].detach().numpy(), ref)
+
+
+def run_fp4kit(*args):
+    import subprocess
+    p = subprocess.run([fp4kit_bin(), *map(str, args)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return p
+
+
+def rewrite(src, dst, change):
+    """A copy of checkpoint `src` whose tensors pass through `change(dict)`."""
+    import shutil
+    from safetensors.torch import load_file, save_file
+    shutil.copytree(src, dst)
+    for f in dst.glob("*.safetensors"):
+        t = load_file(f)
+        change(t)
+        save_file(t, f, metadata={"format": "pt"})
+    return dst
+
+
+def test_fused_experts_read_in_place_equal_per_expert(tmp_path):
+    """Real Qwen3.5/3.6 checkpoints store the routed experts fused (experts.gate_up_proj
+    [E, 2I, H] with gate rows first, experts.down_proj [E, H, I]; transformers saves per-expert
+    tensors). The wrapper's checkpoint rewritten fused gives the same logits and statistics
+    (under the same per-expert names) bit for bit."""
+    from safetensors.numpy import load_file as load_np
+
+    model = build("qwen3_5_moe")
+    model.save_pretrained(tmp_path / "per_expert")
+    E = model.config.text_config.num_experts
+    fused_names = []
+
+    def fuse(t):
+        for prefix in sorted({k.split("experts.")[0] for k in t if ".experts.0.gate_proj" in k}):
+            x = prefix + "experts."
+            gate_up = [torch.cat([t.pop(f"{x}{e}.gate_proj.weight"), t.pop(f"{x}{e}.up_proj.weight")])
+                       for e in range(E)]
+            t[x + "gate_up_proj"] = torch.stack(gate_up).contiguous()
+            t[x + "down_proj"] = torch.stack([t.pop(f"{x}{e}.down_proj.weight")
+                                              for e in range(E)]).contiguous()
+            fused_names.append(x + "gate_up_proj")
+
+    fused = rewrite(tmp_path / "per_expert", tmp_path / "fused", fuse)
+    assert len(fused_names) == 2 and all(n.startswith("model.language_model.") for n in fused_names)
+    x = ids()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = fp4kit_logits(fp4kit_bin(), tmp_path / "per_expert", x, tmp_path / "a")
+    b = fp4kit_logits(fp4kit_bin(), fused, x, tmp_path / "b")
+    np.testing.assert_array_equal(a, b)
+    stats = {}
+    for name in ("per_expert", "fused"):
+        run_fp4kit("calibrate", tmp_path / name, "--data", tmp_path / "a" / "ids.u16", "--samples",
+                   "1", "--seq-len", SEQ, "-o", tmp_path / f"{name}.safetensors")
+        stats[name] = load_np(str(tmp_path / f"{name}.safetensors"))
+    assert sorted(stats["fused"]) == sorted(stats["per_expert"])
+    assert any(".experts.3.down_proj." in k for k in stats["fused"])
+    for k, v in stats["fused"].items():
+        np.testing.assert_array_equal(v, stats["per_expert"][k], err_msg=k)
+
+
+def test_w4a4_eval_simulates_linear_attention_activations(tmp_path):
+    """`fp4kit eval` on fp4kit's own W4A4 Qwen3.5 output (calibrate + quantize --stats
+    --quantize-linear-attn): the linear-attention projections' input_scale is honoured (the logits
+    move when it is removed) and the W4A4 model stays near the weight-only one."""
+    model = build("qwen3_5_moe_text")
+    model.save_pretrained(tmp_path / "src")
+    x = ids()
+    (tmp_path / "ids.u16").write_bytes(x.tobytes())
+    run_fp4kit("calibrate", tmp_path / "src", "--data", tmp_path / "ids.u16", "--samples", "1",
+               "--seq-len", SEQ, "-o", tmp_path / "stats.safetensors")
+    for out, extra in (("w4a16", ["--weights-only"]),
+                       ("w4a4", ["--stats", tmp_path / "stats.safetensors"])):
+        run_fp4kit("quantize", tmp_path / "src", tmp_path / out, "--quantize-linear-attn", *extra)
+    dropped = []
+
+    def drop(t):
+        for k in [k for k in t if ".linear_attn." in k and k.endswith(".input_scale")]:
+            dropped.append(k)
+            del t[k]
+
+    plain = rewrite(tmp_path / "w4a4", tmp_path / "w4a4-plain-linear-attn", drop)
+    assert len(dropped) == 3, dropped  # in_proj_qkv, in_proj_z, out_proj
+    logits = {}
+    for name in ("w4a16", "w4a4", "w4a4-plain-linear-attn"):
+        (tmp_path / f"l-{name}").mkdir()
+        logits[name] = fp4kit_logits(fp4kit_bin(), tmp_path / name, x, tmp_path / f"l-{name}")
+    rng = float(logits["w4a16"].max() - logits["w4a16"].min())
+    assert float(np.abs(logits["w4a4"] - logits["w4a4-plain-linear-attn"]).max()) > 1e-3 * rng
+    assert float(np.abs(logits["w4a4"] - logits["w4a16"]).max()) < 0.5 * rng
