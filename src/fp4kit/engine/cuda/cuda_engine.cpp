@@ -327,6 +327,18 @@ struct CudaEngine::Impl {
 
   Impl(const Checkpoint& c, const GpuOptions& o)
       : ckpt(c), spec(ModelSpec::from_checkpoint(c)), opt(o) {
+    // The families this engine implements; the CPU engine's newer blocks (Gated DeltaNet, gated
+    // attention, zero-centred norms, MLA, ...) have no GPU version yet: refuse rather than run
+    // them wrongly.
+    switch (spec.family) {
+      case Family::Llama: case Family::Mistral: case Family::Qwen2: case Family::Qwen3:
+      case Family::Qwen2Moe: case Family::Qwen3Moe: case Family::Mixtral: case Family::GptOss:
+      case Family::Llama4:
+        break;
+      default:
+        throw Error(fmt::format("{}: the GPU engine does not run {} models yet; use --device cpu",
+                                c.dir().string(), family_name(spec.family)));
+    }
     dev = device_info(o.device);
     ctx = std::make_unique<Context>(o.device, o.tf32 ? Math::Tf32 : Math::Fp32);
   }
