@@ -9,7 +9,9 @@
 
 #include "engine/engine_support.hpp"
 #include "fp4kit/engine/backend.hpp"
+#include "fp4kit/engine/blocks/gated_delta_net.hpp"
 #include "fp4kit/engine/rope.hpp"
+#include "fp4kit/engine/weights.hpp"
 
 namespace fp4kit::engine {
 namespace {
@@ -150,6 +152,119 @@ TEST(GatedDeltaNet, PartialRopeRotatesTheLeadingDimsOnly) {
   // The family default applies when the config is silent; an odd rotary width is refused.
   EXPECT_EQ(RopeParams::from_config(nlohmann::json::object(), 1e4, 16, "t", 0.25).rotary_dim, 4);
   EXPECT_ANY_THROW(RopeParams::from_config({{"partial_rotary_factor", 0.1875}}, 1e4, 16, "t"));
+}
+
+
+// The whole block (Qwen3.5 naming) over two sequences of one batch (90 tokens: two chunks; 10
+// tokens), against float64: zero-centred input norm, projections, conv + SiLU, gates, the
+// recurrence, gated RMSNorm * silu(z), out_proj, residual. The sequences do not mix.
+TEST(GatedDeltaNet, BlockMatchesFloat64Reference) {
+  std::mt19937 gen(8);
+  const size_t H = 32;
+  const int nk = 2, nv = 4, dk = 8, dv = 8, K = 4;
+  const size_t kd = nk * dk, vd = nv * dv, C = 2 * kd + vd;
+  auto be = make_cpu_backend();
+  auto lin = [&](const char* name, size_t n, size_t k, std::vector<float>* keep) {
+    LinearWeights w;
+    w.module = name;
+    w.n = n;
+    w.k = k;
+    w.w = randv(gen, n * k, 1.0f / std::sqrt(static_cast<float>(k)));
+    *keep = w.w;
+    return be->upload(std::move(w));
+  };
+  std::vector<float> wqkv, wz, wb, wa, wo;
+  GdnWeights w;
+  const auto norm = randv(gen, H, 0.3f), conv = randv(gen, C * K, 0.5f), gnorm = randv(gen, dv, 0.3f);
+  const auto dt = randv(gen, nv, 0.5f);
+  std::vector<float> alog(nv);
+  for (int h = 0; h < nv; ++h) alog[h] = std::log(0.5f + 0.4f * h);
+  w.norm = be->upload(std::vector<float>(norm));
+  w.qkv = lin("in_proj_qkv", C, H, &wqkv);
+  w.z = lin("in_proj_z", vd, H, &wz);
+  w.b = lin("in_proj_b", nv, H, &wb);
+  w.a = lin("in_proj_a", nv, H, &wa);
+  w.in_modules = {"in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a"};
+  w.conv = be->upload(std::vector<float>(conv));
+  w.A_log = be->upload(std::vector<float>(alog));
+  w.dt_bias = be->upload(std::vector<float>(dt));
+  w.gate_norm = be->upload(std::vector<float>(gnorm));
+  w.out = lin("out_proj", H, vd, &wo);
+  GdnConfig c;
+  c.hidden = H;
+  c.norm_one_plus = true;
+  c.nk = nk;
+  c.nv = nv;
+  c.dk = dk;
+  c.dv = dv;
+  c.kernel = K;
+  GatedDeltaNetBlock block(c, std::move(w));
+  const std::vector<size_t> lens = {90, 10};
+  const Batch batch = Batch::make(lens, 4096);
+  const auto h0 = randv(gen, 100 * H, 1.0f);
+  Buffer hb = be->upload(std::vector<float>(h0));
+  block.forward(RunContext{*be, batch, nullptr, false}, hb.f());
+
+  auto mm = [](const std::vector<double>& x, size_t rows, size_t k, const std::vector<float>& W,
+               size_t n) {
+    std::vector<double> y(rows * n, 0.0);
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t j = 0; j < n; ++j)
+        for (size_t i = 0; i < k; ++i) y[r * n + j] += x[r * k + i] * W[j * k + i];
+    return y;
+  };
+  double worst = 0, scale = 0;
+  size_t row0 = 0;
+  for (size_t T : lens) {
+    std::vector<double> x(T * H);
+    for (size_t t = 0; t < T; ++t) {
+      double ss = 0;
+      for (size_t i = 0; i < H; ++i) ss += static_cast<double>(h0[(row0 + t) * H + i]) * h0[(row0 + t) * H + i];
+      const double inv = 1.0 / std::sqrt(ss / H + 1e-6);
+      for (size_t i = 0; i < H; ++i) x[t * H + i] = h0[(row0 + t) * H + i] * inv * (1.0 + norm[i]);
+    }
+    const auto mixed = mm(x, T, H, wqkv, C), z = mm(x, T, H, wz, vd);
+    const auto b = mm(x, T, H, wb, nv), a = mm(x, T, H, wa, nv);
+    std::vector<float> q(T * kd), k(T * kd), v(T * vd), g(T * nv), beta(T * nv);
+    for (size_t t = 0; t < T; ++t) {
+      for (size_t ch = 0; ch < C; ++ch) {
+        double s = 0;
+        for (int j = 0; j < K; ++j) {
+          const long src = static_cast<long>(t) - (K - 1) + j;
+          if (src >= 0) s += conv[ch * K + j] * mixed[src * C + ch];
+        }
+        const float o = static_cast<float>(s / (1 + std::exp(-s)));
+        if (ch < kd) q[t * kd + ch] = o;
+        else if (ch < 2 * kd) k[t * kd + ch - kd] = o;
+        else v[t * vd + ch - 2 * kd] = o;
+      }
+      for (int h = 0; h < nv; ++h) {
+        const double xx = a[t * nv + h] + dt[h];
+        g[t * nv + h] = static_cast<float>(-std::exp(static_cast<double>(alog[h])) * std::log1p(std::exp(xx)));
+        beta[t * nv + h] = static_cast<float>(1 / (1 + std::exp(-b[t * nv + h])));
+      }
+    }
+    const auto core = delta_rule_f64(q, k, v, g, beta, T, nk, nv, dk, dv);
+    std::vector<double> y(T * vd);
+    for (size_t r = 0; r < T * nv; ++r) {
+      double ss = 0;
+      for (int i = 0; i < dv; ++i) ss += core[r * dv + i] * core[r * dv + i];
+      const double inv = 1.0 / std::sqrt(ss / dv + 1e-6);
+      for (int i = 0; i < dv; ++i) {
+        const double zz = z[r * dv + i];
+        y[r * dv + i] = core[r * dv + i] * inv * gnorm[i] * zz / (1 + std::exp(-zz));
+      }
+    }
+    const auto out = mm(y, T, vd, wo, H);
+    for (size_t i = 0; i < T * H; ++i) {
+      const double want = h0[row0 * H + i] + out[i];
+      worst = std::max(worst, std::fabs(hb.f()[row0 * H + i] - want));
+      scale = std::max(scale, std::fabs(out[i]));
+    }
+    row0 += T;
+  }
+  ASSERT_GT(scale, 0.1);
+  EXPECT_LT(worst, 1e-4 * scale);
 }
 
 }  // namespace
