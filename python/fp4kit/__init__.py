@@ -102,6 +102,9 @@ def quantize(
     dry_run: bool = False,
     input_scale_fallback: bool = False,
     quantize_linear_attn: bool = False,
+    scales: str = "max",
+    global_norm: int = 448,
+    hessian_min_tokens: int = 1024,
     progress: Optional[Progress] = None,
 ) -> QuantizeReport:
     """``fp4kit quantize SRC OUT``: writes OUT atomically and returns the report.
@@ -112,11 +115,14 @@ def quantize(
     the recipe's: first every ``include``, then every ``exclude`` (later wins, so an exclude
     beats an include), then ``rules`` given as ``("include"|"exclude", glob)`` in order, as
     ``--include``/``--exclude`` on the command line. ``dry_run=True`` plans only (the report
-    holds just ``plan``).
+    holds just ``plan``). ``scales`` is the block-scale choice: ``"max"`` (ModelOpt's,
+    byte-identical), ``"mse"`` or ``"hessian"`` (needs ``stats`` from ``calibrate(hessian=...)``).
     """
     for name, value, allowed in (("format", format, ("modelopt", "compressed-tensors", "gguf")),
                                  ("verify", verify, ("structural", "full", "none")),
-                                 ("scale_form", scale_form, ("gpu", "cpu"))):
+                                 ("scale_form", scale_form, ("gpu", "cpu")),
+                                 ("scales", scales, ("max", "mse", "hessian")),
+                                 ("global_norm", global_norm, (448, 256))):
         if value not in allowed:  # the command line's usage errors (exit 2)
             raise ValueError(f"{name}: {value!r} not in {list(allowed)}")
     if isinstance(include, str) or isinstance(exclude, str):
@@ -127,9 +133,13 @@ def quantize(
             raise ValueError(f"rules: kind must be 'include' or 'exclude', not {kind!r}")
         ordered.append((kind == "include", glob))
     doc, warnings = _core.quantize(
-        _path(src), _path(out), format, weights_only, _path(stats), _path(recipe), ordered,
-        dry_run, _path(plan_json), threads, _path(report), scale_form, max_shard_size, force,
-        verify, input_scale_fallback, quantize_linear_attn, _per_tensor(_progress_fn(progress)))
+        src=_path(src), out=_path(out), format=format, weights_only=weights_only,
+        stats=_path(stats), recipe=_path(recipe), rules=ordered, dry_run=dry_run,
+        plan_json=_path(plan_json), threads=threads, report=_path(report), scale_form=scale_form,
+        max_shard_size=max_shard_size, force=force, verify=verify,
+        input_scale_fallback=input_scale_fallback, quantize_linear_attn=quantize_linear_attn,
+        scales=scales, global_norm=global_norm, hessian_min_tokens=hessian_min_tokens,
+        progress=_per_tensor(_progress_fn(progress)))
     raw = json.loads(doc) or {}  # {} when a GGUF is repacked from an NVFP4 source (no plan)
     return QuantizeReport(output=_path(out), plan=raw.get("plan", {}),
                           tensors=raw.get("tensors", []), summary=raw.get("summary", {}),
@@ -174,8 +184,8 @@ def verify(
     A failed check is a finding (``ok`` False), not an exception; an unreadable input raises
     :class:`Error`.
     """
-    raw = json.loads(_core.verify(_path(path), _path(source), _path(report), threads,
-                                  max_rel_rmse))
+    raw = json.loads(_core.verify(dir=_path(path), source=_path(source), report=_path(report),
+                                  threads=threads, max_rel_rmse=max_rel_rmse))
     findings = [Finding(f["severity"], f["check"], f["module"], f["message"])
                 for f in raw.get("findings", [])]
     return VerifyResult(ok=bool(raw["ok"]), findings=findings, raw=raw)
@@ -196,6 +206,7 @@ class CalibrateResult:
     idle_experts: list  # experts no calibration token was routed to
     seconds: float
     forward_seconds: float
+    device: str  # what ran it, in words
 
 
 def calibrate(
@@ -207,18 +218,24 @@ def calibrate(
     seq_len: int = 512,
     text_field: str = "text",
     all_experts: bool = False,
+    hessian: Optional[str] = None,
     threads: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
+    gpu_fp32: bool = False,
     chunk_tokens: int = 2048,
     progress: Optional[Progress] = None,
 ) -> CalibrateResult:
     """``fp4kit calibrate SRC --data DATA -o OUT``: activation statistics for W4A4 ``quantize``.
 
-    ``progress`` is called after each layer as ``progress(layers_done, layers)``.
+    ``hessian`` (``"raw"`` or ``"w4a4"``) also collects what ``quantize(scales="hessian")``
+    needs. ``progress`` is called after each layer as ``progress(layers_done, layers)``.
     """
-    r = _core.calibrate(_path(src), _path(data), _path(out), samples, seq_len, text_field,
-                        all_experts, threads, device, chunk_tokens, _progress_fn(progress))
-    return CalibrateResult(_path(out), *r[:4], list(r[4]), *r[5:])
+    r = json.loads(_core.calibrate(
+        src=_path(src), data=_path(data), out=_path(out), samples=samples, seq_len=seq_len,
+        text_field=text_field, all_experts=all_experts, hessian=hessian or "", threads=threads,
+        device=device, gpu_fp32=gpu_fp32, chunk_tokens=chunk_tokens,
+        progress=_progress_fn(progress)))
+    return CalibrateResult(output=_path(out), **r)
 
 
 def eval(
@@ -234,11 +251,14 @@ def eval(
     act_quant: bool = True,
     text_field: str = "text",
     threads: int = 0,
+    device: str = "auto",
+    gpu_fp32: bool = False,
 ) -> dict:
     """``fp4kit eval QUANT --json``: perplexity, and against ``base`` the KL divergence summary."""
-    return json.loads(_core.eval(_path(quant), _path(base), _path(data), _path(base_logits),
-                                 _path(save_base), "", text_field, ctx, chunks, tokens,
-                                 not act_quant, threads))
+    return json.loads(_core.eval(
+        quant=_path(quant), base=_path(base), data=_path(data), base_logits=_path(base_logits),
+        save_base=_path(save_base), text_field=text_field, ctx=ctx, chunks=chunks, tokens=tokens,
+        no_act_quant=not act_quant, threads=threads, device=device, gpu_fp32=gpu_fp32))
 
 
 # ---------------------------------------------------------------------------------------------

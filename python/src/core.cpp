@@ -13,8 +13,10 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "fp4kit/cli/jobs.hpp"
 #include "fp4kit/cli/quantize_job.hpp"
@@ -92,51 +94,113 @@ struct PyCheckpoint {
 
 // Progress of the Python caller; the job runs without the GIL and takes it for each call.
 template <typename... A>
-auto with_gil(std::optional<nb::callable> cb) {
+auto with_gil(nb::callable cb) {
   return [cb = std::move(cb)](A... args) {
     nb::gil_scoped_acquire locked;
-    (*cb)(args...);
+    cb(args...);
   };
 }
 
-std::string quantize(const std::string& src, const std::string& out, const std::string& format,
-                     bool weights_only, const std::string& stats, const std::string& recipe,
-                     const std::vector<std::pair<bool, std::string>>& rules, bool dry_run,
-                     const std::string& plan_json, int threads, const std::string& report,
-                     const std::string& scale_form, const std::string& max_shard_size, bool force,
-                     const std::string& verify, bool input_scale_fallback,
-                     bool quantize_linear_attn, std::optional<nb::callable> progress,
-                     std::vector<std::string>* warnings) {
+// A job's options from Python keywords named as the C++ fields (and the command's long options,
+// '-' as '_'). A keyword no field takes is an error, never ignored.
+class Options {
+ public:
+  explicit Options(nb::kwargs kw) : kw_(std::move(kw)) {}
+  template <typename T>
+  Options& operator()(const char* name, T& field) {
+    if (kw_.contains(name)) {
+      field = nb::cast<T>(kw_[name]);
+      used_.push_back(name);
+    }
+    return *this;
+  }
+  // The callable under `name`, or none (absent or None).
+  std::optional<nb::callable> callable(const char* name) {
+    if (!kw_.contains(name)) return std::nullopt;
+    used_.push_back(name);
+    if (kw_[name].is_none()) return std::nullopt;
+    return nb::cast<nb::callable>(kw_[name]);
+  }
+  void check_all_used(const char* job) const {
+    for (auto [key, value] : kw_) {
+      const std::string k = nb::cast<std::string>(key);
+      if (std::find(used_.begin(), used_.end(), k) == used_.end())
+        throw nb::type_error(fmt::format("{}() got an unexpected keyword argument '{}'", job, k).c_str());
+    }
+  }
+
+ private:
+  nb::kwargs kw_;
+  std::vector<std::string> used_;
+};
+
+nb::tuple quantize_job(nb::kwargs kw) {
   cli::QuantizeArgs a;
-  a.source = src;
-  a.out = out;
-  a.format = format;
-  a.weights_only = weights_only;
-  a.stats = stats;
-  a.recipe = recipe;
+  std::vector<std::pair<bool, std::string>> rules;  // (include?, glob) in order; later wins
+  Options o(std::move(kw));
+  o("src", a.source)("out", a.out)("format", a.format)("weights_only", a.weights_only)(
+      "stats", a.stats)("recipe", a.recipe)("rules", rules)("dry_run", a.dry_run)(
+      "plan_json", a.plan_json)("threads", a.threads)("report", a.report)(
+      "scale_form", a.scale_form)("max_shard_size", a.max_shard_size)("force", a.force)(
+      "verify", a.verify)("input_scale_fallback", a.input_scale_fallback)(
+      "quantize_linear_attn", a.quantize_linear_attn)("scales", a.scales)(
+      "global_norm", a.global_norm)("hessian_min_tokens", a.hessian_min_tokens);
+  if (auto cb = o.callable("progress"))
+    a.on_progress = with_gil<size_t, size_t, const std::string&, uint64_t>(std::move(*cb));
+  o.check_all_used("quantize");
   for (const auto& [include, glob] : rules)
     a.rules.push_back({include ? Rule::Kind::Include : Rule::Kind::Exclude, glob,
                        (include ? "--include " : "--exclude ") + glob});
-  a.dry_run = dry_run;
-  a.plan_json = plan_json;
-  a.threads = threads;
-  a.report = report;
-  a.scale_form = scale_form;
-  a.max_shard_size = max_shard_size;
-  a.force = force;
-  a.verify = verify;
-  a.input_scale_fallback = input_scale_fallback;
-  a.quantize_linear_attn = quantize_linear_attn;
   a.quiet = true;
-  if (progress)
-    a.on_progress = with_gil<size_t, size_t, const std::string&, uint64_t>(std::move(progress));
   cli::QuantizeOutcome outcome;
   {
     nb::gil_scoped_release unlocked;
     cli::run_quantize_job(a, &outcome);
   }
-  *warnings = outcome.warnings;
-  return outcome.report.dump();
+  return nb::make_tuple(outcome.report.dump(), outcome.warnings);
+}
+
+std::string verify_job(nb::kwargs kw) {
+  cli::VerifyArgs a;
+  Options o(std::move(kw));
+  o("dir", a.dir)("source", a.source)("report", a.report)("threads", a.threads)(
+      "max_rel_rmse", a.max_rel_rmse);
+  o.check_all_used("verify");
+  nb::gil_scoped_release unlocked;
+  return cli::run_verify_job(a).to_json().dump();
+}
+
+std::string calibrate_job(nb::kwargs kw) {
+  cli::CalibrateArgs a;
+  Options o(std::move(kw));
+  o("src", a.src)("data", a.data)("out", a.out)("samples", a.samples)("seq_len", a.seq_len)(
+      "text_field", a.text_field)("all_experts", a.all_experts)("threads", a.threads)(
+      "device", a.device)("gpu_fp32", a.gpu_fp32)("hessian", a.hessian)("chunk_tokens", a.chunk);
+  if (auto cb = o.callable("progress")) a.on_layer = with_gil<int64_t, int64_t>(std::move(*cb));
+  o.check_all_used("calibrate");
+  a.quiet = true;
+  cli::CalibrateOutcome r;
+  {
+    nb::gil_scoped_release unlocked;
+    r = cli::run_calibrate_job(a);
+  }
+  nlohmann::json j = {{"samples", r.samples},         {"seq_len", r.seq_len},
+                      {"tokens", r.tokens},           {"linears", r.linears},
+                      {"idle_experts", r.idle_experts}, {"seconds", r.seconds},
+                      {"forward_seconds", r.forward_seconds}, {"device", r.device}};
+  return j.dump();
+}
+
+std::string eval_job(nb::kwargs kw) {
+  cli::EvalArgs a;
+  Options o(std::move(kw));
+  o("quant", a.quant)("base", a.base)("data", a.data)("base_logits", a.base_logits)(
+      "save_base", a.save_base)("dump_logits", a.dump_logits)("text_field", a.text_field)(
+      "ctx", a.ctx)("chunks", a.chunks)("tokens", a.tokens)("no_act_quant", a.no_act_quant)(
+      "threads", a.threads)("device", a.device)("gpu_fp32", a.gpu_fp32);
+  o.check_all_used("eval");
+  nb::gil_scoped_release unlocked;
+  return cli::run_eval_job(a).dump();
 }
 
 }  // namespace
@@ -149,40 +213,12 @@ NB_MODULE(_core, m) {
   m.attr("__version__") = FP4KIT_VERSION;
   nb::exception<fp4kit::Error>(m, "Error", PyExc_RuntimeError);
 
-  m.def(
-      "quantize",
-      [](const std::string& src, const std::string& out, const std::string& format,
-         bool weights_only, const std::string& stats, const std::string& recipe,
-         const std::vector<std::pair<bool, std::string>>& rules, bool dry_run,
-         const std::string& plan_json, int threads, const std::string& report,
-         const std::string& scale_form, const std::string& max_shard_size, bool force,
-         const std::string& verify, bool input_scale_fallback, bool quantize_linear_attn,
-         std::optional<nb::callable> progress) {
-        std::vector<std::string> warnings;
-        std::string r = quantize(src, out, format, weights_only, stats, recipe, rules, dry_run,
-                                 plan_json, threads, report, scale_form, max_shard_size, force,
-                                 verify, input_scale_fallback, quantize_linear_attn,
-                                 std::move(progress), &warnings);
-        return std::make_pair(r, warnings);
-      },
-      "src"_a, "out"_a, "format"_a, "weights_only"_a, "stats"_a, "recipe"_a, "rules"_a,
-      "dry_run"_a, "plan_json"_a, "threads"_a, "report"_a, "scale_form"_a, "max_shard_size"_a,
-      "force"_a, "verify"_a, "input_scale_fallback"_a, "quantize_linear_attn"_a,
-      "progress"_a.none(),
-      "The quantize job of `fp4kit quantize`; returns (report JSON, plan warnings). Rules are "
-      "(include?, glob) in order, later wins.");
-
-  m.def(
-      "verify",
-      [](const std::string& dir, const std::string& source, const std::string& report,
-         int threads, double max_rel_rmse) {
-        cli::VerifyArgs a{dir, source, report, threads, max_rel_rmse};
-        nb::gil_scoped_release unlocked;
-        return cli::run_verify_job(a).to_json().dump();
-      },
-      "dir"_a, "source"_a, "report"_a, "threads"_a, "max_rel_rmse"_a,
-      "The job of `fp4kit verify`; returns the report JSON (--report).");
-
+  // The jobs take keywords named as their C++ option fields (python/fp4kit/__init__.py has the
+  // documented signatures) and return the JSON documents the command writes.
+  m.def("quantize", &quantize_job,
+        "The job of `fp4kit quantize`: returns (the --report JSON, the plan's warnings). `rules` "
+        "is a list of (include?, glob) in order, later wins.");
+  m.def("verify", &verify_job, "The job of `fp4kit verify`: returns the --report JSON.");
   m.def(
       "inspect",
       [](const std::string& dir) {
@@ -190,64 +226,9 @@ NB_MODULE(_core, m) {
         return cli::inspect_report(dir).dump();
       },
       "dir"_a, "What `fp4kit inspect --json` prints.");
-
-  m.def(
-      "calibrate",
-      [](const std::string& src, const std::string& data, const std::string& out,
-         int64_t samples, int64_t seq_len, const std::string& text_field, bool all_experts,
-         int threads, const std::string& device, size_t chunk,
-         std::optional<nb::callable> progress) {
-        cli::CalibrateArgs a;
-        a.src = src;
-        a.data = data;
-        a.out = out;
-        a.samples = samples;
-        a.seq_len = seq_len;
-        a.text_field = text_field;
-        a.all_experts = all_experts;
-        a.threads = threads;
-        a.device = device;
-        a.chunk = chunk;
-        a.quiet = true;
-        if (progress) a.on_layer = with_gil<int64_t, int64_t>(std::move(progress));
-        cli::CalibrateOutcome r;
-        {
-          nb::gil_scoped_release unlocked;
-          r = cli::run_calibrate_job(a);
-        }
-        return nb::make_tuple(r.samples, r.seq_len, r.tokens, r.linears, r.idle_experts,
-                              r.seconds, r.forward_seconds);
-      },
-      "src"_a, "data"_a, "out"_a, "samples"_a, "seq_len"_a, "text_field"_a, "all_experts"_a,
-      "threads"_a, "device"_a, "chunk"_a, "progress"_a.none(),
-      "The job of `fp4kit calibrate`; returns (samples, seq_len, tokens, linears, idle experts, "
-      "seconds, forward seconds).");
-
-  m.def(
-      "eval",
-      [](const std::string& quant, const std::string& base, const std::string& data,
-         const std::string& base_logits, const std::string& save_base,
-         const std::string& dump_logits, const std::string& text_field, size_t ctx,
-         size_t chunks, size_t tokens, bool no_act_quant, int threads) {
-        cli::EvalArgs a;
-        a.quant = quant;
-        a.base = base;
-        a.data = data;
-        a.base_logits = base_logits;
-        a.save_base = save_base;
-        a.dump_logits = dump_logits;
-        a.text_field = text_field;
-        a.ctx = ctx;
-        a.chunks = chunks;
-        a.tokens = tokens;
-        a.no_act_quant = no_act_quant;
-        a.threads = threads;
-        nb::gil_scoped_release unlocked;
-        return cli::run_eval_job(a).dump();
-      },
-      "quant"_a, "base"_a, "data"_a, "base_logits"_a, "save_base"_a, "dump_logits"_a,
-      "text_field"_a, "ctx"_a, "chunks"_a, "tokens"_a, "no_act_quant"_a, "threads"_a,
-      "What `fp4kit eval --json` prints.");
+  m.def("calibrate", &calibrate_job,
+        "The job of `fp4kit calibrate` (writes `out`): returns its counts as JSON.");
+  m.def("eval", &eval_job, "What `fp4kit eval --json` prints.");
 
   nb::class_<PyCheckpoint>(m, "Checkpoint")
       .def(

@@ -112,6 +112,8 @@ CASES = {
                                 "--exclude", "*.self_attn.o_proj"]),
     "mixtral-modelopt-w4a16": (MIXTRAL, dict(weights_only=True, verify="full"),
                                ["--weights-only", "--verify", "full"]),
+    "llama-modelopt-w4a16-mse": (LLAMA, dict(weights_only=True, scales="mse", global_norm=256),
+                                 ["--weights-only", "--scales", "mse", "--global-norm", "256"]),
     "mixtral-gguf-w4a16": (MIXTRAL, dict(weights_only=True, format="gguf"),
                            ["--weights-only", "--format", "gguf"]),
 }
@@ -139,9 +141,10 @@ def test_quantize_writes_the_cli_bytes_and_returns_its_report(case, cli, shared_
 def test_w4a4_calibrate_and_quantize_match_the_cli(cli, shared_data, tmp_path):
     src, data = shared_data / MIXTRAL, shared_data / TEXT
     run_checked([cli, "calibrate", src, "--data", data, "-o", tmp_path / "cli.safetensors",
-                 "--samples", 4, "--seq-len", 64])
+                 "--samples", 4, "--seq-len", 64, "--hessian", "raw", "--device", "cpu"])
     layers = []
     r = fp4kit.calibrate(src, data, tmp_path / "api.safetensors", samples=4, seq_len=64,
+                         hessian="raw", device="cpu",
                          progress=lambda done, n: layers.append((done, n)))
     assert (tmp_path / "api.safetensors").read_bytes() == (tmp_path / "cli.safetensors").read_bytes()
     assert (r.samples, r.seq_len, r.tokens) == (4, 64, 256)
@@ -150,10 +153,12 @@ def test_w4a4_calibrate_and_quantize_match_the_cli(cli, shared_data, tmp_path):
     assert layers == [(i, 5) for i in range(1, 6)]  # stories260K has 5 layers
 
     run_checked([cli, "quantize", src, tmp_path / "cli", "--stats", tmp_path / "cli.safetensors",
-                 "--format", "compressed-tensors"])
-    fp4kit.quantize(src, tmp_path / "api", stats=tmp_path / "api.safetensors",
-                    format="compressed-tensors")
+                 "--format", "compressed-tensors", "--scales", "hessian",
+                 "--hessian-min-tokens", 16])
+    report = fp4kit.quantize(src, tmp_path / "api", stats=tmp_path / "api.safetensors",
+                             format="compressed-tensors", scales="hessian", hessian_min_tokens=16)
     assert_same_tree(tmp_path / "cli", tmp_path / "api")
+    assert "hessian" in json.dumps(report.tensors)
     assert any(n.endswith(".input_global_scale") for n in fp4kit.Checkpoint(tmp_path / "api").tensor_names)
 
 
@@ -203,6 +208,8 @@ def test_errors_carry_the_cli_messages(cli, shared_data, tmp_path):
 
 
 def test_usage_errors_are_value_errors(shared_data, tmp_path):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        fp4kit._core.quantize(src=str(shared_data / LLAMA), out=str(tmp_path / "o"), colour=1)
     with pytest.raises(ValueError, match="format"):
         fp4kit.quantize(shared_data / LLAMA, tmp_path / "o", weights_only=True, format="awq")
     with pytest.raises(ValueError, match="rules"):
