@@ -376,6 +376,28 @@ def test_calibrate_then_quantize_w4a4_equals_modelopt_export(family, tmp_path):
         assert abs(a - b) <= 0.01 * b, f"{family} {m}: input_scale {a} vs ModelOpt {b}"
     print(f"{family}: {len(q_theirs)} modules, worst input_scale difference {worst:.4%}")
 
+    # eval of that W4A4 output against its source: PPL, KLD and top-1 agreement, with the
+    # activations NVFP4-quantized at every linear's input_scale (the default) or not.
+    ids = tmp_path / "ids.u32"
+    res = {}
+    for label, extra in (("w4a4", []), ("weights", ["--no-act-quant"])):
+        p = subprocess.run([fp4kit_bin(), "eval", str(out), "--base", str(src), "--data", str(ids),
+                            "--ctx", "32", "--json", "--threads", "2", *extra],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        res[label] = json.loads(p.stdout)
+    assert res["w4a4"]["activation_quantization"] and not res["weights"]["activation_quantization"]
+    kld = {k: r["kl_divergence"]["kld"]["mean"]["value"] for k, r in res.items()}
+    top1 = {k: r["kl_divergence"]["same_top_p"]["value"] for k, r in res.items()}
+    print(f"{family} eval: KLD {kld}, top-1 agreement {top1}, "
+          f"PPL {res['w4a4']['ppl']['value']:.4g} (base {res['w4a4']['ppl_base']['value']:.4g})")
+    for k in res:
+        assert res[k]["tokens_scored"] == 4 * 32 - 1 and np.isfinite(res[k]["ppl"]["value"])
+        # near-uniform random models: top-1 agreement is far from 1 even for small KLD
+        assert 0.0 < kld[k] < 0.1 and 0.3 < top1[k] < 1.0, (k, kld[k], top1[k])
+    # quantizing the activations too adds error on top of the weights'
+    assert kld["w4a4"] > 1.1 * kld["weights"], kld
+
 
 def cast_fp8_block(src: Path, dst: Path, twin: Path, twin_bf16: Path) -> int:
     """The checkpoint as DeepSeek ships V3/R1: every linear weight of attention and MLP/experts
