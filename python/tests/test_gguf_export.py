@@ -518,3 +518,40 @@ def test_llama3_rope_scaling_becomes_rope_freqs(fp4kit, tmp_path, shared_data, k
     want = torch.tensor(want, dtype=torch.float32).numpy()
     assert len({1.0, 8.0} | set(want.tolist())) == 3  # one factor between the two regimes
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_gguf_from_fp8_source_equals_format_a(fp4kit, tmp_path, shared_data):
+    """An FP8 block-scaled source (fp4kit-fp8-cast of stories260k-llama, DeepSeek-V3 style):
+    decoded in the stream and quantized, the GGUF's NVFP4 tensors equal the ModelOpt-format
+    output of the same source bit for bit, and the kept FP8 down_proj (K = 172) is the same BF16
+    decode in both."""
+    from conftest import require_executable, tool_path
+    src = tmp_path / "fp8"
+    run_checked([require_executable(tool_path("fp8-cast")),
+                 shared_data / "models" / "stories260k-llama", src])
+    shutil.copy(shared_data / "models" / "stories260k-llama" / "tokenizer.json", src)
+    out, a_dir = tmp_path / "m.gguf", tmp_path / "a"
+    quantize(fp4kit, src, out, "--format", "gguf")
+    quantize(fp4kit, src, a_dir)
+    a = load_file(a_dir / "model.safetensors")
+    config = json.loads((src / "config.json").read_text())
+    got = read_gguf(out)
+    checked = {"NVFP4": 0, "BF16": 0}
+    for key, t in a.items():
+        if key.endswith((".weight_scale", ".weight_scale_2", ".input_scale")):
+            continue
+        module = key.removesuffix(".weight")
+        tname, _ = gguf_name(key, gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
+        if module + ".weight_scale" in a:
+            want = dequant_format_a(t, a[module + ".weight_scale"],
+                                    a[module + ".weight_scale_2"].item())
+        else:
+            want = as_f32(t)
+        if tname.endswith(("attn_q.weight", "attn_k.weight")):
+            want = permute_rope(want, config["num_attention_heads"] if "attn_q" in tname
+                                else config["num_key_value_heads"])
+        ttype, values = got[tname]
+        assert_bitwise(values, want, f"fp8 {key}")
+        if ttype.name in checked:
+            checked[ttype.name] += 1
+    assert checked["NVFP4"] == 30 and checked["BF16"] >= 5, checked  # 5 x down_proj from FP8
