@@ -70,6 +70,14 @@ TEST(ScaleSearch, HessianNeverWorseThanMaxPerLinearAndFallsBackToMse) {
   quantize("hess", "--scales hessian --hessian-min-tokens 1 --stats " + quote(stats.string()));
   quantize("few", "--scales hessian --hessian-min-tokens 1000000 --stats " + quote(stats.string()));
 
+  // GPTQ needs all of X^T X (calibrate --full-xtx): said, nothing written.
+  const auto g = run_command(bin + " quantize " + quote(model.string()) + " " +
+                             quote((tmp / "g").string()) + " --weights-only --gptq --stats " +
+                             quote(stats.string()));
+  EXPECT_EQ(g.exit_code, 1) << g.output;
+  EXPECT_NE(g.output.find("--full-xtx"), std::string::npos) << g.output;
+  EXPECT_FALSE(fs::exists(tmp / "g"));
+
   const ActivationStats st = read_stats_file(stats);
   auto src = Checkpoint::open(model);
   auto qmax = Checkpoint::open(tmp / "max");

@@ -80,7 +80,9 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
     throw Error("calibrate --hessian: the Hessian blocks are collected by the CPU forward only; "
                 "use --device cpu");
   engine::StatsCollector stats;
-  if (o.hessian == "raw") stats.collect_hessian({});
+  if (o.full_xtx && o.hessian.empty())
+    throw Error("calibrate --full-xtx needs --hessian raw or --hessian w4a4 (which inputs)");
+  if (o.hessian == "raw") stats.collect_hessian({}, o.full_xtx);
   engine::ForwardOptions fo;
   fo.all_experts = o.all_experts;
   fo.simulate_activations = false;  // statistics describe the unquantized model
@@ -98,7 +100,7 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
     // Second pass: the same forward, with each linear's input quantized as a W4A4 kernel would
     // with the input_scale quantize writes (routed experts: the max over the layer's experts).
     engine::StatsCollector second;
-    second.collect_hessian(w4a4_act_global_scales(stats.result()));
+    second.collect_hessian(w4a4_act_global_scales(stats.result()), o.full_xtx);
     if (!o.quiet) fmt::print("--hessian w4a4: second pass over the data (quantized inputs)\n");
     eng.run(seqs, fo, &second, {});
     stats = std::move(second);
@@ -163,6 +165,9 @@ Command add_calibrate(CLI::App& app) {
                   "--scales hessian: raw (inputs as they are: W4A16) or w4a4 (inputs after NVFP4 "
                   "activation quantization; runs the data twice)")
       ->check(CLI::IsMember({"raw", "w4a4"}));
+  sub->add_flag("--full-xtx", o->full_xtx,
+                "with --hessian: also store all of X^T X per linear (K x K doubles each) for "
+                "quantize --gptq");
   sub->add_option("--threads", o->threads, "worker threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--device", o->device,

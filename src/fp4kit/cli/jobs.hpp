@@ -36,6 +36,7 @@ struct CalibrateArgs {
   // (quantize --scales hessian); w4a4 runs the model twice, the second time quantizing each
   // linear's input as W4A4 kernels do with the input_scale the first pass measured.
   std::string hessian;
+  bool full_xtx = false;  // with hessian: also all of X^T X per linear (quantize --gptq)
   int threads = 0;
   size_t chunk = 2048;
   bool quiet = false;

@@ -80,6 +80,13 @@ Command add_quantize(CLI::App& app) {
                   "--scales hessian: a linear that saw fewer calibration tokens uses mse "
                   "(default 1024)")
       ->check(CLI::NonNegativeNumber);
+  sub->add_flag("--gptq", args->gptq,
+                "GPTQ on top of the chosen block scales (they stay fixed): codes chosen column by "
+                "column with error feedback; needs --stats from `calibrate --hessian ... "
+                "--full-xtx`; a linear without usable X^T X keeps its plain codes (reported)");
+  sub->add_option("--gptq-damp", args->gptq_damp,
+                  "GPTQ dampening: H += damp * mean(diag H) * I (default 0.01)")
+      ->check(CLI::Range(0.0, 10.0));
   return {sub, [args, sub] {
     args->rules = rules_in_order(sub);
     return run_quantize_job(*args);

@@ -167,9 +167,19 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
                                             : ScaleMethod::Max;
   eo.quant.global_norm = static_cast<float>(a.global_norm);
   eo.quant.hessian_min_tokens = a.hessian_min_tokens;
+  eo.quant.gptq = a.gptq;
+  eo.quant.gptq_damp = a.gptq_damp;
   ActivationStats stats;
-  if (!a.stats.empty() && (!a.weights_only || eo.quant.scales == ScaleMethod::Hessian))
+  if (!a.stats.empty() &&
+      (!a.weights_only || eo.quant.scales == ScaleMethod::Hessian || a.gptq))
     stats = read_stats_file(a.stats);
+  if (a.gptq) {
+    if (a.stats.empty() || stats.xtx.empty())
+      throw Error("quantize --gptq needs a stats file with X^T X (<module>.input_xtx): run\n"
+                  "  fp4kit calibrate " + a.source + " --data FILE --hessian raw|w4a4 --full-xtx "
+                  "-o stats.safetensors\nand pass --stats stats.safetensors");
+    eo.quant.stats = &stats;
+  }
   if (eo.quant.scales == ScaleMethod::Hessian) {
     if (a.stats.empty())
       throw Error("quantize: --scales hessian needs a stats file with Hessian blocks: run\n"

@@ -38,6 +38,8 @@ struct QuantizeArgs {
   std::string scales = "max";  // max | mse | hessian
   int global_norm = 448;       // 448 | 256
   int64_t hessian_min_tokens = 1024;
+  bool gptq = false;
+  double gptq_damp = 0.01;
 };
 
 struct QuantizeOutcome {

@@ -35,8 +35,9 @@ void StatsCollector::add_reduced(const std::string& module, float amax,
 }
 
 
-void StatsCollector::collect_hessian(std::map<std::string, float> act_global_scale) {
+void StatsCollector::collect_hessian(std::map<std::string, float> act_global_scale, bool full) {
   hessian_ = true;
+  full_ = full;
   act_gs_ = std::move(act_global_scale);
 }
 
@@ -78,10 +79,27 @@ void StatsCollector::add_hessian(const std::vector<const std::string*>& modules,
         }
       }
     });
+    std::vector<double> full;
+    if (full_) {  // each task owns whole rows of X^T X
+      full.assign(k * k, 0.0);
+      parallel_for(0, k, 1, [&](size_t a0, size_t a1) {
+        for (size_t a = a0; a < a1; ++a)
+          for (size_t r = 0; r < rows; ++r) {
+            const double xa = in[r * k + a];
+            const float* xr = in + r * k;
+            double* fa = full.data() + a * k;
+            for (size_t b = 0; b < k; ++b) fa[b] += xa * xr[b];
+          }
+      });
+    }
     for (const std::string* m : mods) {
       Acc& acc = acc_[*m];
       if (acc.hess.empty()) acc.hess.assign(k * 16, 0.0);
       for (size_t i = 0; i < h.size(); ++i) acc.hess[i] += h[i];
+      if (full_) {
+        if (acc.xtx.empty()) acc.xtx.assign(k * k, 0.0);
+        for (size_t i = 0; i < full.size(); ++i) acc.xtx[i] += full[i];
+      }
     }
   }
 }
@@ -97,6 +115,7 @@ ActivationStats StatsCollector::result() const {
     s.input_sq_sum[m] = a.sq;
     s.token_count[m] = a.count;
     if (!a.hess.empty()) s.hessian_blocks[m] = a.hess;
+    if (!a.xtx.empty()) s.xtx[m] = a.xtx;
   }
   s.routed_tokens = routed_;
   return s;

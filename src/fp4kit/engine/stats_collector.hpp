@@ -17,7 +17,8 @@ class StatsCollector : public ActivationObserver {
   // quantize --scales hessian). `act_global_scale` empty: of the inputs as they are (W4A16);
   // else of the inputs after NVFP4 activation quantization with global scale (1/input_scale) of
   // each module, as W4A4 kernels see them (every linear must have one: else an error).
-  void collect_hessian(std::map<std::string, float> act_global_scale);
+  // full: also all of X^T X [K, K] per linear (quantize --gptq; K^2 doubles per linear).
+  void collect_hessian(std::map<std::string, float> act_global_scale, bool full = false);
 
   void linear_input(const std::vector<const std::string*>& modules, const float* x, size_t rows,
                     size_t k) override;
@@ -36,10 +37,11 @@ class StatsCollector : public ActivationObserver {
     std::vector<double> sq;
     int64_t count = 0;
     std::vector<double> hess;  // [k/16][16][16]
+    std::vector<double> xtx;   // [k][k] (full)
   };
   void add_hessian(const std::vector<const std::string*>& modules, const float* x, size_t rows,
                    size_t k);
-  bool hessian_ = false;
+  bool hessian_ = false, full_ = false;
   std::map<std::string, float> act_gs_;
   std::map<std::string, Acc> acc_;
   std::map<std::string, int64_t> routed_;

@@ -40,6 +40,8 @@ QuantizeSummary summarize(const Plan& plan, const ExportResult& result, double s
     s.quantized_bytes_out += r.bytes_out;
     s.block_scales[scale_method_name(r.scales.method)]++;
     if (!r.scales.fallback.empty()) s.scale_fallbacks[r.scales.fallback]++;
+    if (r.scales.gptq) s.block_scales["+gptq"]++;
+    if (!r.scales.gptq_fallback.empty()) s.scale_fallbacks["no GPTQ: " + r.scales.gptq_fallback]++;
     const double rel = r.error.rel_rmse();
     if (s.worst_module.empty() || rel > s.worst_rel_rmse) {
       s.worst_module = e.name;
@@ -77,7 +79,7 @@ std::string format_summary(const QuantizeSummary& s) {
     for (const auto& [m, n] : s.block_scales) out += fmt::format(" {} {}", m, n);
     out += "\n";
     for (const auto& [why, n] : s.scale_fallbacks)
-      out += fmt::format("    {:5}  fell back to mse: {}\n", n, why);
+      out += fmt::format("    {:5}  {}{}\n", n, why.rfind("no GPTQ", 0) == 0 ? "" : "fell back to mse: ", why);
   }
   out += fmt::format("  time: {:.2f} s ({:.1f} MB/s of input)\n", s.seconds,
                      s.seconds > 0 ? s.bytes_in / 1e6 / s.seconds : 0.0);
@@ -127,6 +129,8 @@ nlohmann::json entries_json(const Plan& plan, const ExportResult& result) {
       j["sign_flips"] = r.error.sign_flips;
       j["rounded_to_zero"] = r.error.rounded_to_zero;
       j["block_scales"] = scale_method_name(r.scales.method);
+      if (r.scales.gptq) j["gptq"] = true;
+      if (!r.scales.gptq_fallback.empty()) j["gptq_fallback"] = r.scales.gptq_fallback;
       if (!r.scales.fallback.empty())
         j["block_scales_fallback"] =
             r.scales.fallback + (r.scales.detail.empty() ? "" : ": " + r.scales.detail);

@@ -22,6 +22,7 @@ constexpr const char* kSqSum = ".input_sq_sum";
 constexpr const char* kCount = ".token_count";
 constexpr const char* kRouted = ".routed_tokens";
 constexpr const char* kHess = ".input_hessian_blocks";
+constexpr const char* kXtx = ".input_xtx";
 
 bool ends_with(const std::string& s, const char* suffix, std::string* stem) {
   const size_t n = std::strlen(suffix);
@@ -62,6 +63,13 @@ void write_stats_file(const fs::path& path, const ActivationStats& st) {
     auto b = as_bytes(v.data(), v.size());
     items[m + kHess] = {{m + kHess, DType::F64, {v.size() / 256, 16, 16}}, {b.begin(), b.end()}};
   }
+  for (const auto& [m, v] : st.xtx) {
+    const auto k = static_cast<size_t>(std::llround(std::sqrt(static_cast<double>(v.size()))));
+    if (v.empty() || k * k != v.size())
+      throw Error(fmt::format("{}: X^T X of {} has {} values (not K x K)", path.string(), m, v.size()));
+    auto b = as_bytes(v.data(), v.size());
+    items[m + kXtx] = {{m + kXtx, DType::F64, {k, k}}, {b.begin(), b.end()}};
+  }
   for (const auto& [m, c] : st.token_count) {
     auto b = as_bytes(&c, 1);
     items[m + kCount] = {{m + kCount, DType::I64, {}}, {b.begin(), b.end()}};
@@ -74,7 +82,7 @@ void write_stats_file(const fs::path& path, const ActivationStats& st) {
   for (const auto& [name, it] : items) specs.push_back(it.spec);
   std::map<std::string, std::string> meta = st.metadata;
   meta["format"] = "fp4kit-stats";
-  meta["version"] = st.hessian_blocks.empty() ? "1" : "2";
+  meta["version"] = st.hessian_blocks.empty() && st.xtx.empty() ? "1" : "2";
 
   const fs::path tmpdir = path.string() + ".partial.d";
   const fs::path partial = path.string() + ".partial";
@@ -139,6 +147,16 @@ ActivationStats read_stats_file(const fs::path& path) {
         if (!std::isfinite(x))
           throw Error(fmt::format("{}: {} holds a non-finite value", path.string(), t.name));
       st.hessian_blocks[stem] = std::move(v);
+    } else if (ends_with(t.name, kXtx, &stem)) {
+      need(DType::F64, 2, "[K, K]");
+      if (t.shape[0] != t.shape[1] || t.shape[0] == 0)
+        throw Error(fmt::format("{}: tensor {} must be F64 [K, K]", path.string(), t.name));
+      std::vector<double> v(t.shape[0] * t.shape[1]);
+      std::memcpy(v.data(), bytes.data(), v.size() * sizeof(double));
+      for (double x : v)
+        if (!std::isfinite(x))
+          throw Error(fmt::format("{}: {} holds a non-finite value", path.string(), t.name));
+      st.xtx[stem] = std::move(v);
     } else if (ends_with(t.name, kCount, &stem)) {
       need(DType::I64, 0, "[]");
       int64_t c;

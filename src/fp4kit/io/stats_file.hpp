@@ -8,6 +8,8 @@
 //   <m>.input_hessian_blocks F64 [K/16, 16, 16]  (optional, `calibrate --hessian`) the 16x16
 //                      diagonal blocks of X^T X (sum over tokens of x x^T; W4A4: of the inputs
 //                      after NVFP4 activation quantization), for `quantize --scales hessian`
+//   <m>.input_xtx      F64 [K, K]  (optional, `calibrate --hessian ... --full-xtx`) all of X^T X
+//                      (same inputs), for `quantize --gptq`
 // and per routed expert module prefix <e> (model.layers.0.mlp.experts.3):
 //   <e>.routed_tokens  I64 []   tokens the router sent there (even with --all-experts)
 // __metadata__: format="fp4kit-stats", version="1" (or "2" when Hessian blocks are present, so
@@ -26,6 +28,7 @@ struct ActivationStats {
   std::map<std::string, std::vector<double>> input_sq_sum;
   std::map<std::string, int64_t> token_count;
   std::map<std::string, std::vector<double>> hessian_blocks;  // [K/16 * 256]
+  std::map<std::string, std::vector<double>> xtx;             // [K * K]
   std::map<std::string, int64_t> routed_tokens;
   std::map<std::string, std::string> metadata;
 };

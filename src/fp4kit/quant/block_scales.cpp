@@ -6,6 +6,7 @@
 
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/nvfp4_search.hpp"
+#include "fp4kit/quant/gptq.hpp"
 
 namespace fp4kit {
 
@@ -48,9 +49,7 @@ std::vector<float> hessian_of(const QuantOptions& o, const std::string& module, 
   return h;
 }
 
-}  // namespace
-
-ScaleOutcome encode_weight(const SourceView& v, float s2, const QuantOptions& o,
+ScaleOutcome encode_scales(const SourceView& v, float s2, const QuantOptions& o,
                            const std::string& module, uint8_t* packed, uint8_t* scales) {
   ScaleOutcome out;
   out.method = o.scales;
@@ -65,6 +64,26 @@ ScaleOutcome encode_weight(const SourceView& v, float s2, const QuantOptions& o,
   }
   nvfp4_quantize_search(v.data, v.dtype, v.rows, v.cols, s2, ScaleSearch{h.empty() ? nullptr : h.data()},
                         packed, scales);
+  return out;
+}
+
+}  // namespace
+
+ScaleOutcome encode_weight(const SourceView& v, float s2, const QuantOptions& o,
+                           const std::string& module, uint8_t* packed, uint8_t* scales) {
+  ScaleOutcome out = encode_scales(v, s2, o, module, packed, scales);
+  if (!o.gptq) return out;
+  const std::vector<double>* xtx = nullptr;
+  if (o.stats) {
+    const auto it = o.stats->xtx.find(module);
+    if (it != o.stats->xtx.end()) xtx = &it->second;
+  }
+  if (!xtx) {
+    out.gptq_fallback = "no X^T X for this linear in the stats file (calibrate --full-xtx)";
+    return out;
+  }
+  out.gptq_fallback = gptq_encode(v, s2, scales, *xtx, GptqOptions{o.gptq_damp}, packed);
+  out.gptq = out.gptq_fallback.empty();
   return out;
 }
 

@@ -14,6 +14,8 @@ struct ScaleOutcome {
   ScaleMethod method = ScaleMethod::Max;  // what was used for this tensor
   std::string fallback;                   // why it is not the requested method ("" if it is)
   std::string detail;                     // the numbers behind `fallback` (token counts)
+  bool gptq = false;                      // codes from GPTQ (options.gptq and it applied)
+  std::string gptq_fallback;              // options.gptq but not applied: why
 };
 
 // `module`: the output module name (the stats file's key). Throws fp4kit::Error as nvfp4_quantize

@@ -29,6 +29,9 @@ struct QuantOptions {
   // needs for its own Hessian (below it: mse, reported).
   const ActivationStats* stats = nullptr;
   int64_t hessian_min_tokens = 1024;
+  // GPTQ on top of the chosen scales (needs <m>.input_xtx in the stats); dampening fraction.
+  bool gptq = false;
+  double gptq_damp = 0.01;
 };
 
 }  // namespace fp4kit
