@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "cuda/gpu_support.hpp"
+#include "fp4kit/engine/cuda/cuda_backend.hpp"
 #include "fp4kit/engine/cuda/cuda_engine.hpp"
 #include "fp4kit/engine/forward.hpp"
 #include "fp4kit/engine/stats_collector.hpp"
@@ -41,6 +42,24 @@ Outputs run_gpu(const Checkpoint& c, const std::vector<std::vector<int32_t>>& se
   go.tf32 = tf32;
   go.block_tokens = block_tokens;
   CudaEngine eng(c, go);
+  StatsCollector st;
+  Outputs o;
+  ForwardOptions fo;
+  fo.all_experts = all;
+  fo.simulate_activations = false;
+  eng.run(seqs, fo, &st, [&](size_t, const float* lg, size_t len, size_t V) {
+    o.logits.insert(o.logits.end(), lg, lg + len * V);
+  });
+  o.stats = st.result();
+  return o;
+}
+
+// The engine's own blocks and families on the CUDA backend.
+Outputs run_backend(const Checkpoint& c, const std::vector<std::vector<int32_t>>& seqs, bool tf32,
+                    bool all) {
+  BackendOptions bo;
+  bo.tf32 = tf32;
+  Engine eng(c, std::shared_ptr<Backend>(make_cuda_backend(bo)));
   StatsCollector st;
   Outputs o;
   ForwardOptions fo;
@@ -111,6 +130,14 @@ TEST_P(CudaEngineStories, MatchesCpuEngine) {
   if (ModelSpec::from_checkpoint(*c).n_experts > 0)
     expect_close(run_gpu(*c, seqs, false, true), run_cpu(*c, seqs, true), 1e-3, 1e-4,
                  std::string(GetParam()) + " fp32 --all-experts");
+  // the engine's blocks on the CUDA backend
+  expect_close(run_backend(*c, seqs, false, false), cpu, 1e-3, 1e-4,
+               std::string(GetParam()) + " backend fp32");
+  expect_close(run_backend(*c, seqs, true, false), cpu, 1e-2, 1e-2,
+               std::string(GetParam()) + " backend tf32");
+  if (ModelSpec::from_checkpoint(*c).n_experts > 0)
+    expect_close(run_backend(*c, seqs, false, true), run_cpu(*c, seqs, true), 1e-3, 1e-4,
+                 std::string(GetParam()) + " backend fp32 --all-experts");
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, CudaEngineStories,
@@ -140,8 +167,11 @@ TEST(CudaEngineSynthetic, Bf16AndFusedExpertsMatchCpu) {
       for (size_t p = 0; p < q.size(); ++p) q[p] = static_cast<int32_t>((p * 31 + i * 7) % 512);
       seqs.push_back(q);
     }
-    expect_close(run_gpu(*c, seqs, false, false), run_cpu(*c, seqs, false), 1e-3, 1e-4,
+    const Outputs cpu = run_cpu(*c, seqs, false);
+    expect_close(run_gpu(*c, seqs, false, false), cpu, 1e-3, 1e-4,
                  fused ? "synthetic fused experts fp32" : "synthetic bf16 fp32");
+    expect_close(run_backend(*c, seqs, false, false), cpu, 1e-3, 1e-4,
+                 fused ? "synthetic fused experts backend fp32" : "synthetic bf16 backend fp32");
   }
 }
 

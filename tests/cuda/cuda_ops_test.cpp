@@ -104,7 +104,7 @@ TEST(CudaOps, RopeBothFormsMatchCpu) {
     std::copy(one.begin(), one.begin() + half, cs.begin() + p * half);
     std::copy(one.begin() + half, one.end(), sn.begin() + p * half);
   }
-  Buffer<int32_t> dpos(rows);
+  DeviceArray<int32_t> dpos(rows);
   upload(dpos.data(), pos.data(), rows * 4, nullptr);
   Dev dcs(cs), dsn(sn);
   // rotate_half form
@@ -141,7 +141,7 @@ TEST(CudaOps, AttentionMatchesCpuWithEveryOption) {
   std::vector<int64_t> off{0};
   for (size_t l : lens) off.push_back(off.back() + static_cast<int64_t>(l));
   const size_t T = static_cast<size_t>(off.back());
-  Buffer<int64_t> doff(off.size());
+  DeviceArray<int64_t> doff(off.size());
   upload(doff.data(), off.data(), off.size() * 8, nullptr);
   for (const AttCase& c : {AttCase{8, 2, 128, 0, 0, false}, AttCase{4, 4, 64, 16, 0, true},
                            AttCase{6, 3, 8, 0, 64, false}, AttCase{2, 1, 256, 0, 0, true},
@@ -175,7 +175,7 @@ TEST(CudaOps, RoutingMatchesDefinition) {
     auto lg = random_floats(T * E, 20 + E, 2.0f);
     for (size_t i = 0; i < 50; ++i) lg[i * E + 3] = lg[i * E + 5];  // ties: lower index first
     Dev dl(lg);
-    Buffer<int32_t> sel(T * K);
+    DeviceArray<int32_t> sel(T * K);
     Dev selw(T * K);
     for (RouteMode mode : {RouteMode::SoftmaxTopk, RouteMode::TopkSoftmax, RouteMode::TopkSigmoid}) {
       for (bool norm : {false, true}) {
@@ -227,7 +227,7 @@ TEST(CudaOps, ExpertListsGatherScatterCombine) {
     std::shuffle(e.begin(), e.end(), rng);
     for (int j = 0; j < K; ++j) sel[t * K + j] = e[j];
   }
-  Buffer<int32_t> dsel(T * K), counts(E), offs(E + 1), rows(T * K), slots(T * K);
+  DeviceArray<int32_t> dsel(T * K), counts(E), offs(E + 1), rows(T * K), slots(T * K);
   upload(dsel.data(), sel.data(), sel.size() * 4, nullptr);
   expert_counts(dsel.data(), T * K, E, counts.data(), nullptr);
   std::vector<int32_t> c(E), o(E + 1, 0);
@@ -278,9 +278,9 @@ TEST(CudaOps, InputStatisticsMatchStatsCollector) {
   cpu.linear_input({&m}, x.data(), rows, k);
   cpu.linear_input({&m}, x.data(), 10, k);
   Dev dx(x);
-  Buffer<double> sq(k);
-  Buffer<unsigned> amax(1);
-  Buffer<int> bad(1);
+  DeviceArray<double> sq(k);
+  DeviceArray<unsigned> amax(1);
+  DeviceArray<int> bad(1);
   check(cudaMemset(sq.data(), 0, k * 8), "memset");
   check(cudaMemset(amax.data(), 0, 4), "memset");
   check(cudaMemset(bad.data(), 0, 4), "memset");
@@ -332,7 +332,7 @@ TEST(CudaOps, WidenBf16AndF16Exactly) {
   FP4KIT_REQUIRE_GPU();
   std::vector<uint16_t> bf(65536);
   std::iota(bf.begin(), bf.end(), 0);
-  Buffer<uint16_t> d(bf.size());
+  DeviceArray<uint16_t> d(bf.size());
   upload(d.data(), bf.data(), bf.size() * 2, nullptr);
   Dev out(bf.size());
   to_f32(d.data(), SrcType::BF16, bf.size(), out.p(), nullptr);

@@ -44,7 +44,7 @@ inline double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
 // A device array holding `v`, poisoned beyond it is not needed: outputs are poisoned with NaN
 // before each kernel so an unwritten element fails the comparison.
 struct Dev {
-  engine::cuda::Buffer<float> b;
+  engine::cuda::DeviceArray<float> b;
   size_t n = 0;
   explicit Dev(const std::vector<float>& v) : b(v.size()), n(v.size()) {
     engine::cuda::upload(b.data(), v.data(), n * 4, nullptr);

@@ -2,9 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 #ifdef FP4KIT_HAVE_CUDA
+#include "fp4kit/engine/cuda/cuda_backend.hpp"
 #include "fp4kit/engine/cuda/cuda_engine.hpp"
 #include "fp4kit/engine/cuda/device.hpp"
 #endif
@@ -74,9 +78,11 @@ Device resolve_device(const std::string& arg, bool gpu_fp32) {
 }
 
 struct Forward::Impl {
-  std::unique_ptr<engine::Engine> cpu;
+  std::unique_ptr<engine::Engine> cpu;  // the engine, on the CPU or the CUDA backend
+  bool cuda = false;
+  int device = 0;
 #ifdef FP4KIT_HAVE_CUDA
-  std::unique_ptr<engine::cuda::CudaEngine> gpu;
+  std::unique_ptr<engine::cuda::CudaEngine> gpu;  // FP4KIT_CUDA_ENGINE=stream (experimental)
 #endif
 };
 
@@ -84,10 +90,21 @@ Forward::Forward(const Device& d, const Checkpoint& ckpt, bool gpu_fp32)
     : impl_(std::make_unique<Impl>()) {
 #ifdef FP4KIT_HAVE_CUDA
   if (d.cuda) {
-    engine::cuda::GpuOptions go;
-    go.device = d.index;
-    go.tf32 = !gpu_fp32;
-    impl_->gpu = std::make_unique<engine::cuda::CudaEngine>(ckpt, go);
+    impl_->cuda = true;
+    impl_->device = d.index;
+    const char* e = std::getenv("FP4KIT_CUDA_ENGINE");
+    if (e && std::string(e) == "stream") {
+      engine::cuda::GpuOptions go;
+      go.device = d.index;
+      go.tf32 = !gpu_fp32;
+      impl_->gpu = std::make_unique<engine::cuda::CudaEngine>(ckpt, go);
+      return;
+    }
+    engine::cuda::BackendOptions bo;
+    bo.device = d.index;
+    bo.tf32 = !gpu_fp32;
+    impl_->cpu = std::make_unique<engine::Engine>(
+        ckpt, std::shared_ptr<engine::Backend>(engine::cuda::make_cuda_backend(bo)));
     return;
   }
 #endif
@@ -114,6 +131,12 @@ std::string Forward::memory_line(size_t tokens, size_t chunk, size_t longest) co
                        gib(p.activations), tokens);
   }
 #endif
+  if (impl_->cuda)
+    return fmt::format("GPU memory: activations about {:.1f} MiB (hidden states of all {} tokens "
+                       "kept between layers), weights up to {:.1f} MiB uploaded at a time (one "
+                       "layer's attention / one expert)",
+                       mib(impl_->cpu->activation_bytes(tokens, chunk, longest)), tokens,
+                       mib(impl_->cpu->peak_weight_bytes()));
   return fmt::format("memory: activations about {:.1f} MiB (hidden states of all {} tokens kept "
                      "between layers), weights up to {:.1f} MiB decoded at a time (one layer / "
                      "one expert)",
@@ -125,6 +148,20 @@ void Forward::run(const std::vector<std::vector<int32_t>>& seqs, const engine::F
                   engine::StatsCollector* stats, const engine::LogitsSink& sink) {
 #ifdef FP4KIT_HAVE_CUDA
   if (impl_->gpu) return impl_->gpu->run(seqs, opt, stats, sink);
+  if (impl_->cuda) {
+    // Stated up front, checked against what the device has free: the activations of all tokens
+    // plus two uploads' worth of weights (one in use, the next arriving).
+    size_t tokens = 0, longest = 0;
+    for (const auto& q : seqs) tokens += q.size(), longest = std::max(longest, q.size());
+    const size_t need = impl_->cpu->activation_bytes(tokens, opt.chunk_tokens, longest) +
+                        2 * impl_->cpu->peak_weight_bytes();
+    const engine::cuda::DeviceInfo info = engine::cuda::device_info(impl_->device);
+    if (need + (size_t(512) << 20) > info.free_bytes)
+      throw Error(fmt::format("GPU cuda:{} ({}): the run needs about {:.2f} GiB (activations of {} "
+                              "tokens and two uploads of weights) plus 0.5 GiB reserve, but "
+                              "only {:.2f} GiB is free; use fewer --samples or another device",
+                              impl_->device, info.name, gib(need), tokens, gib(info.free_bytes)));
+  }
 #endif
   impl_->cpu->run(seqs, opt, stats, sink);
 }

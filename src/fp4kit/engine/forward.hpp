@@ -27,6 +27,13 @@ class ActivationObserver {
                             size_t rows, size_t k) = 0;
   // The router sent `tokens` tokens to the routed expert `expert_prefix` (real routing).
   virtual void routed(const std::string& expert_prefix, int64_t tokens) = 0;
+  // An observer that needs only per-column statistics says so: the backend then reduces x where
+  // it lives (Backend::column_stats, on the GPU for a device backend) and hands over k values
+  // through linear_column_stats instead of rows x k through linear_input.
+  virtual bool wants_column_stats() const { return false; }
+  virtual void linear_column_stats(const std::vector<const std::string*>& modules,
+                                   const float* colmax, const double* sumsq, size_t rows,
+                                   size_t k) {}
 };
 
 struct ForwardOptions {

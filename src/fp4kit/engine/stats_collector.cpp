@@ -24,6 +24,15 @@ void StatsCollector::linear_input(const std::vector<const std::string*>& modules
   if (hessian_) add_hessian(modules, x, rows, k);
 }
 
+void StatsCollector::linear_column_stats(const std::vector<const std::string*>& modules,
+                                         const float* colmax, const double* sumsq, size_t rows,
+                                         size_t k) {
+  if (modules.empty() || k == 0) return;
+  const float amax = *std::max_element(colmax, colmax + k);
+  const std::vector<double> sq(sumsq, sumsq + k);
+  for (const std::string* m : modules) add_reduced(*m, amax, sq, static_cast<int64_t>(rows));
+}
+
 void StatsCollector::add_reduced(const std::string& module, float amax,
                                  const std::vector<double>& sq, int64_t rows) {
   Acc& a = acc_[module];

@@ -23,6 +23,9 @@ class StatsCollector : public ActivationObserver {
   void linear_input(const std::vector<const std::string*>& modules, const float* x, size_t rows,
                     size_t k) override;
   void routed(const std::string& expert_prefix, int64_t tokens) override;
+  bool wants_column_stats() const override { return true; }
+  void linear_column_stats(const std::vector<const std::string*>& modules, const float* colmax,
+                           const double* sumsq, size_t rows, size_t k) override;
   // Statistics reduced elsewhere (the GPU backend): `rows` rows entering `module` whose largest
   // |x| is `amax` and whose per-channel sums of x^2 are `sq`; accumulated as linear_input does.
   void add_reduced(const std::string& module, float amax, const std::vector<double>& sq,

@@ -9,6 +9,7 @@
 
 #include "fp4kit/engine/backend.hpp"
 #include "fp4kit/engine/forward.hpp"
+#include "fp4kit/error.hpp"
 
 namespace fp4kit::engine {
 
@@ -39,7 +40,17 @@ struct RunContext {
   // Hands x [rows, k] (backend memory), the input of every module in `modules`, to the observer.
   void observe(const std::vector<const std::string*>& modules, const float* x, size_t rows,
                size_t k) const {
-    if (obs) obs->linear_input(modules, be.host_view(x, rows * k), rows, k);
+    if (!obs) return;
+    if (!obs->wants_column_stats()) {
+      obs->linear_input(modules, be.host_view(x, rows * k), rows, k);
+      return;
+    }
+    std::vector<float> colmax(k);
+    std::vector<double> sumsq(k);
+    if (!be.column_stats(x, rows, k, colmax.data(), sumsq.data()))
+      throw Error("calibration: non-finite activation entering " + *modules.front() +
+                  " (the model produced NaN/Inf on this data)");
+    obs->linear_column_stats(modules, colmax.data(), sumsq.data(), rows, k);
   }
 };
 

@@ -313,17 +313,17 @@ struct CudaEngine::Impl {
   struct StatSlot {
     std::vector<std::string> modules;
     size_t k = 0;
-    Buffer<double> sq;
+    DeviceArray<double> sq;
     int64_t rows = 0;
   };
   std::map<std::string, size_t> slot_of;
   std::vector<std::unique_ptr<StatSlot>> slots;
-  Buffer<unsigned> amax;
-  Buffer<int> bad;
+  DeviceArray<unsigned> amax;
+  DeviceArray<int> bad;
   size_t amax_cap = 0;
 
   // scratch
-  Buffer<float> wide, actq;
+  DeviceArray<float> wide, actq;
 
   Impl(const Checkpoint& c, const GpuOptions& o)
       : ckpt(c), spec(ModelSpec::from_checkpoint(c)), opt(o) {
@@ -423,10 +423,10 @@ struct CudaEngine::Impl {
   const float* vec(const Weight& w) const { return reinterpret_cast<const float*>(w.dev); }
 
   struct Scratch {
-    Buffer<float> normed, q, k, v, att, tmp, g, u, xin, y, slot_out, logits, moe_out, gl;
-    Buffer<int32_t> sel, counts, offsets, rows, slots, pos;
-    Buffer<float> selw, ones, cs, sn, temp;
-    Buffer<int64_t> seq_off;
+    DeviceArray<float> normed, q, k, v, att, tmp, g, u, xin, y, slot_out, logits, moe_out, gl;
+    DeviceArray<int32_t> sel, counts, offsets, rows, slots, pos;
+    DeviceArray<float> selw, ones, cs, sn, temp;
+    DeviceArray<int64_t> seq_off;
   };
 
   void run_mlp(const Mlp& w, const float* x, size_t rows, float* out, bool obs, Scratch& sc) {
@@ -630,7 +630,7 @@ void CudaEngine::run(const std::vector<std::vector<int32_t>>& seqs, const Forwar
   const size_t inter = I.inter_max();
   const size_t K = static_cast<size_t>(std::max<int64_t>(S.top_k, 1));
   const size_t E = static_cast<size_t>(std::max<int64_t>(S.n_experts, 1));
-  Buffer<float> hidden(T * H);
+  DeviceArray<float> hidden(T * H);
   {
     std::vector<float> h(T * H);
     parallel_for(0, seqs.size(), 1, [&](size_t s0, size_t s1) {
@@ -681,7 +681,7 @@ void CudaEngine::run(const std::vector<std::vector<int32_t>>& seqs, const Forwar
     buf_bytes = std::max(buf_bytes, layers.back().bytes);
     for (Weight* w : layers.back().all()) widest = std::max(widest, w->widened_bytes());
   }
-  Buffer<uint8_t> wbuf[2];
+  DeviceArray<uint8_t> wbuf[2];
   wbuf[0].reserve(std::max<size_t>(buf_bytes, 1));
   wbuf[1].reserve(std::max<size_t>(buf_bytes, 1));
   I.wide.reserve(std::max<size_t>(widest / sizeof(float), 1));
@@ -897,7 +897,7 @@ void CudaEngine::run(const std::vector<std::vector<int32_t>>& seqs, const Forwar
     I.ctx->sync();
   }
   const float* headw = I.as_f32(head);
-  Buffer<float> lg(longest * head.n);
+  DeviceArray<float> lg(longest * head.n);
   std::vector<float> host_lg;
   for (size_t s = 0; s < seqs.size(); ++s) {
     const size_t n = seqs[s].size();

@@ -31,19 +31,19 @@ DeviceInfo device_info(int index);
 
 // cudaMalloc'd array of T; grows on demand (contents are not kept when it grows).
 template <typename T>
-class Buffer {
+class DeviceArray {
  public:
-  Buffer() = default;
-  explicit Buffer(size_t n) { reserve(n); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  Buffer(Buffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
-  Buffer& operator=(Buffer&& o) noexcept {
+  DeviceArray() = default;
+  explicit DeviceArray(size_t n) { reserve(n); }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  DeviceArray(DeviceArray&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
+  DeviceArray& operator=(DeviceArray&& o) noexcept {
     std::swap(p_, o.p_);
     std::swap(n_, o.n_);
     return *this;
   }
-  ~Buffer() { if (p_) cudaFree(p_); }
+  ~DeviceArray() { if (p_) cudaFree(p_); }
   void reserve(size_t n) {
     if (n <= n_) return;
     if (p_) cudaFree(p_);
@@ -66,7 +66,7 @@ class Buffer {
 void upload(void* dst, const void* src, size_t bytes, cudaStream_t s);
 void download(void* dst, const void* src, size_t bytes, cudaStream_t s);
 template <typename T>
-void upload(Buffer<T>& dst, const std::vector<T>& src, cudaStream_t s) {
+void upload(DeviceArray<T>& dst, const std::vector<T>& src, cudaStream_t s) {
   dst.reserve(src.size());
   upload(dst.data(), src.data(), src.size() * sizeof(T), s);
 }

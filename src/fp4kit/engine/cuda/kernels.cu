@@ -9,6 +9,7 @@
 
 #include <cfloat>
 #include <type_traits>
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -121,7 +122,8 @@ __global__ void rms_norm_kernel(const float* x, size_t dim, const float* w, floa
   const float var = static_cast<float>(part[0] / static_cast<double>(dim));
   const float inv = 1.0f / sqrtf(var + eps);
   float* o = out + r * dim;
-  for (size_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = (w_offset + w[i]) * (xr[i] * inv);
+  for (size_t i = threadIdx.x; i < dim; i += blockDim.x)
+    o[i] = (w ? w_offset + w[i] : 1.0f) * (xr[i] * inv);
 }
 
 __global__ void rope_kernel(float* x, size_t rows, size_t stride, int heads, int hd,
@@ -166,12 +168,12 @@ __global__ void scale_rows_pos_kernel(float* x, size_t rows, size_t stride, size
 template <int VPL>
 __global__ void attention_kernel(const float* __restrict__ q, size_t qs,
                                  const float* __restrict__ k, const float* __restrict__ v,
-                                 size_t kvs, const int64_t* offsets, int nh, int nkv, int d,
-                                 float scale, int window, int chunk, const float* sinks,
-                                 float* out, size_t os) {
+                                 size_t kvs, const int64_t* offsets, int single_len, int nh,
+                                 int nkv, int d, int dv, size_t vs, float scale, int window,
+                                 int chunk, const float* sinks, float* out, size_t os) {
   const int seq = blockIdx.z, h = blockIdx.y;
-  const int64_t o0 = offsets[seq];
-  const int len = static_cast<int>(offsets[seq + 1] - o0);
+  const int64_t o0 = offsets ? offsets[seq] : 0;
+  const int len = offsets ? static_cast<int>(offsets[seq + 1] - o0) : single_len;
   const int i = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (i >= len) return;
   const int lane = threadIdx.x & 31;
@@ -189,7 +191,7 @@ __global__ void attention_kernel(const float* __restrict__ q, size_t qs,
   if (chunk > 0) j0 = max(j0, (i / chunk) * chunk);
   float m = -INFINITY, l = 0.0f;
   const float* kb = k + size_t(o0) * kvs + size_t(kvh) * d;
-  const float* vb = v + size_t(o0) * kvs + size_t(kvh) * d;
+  const float* vb = v + size_t(o0) * vs + size_t(kvh) * dv;
   for (int j = j0; j <= i; ++j) {
     const float* kr = kb + size_t(j) * kvs;
     float dot = 0.0f;
@@ -208,11 +210,11 @@ __global__ void attention_kernel(const float* __restrict__ q, size_t qs,
     }
     const float p = expf(sc - m);
     l += p;
-    const float* vr = vb + size_t(j) * kvs;
+    const float* vr = vb + size_t(j) * vs;
 #pragma unroll
     for (int c = 0; c < VPL; ++c) {
       const int idx = lane + 32 * c;
-      if (idx < d) acc[c] += p * vr[idx];
+      if (idx < dv) acc[c] += p * vr[idx];
     }
   }
   if (sinks) {
@@ -224,11 +226,11 @@ __global__ void attention_kernel(const float* __restrict__ q, size_t qs,
     for (int c = 0; c < VPL; ++c) acc[c] *= corr;
   }
   const float inv = 1.0f / l;
-  float* o = out + size_t(o0 + i) * os + size_t(h) * d;
+  float* o = out + size_t(o0 + i) * os + size_t(h) * dv;
 #pragma unroll
   for (int c = 0; c < VPL; ++c) {
     const int idx = lane + 32 * c;
-    if (idx < d) o[idx] = acc[c] * inv;
+    if (idx < dv) o[idx] = acc[c] * inv;
   }
 }
 
@@ -438,6 +440,102 @@ __global__ void input_stats_kernel(const float* x, size_t rows, size_t k, double
   if (nonfinite) atomicExch(bad, 1);
 }
 
+// ---------------------------------------------------------------- backend ops
+__global__ void fill_kernel(float* x, size_t n, float v) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    x[i] = v;
+}
+__global__ void scale_kernel(float* x, size_t n, float f) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    x[i] *= f;
+}
+__global__ void sigmoid_kernel(float* x, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    x[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+// One warp per row.
+__global__ void softmax_kernel(float* x, size_t rows, size_t n) {
+  const size_t r = blockIdx.x * size_t(blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (r >= rows) return;
+  const int lane = threadIdx.x & 31;
+  float* v = x + r * n;
+  float mx = -INFINITY;
+  for (size_t i = lane; i < n; i += 32) mx = fmaxf(mx, v[i]);
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  float sum = 0.0f;
+  for (size_t i = lane; i < n; i += 32) {
+    const float e = expf(v[i] - mx);
+    v[i] = e;
+    sum += e;
+  }
+  sum = warp_sum(sum);
+  for (size_t i = lane; i < n; i += 32) v[i] /= sum;
+}
+__global__ void add_rows_scaled_kernel(float* dst, const float* src, size_t rows, size_t w,
+                                       const float* f) {
+  const size_t total = rows * w;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total;
+       i += size_t(gridDim.x) * blockDim.x)
+    dst[i] += (f ? f[i / w] : 1.0f) * src[i];
+}
+__global__ void gather_u32_kernel(const float* src, size_t w, const uint32_t* rows, size_t n,
+                                  const float* sc, float* dst) {
+  const size_t total = n * w;
+  for (size_t t = blockIdx.x * size_t(blockDim.x) + threadIdx.x; t < total;
+       t += size_t(gridDim.x) * blockDim.x) {
+    const size_t i = t / w, c = t % w;
+    const float v = src[size_t(rows[i]) * w + c];
+    dst[t] = sc ? v * sc[i] : v;
+  }
+}
+__global__ void scatter_add_kernel(float* dst, size_t w, const uint32_t* rows, size_t n,
+                                   const float* src, const uint32_t* src_rows, const float* wt) {
+  const size_t total = n * w;
+  for (size_t t = blockIdx.x * size_t(blockDim.x) + threadIdx.x; t < total;
+       t += size_t(gridDim.x) * blockDim.x) {
+    const size_t i = t / w, c = t % w;
+    const float f = wt ? wt[i] : 1.0f;
+    const size_t sr = src_rows ? size_t(src_rows[i]) : i;
+    dst[size_t(rows[i]) * w + c] += src[sr * w + c] * f;
+  }
+}
+// Pass 1: block (x: 256 columns, y: 64 rows) writes its per-column partial sums and maxima.
+__global__ void colstats_partial_kernel(const float* x, size_t rows, size_t k, double* psum,
+                                        float* pmax, int* bad) {
+  const size_t c = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+  if (c >= k) return;
+  const size_t r0 = size_t(blockIdx.y) * kStatRows, r1 = min(rows, r0 + kStatRows);
+  double s = 0.0;
+  float mx = 0.0f;
+  bool nonfinite = false;
+  for (size_t r = r0; r < r1; ++r) {
+    const float v = x[r * k + c];
+    if (!isfinite(v)) nonfinite = true;
+    mx = fmaxf(mx, fabsf(v));
+    s += double(v) * v;
+  }
+  psum[size_t(blockIdx.y) * k + c] = s;
+  pmax[size_t(blockIdx.y) * k + c] = mx;
+  if (nonfinite) atomicExch(bad, 1);
+}
+// Pass 2: per column, the partials in block order.
+__global__ void colstats_final_kernel(const double* psum, const float* pmax, size_t blocks,
+                                      size_t k, float* colmax, double* sumsq) {
+  const size_t c = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+  if (c >= k) return;
+  double s = 0.0;
+  float mx = 0.0f;
+  for (size_t b = 0; b < blocks; ++b) {
+    s += psum[b * k + c];
+    mx = fmaxf(mx, pmax[b * k + c]);
+  }
+  colmax[c] = mx;
+  sumsq[c] = s;
+}
+
 // ---------------------------------------------------------------- NVFP4 activations
 __device__ __forceinline__ float e4m3_round(float s) {  // RNE, saturating at 448
   const __nv_fp8_storage_t code = __nv_cvt_float_to_fp8(s, __NV_SATFINITE, __NV_E4M3);
@@ -552,20 +650,24 @@ void scale_rows_by_position(float* x, size_t rows, size_t stride, size_t width,
 void causal_attention(const float* q, size_t q_stride, const float* k, const float* v,
                       size_t kv_stride, const int64_t* offsets, int nseq, int max_len, int nh,
                       int nkv, int head_dim, float scale, int window, int chunk,
-                      const float* sinks, float* out, size_t out_stride, cudaStream_t s) {
+                      const float* sinks, float* out, size_t out_stride, cudaStream_t s,
+                      int v_dim, size_t v_stride) {
   if (nseq == 0 || max_len == 0) return;
-  if (head_dim > 256 || nkv <= 0 || nh % nkv != 0)
+  const int dv = v_dim > 0 ? v_dim : head_dim;
+  const size_t vs = v_stride > 0 ? v_stride : kv_stride;
+  if (head_dim > 256 || dv > 256 || nkv <= 0 || nh % nkv != 0)
     throw Error("CUDA attention: head_dim " + std::to_string(head_dim) + " with " +
                 std::to_string(nh) + "/" + std::to_string(nkv) +
                 " heads is not supported (head_dim <= 256, heads a multiple of kv heads)");
   constexpr int kWarps = 4;
   const dim3 grid(static_cast<unsigned>((max_len + kWarps - 1) / kWarps),
                   static_cast<unsigned>(nh), static_cast<unsigned>(nseq));
-  const int vpl = (head_dim + 31) / 32;
+  const int vpl = (std::max(head_dim, dv) + 31) / 32;
 #define FP4KIT_ATT(N)                                                                        \
-  attention_kernel<N><<<grid, kWarps * 32, 0, s>>>(q, q_stride, k, v, kv_stride, offsets, nh, \
-                                                    nkv, head_dim, scale, window, chunk,      \
-                                                    sinks, out, out_stride)
+  attention_kernel<N><<<grid, kWarps * 32, 0, s>>>(q, q_stride, k, v, kv_stride, offsets,     \
+                                                    max_len, nh, nkv, head_dim, dv, vs,       \
+                                                    scale, window, chunk, sinks, out,         \
+                                                    out_stride)
   if (vpl <= 1) FP4KIT_ATT(1);
   else if (vpl <= 2) FP4KIT_ATT(2);
   else if (vpl <= 4) FP4KIT_ATT(4);
@@ -649,6 +751,76 @@ void input_stats(const float* x, size_t rows, size_t k, double* sq, unsigned* am
                   static_cast<unsigned>((rows + kStatRows - 1) / kStatRows));
   input_stats_kernel<<<grid, 256, 0, s>>>(x, rows, k, sq, amax_bits, bad);
   check_launch("input_stats");
+}
+
+void fill(float* x, size_t n, float value, cudaStream_t s) {
+  if (n == 0) return;
+  fill_kernel<<<blocks_for(n, 256), 256, 0, s>>>(x, n, value);
+  check_launch("fill");
+}
+
+void scale(float* x, size_t n, float f, cudaStream_t s) {
+  if (n == 0) return;
+  scale_kernel<<<blocks_for(n, 256), 256, 0, s>>>(x, n, f);
+  check_launch("scale");
+}
+
+void sigmoid(float* x, size_t n, cudaStream_t s) {
+  if (n == 0) return;
+  sigmoid_kernel<<<blocks_for(n, 256), 256, 0, s>>>(x, n);
+  check_launch("sigmoid");
+}
+
+void softmax_rows(float* x, size_t rows, size_t n, cudaStream_t s) {
+  if (rows == 0) return;
+  softmax_kernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, s>>>(x, rows, n);
+  check_launch("softmax_rows");
+}
+
+void add_rows_scaled(float* dst, const float* src, size_t rows, size_t width, const float* f,
+                     cudaStream_t s) {
+  if (rows * width == 0) return;
+  add_rows_scaled_kernel<<<blocks_for(rows * width, 256), 256, 0, s>>>(dst, src, rows, width, f);
+  check_launch("add_rows_scaled");
+}
+
+void gather_rows_u32(const float* src, size_t width, const uint32_t* rows, size_t n,
+                     const float* sc, float* dst, cudaStream_t s) {
+  if (n * width == 0) return;
+  gather_u32_kernel<<<blocks_for(n * width, 256), 256, 0, s>>>(src, width, rows, n, sc, dst);
+  check_launch("gather_rows");
+}
+
+void scatter_add_rows(float* dst, size_t width, const uint32_t* rows, size_t n, const float* src,
+                      const uint32_t* src_rows, const float* w, cudaStream_t s) {
+  if (n * width == 0) return;
+  scatter_add_kernel<<<blocks_for(n * width, 256), 256, 0, s>>>(dst, width, rows, n, src,
+                                                                 src_rows, w);
+  check_launch("scatter_add_rows");
+}
+
+size_t column_stats_scratch_bytes(size_t rows, size_t k) {
+  const size_t blocks = (rows + kStatRows - 1) / kStatRows;
+  return blocks * k * (sizeof(double) + sizeof(float));
+}
+
+void column_stats(const float* x, size_t rows, size_t k, void* scratch, float* colmax,
+                  double* sumsq, int* bad, cudaStream_t s) {
+  if (k == 0) return;
+  const size_t blocks = (rows + kStatRows - 1) / kStatRows;
+  double* psum = static_cast<double*>(scratch);
+  float* pmax = reinterpret_cast<float*>(psum + blocks * k);
+  if (blocks > 65535)
+    throw Error("CUDA column statistics: " + std::to_string(rows) + " rows in one call (at most " +
+                std::to_string(65535 * kStatRows) + ")");
+  if (blocks > 0) {
+    const dim3 grid(static_cast<unsigned>((k + 255) / 256), static_cast<unsigned>(blocks));
+    colstats_partial_kernel<<<grid, 256, 0, s>>>(x, rows, k, psum, pmax, bad);
+    check_launch("column_stats");
+  }
+  colstats_final_kernel<<<static_cast<unsigned>((k + 255) / 256), 256, 0, s>>>(psum, pmax, blocks,
+                                                                              k, colmax, sumsq);
+  check_launch("column_stats");
 }
 
 void nvfp4_fake_quant(float* x, size_t rows, size_t k, float global_scale, cudaStream_t s) {

@@ -18,7 +18,7 @@ void to_f32(const void* src, SrcType type, size_t n, float* dst, cudaStream_t s)
 void add_bias(float* y, size_t rows, size_t n, const float* bias, cudaStream_t s);
 
 // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * (w_offset + w), sum of squares in double as the CPU
-// engine does (w_offset = 1 for the "1 + weight" norms). In place allowed.
+// engine does (w_offset = 1 for the "1 + weight" norms; w null: weight 1). In place allowed.
 void rms_norm(const float* x, size_t rows, size_t dim, const float* w, float w_offset, float eps,
               float* out, cudaStream_t s);
 
@@ -45,12 +45,15 @@ void scale_rows_by_position(float* x, size_t rows, size_t stride, size_t width,
                             const int32_t* pos, const float* temp, cudaStream_t s);
 
 // Causal GQA attention over nseq sequences packed back to back: sequence i is rows
-// [offsets[i], offsets[i + 1]) (device int64 array) of q [rows, *] / k, v [rows, *].
-// Semantics of cpu/ops.hpp causal_attention (window, chunk, sinks). head_dim <= 256.
+// [offsets[i], offsets[i + 1]) (device int64 array) of q [rows, *] / k, v [rows, *]; with
+// offsets null, one sequence of max_len rows. Semantics of cpu/ops.hpp causal_attention (window,
+// chunk, sinks; v_dim > 0: value/output heads of v_dim with value rows of stride v_stride).
+// head_dim, v_dim <= 256.
 void causal_attention(const float* q, size_t q_stride, const float* k, const float* v,
                       size_t kv_stride, const int64_t* offsets, int nseq, int max_len, int nh,
                       int nkv, int head_dim, float scale, int window, int chunk,
-                      const float* sinks, float* out, size_t out_stride, cudaStream_t s);
+                      const float* sinks, float* out, size_t out_stride, cudaStream_t s,
+                      int v_dim = 0, size_t v_stride = 0);
 
 enum class RouteMode : int { SoftmaxTopk = 0, TopkSoftmax = 1, TopkSigmoid = 2 };
 // Per token: sel[t, j], selw[t, j] for j < k (largest first, ties to the lower expert), as the
@@ -84,6 +87,28 @@ void scale_by_sigmoid_logit(const float* x, const float* logits, int experts, in
 // max |x| as float bits (non-negative floats order as integers), *bad = 1 on NaN/Inf.
 void input_stats(const float* x, size_t rows, size_t k, double* sq, unsigned* amax_bits, int* bad,
                  cudaStream_t s);
+
+// ---- the rest of the Backend op interface (cuda_backend.cpp)
+void fill(float* x, size_t n, float value, cudaStream_t s);
+void scale(float* x, size_t n, float f, cudaStream_t s);
+void sigmoid(float* x, size_t n, cudaStream_t s);
+// Per row of n values, in place: exp(x - max) / sum, as cpu/ops.hpp softmax_rows.
+void softmax_rows(float* x, size_t rows, size_t n, cudaStream_t s);
+// dst[r, :] += f[r] * src[r, :] (f null: 1).
+void add_rows_scaled(float* dst, const float* src, size_t rows, size_t width, const float* f,
+                     cudaStream_t s);
+// dst[i, :] = src[rows[i], :] * (scale ? scale[i] : 1)  (rows, scale in device memory).
+void gather_rows_u32(const float* src, size_t width, const uint32_t* rows, size_t n,
+                     const float* scale, float* dst, cudaStream_t s);
+// dst[rows[i], :] += src[src_rows ? src_rows[i] : i, :] * (w ? w[i] : 1); rows distinct.
+void scatter_add_rows(float* dst, size_t width, const uint32_t* rows, size_t n, const float* src,
+                      const uint32_t* src_rows, const float* w, cudaStream_t s);
+// Per column of x [rows, k]: colmax[c] = max |x[:, c]|, sumsq[c] = sum x^2 in double, summed in a
+// fixed order (blocks of 64 rows, then the blocks in order: the same bytes on every run);
+// partial: scratch of ceil(rows / 64) * k doubles and as many floats after it. *bad = 1 on NaN/Inf.
+size_t column_stats_scratch_bytes(size_t rows, size_t k);
+void column_stats(const float* x, size_t rows, size_t k, void* scratch, float* colmax,
+                  double* sumsq, int* bad, cudaStream_t s);
 
 // NVFP4 fake quantization of activations in place (cpu act_quant.hpp semantics).
 void nvfp4_fake_quant(float* x, size_t rows, size_t k, float global_scale, cudaStream_t s);

@@ -1,0 +1,132 @@
+"""Every family on the GPU: the tiny random models of python/tests/tiny_models.py (transformers,
+each family fp4kit supports), calibrated and evaluated with `--device cpu` and `--device cuda`
+(TF32 default and --gpu-fp32), compared: per-linear amax and sums of squares, routed counts, PPL;
+then W4A4 quantize from each stats file: every weight and scale byte-equal, input_scale within 1%.
+
+Usage (GPU machine): python3 bench/cuda_family_check.py --bin DIR/bin --tiny python/tests [--work D]
+Prints one line per family and check; exits 1 if a check fails.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file
+
+
+def run(cmd, env=None):
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
+    return p
+
+
+def stats(path):
+    t = load_file(str(path))
+    amax = {k[: -len(".input_amax")]: float(v.reshape(-1)[0]) for k, v in t.items() if k.endswith(".input_amax")}
+    sq = {k[: -len(".input_sq_sum")]: v.astype(np.float64) for k, v in t.items() if k.endswith(".input_sq_sum")}
+    routed = {k: int(v.reshape(-1)[0]) for k, v in t.items() if k.endswith(".routed_tokens")}
+    return amax, sq, routed
+
+
+def worst(a, b):
+    ea = max(abs(a[0][m] - b[0][m]) / max(b[0][m], 1e-30) for m in b[0])
+    es = max(abs(a[1][m].sum() - b[1][m].sum()) / max(b[1][m].sum(), 1e-30) for m in b[1])
+    return ea, es
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--tiny", required=True, help="folder holding tiny_models.py")
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--families", default="")
+    a = ap.parse_args()
+    sys.path.insert(0, a.tiny)
+    import tiny_models  # noqa: E402
+    fp4kit = Path(a.bin) / "fp4kit"
+    work = Path(a.work or tempfile.mkdtemp())
+    ids = np.random.default_rng(0).integers(0, 256, 40000, dtype=np.uint16)
+    ids.tofile(work / "ids.u16")
+    fams = a.families.split(",") if a.families else list(tiny_models.FAMILIES)
+    failed = []
+    for fam in fams:
+        d = work / fam
+        if not d.exists():
+            tiny_models.save(fam, d)
+        out = {}
+        msgs = []
+        for dev in ["cpu", "cuda", "cuda-fp32"]:
+            extra = ["--device", "cuda", "--gpu-fp32"] if dev == "cuda-fp32" else ["--device", dev]
+            p = run([fp4kit, "calibrate", d, "--data", work / "ids.u16", "--samples", "8", "--seq-len",
+                     "128", "-o", work / f"{fam}.{dev}.stats"] + extra)
+            if p.returncode != 0:
+                msgs.append(f"calibrate {dev}: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+                continue
+            out[dev] = stats(work / f"{fam}.{dev}.stats")
+        if "cpu" not in out:
+            print(f"{fam}: CPU engine refuses it ({'; '.join(msgs)}) - not compared")
+            continue
+        for dev, tol in [("cuda-fp32", 1e-3), ("cuda", 1e-2)]:
+            if dev not in out:
+                failed.append(f"{fam} {dev}")
+                print(f"{fam}: {dev} FAILED: {'; '.join(msgs)}")
+                continue
+            ea, es = worst(out[dev], out["cpu"])
+            same_routes = out[dev][2] == out["cpu"][2]
+            ok = ea < tol and es < tol and set(out[dev][0]) == set(out["cpu"][0]) and same_routes
+            print(f"{fam}: calibrate {dev} vs cpu: {len(out['cpu'][0])} linears, worst amax {ea:.2e}, "
+                  f"worst sum of squares {es:.2e}, routed counts {'equal' if same_routes else 'DIFFER'}"
+                  f" -> {'ok' if ok else 'FAILED'} (tolerance {tol})")
+            if not ok:
+                failed.append(f"{fam} {dev}")
+        # eval: PPL on both devices
+        ppl = {}
+        for dev in ["cpu", "cuda"]:
+            p = run([fp4kit, "eval", d, "--data", work / "ids.u16", "--ctx", "128", "--chunks", "8",
+                     "--json", "--device", dev])
+            if p.returncode == 0:
+                ppl[dev] = json.loads(p.stdout)["ppl"]
+            else:
+                print(f"{fam}: eval {dev}: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+        if len(ppl) == 2:
+            rel = abs(ppl["cuda"]["value"] - ppl["cpu"]["value"]) / ppl["cpu"]["value"]
+            ok = rel < 1e-3 and abs(ppl["cuda"]["value"] - ppl["cpu"]["value"]) < ppl["cpu"]["uncertainty"]
+            print(f"{fam}: eval PPL cpu {ppl['cpu']['value']:.4f} +/- {ppl['cpu']['uncertainty']:.4f}, "
+                  f"cuda {ppl['cuda']['value']:.4f} (rel {rel:.1e}) -> {'ok' if ok else 'FAILED'}")
+            if not ok:
+                failed.append(f"{fam} eval")
+        # W4A4 from each stats file
+        if "cuda" in out:
+            q = {}
+            for dev in ["cpu", "cuda"]:
+                qd = work / f"{fam}.q.{dev}"
+                run(["rm", "-rf", qd])
+                p = run([fp4kit, "quantize", d, qd, "--stats", work / f"{fam}.{dev}.stats"])
+                if p.returncode != 0:
+                    print(f"{fam}: quantize {dev}: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+                    break
+                t = {}
+                for f in sorted(qd.glob("*.safetensors")):
+                    t.update(load_file(str(f)))
+                q[dev] = t
+            if len(q) == 2:
+                names = sorted(q["cpu"])
+                scales = [n for n in names if n.endswith("input_scale")]
+                others = [n for n in names if not n.endswith("input_scale")]
+                diff_bytes = [n for n in others if q["cpu"][n].tobytes() != q["cuda"].get(n, np.zeros(0)).tobytes()]
+                worst_is = max((abs(float(q["cuda"][n].reshape(-1)[0]) / float(q["cpu"][n].reshape(-1)[0]) - 1)
+                                for n in scales), default=0.0)
+                ok = not diff_bytes and worst_is < 0.01 and set(q["cpu"]) == set(q["cuda"])
+                print(f"{fam}: W4A4 from cuda stats vs cpu stats: {len(others)} tensors byte-equal "
+                      f"{len(others) - len(diff_bytes)}/{len(others)}, {len(scales)} input_scale within "
+                      f"{worst_is:.2e} -> {'ok' if ok else 'FAILED'}")
+                if not ok:
+                    failed.append(f"{fam} W4A4")
+    print("FAILED: " + ", ".join(failed) if failed else "all families: ok")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+#include "fp4kit/engine/cuda/cuda_backend.hpp"
+
+#include <cstring>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include <cuda_runtime.h>
+#include <fmt/format.h>
+
+#include "fp4kit/engine/cpu/ops.hpp"
+#include "fp4kit/engine/cuda/device.hpp"
+#include "fp4kit/engine/cuda/kernels.hpp"
+#include "fp4kit/engine/rope.hpp"
+#include "fp4kit/error.hpp"
+
+namespace fp4kit::engine::cuda {
+namespace {
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const BackendOptions& o)
+      : dev_(device_info(o.device)), ctx_(o.device, o.tf32 ? Math::Tf32 : Math::Fp32) {
+    cudaMemPool_t pool;
+    check(cudaDeviceGetDefaultMemPool(&pool, o.device), "cudaDeviceGetDefaultMemPool");
+    uint64_t keep = UINT64_MAX;  // freed blocks stay in the pool: no device-wide syncs
+    check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "mem pool");
+    check(cudaMallocAsync(reinterpret_cast<void**>(&bad_), sizeof(int), s()), "cudaMallocAsync");
+    check(cudaMemsetAsync(bad_, 0, sizeof(int), s()), "memset");
+  }
+  ~CudaBackend() override {
+    cudaStreamSynchronize(s());
+    cudaFreeAsync(bad_, s());
+    cudaStreamSynchronize(s());
+  }
+
+  const char* name() const override { return "cuda"; }
+
+  Buffer alloc(size_t bytes) override {
+    void* p = nullptr;
+    if (bytes > 0) {
+      const cudaError_t e = cudaMallocAsync(&p, bytes, s());
+      if (e != cudaSuccess) {
+        size_t free_b = 0, total_b = 0;
+        cudaGetLastError();
+        cudaMemGetInfo(&free_b, &total_b);
+        throw Error(fmt::format("GPU {} ({}): cannot allocate {:.2f} GiB ({}; {:.2f} of {:.2f} "
+                                "GiB free)", dev_.index, dev_.name, bytes / 1073741824.0,
+                                cudaGetErrorString(e), free_b / 1073741824.0,
+                                total_b / 1073741824.0));
+      }
+    }
+    cudaStream_t st = s();
+    std::shared_ptr<void> owner(p, [st](void* q) {
+      if (q) cudaFreeAsync(q, st);
+    });
+    return Buffer(std::move(owner), p, bytes);
+  }
+
+  Buffer upload(std::vector<float>&& host) override {
+    Buffer b = alloc(host.size() * sizeof(float));
+    // Pageable source: the call returns once the bytes are staged, so `host` may go away.
+    check(cudaMemcpyAsync(b.f(), host.data(), b.bytes(), cudaMemcpyHostToDevice, s()), "upload");
+    return b;
+  }
+  void download(const float* src, size_t n, float* host) const override {
+    if (n == 0) return;
+    check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, s()), "download");
+    check(cudaStreamSynchronize(s()), "download");
+  }
+  const float* host_view(const float* src, size_t n) override {
+    view_.resize(n);
+    download(src, n, view_.data());
+    return view_.data();
+  }
+  void copy(const float* src, size_t n, float* dst) override {
+    if (src == dst || n == 0) return;
+    check(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, s()), "copy");
+  }
+  void fill(float* x, size_t n, float value) override { cuda::fill(x, n, value, s()); }
+  void copy_strided(const float* src, size_t src_stride, size_t rows, size_t width, float* dst,
+                    size_t dst_stride) override {
+    if (rows == 0 || width == 0) return;
+    check(cudaMemcpy2DAsync(dst, dst_stride * sizeof(float), src, src_stride * sizeof(float),
+                            width * sizeof(float), rows, cudaMemcpyDeviceToDevice, s()),
+          "copy_strided");
+  }
+
+  void gemm(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
+            const float* bias) override {
+    ctx_.gemm_nt(x, rows, k, w, n, y);
+    if (bias) add_bias(y, rows, n, bias, s());
+  }
+  void fake_quant_activations(float* x, size_t rows, size_t k, float gs) override {
+    nvfp4_fake_quant(x, rows, k, gs, s());
+  }
+
+  void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps,
+                float* out, bool one_plus) override {
+    cuda::rms_norm(x, rows, dim, weight, one_plus ? 1.0f : 0.0f, eps, out, s());
+  }
+  void add(float* dst, const float* src, size_t n) override { add_inplace(dst, src, n, s()); }
+  void add_rows_scaled(float* dst, const float* src, size_t rows, size_t width,
+                       const float* f) override {
+    cuda::add_rows_scaled(dst, src, rows, width, f, s());
+  }
+  void scale(float* x, size_t n, float f) override { cuda::scale(x, n, f, s()); }
+  void sigmoid(float* x, size_t n) override { cuda::sigmoid(x, n, s()); }
+  void softmax(float* x, size_t rows, size_t n) override { cuda::softmax_rows(x, rows, n, s()); }
+
+  void silu_mul(float* gate, const float* up, size_t n) override {
+    cuda::silu_mul(gate, up, n, s());
+  }
+  void silu_glu_split(const float* gu, size_t rows, size_t inter, float* out) override {
+    cuda::silu_glu_split(gu, rows, inter, out, s());
+  }
+  void clamped_swiglu_interleaved(const float* gu, size_t rows, size_t inter, float alpha,
+                                  float limit, float* out) override {
+    cuda::clamped_swiglu_interleaved(gu, rows, inter, alpha, limit, out, s());
+  }
+
+  void rope(float* x, size_t len, size_t stride, int heads, int head_dim, const Rope& r,
+            RopeStyle style) override {
+    const Table& t = rope_table(r, style, head_dim, len);
+    cuda::rope(x, len, stride, heads, head_dim, positions(len), t.cs.data(), t.sn.data(),
+               style == RopeStyle::Interleaved, s());
+  }
+  void attention_temperature(float* q, size_t len, size_t stride, size_t width, float floor_scale,
+                             float attn_scale) override {
+    auto key = std::make_tuple(floor_scale, attn_scale);
+    auto& t = temps_[key];
+    if (t.len < len) {
+      std::vector<float> v(len);
+      for (size_t p = 0; p < len; ++p) v[p] = llama4_attn_temperature(p, floor_scale, attn_scale);
+      t.buf = upload(std::move(v));
+      t.len = len;
+    }
+    scale_rows_by_position(q, len, stride, width, positions(len), t.buf.f(), s());
+  }
+  void attention(const float* q, size_t q_stride, const float* k, const float* v,
+                 size_t kv_stride, size_t len, int nh, int nkv, int d, const AttentionOptions& o,
+                 float* out, size_t out_stride) override {
+    causal_attention(q, q_stride, k, v, kv_stride, nullptr, 1, static_cast<int>(len), nh, nkv, d,
+                     o.scale, o.window, o.chunk, o.sinks, out, out_stride, s(), o.v_dim,
+                     o.v_stride);
+  }
+
+  Routes route(const float* logits, size_t T, size_t E, const RouterOptions& o) override {
+    // The CPU engine's routing on the downloaded logits: identical choices and weights.
+    std::vector<float> host(T * E), bias;
+    download(logits, T * E, host.data());
+    RouterOptions ho = o;
+    if (o.selection_bias) {
+      bias.resize(E);
+      download(o.selection_bias, E, bias.data());
+      ho.selection_bias = bias.data();
+    }
+    return route_topk(host.data(), T, E, ho);
+  }
+  void gather_rows(const float* src, size_t width, const uint32_t* rows, size_t n,
+                   const float* sc, float* dst) override {
+    if (n == 0) return;
+    const uint32_t* drows = stage(rows, n, 0);
+    const float* dsc = sc ? reinterpret_cast<const float*>(stage(sc, n, 1)) : nullptr;
+    gather_rows_u32(src, width, drows, n, dsc, dst, s());
+  }
+  void scatter_add_rows(float* dst, size_t width, const uint32_t* rows, size_t n, const float* src,
+                        const uint32_t* src_rows, const float* w) override {
+    if (n == 0) return;
+    const uint32_t* drows = stage(rows, n, 0);
+    const uint32_t* dsrc = src_rows ? stage(src_rows, n, 1) : nullptr;
+    const float* dw = w ? reinterpret_cast<const float*>(stage(w, n, 2)) : nullptr;
+    cuda::scatter_add_rows(dst, width, drows, n, src, dsrc, dw, s());
+  }
+
+  bool column_stats(const float* x, size_t rows, size_t k, float* colmax, double* sumsq) override {
+    const size_t scratch = column_stats_scratch_bytes(rows, k);
+    if (stats_scratch_.bytes() < scratch) stats_scratch_ = alloc(scratch);
+    if (stats_out_.bytes() < k * 12) stats_out_ = alloc(k * 12);
+    double* dsum = stats_out_.as<double>();
+    float* dmax = reinterpret_cast<float*>(dsum + k);
+    cuda::column_stats(x, rows, k, stats_scratch_.as<void>(), dmax, dsum, bad_, s());
+    int bad = 0;
+    check(cudaMemcpyAsync(colmax, dmax, k * sizeof(float), cudaMemcpyDeviceToHost, s()), "stats");
+    check(cudaMemcpyAsync(sumsq, dsum, k * sizeof(double), cudaMemcpyDeviceToHost, s()), "stats");
+    check(cudaMemcpyAsync(&bad, bad_, sizeof(int), cudaMemcpyDeviceToHost, s()), "stats");
+    check(cudaStreamSynchronize(s()), "stats");
+    if (bad) check(cudaMemsetAsync(bad_, 0, sizeof(int), s()), "memset");
+    return bad == 0;
+  }
+
+ private:
+  cudaStream_t s() const { return ctx_.compute(); }
+
+  struct Table {
+    std::vector<float> inv;
+    float scaling = 0.0f;
+    size_t len = 0;
+    Buffer cs_buf, sn_buf;
+    struct View {
+      const Buffer* b;
+      const float* data() const { return b->f(); }
+    };
+    View cs{&cs_buf}, sn{&sn_buf};
+  };
+
+  // cos/sin [len, head_dim / 2] of the CPU engine's Rope: its rotation of (1, 0) pairs.
+  const Table& rope_table(const Rope& r, RopeStyle style, int hd, size_t len) {
+    auto key = std::make_tuple(static_cast<int>(style), hd, r.inv_freq(), r.attention_scaling());
+    Table& t = ropes_[key];
+    if (t.len >= len) return t;
+    const size_t half = static_cast<size_t>(hd / 2);
+    std::vector<float> cs(len * half), sn(len * half), x(static_cast<size_t>(hd));
+    for (size_t p = 0; p < len; ++p) {
+      std::fill(x.begin(), x.end(), 0.0f);
+      if (style == RopeStyle::Interleaved) {
+        for (size_t i = 0; i < half; ++i) x[2 * i] = 1.0f;
+        r.apply_interleaved(x.data(), 1, hd, p);
+        for (size_t i = 0; i < half; ++i) cs[p * half + i] = x[2 * i], sn[p * half + i] = x[2 * i + 1];
+      } else {
+        for (size_t i = 0; i < half; ++i) x[i] = 1.0f;
+        r.apply(x.data(), 1, hd, p);
+        for (size_t i = 0; i < half; ++i) cs[p * half + i] = x[i], sn[p * half + i] = x[half + i];
+      }
+    }
+    t.cs_buf = upload(std::move(cs));
+    t.sn_buf = upload(std::move(sn));
+    t.cs = {&t.cs_buf};
+    t.sn = {&t.sn_buf};
+    t.len = len;
+    return t;
+  }
+
+  const int32_t* positions(size_t len) {
+    if (pos_len_ < len) {
+      std::vector<int32_t> p(len);
+      for (size_t i = 0; i < len; ++i) p[i] = static_cast<int32_t>(i);
+      pos_ = alloc(len * sizeof(int32_t));
+      check(cudaMemcpyAsync(pos_.as<void>(), p.data(), len * 4, cudaMemcpyHostToDevice, s()),
+            "upload");
+      check(cudaStreamSynchronize(s()), "upload");
+      pos_len_ = len;
+    }
+    return pos_.as<int32_t>();
+  }
+
+  // A host index/weight array (4-byte elements) into device slot `slot`, in stream order.
+  const uint32_t* stage(const void* host, size_t n, int slot) {
+    Buffer& b = staged_[slot];
+    if (b.bytes() < n * 4) b = alloc(n * 4);
+    check(cudaMemcpyAsync(b.as<void>(), host, n * 4, cudaMemcpyHostToDevice, s()), "upload");
+    return b.as<uint32_t>();
+  }
+
+  DeviceInfo dev_;
+  Context ctx_;
+  int* bad_ = nullptr;
+  std::vector<float> view_;
+  Buffer staged_[3], stats_scratch_, stats_out_, pos_;
+  size_t pos_len_ = 0;
+  std::map<std::tuple<int, int, std::vector<float>, float>, Table> ropes_;
+  struct Temp {
+    Buffer buf;
+    size_t len = 0;
+  };
+  std::map<std::tuple<float, float>, Temp> temps_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& options) {
+  return std::make_unique<CudaBackend>(options);
+}
+
+}  // namespace fp4kit::engine::cuda

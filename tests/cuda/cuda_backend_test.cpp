@@ -1,0 +1,204 @@
+// The CUDA backend op by op against the CPU backend (backend.hpp: the same call on both, fresh
+// random inputs, outputs poisoned first), then whole models through the same blocks and families.
+#include <algorithm>
+#include <numeric>
+
+#include "cuda/gpu_support.hpp"
+#include "fp4kit/engine/backend.hpp"
+#include "fp4kit/engine/cuda/cuda_backend.hpp"
+#include "fp4kit/engine/rope.hpp"
+
+namespace fp4kit::engine {
+namespace {
+
+using testing::random_floats;
+using testing::rel_l2;
+
+struct Pair {
+  std::unique_ptr<Backend> cpu = make_cpu_backend();
+  std::unique_ptr<Backend> gpu;
+  explicit Pair(bool tf32 = false) {
+    cuda::BackendOptions o;
+    o.tf32 = tf32;
+    gpu = cuda::make_cuda_backend(o);
+  }
+  // The same host data in both backends.
+  std::pair<Buffer, Buffer> put(const std::vector<float>& v) {
+    return {cpu->upload(std::vector<float>(v)), gpu->upload(std::vector<float>(v))};
+  }
+  std::pair<Buffer, Buffer> poisoned(size_t n) { return put(std::vector<float>(n, NAN)); }
+  std::vector<float> get(Backend& b, const Buffer& x, size_t n) {
+    std::vector<float> h(n);
+    b.download(x.f(), n, h.data());
+    return h;
+  }
+  double diff(const std::pair<Buffer, Buffer>& x, size_t n) {
+    return rel_l2(get(*gpu, x.second, n), get(*cpu, x.first, n));
+  }
+};
+
+TEST(CudaBackend, ElementwiseNormsAndProducts) {
+  FP4KIT_REQUIRE_GPU();
+  Pair P;
+  const size_t rows = 97, k = 320, n = 130;
+  auto x = P.put(random_floats(rows * k, 1, 2.0f));
+  auto w = P.put(random_floats(n * k, 2));
+  auto b = P.put(random_floats(n, 3));
+  auto y = P.poisoned(rows * n);
+  P.cpu->gemm(x.first.f(), rows, k, w.first.f(), n, y.first.f(), b.first.f());
+  P.gpu->gemm(x.second.f(), rows, k, w.second.f(), n, y.second.f(), b.second.f());
+  EXPECT_LT(P.diff(y, rows * n), 1e-6) << "gemm (float32 products)";
+
+  auto g = P.put(random_floats(k, 4));
+  for (bool one_plus : {false, true})
+    for (bool weighted : {false, true}) {
+      auto o = P.poisoned(rows * k);
+      P.cpu->rms_norm(x.first.f(), rows, k, weighted ? g.first.f() : nullptr, 1e-5f, o.first.f(), one_plus);
+      P.gpu->rms_norm(x.second.f(), rows, k, weighted ? g.second.f() : nullptr, 1e-5f, o.second.f(), one_plus);
+      EXPECT_LT(P.diff(o, rows * k), 1e-6) << "rms_norm one_plus " << one_plus << " weighted " << weighted;
+    }
+
+  auto a = P.put(random_floats(rows * k, 5, 3.0f));
+  auto s = P.put(random_floats(rows, 6));
+  P.cpu->add_rows_scaled(a.first.f(), x.first.f(), rows, k, s.first.f());
+  P.gpu->add_rows_scaled(a.second.f(), x.second.f(), rows, k, s.second.f());
+  P.cpu->add(a.first.f(), x.first.f(), rows * k);
+  P.gpu->add(a.second.f(), x.second.f(), rows * k);
+  P.cpu->scale(a.first.f(), rows * k, 0.37f);
+  P.gpu->scale(a.second.f(), rows * k, 0.37f);
+  EXPECT_LT(P.diff(a, rows * k), 1e-6) << "add_rows_scaled, add, scale";
+  P.cpu->softmax(a.first.f(), rows, k);
+  P.gpu->softmax(a.second.f(), rows, k);
+  EXPECT_LT(P.diff(a, rows * k), 1e-6) << "softmax";
+  P.cpu->sigmoid(a.first.f(), rows * k);
+  P.gpu->sigmoid(a.second.f(), rows * k);
+  EXPECT_LT(P.diff(a, rows * k), 1e-6) << "sigmoid";
+
+  auto gu = P.put(random_floats(rows * 2 * k, 7, 4.0f));
+  auto o1 = P.poisoned(rows * k), o2 = P.poisoned(rows * k);
+  P.cpu->silu_glu_split(gu.first.f(), rows, k, o1.first.f());
+  P.gpu->silu_glu_split(gu.second.f(), rows, k, o1.second.f());
+  P.cpu->clamped_swiglu_interleaved(gu.first.f(), rows, k, 1.702f, 7.0f, o2.first.f());
+  P.gpu->clamped_swiglu_interleaved(gu.second.f(), rows, k, 1.702f, 7.0f, o2.second.f());
+  EXPECT_LT(P.diff(o1, rows * k), 1e-6);
+  EXPECT_LT(P.diff(o2, rows * k), 1e-6);
+  P.cpu->silu_mul(o1.first.f(), o2.first.f(), rows * k);
+  P.gpu->silu_mul(o1.second.f(), o2.second.f(), rows * k);
+  EXPECT_LT(P.diff(o1, rows * k), 1e-6);
+
+  auto f = P.poisoned(rows * k);
+  P.cpu->fill(f.first.f(), rows * k, 0.0f);
+  P.gpu->fill(f.second.f(), rows * k, 0.0f);
+  P.cpu->copy_strided(x.first.f() + 3, k, rows, 50, f.first.f() + 7, k);
+  P.gpu->copy_strided(x.second.f() + 3, k, rows, 50, f.second.f() + 7, k);
+  P.cpu->copy(x.first.f(), 100, f.first.f() + 1000);
+  P.gpu->copy(x.second.f(), 100, f.second.f() + 1000);
+  EXPECT_EQ(P.diff(f, rows * k), 0.0) << "fill, copy_strided, copy";
+
+  auto q = P.put(random_floats(rows * 64, 8, 3.0f));
+  P.cpu->fake_quant_activations(q.first.f(), rows, 64, 300.0f);
+  P.gpu->fake_quant_activations(q.second.f(), rows, 64, 300.0f);
+  EXPECT_EQ(P.diff(q, rows * 64), 0.0) << "NVFP4 activations bit for bit";
+}
+
+TEST(CudaBackend, RopeTemperatureAndAttention) {
+  FP4KIT_REQUIRE_GPU();
+  Pair P;
+  RopeParams rp;
+  rp.theta = 5e5;
+  rp.rotary_dim = 64;
+  const Rope rope(rp);
+  const size_t len = 200;
+  const int nh = 8, nkv = 2, d = 64;
+  const size_t qs = nh * d + 16, kvs = nkv * d;
+  for (RopeStyle st : {RopeStyle::Half, RopeStyle::Interleaved}) {
+    auto x = P.put(random_floats(len * qs, 9));
+    P.cpu->rope(x.first.f(), len, qs, nh, d, rope, st);
+    P.gpu->rope(x.second.f(), len, qs, nh, d, rope, st);
+    EXPECT_LT(P.diff(x, len * qs), 1e-6);
+  }
+  auto t = P.put(random_floats(len * qs, 10));
+  P.cpu->attention_temperature(t.first.f(), len, qs, nh * d, 8.0f, 0.1f);
+  P.gpu->attention_temperature(t.second.f(), len, qs, nh * d, 8.0f, 0.1f);
+  EXPECT_EQ(P.diff(t, len * qs), 0.0);
+
+  auto q = P.put(random_floats(len * qs, 11, 2.0f));
+  auto k = P.put(random_floats(len * kvs, 12, 2.0f));
+  auto v = P.put(random_floats(len * 2 * kvs, 13));
+  auto sinks = P.put(random_floats(nh, 14));
+  for (int variant = 0; variant < 4; ++variant) {
+    AttentionOptions oc, og;
+    oc.scale = og.scale = 0.125f;
+    if (variant == 1) oc.window = og.window = 37;
+    if (variant == 2) oc.chunk = og.chunk = 64, oc.sinks = sinks.first.f(), og.sinks = sinks.second.f();
+    if (variant == 3) oc.v_dim = og.v_dim = 32, oc.v_stride = og.v_stride = 2 * kvs;  // MLA-like
+    const size_t os = nh * d;
+    auto o = P.poisoned(len * os);
+    P.cpu->attention(q.first.f(), qs, k.first.f(), v.first.f(), kvs, len, nh, nkv, d, oc,
+                     o.first.f(), os);
+    P.gpu->attention(q.second.f(), qs, k.second.f(), v.second.f(), kvs, len, nh, nkv, d, og,
+                     o.second.f(), os);
+    const size_t used = variant == 3 ? len * os : len * os;  // v_dim: the first nh*32 of each row
+    std::vector<float> a = P.get(*P.gpu, o.second, used), b = P.get(*P.cpu, o.first, used);
+    if (variant == 3)
+      for (size_t r = 0; r < len; ++r)
+        for (size_t c = nh * 32; c < os; ++c) a[r * os + c] = b[r * os + c] = 0.0f;
+    EXPECT_LT(rel_l2(a, b), 1e-5) << "attention variant " << variant;
+  }
+}
+
+TEST(CudaBackend, RoutingGatherScatterAndStatistics) {
+  FP4KIT_REQUIRE_GPU();
+  Pair P;
+  const size_t T = 500, E = 64, H = 96;
+  auto lg = P.put(random_floats(T * E, 15, 2.0f));
+  auto bias = P.put(random_floats(E, 16, 0.1f));
+  for (RouterKind kind : {RouterKind::SoftmaxTopk, RouterKind::TopkSoftmax,
+                          RouterKind::TopkSigmoid, RouterKind::SigmoidGroupTopk}) {
+    RouterOptions oc;
+    oc.kind = kind;
+    oc.top_k = 6;
+    oc.norm_topk = true;
+    oc.n_group = 8;
+    oc.topk_group = 3;
+    oc.scaling = 2.5f;
+    RouterOptions og = oc;
+    if (kind == RouterKind::SigmoidGroupTopk) oc.selection_bias = bias.first.f(), og.selection_bias = bias.second.f();
+    const Routes rc = P.cpu->route(lg.first.f(), T, E, oc), rg = P.gpu->route(lg.second.f(), T, E, og);
+    EXPECT_EQ(rc.expert, rg.expert);
+    EXPECT_EQ(rc.weight, rg.weight);
+  }
+  auto x = P.put(random_floats(T * H, 17));
+  std::vector<uint32_t> rows(T / 2), src_rows(T / 2);
+  std::iota(rows.begin(), rows.end(), 0u);
+  std::shuffle(rows.begin(), rows.end(), std::mt19937(3));
+  for (size_t i = 0; i < src_rows.size(); ++i) src_rows[i] = static_cast<uint32_t>((i * 7) % src_rows.size());
+  const auto sc = random_floats(rows.size(), 18);
+  auto gth = P.poisoned(rows.size() * H);
+  P.cpu->gather_rows(x.first.f(), H, rows.data(), rows.size(), sc.data(), gth.first.f());
+  P.gpu->gather_rows(x.second.f(), H, rows.data(), rows.size(), sc.data(), gth.second.f());
+  EXPECT_EQ(P.diff(gth, rows.size() * H), 0.0);
+  auto acc = P.put(random_floats(T * H, 19));
+  P.cpu->scatter_add_rows(acc.first.f(), H, rows.data(), rows.size(), gth.first.f(), src_rows.data(), sc.data());
+  P.gpu->scatter_add_rows(acc.second.f(), H, rows.data(), rows.size(), gth.second.f(), src_rows.data(), sc.data());
+  P.cpu->scatter_add_rows(acc.first.f(), H, rows.data(), rows.size(), gth.first.f(), nullptr, nullptr);
+  P.gpu->scatter_add_rows(acc.second.f(), H, rows.data(), rows.size(), gth.second.f(), nullptr, nullptr);
+  EXPECT_LT(P.diff(acc, T * H), 1e-7);
+
+  std::vector<float> cm(H), gm(H);
+  std::vector<double> cs(H), gs(H);
+  EXPECT_TRUE(P.cpu->column_stats(x.first.f(), T, H, cm.data(), cs.data()));
+  EXPECT_TRUE(P.gpu->column_stats(x.second.f(), T, H, gm.data(), gs.data()));
+  EXPECT_EQ(cm, gm);
+  for (size_t c = 0; c < H; ++c) EXPECT_NEAR(gs[c], cs[c], 1e-12 * cs[c]);
+  std::vector<double> gs2(H);
+  EXPECT_TRUE(P.gpu->column_stats(x.second.f(), T, H, gm.data(), gs2.data()));
+  EXPECT_EQ(gs, gs2) << "the same bytes on every run";
+  auto bad = P.put(std::vector<float>(T * H, 1.0f));
+  P.gpu->fill(bad.second.f() + 777, 1, NAN);
+  EXPECT_FALSE(P.gpu->column_stats(bad.second.f(), T, H, gm.data(), gs.data()));
+  EXPECT_TRUE(P.gpu->column_stats(x.second.f(), T, H, gm.data(), gs.data())) << "flag cleared";
+}
+
+}  // namespace
+}  // namespace fp4kit::engine
