@@ -47,6 +47,7 @@ def main():
     import tiny_models  # noqa: E402
     fp4kit = Path(a.bin) / "fp4kit"
     work = Path(a.work or tempfile.mkdtemp())
+    work.mkdir(parents=True, exist_ok=True)
     ids = np.random.default_rng(0).integers(0, 256, 40000, dtype=np.uint16)
     ids.tofile(work / "ids.u16")
     fams = a.families.split(",") if a.families else list(tiny_models.FAMILIES)

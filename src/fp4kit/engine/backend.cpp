@@ -21,6 +21,14 @@ Linear Backend::upload(LinearWeights&& w) {
   return L;
 }
 
+Linear Backend::load_linear(const Checkpoint& ckpt, const LinearRef& ref, bool act) {
+  return upload(engine::load_linear(ckpt, ref, act));
+}
+
+Linear Backend::load_bmm_expert(const Checkpoint& ckpt, const BmmRef& ref, size_t e, bool act) {
+  return upload(engine::load_bmm_expert(ckpt, ref, e, act));
+}
+
 void Backend::linear(const Linear& L, const float* x, size_t rows, float* y) {
   const float* in = x;
   if (L.act_global_scale > 0.0f) {

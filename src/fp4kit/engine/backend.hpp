@@ -13,10 +13,16 @@
 #include <string>
 #include <vector>
 
+namespace fp4kit {
+class Checkpoint;
+}
+
 namespace fp4kit::engine {
 
 class Rope;
 struct LinearWeights;
+struct LinearRef;
+struct BmmRef;
 
 // Memory owned by a backend. Copies share the memory; the last one frees it.
 class Buffer {
@@ -108,6 +114,12 @@ class Backend {
   virtual Buffer upload(std::vector<float>&& host) = 0;
   // The weight step: a decoded linear (weights.hpp) into backend memory.
   Linear upload(LinearWeights&& w);
+  // The weight step from the checkpoint: weights.hpp's load_linear / load_bmm_expert, then
+  // upload. A device backend may override them to move the stored bytes and decode on the device
+  // (the same float32 values).
+  virtual Linear load_linear(const Checkpoint& ckpt, const LinearRef& ref, bool activations);
+  virtual Linear load_bmm_expert(const Checkpoint& ckpt, const BmmRef& ref, size_t expert,
+                                 bool activations);
   virtual void download(const float* src, size_t n, float* host) const = 0;
   // Host-readable view of n floats at `src`, valid until the next host_view call (observers).
   // The CPU backend returns `src` itself.

@@ -106,11 +106,11 @@ std::unique_ptr<Block> load_attention(const Checkpoint& ckpt, const ModelSpec& S
     w.q = be.upload(take_rows(qg, qrows));
     w.q_gate = be.upload(take_rows(qg, grows));
   } else {
-    w.q = be.upload(load_linear(ckpt, L.q, act));
+    w.q = be.load_linear(ckpt, L.q, act);
   }
-  w.k = be.upload(load_linear(ckpt, L.k, act));
-  w.v = be.upload(load_linear(ckpt, L.v, act));
-  w.o = be.upload(load_linear(ckpt, L.o, act));
+  w.k = be.load_linear(ckpt, L.k, act);
+  w.v = be.load_linear(ckpt, L.v, act);
+  w.o = be.load_linear(ckpt, L.o, act);
   const auto hd = static_cast<size_t>(c.head_dim);
   if (L.attn_sinks)
     w.sinks = be.upload(load_vector(ckpt, L.prefix + "self_attn.sinks",

@@ -95,10 +95,10 @@ std::unique_ptr<Block> load_gated_delta_net(const Checkpoint& ckpt, const ModelS
     w.a = be.upload(take_rows(ba, a));
     w.in_modules = {G.qkv.module, G.b.module};
   } else {
-    w.qkv = be.upload(load_linear(ckpt, G.qkv, act));
-    w.z = be.upload(load_linear(ckpt, G.z, act));
-    w.b = be.upload(load_linear(ckpt, G.b, act));
-    w.a = be.upload(load_linear(ckpt, G.a, act));
+    w.qkv = be.load_linear(ckpt, G.qkv, act);
+    w.z = be.load_linear(ckpt, G.z, act);
+    w.b = be.load_linear(ckpt, G.b, act);
+    w.a = be.load_linear(ckpt, G.a, act);
     w.in_modules = {G.qkv.module, G.z.module, G.b.module, G.a.module};
   }
   if (w.qkv.n != C || w.z.n != vd || w.b.n != nv || w.a.n != nv)
@@ -110,7 +110,7 @@ std::unique_ptr<Block> load_gated_delta_net(const Checkpoint& ckpt, const ModelS
   w.A_log = be.upload(load_vector(ckpt, G.A_log, nv));
   w.dt_bias = be.upload(load_vector(ckpt, G.dt_bias, nv));
   w.gate_norm = be.upload(load_vector(ckpt, G.norm, dv));
-  w.out = be.upload(load_linear(ckpt, G.out, act));
+  w.out = be.load_linear(ckpt, G.out, act);
   return std::make_unique<GatedDeltaNetBlock>(c, std::move(w));
 }
 

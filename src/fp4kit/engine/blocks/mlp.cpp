@@ -34,9 +34,9 @@ void GatedMlp::run(const RunContext& ctx, const float* x, size_t rows, float* ou
 GatedMlp load_gated_mlp(const Checkpoint& c, const LinearRef& g, const LinearRef& u,
                         const LinearRef& d, Backend& be, bool act) {
   GatedMlp m;
-  m.gate = be.upload(load_linear(c, g, act));
-  m.up = be.upload(load_linear(c, u, act));
-  m.down = be.upload(load_linear(c, d, act));
+  m.gate = be.load_linear(c, g, act);
+  m.up = be.load_linear(c, u, act);
+  m.down = be.load_linear(c, d, act);
   return m;
 }
 

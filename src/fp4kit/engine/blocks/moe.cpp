@@ -131,15 +131,15 @@ std::unique_ptr<Block> load_moe(const Checkpoint& ckpt, const ModelSpec& S, cons
   }
   MoeWeights w;
   w.norm = be.upload(load_vector(ckpt, L.prefix + "post_attention_layernorm.weight", H));
-  w.router = be.upload(load_linear(ckpt, LinearRef{L.router, "", 0, E, H}, false));
+  w.router = be.load_linear(ckpt, LinearRef{L.router, "", 0, E, H}, false);
   if (S.routing == Routing::SigmoidGroupTopk && ckpt.has(L.router + ".e_score_correction_bias"))
     w.selection_bias = be.upload(load_vector(ckpt, L.router + ".e_score_correction_bias", E));
   for (const ExpertRef& x : L.experts) w.expert_names.push_back(x.prefix);
   if (L.bmm_experts) {
     w.load_expert = [&ckpt, &S, &L, &be, act](size_t e) {
       GatedMlp m;
-      m.gate = be.upload(load_bmm_expert(ckpt, L.bmm_gate_up, e, act));
-      m.down = be.upload(load_bmm_expert(ckpt, L.bmm_down, e, act));
+      m.gate = be.load_bmm_expert(ckpt, L.bmm_gate_up, e, act);
+      m.down = be.load_bmm_expert(ckpt, L.bmm_down, e, act);
       m.kind = L.bmm_interleaved ? GatedMlp::Kind::FusedInterleaved : GatedMlp::Kind::FusedSplit;
       m.alpha = S.swiglu_alpha;
       m.limit = S.swiglu_limit;
@@ -164,7 +164,7 @@ std::unique_ptr<Block> load_moe(const Checkpoint& ckpt, const ModelSpec& S, cons
     };
     if (!L.shared_expert_gate.empty())
       w.shared_gate =
-          be.upload(load_linear(ckpt, LinearRef{L.shared_expert_gate, "", 0, 1, H}, false));
+          be.load_linear(ckpt, LinearRef{L.shared_expert_gate, "", 0, 1, H}, false);
   }
   return std::make_unique<MoeBlock>(c, std::move(w));
 }

@@ -11,8 +11,12 @@
 #include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/engine/cuda/device.hpp"
 #include "fp4kit/engine/cuda/kernels.hpp"
+#include "fp4kit/engine/model_spec.hpp"
 #include "fp4kit/engine/rope.hpp"
+#include "fp4kit/engine/weights.hpp"
 #include "fp4kit/error.hpp"
+#include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/numeric/parallel.hpp"
 
 namespace fp4kit::engine::cuda {
 namespace {
@@ -32,6 +36,10 @@ class CudaBackend final : public Backend {
     cudaStreamSynchronize(s());
     cudaFreeAsync(bad_, s());
     cudaStreamSynchronize(s());
+    for (int i = 0; i < kRing; ++i) {
+      if (pinned_done_[i]) cudaEventDestroy(pinned_done_[i]);
+      if (pinned_[i]) cudaFreeHost(pinned_[i]);
+    }
   }
 
   const char* name() const override { return "cuda"; }
@@ -106,6 +114,9 @@ class CudaBackend final : public Backend {
   }
   void scale(float* x, size_t n, float f) override { cuda::scale(x, n, f, s()); }
   void sigmoid(float* x, size_t n) override { cuda::sigmoid(x, n, s()); }
+  void mul_sigmoid(float* x, const float* gate, size_t n) override {
+    cuda::mul_sigmoid(x, gate, n, s());
+  }
   void softmax(float* x, size_t rows, size_t n) override { cuda::softmax_rows(x, rows, n, s()); }
 
   void silu_mul(float* gate, const float* up, size_t n) override {
@@ -143,6 +154,77 @@ class CudaBackend final : public Backend {
     causal_attention(q, q_stride, k, v, kv_stride, nullptr, 1, static_cast<int>(len), nh, nkv, d,
                      o.scale, o.window, o.chunk, o.sinks, out, out_stride, s(), o.v_dim,
                      o.v_stride);
+  }
+
+  // ---- Gated DeltaNet: on the host with the CPU backend's code (inputs downloaded, the
+  // output uploaded), the same numbers as the CPU engine; kernels for these are future work.
+  void causal_conv1d_silu(const float* x, size_t len, size_t channels, size_t stride,
+                          const float* weight, size_t K, float* out) override {
+    const auto hx = fetch(x, (len - 1) * stride + channels), hw = fetch(weight, channels * K);
+    std::vector<float> ho(len * channels);
+    cpu_->causal_conv1d_silu(hx.data(), len, channels, stride, hw.data(), K, ho.data());
+    put(ho, out);
+  }
+  void gdn_gates(float* a, float* b, size_t rows, size_t heads, const float* A_log,
+                 const float* dt_bias) override {
+    auto ha = fetch(a, rows * heads), hb = fetch(b, rows * heads);
+    const auto hA = fetch(A_log, heads), hd = fetch(dt_bias, heads);
+    cpu_->gdn_gates(ha.data(), hb.data(), rows, heads, hA.data(), hd.data());
+    put(ha, a);
+    put(hb, b);
+  }
+  void gated_delta_rule(const float* q, const float* k, size_t qk_stride, const float* v,
+                        size_t v_stride, const float* g, const float* beta, size_t len, int nk,
+                        int nv, int dk, int dv, bool chunked, float* out) override {
+    const size_t qk_n = (len - 1) * qk_stride + size_t(nk) * dk;
+    const auto hq = fetch(q, qk_n), hk = fetch(k, qk_n);
+    const auto hv = fetch(v, (len - 1) * v_stride + size_t(nv) * dv);
+    const auto hg = fetch(g, len * nv), hb = fetch(beta, len * nv);
+    std::vector<float> ho(len * size_t(nv) * dv);
+    cpu_->gated_delta_rule(hq.data(), hk.data(), qk_stride, hv.data(), v_stride, hg.data(),
+                           hb.data(), len, nk, nv, dk, dv, chunked, ho.data());
+    put(ho, out);
+  }
+
+  // ---- weights: BF16/F16/F32 as stored, widened on the GPU (other storages: base class)
+  Linear load_linear(const Checkpoint& c, const LinearRef& ref, bool act) override {
+    const std::string& m = ref.module;
+    const uint8_t* raw = nullptr;
+    DType dt = DType::F32;
+    std::string release;
+    if (!ref.tensor.empty()) {
+      const auto& t = c.info(ref.tensor);
+      if (t.dtype == DType::BF16 || t.dtype == DType::F16 || t.dtype == DType::F32) {
+        dt = t.dtype;
+        raw = c.bytes(ref.tensor).data() + ref.row_begin * ref.cols * dtype_size(dt);
+      }
+    } else if (c.has(m + ".weight") && !c.has(m + ".weight_scale") &&
+               !c.has(m + ".weight_scale_inv") && !c.has(m + ".weight_packed")) {
+      const auto& t = c.info(m + ".weight");
+      if ((t.dtype == DType::BF16 || t.dtype == DType::F16 || t.dtype == DType::F32) &&
+          t.shape.size() == 2 && t.shape[0] == ref.rows && t.shape[1] == ref.cols) {
+        dt = t.dtype;
+        raw = c.bytes(m + ".weight").data();
+        release = m + ".weight";
+      }
+    }
+    if (!raw) return Backend::load_linear(c, ref, act);
+    Linear L;
+    L.module = m;
+    L.n = ref.rows;
+    L.k = ref.cols;
+    const size_t count = L.n * L.k, bytes = count * dtype_size(dt);
+    L.w = alloc(count * sizeof(float));
+    if (dt == DType::F32) {
+      stage_bytes(raw, bytes, L.w.as<uint8_t>());
+    } else {
+      Buffer tmp = alloc(bytes);
+      stage_bytes(raw, bytes, tmp.as<uint8_t>());
+      to_f32(tmp.as<void>(), dt == DType::BF16 ? SrcType::BF16 : SrcType::F16, count, L.w.f(), s());
+    }
+    if (ref.tensor.empty() && c.has(m + ".bias")) L.bias = upload(load_vector(c, m + ".bias", L.n));
+    if (!release.empty()) c.release(release);
+    return L;
   }
 
   Routes route(const float* logits, size_t T, size_t E, const RouterOptions& o) override {
@@ -191,6 +273,43 @@ class CudaBackend final : public Backend {
 
  private:
   cudaStream_t s() const { return ctx_.compute(); }
+
+  std::vector<float> fetch(const float* src, size_t n) {
+    std::vector<float> h(n);
+    download(src, n, h.data());
+    return h;
+  }
+  void put(const std::vector<float>& h, float* dst) {
+    check(cudaMemcpyAsync(dst, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice, s()),
+          "upload");
+    check(cudaStreamSynchronize(s()), "upload");
+  }
+
+  // Host bytes (the mmap'd checkpoint) to the device through a ring of pinned chunks, copied in
+  // by all cores while earlier chunks travel; in stream order with the kernels.
+  void stage_bytes(const uint8_t* src, size_t bytes, uint8_t* dst) {
+    constexpr size_t kChunk = size_t(32) << 20, kPiece = size_t(1) << 20;
+    if (!pinned_[0]) {
+      for (int i = 0; i < kRing; ++i) {
+        check(cudaHostAlloc(&pinned_[i], kChunk, cudaHostAllocDefault), "cudaHostAlloc");
+        check(cudaEventCreateWithFlags(&pinned_done_[i], cudaEventDisableTiming), "event");
+      }
+    }
+    for (size_t off = 0; off < bytes; off += kChunk) {
+      const size_t len = std::min(kChunk, bytes - off);
+      const int i = ring_next_;
+      ring_next_ = (ring_next_ + 1) % kRing;
+      check(cudaEventSynchronize(pinned_done_[i]), "staging");
+      uint8_t* buf = static_cast<uint8_t*>(pinned_[i]);
+      const uint8_t* from = src + off;
+      parallel_for(0, (len + kPiece - 1) / kPiece, 1, [&](size_t b0, size_t b1) {
+        for (size_t b = b0; b < b1; ++b)
+          std::memcpy(buf + b * kPiece, from + b * kPiece, std::min(kPiece, len - b * kPiece));
+      });
+      check(cudaMemcpyAsync(dst + off, buf, len, cudaMemcpyHostToDevice, s()), "upload");
+      check(cudaEventRecord(pinned_done_[i], s()), "event");
+    }
+  }
 
   struct Table {
     std::vector<float> inv;
@@ -252,6 +371,11 @@ class CudaBackend final : public Backend {
     return b.as<uint32_t>();
   }
 
+  static constexpr int kRing = 4;
+  void* pinned_[kRing] = {};
+  cudaEvent_t pinned_done_[kRing] = {};
+  int ring_next_ = 0;
+  std::unique_ptr<Backend> cpu_ = make_cpu_backend();
   DeviceInfo dev_;
   Context ctx_;
   int* bad_ = nullptr;

@@ -3,7 +3,9 @@
 // op a kernel of kernels.hpp or a cuBLAS product on one stream, so the blocks and families of the
 // CPU engine run unchanged on the GPU. Routing is computed on the host by the CPU engine's own
 // code from the downloaded logits (the same expert choice and weights as on the CPU, bit for bit);
-// column statistics are reduced on the GPU and only [k] values come back.
+// column statistics are reduced on the GPU and only [k] values come back. BF16/F16/F32 linears
+// travel as stored (pinned staging on all cores) and are widened on the GPU. The Gated DeltaNet
+// ops run on the host with the CPU backend's code (download, compute, upload) for now.
 #include <memory>
 
 #include "fp4kit/engine/backend.hpp"

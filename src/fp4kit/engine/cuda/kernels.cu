@@ -456,6 +456,11 @@ __global__ void sigmoid_kernel(float* x, size_t n) {
        i += size_t(gridDim.x) * blockDim.x)
     x[i] = 1.0f / (1.0f + expf(-x[i]));
 }
+__global__ void mul_sigmoid_kernel(float* x, const float* g, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    x[i] *= 1.0f / (1.0f + expf(-g[i]));
+}
 // One warp per row.
 __global__ void softmax_kernel(float* x, size_t rows, size_t n) {
   const size_t r = blockIdx.x * size_t(blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -769,6 +774,12 @@ void sigmoid(float* x, size_t n, cudaStream_t s) {
   if (n == 0) return;
   sigmoid_kernel<<<blocks_for(n, 256), 256, 0, s>>>(x, n);
   check_launch("sigmoid");
+}
+
+void mul_sigmoid(float* x, const float* gate, size_t n, cudaStream_t s) {
+  if (n == 0) return;
+  mul_sigmoid_kernel<<<blocks_for(n, 256), 256, 0, s>>>(x, gate, n);
+  check_launch("mul_sigmoid");
 }
 
 void softmax_rows(float* x, size_t rows, size_t n, cudaStream_t s) {

@@ -92,6 +92,7 @@ void input_stats(const float* x, size_t rows, size_t k, double* sq, unsigned* am
 void fill(float* x, size_t n, float value, cudaStream_t s);
 void scale(float* x, size_t n, float f, cudaStream_t s);
 void sigmoid(float* x, size_t n, cudaStream_t s);
+void mul_sigmoid(float* x, const float* gate, size_t n, cudaStream_t s);  // x *= sigmoid(gate)
 // Per row of n values, in place: exp(x - max) / sum, as cpu/ops.hpp softmax_rows.
 void softmax_rows(float* x, size_t rows, size_t n, cudaStream_t s);
 // dst[r, :] += f[r] * src[r, :] (f null: 1).
