@@ -96,16 +96,16 @@ std::unique_ptr<Block> load_mla(const Checkpoint& ckpt, const ModelSpec& S, cons
   MlaWeights w;
   w.norm = be.upload(load_vector(ckpt, L.prefix + "input_layernorm.weight", c.hidden));
   if (c.q_lora_rank > 0) {
-    w.q_a = be.upload(load_linear(ckpt, L.q_a, act));
+    w.q_a = be.load_linear(ckpt, L.q_a, act);
     w.q_a_norm = be.upload(load_vector(ckpt, a + "q_a_layernorm.weight",
                                        static_cast<size_t>(c.q_lora_rank)));
   }
-  w.q = be.upload(load_linear(ckpt, L.q, act));
-  w.kv_a = be.upload(load_linear(ckpt, L.kv_a, act));
+  w.q = be.load_linear(ckpt, L.q, act);
+  w.kv_a = be.load_linear(ckpt, L.kv_a, act);
   w.kv_a_norm = be.upload(load_vector(ckpt, a + "kv_a_layernorm.weight",
                                       static_cast<size_t>(c.kv_lora_rank)));
-  w.kv_b = be.upload(load_linear(ckpt, L.kv_b, act));
-  w.o = be.upload(load_linear(ckpt, L.o, act));
+  w.kv_b = be.load_linear(ckpt, L.kv_b, act);
+  w.o = be.load_linear(ckpt, L.o, act);
   return std::make_unique<MlaBlock>(c, std::move(w));
 }
 
