@@ -64,9 +64,7 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--synth", choices=["torch", "fp4kit"], default="torch")
-    ap.add_argument("--engines", default="blocks",
-                    help="comma list: blocks (the engine on the CUDA backend), stream "
-                         "(FP4KIT_CUDA_ENGINE=stream)")
+
     a = ap.parse_args()
     b = Path(a.bin)
     work = Path(a.work)
@@ -90,21 +88,15 @@ def main():
     rows = []
     calib = [str(b / "fp4kit"), "calibrate", str(model), "--data", str(ids_path), "--samples",
              str(a.samples), "--seq-len", str(a.seq_len), "--device", "cuda"]
-    first = True
-    for eng in a.engines.split(","):
-        env = dict(os.environ)
-        if eng == "stream":
-            env["FP4KIT_CUDA_ENGINE"] = "stream"
-        for label in (["cold page cache", "warm", "warm"] if first else ["warm", "warm"]):
-            p, wall = sh(["/usr/bin/time", "-f", "MAXRSS_KB %M"] + calib +
-                         ["-o", str(work / "s.safetensors")], env=env)
-            m = re.search(r"time: ([\d.]+) s \(([\d.]+) s forward\)", p.stdout)
-            rss = int(re.search(r"MAXRSS_KB (\d+)", p.stderr).group(1))
-            rows.append((f"fp4kit calibrate --device cuda [{eng}], whole process ({label})", wall,
-                         float(m.group(2)), rss))
-            if first:
-                print(p.stdout)
-            first = False
+    for label in ["first run after writing the model", "page cache warm", "page cache warm"]:
+        p, wall = sh(["/usr/bin/time", "-f", "MAXRSS_KB %M"] + calib +
+                     ["-o", str(work / "s.safetensors")])
+        m = re.search(r"time: ([\d.]+) s \(([\d.]+) s forward\)", p.stdout)
+        rss = int(re.search(r"MAXRSS_KB (\d+)", p.stderr).group(1))
+        rows.append((f"fp4kit calibrate --device cuda, whole process ({label})", wall,
+                     float(m.group(2)), rss))
+        if len(rows) == 1:
+            print(p.stdout)
     subprocess.run(["rm", "-rf", str(work / "q")])
     _, qwall = sh([str(b / "fp4kit"), "quantize", str(model), str(work / "q"), "--stats",
                    str(work / "s.safetensors")])

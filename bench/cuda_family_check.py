@@ -14,7 +14,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.numpy import load_file
+from safetensors.torch import load_file as load_torch
 
 
 def run(cmd, env=None):
@@ -110,15 +112,17 @@ def main():
                     break
                 t = {}
                 for f in sorted(qd.glob("*.safetensors")):
-                    t.update(load_file(str(f)))
+                    for n, v in load_torch(str(f)).items():  # bytes of any dtype (bf16 too)
+                        t[n] = (v.contiguous().view(-1).view(torch.uint8).numpy().tobytes(),
+                                float(v.float().reshape(-1)[0]) if v.numel() == 1 else 0.0)
                 q[dev] = t
             if len(q) == 2:
                 names = sorted(q["cpu"])
                 scales = [n for n in names if n.endswith("input_scale")]
                 others = [n for n in names if not n.endswith("input_scale")]
-                diff_bytes = [n for n in others if q["cpu"][n].tobytes() != q["cuda"].get(n, np.zeros(0)).tobytes()]
-                worst_is = max((abs(float(q["cuda"][n].reshape(-1)[0]) / float(q["cpu"][n].reshape(-1)[0]) - 1)
-                                for n in scales), default=0.0)
+                diff_bytes = [n for n in others if q["cpu"][n][0] != q["cuda"].get(n, (b"", 0))[0]]
+                worst_is = max((abs(q["cuda"][n][1] / q["cpu"][n][1] - 1) for n in scales),
+                               default=0.0)
                 ok = not diff_bytes and worst_is < 0.01 and set(q["cpu"]) == set(q["cuda"])
                 print(f"{fam}: W4A4 from cuda stats vs cpu stats: {len(others)} tensors byte-equal "
                       f"{len(others) - len(diff_bytes)}/{len(others)}, {len(scales)} input_scale within "

@@ -3,13 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cstdlib>
 
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 #ifdef FP4KIT_HAVE_CUDA
 #include "fp4kit/engine/cuda/cuda_backend.hpp"
-#include "fp4kit/engine/cuda/cuda_engine.hpp"
 #include "fp4kit/engine/cuda/device.hpp"
 #endif
 
@@ -81,9 +79,6 @@ struct Forward::Impl {
   std::unique_ptr<engine::Engine> cpu;  // the engine, on the CPU or the CUDA backend
   bool cuda = false;
   int device = 0;
-#ifdef FP4KIT_HAVE_CUDA
-  std::unique_ptr<engine::cuda::CudaEngine> gpu;  // FP4KIT_CUDA_ENGINE=stream (experimental)
-#endif
 };
 
 Forward::Forward(const Device& d, const Checkpoint& ckpt, bool gpu_fp32)
@@ -92,14 +87,6 @@ Forward::Forward(const Device& d, const Checkpoint& ckpt, bool gpu_fp32)
   if (d.cuda) {
     impl_->cuda = true;
     impl_->device = d.index;
-    const char* e = std::getenv("FP4KIT_CUDA_ENGINE");
-    if (e && std::string(e) == "stream") {
-      engine::cuda::GpuOptions go;
-      go.device = d.index;
-      go.tf32 = !gpu_fp32;
-      impl_->gpu = std::make_unique<engine::cuda::CudaEngine>(ckpt, go);
-      return;
-    }
     engine::cuda::BackendOptions bo;
     bo.device = d.index;
     bo.tf32 = !gpu_fp32;
@@ -114,23 +101,10 @@ Forward::Forward(const Device& d, const Checkpoint& ckpt, bool gpu_fp32)
 Forward::~Forward() = default;
 
 const engine::ModelSpec& Forward::spec() const {
-#ifdef FP4KIT_HAVE_CUDA
-  if (impl_->gpu) return impl_->gpu->spec();
-#endif
   return impl_->cpu->spec();
 }
 
 std::string Forward::memory_line(size_t tokens, size_t chunk, size_t longest) const {
-#ifdef FP4KIT_HAVE_CUDA
-  if (impl_->gpu) {
-    const auto p = impl_->gpu->memory_plan(tokens, longest, false);
-    return fmt::format("GPU memory: {:.2f} GiB = weights {:.2f} GiB (two layers as stored, "
-                       "uploaded while the previous layer computes) + {:.2f} GiB widening "
-                       "scratch + activations {:.2f} GiB (hidden states of all {} tokens)",
-                       gib(p.total()), gib(p.weight_buffers), gib(p.weight_scratch),
-                       gib(p.activations), tokens);
-  }
-#endif
   if (impl_->cuda)
     return fmt::format("GPU memory: activations about {:.1f} MiB (hidden states of all {} tokens "
                        "kept between layers), weights up to {:.1f} MiB uploaded at a time (one "
@@ -147,7 +121,6 @@ std::string Forward::memory_line(size_t tokens, size_t chunk, size_t longest) co
 void Forward::run(const std::vector<std::vector<int32_t>>& seqs, const engine::ForwardOptions& opt,
                   engine::StatsCollector* stats, const engine::LogitsSink& sink) {
 #ifdef FP4KIT_HAVE_CUDA
-  if (impl_->gpu) return impl_->gpu->run(seqs, opt, stats, sink);
   if (impl_->cuda) {
     // Stated up front, checked against what the device has free: the activations of all tokens
     // plus two uploads' worth of weights (one in use, the next arriving).

@@ -23,7 +23,8 @@ class StatsCollector : public ActivationObserver {
   void linear_input(const std::vector<const std::string*>& modules, const float* x, size_t rows,
                     size_t k) override;
   void routed(const std::string& expert_prefix, int64_t tokens) override;
-  bool wants_column_stats() const override { return true; }
+  // Column statistics only, unless Hessian blocks are collected (they need the rows).
+  bool wants_column_stats() const override { return !hessian_; }
   void linear_column_stats(const std::vector<const std::string*>& modules, const float* colmax,
                            const double* sumsq, size_t rows, size_t k) override;
   // Statistics reduced elsewhere (the GPU backend): `rows` rows entering `module` whose largest

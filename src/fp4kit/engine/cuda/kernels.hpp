@@ -31,9 +31,6 @@ void clamped_swiglu_interleaved(const float* gate_up, size_t rows, size_t inter,
                                 float limit, float* out, cudaStream_t s);
 // dst[i] += src[i].
 void add_inplace(float* dst, const float* src, size_t n, cudaStream_t s);
-// out[r, :] += g[r] * y[r, :] with g[r] = sigmoid(gate_logit[r]), or 1 when gate_logit is null.
-void add_gated_rows(float* out, const float* y, const float* gate_logit, size_t rows, size_t h,
-                    cudaStream_t s);
 
 // RoPE in place on `heads` heads of `head_dim` per row (row stride `stride` floats); row r is at
 // position pos[r]; cs/sn [positions, head_dim / 2] hold cos/sin (times the attention scaling).
@@ -55,38 +52,7 @@ void causal_attention(const float* q, size_t q_stride, const float* k, const flo
                       const float* sinks, float* out, size_t out_stride, cudaStream_t s,
                       int v_dim = 0, size_t v_stride = 0);
 
-enum class RouteMode : int { SoftmaxTopk = 0, TopkSoftmax = 1, TopkSigmoid = 2 };
-// Per token: sel[t, j], selw[t, j] for j < k (largest first, ties to the lower expert), as the
-// CPU engine routes. E <= 512.
-void route_topk(const float* logits, size_t tokens, int experts, int k, RouteMode mode,
-                bool norm_topk, int32_t* sel, float* selw, cudaStream_t s);
-// counts[e] = number of (t, j) with sel[t, j] == e (counts zeroed here).
-void expert_counts(const int32_t* sel, size_t n_sel, int experts, int32_t* counts, cudaStream_t s);
-// For every expert e, its selections in token order: rows[offsets[e] + r] = token,
-// slots[offsets[e] + r] = t * k + j.
-void expert_lists(const int32_t* sel, size_t n_sel, int k, int experts, const int32_t* offsets,
-                  int32_t* rows, int32_t* slots, cudaStream_t s);
-// out[i, :] = x[rows[i], :] * (scale ? scale[slots[i]] : 1) for i < n.
-void gather_rows(const float* x, size_t h, const int32_t* rows, const int32_t* slots,
-                 const float* scale, size_t n, float* out, cudaStream_t s);
-// dst[slots[i], :] = y[i, :] for i < n.
-void scatter_rows(const float* y, size_t h, const int32_t* slots, size_t n, float* dst,
-                  cudaStream_t s);
-// out[t, :] += sum_j w[t, j] * slot_out[t * k + j, :] (w = 1 when weights is null).
-void combine_slots(const float* slot_out, const float* weights, size_t tokens, int k, size_t h,
-                   float* out, cudaStream_t s);
-// out[t, :] += w * y[t, :] for the tokens t that selected `expert` (--all-experts: y holds every
-// token's expert output).
-void add_routed(const float* y, const int32_t* sel, const float* selw, bool weighted, size_t tokens,
-                int k, int expert, size_t h, float* out, cudaStream_t s);
-// out[t, :] = x[t, :] * sigmoid(logits[t, expert]) (Llama-4 --all-experts input).
-void scale_by_sigmoid_logit(const float* x, const float* logits, int experts, int expert,
-                            size_t tokens, size_t h, float* out, cudaStream_t s);
 
-// Statistics of a linear's input x [rows, k]: sq[c] += sum_r x[r, c]^2 (double), amax_bits =
-// max |x| as float bits (non-negative floats order as integers), *bad = 1 on NaN/Inf.
-void input_stats(const float* x, size_t rows, size_t k, double* sq, unsigned* amax_bits, int* bad,
-                 cudaStream_t s);
 
 // ---- the rest of the Backend op interface (cuda_backend.cpp)
 void fill(float* x, size_t n, float value, cudaStream_t s);
