@@ -20,6 +20,7 @@
 #include "fp4kit/io/safetensors_writer.hpp"
 #include "fp4kit/numeric/formats.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
+#include "fp4kit/numeric/nvfp4_search.hpp"
 
 namespace fp4kit::testing {
 
@@ -131,6 +132,7 @@ struct MemCheckpoint {
   std::optional<nlohmann::json> hf_quant;
   Format format = Format::ModelOpt;
   bool w4a4 = true;
+  bool searched_scales = false;  // block scales by the MSE search (quantize --scales mse)
 
   OutTensor& at(const std::string& name) { return tensors.at(name); }
   void set_f32(const std::string& name, float v) { tensors.at(name).bytes = f32_bytes(v); }
@@ -210,7 +212,11 @@ inline void put_quantized(MemCheckpoint& out, const std::string& module, const F
                           float s2, std::optional<float> input_scale) {
   const uint64_t rows = w.shape[0], cols = w.shape[1];
   std::vector<uint8_t> packed(rows * cols / 2), scales(rows * cols / 16);
-  nvfp4_quantize(w.data.data(), DType::F32, rows, cols, s2, packed.data(), scales.data());
+  if (out.searched_scales)
+    nvfp4_quantize_search(w.data.data(), DType::F32, rows, cols, s2, {}, packed.data(),
+                          scales.data());
+  else
+    nvfp4_quantize(w.data.data(), DType::F32, rows, cols, s2, packed.data(), scales.data());
   const bool ct = out.format == Format::CompressedTensors;
   out.tensors[module + (ct ? ".weight_packed" : ".weight")] = {DType::U8, {rows, cols / 2}, packed};
   out.tensors[module + ".weight_scale"] = {DType::F8_E4M3, {rows, cols / 16}, scales};
@@ -232,6 +238,7 @@ struct BuildOptions {
   Format format = Format::ModelOpt;
   bool w4a4 = true;
   bool share_qkv = true;  // false: each of q/k/v gets its own s2 (the fusion bug)
+  bool searched_scales = false;
 };
 
 // The good NVFP4 checkpoint: quantize q/k/v/o and every expert, keep routers, norms, embeddings
@@ -242,6 +249,7 @@ inline MemCheckpoint build_nvfp4(const std::map<std::string, FloatTensor>& src, 
   MemCheckpoint out;
   out.format = o.format;
   out.w4a4 = o.w4a4;
+  out.searched_scales = o.searched_scales;
   auto input = [&](float act_amax) -> std::optional<float> {
     if (!o.w4a4) return std::nullopt;
     return nvfp4_global_scale(act_amax);

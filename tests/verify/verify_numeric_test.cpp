@@ -52,6 +52,31 @@ TEST(VerifyNumeric, GoodCheckpointMatchesSource) {
   }
 }
 
+// Searched block scales (quantize --scales mse) are not max-based: verify accepts them without a
+// warning and still catches what it catches on max-based ones.
+TEST(VerifyNumeric, SearchedScalesPassAndBreakageIsStillCaught) {
+  SourceAndOut t;
+  BuildOptions o;
+  o.searched_scales = true;
+  const auto good = build_nvfp4(t.src, o);
+  ASSERT_NE(good.tensors.at(kExpert + ".down_proj.weight_scale").bytes,
+            build_nvfp4(t.src).tensors.at(kExpert + ".down_proj.weight_scale").bytes);
+  const auto r = t.verify(good);
+  EXPECT_TRUE(r.ok()) << dump_findings(r);
+  EXPECT_EQ(r.count(Finding::Warning), 0u) << dump_findings(r);
+  auto nibbles = good;
+  for (auto& b : nibbles.at(kExpert + ".down_proj.weight").bytes)
+    b = static_cast<uint8_t>((b << 4) | (b >> 4));
+  EXPECT_FINDING(t.verify(nibbles), Error, "numeric.error", kExpert + ".down_proj");
+  auto s2 = good;
+  const std::string n = kExpert + ".down_proj.weight_scale_2";
+  s2.set_f32(n, 4 * s2.get_f32(n));
+  EXPECT_FINDING(t.verify(s2), Error, "numeric.error", kExpert + ".down_proj");
+  auto swapped = t.src;
+  std::swap(swapped.at(kExpert + ".gate_proj.weight"), swapped.at(kExpert + ".up_proj.weight"));
+  EXPECT_FINDING(t.verify(build_nvfp4(swapped, o)), Error, "numeric.error", kExpert + ".gate_proj");
+}
+
 TEST(VerifyNumeric, FusedExpertSourceIsSplitLikeTheOutput) {
   SourceAndOut t;
   const auto r = t.verify(build_nvfp4(t.src), /*fused_source=*/true);
