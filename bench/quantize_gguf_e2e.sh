@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # --format gguf against the ModelOpt-format writer on the same checkpoint, in the same run
-# (issue 16): three rounds, each timing `fp4kit quantize --weights-only --verify none` to ModelOpt
-# format and then to one GGUF file, with the source's page cache evicted before each.
+# (issue 16): ROUNDS (default 3) rounds, each timing `fp4kit quantize --weights-only --verify
+# none` to ModelOpt format and then to one GGUF file, the source's page cache evicted before each.
 #   [FP4KIT_BUILD=build] bench/quantize_gguf_e2e.sh [WORKDIR] [SIZE: 4gb|small]
 # The source is quantize_e2e.sh's synthetic bf16 Qwen3-MoE checkpoint (4.64 GB) plus the
 # stories260K tokenizer.json (a GGUF carries its tokenizer).
@@ -34,7 +34,7 @@ in_bytes=$(cat "$src"/*.safetensors | wc -c)
 echo "source: $src, $in_bytes bytes; load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "| round | ModelOpt format | GGUF | GGUF / ModelOpt time | peak RSS ModelOpt / GGUF |"
 echo "|---|---|---|---|---|"
-for round in 1 2 3; do
+for round in $(seq 1 "${ROUNDS:-3}"); do
   rm -rf "$work/out-a" "$work/out-a.partial" "$work/out.gguf" "$work/out.gguf.partial"
   evict "$src"
   /usr/bin/time -v -o "$work/time-a.txt" "$bin" quantize "$src" "$work/out-a" --weights-only \
