@@ -3,7 +3,7 @@
 # (issue 16): ROUNDS (default 3) rounds, each timing `fp4kit quantize --weights-only --verify
 # none` to ModelOpt format and then to one GGUF file, the source's page cache evicted before each.
 #   [FP4KIT_BUILD=build] bench/quantize_gguf_e2e.sh [WORKDIR] [SIZE: 4gb|small]
-# The source is quantize_e2e.sh's synthetic bf16 Qwen3-MoE checkpoint (4.64 GB) plus the
+# The source is quantize_e2e.sh's synthetic bf16 Qwen3-MoE checkpoint (4.64 GB), plus the
 # stories260K tokenizer.json (a GGUF carries its tokenizer).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,20 +11,11 @@ work=${1:-/tmp/fp4kit-bench}
 size=${2:-4gb}
 bindir=${FP4KIT_BUILD:-$root/build}
 bin=$bindir/fp4kit
-synth=$bindir/fp4kit-synth
 data=${FP4KIT_SHARED_DATA:-$root/../shared/data}
 mkdir -p "$work"
 src=$work/src-$size
-if [ ! -f "$src/config.json" ]; then
-  rm -rf "$src"
-  if [ "$size" = 4gb ]; then
-    "$synth" "$src" --layers 7 --hidden 2048 --heads 16 --kv-heads 4 --head-dim 128 \
-      --experts 64 --moe-intermediate 768 --vocab 32000 --shard-gb 2
-  else
-    "$synth" "$src" --layers 2 --hidden 512 --heads 8 --kv-heads 2 --head-dim 64 \
-      --experts 16 --moe-intermediate 256 --vocab 4096
-  fi
-fi
+# quantize_e2e.sh builds the synthetic source (and times its own floor comparison) when missing.
+[ -f "$src/config.json" ] || FP4KIT_BUILD=$bindir "$root/bench/quantize_e2e.sh" "$work" "$size"
 cp "$data/models/stories260k-llama/tokenizer.json" "$src/"
 evict() { for f in "$1"/*.safetensors; do dd if="$f" iflag=nocache count=0 status=none; done; }
 wall() { grep "Elapsed (wall clock)" "$1" | awk '{print $NF}' |
