@@ -12,7 +12,8 @@ int main(int argc, char** argv) {
   std::string dir, dtype = "bf16";
   double shard_gb = 5;
   app.add_option("DIR", dir)->required();
-  app.add_option("--model-type", s.model_type)->check(CLI::IsMember({"qwen3_moe", "mixtral"}));
+  app.add_option("--model-type", s.model_type)->check(CLI::IsMember({"qwen3_moe", "mixtral", "deepseek_v3"}));
+  app.add_option("--dense-layers", s.dense_layers, "deepseek_v3: dense layers first (default 3)");
   app.add_option("--layers", s.layers);
   app.add_option("--hidden", s.hidden);
   app.add_option("--heads", s.heads);

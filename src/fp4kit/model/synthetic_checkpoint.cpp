@@ -64,7 +64,139 @@ void write_json(const fs::path& p, const nlohmann::ordered_json& j) {
 }
 }  // namespace
 
+// DeepSeek-V3's FP8 release layout (SyntheticMoeSpec says which dims).
+uint64_t write_synthetic_deepseek(const fs::path& dir, const SyntheticMoeSpec& s) {
+  const uint64_t H = s.hidden, I = s.moe_intermediate, E = s.experts, nh = 128, QR = 1536,
+                 R = 512, dn = 128, dr = 64, dv = 128, DI = 18432;
+  struct T {
+    std::string name;
+    std::vector<uint64_t> shape;
+    bool fp8;
+  };
+  std::vector<T> t;
+  auto lin = [&](const std::string& m, uint64_t n, uint64_t k) {
+    t.push_back({m + ".weight", {n, k}, true});
+    t.push_back({m + ".weight_scale_inv", {(n + 127) / 128, (k + 127) / 128}, false});
+  };
+  t.push_back({"model.embed_tokens.weight", {uint64_t(s.vocab), H}, false});
+  for (int64_t l = 0; l < s.layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l), a = p + "self_attn.";
+    t.push_back({p + "input_layernorm.weight", {H}, false});
+    t.push_back({p + "post_attention_layernorm.weight", {H}, false});
+    lin(a + "q_a_proj", QR, H);
+    t.push_back({a + "q_a_layernorm.weight", {QR}, false});
+    lin(a + "q_b_proj", nh * (dn + dr), QR);
+    lin(a + "kv_a_proj_with_mqa", R + dr, H);
+    t.push_back({a + "kv_a_layernorm.weight", {R}, false});
+    lin(a + "kv_b_proj", nh * (dn + dv), R);
+    lin(a + "o_proj", H, nh * dv);
+    const std::string m = p + "mlp.";
+    if (l < s.dense_layers) {
+      lin(m + "gate_proj", DI, H);
+      lin(m + "up_proj", DI, H);
+      lin(m + "down_proj", H, DI);
+      continue;
+    }
+    t.push_back({m + "gate.weight", {E, H}, false});
+    t.push_back({m + "gate.e_score_correction_bias", {E}, false});
+    for (uint64_t e = 0; e < E; ++e) {
+      const std::string x = fmt::format("{}experts.{}.", m, e);
+      lin(x + "gate_proj", I, H);
+      lin(x + "up_proj", I, H);
+      lin(x + "down_proj", H, I);
+    }
+    lin(m + "shared_experts.gate_proj", I, H);
+    lin(m + "shared_experts.up_proj", I, H);
+    lin(m + "shared_experts.down_proj", H, I);
+  }
+  t.push_back({"model.norm.weight", {H}, false});
+  t.push_back({"lm_head.weight", {uint64_t(s.vocab), H}, false});
+  std::sort(t.begin(), t.end(), [](const T& a, const T& b) { return a.name < b.name; });
+  std::vector<TensorSpec> specs;
+  uint64_t params = 0;
+  for (const auto& x : t) {
+    specs.push_back({x.name, x.fp8 ? DType::F8_E4M3 : DType::BF16, x.shape});
+    uint64_t n = 1;
+    for (auto d : x.shape) n *= d;
+    if (x.name.find("weight_scale_inv") == std::string::npos) params += n;
+  }
+  if (fs::exists(dir) && !fs::is_empty(dir))
+    throw Error(fmt::format("synthetic checkpoint: {} exists and is not empty", dir.string()));
+  fs::create_directories(dir);
+  for (auto& sp : specs)
+    if (sp.name.find("weight_scale_inv") != std::string::npos) sp.dtype = DType::F32;
+  CheckpointWriter writer(dir, specs, s.max_shard_bytes);
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+  for (size_t i = 0; i < t.size(); ++i) {
+    const auto& x = t[i];
+    uint64_t n = 1;
+    for (auto d : x.shape) n *= d;
+    Rng rng{s.seed * 0x100000001B3ull + i * 0x9E3779B97F4A7C15ull};
+    const bool norm = x.name.find("norm.weight") != std::string::npos;
+    if (x.fp8) {
+      // Random E4M3 codes of magnitude below 2 (exponent field < 8), never NaN.
+      bytes.resize(n);
+      for (uint64_t j = 0; j < n; j += 8) {
+        const uint64_t r = rng.next();
+        for (uint64_t b = 0; b < 8 && j + b < n; ++b)
+          bytes[j + b] = static_cast<uint8_t>((r >> (8 * b)) & 0xBF);
+      }
+    } else if (x.name.find("weight_scale_inv") != std::string::npos) {
+      // 1 / sqrt(K) of the linear: outputs of order one.
+      const T& w = t[i - 1];  // "<m>.weight" sorts right before "<m>.weight_scale_inv"
+      values.assign(n, 1.0f / std::sqrt(static_cast<float>(w.shape.at(1))));
+      encode(values, DType::F32, bytes);
+    } else {
+      values.resize(n);
+      const float sd = x.name.find("embed") != std::string::npos ? 1.0f : 0.02f;
+      for (auto& v : values) v = norm ? 1.0f : rng.normal() * sd;
+      encode(values, DType::BF16, bytes);
+    }
+    writer.write(x.name, bytes);
+  }
+  writer.finish();
+  nlohmann::ordered_json c;
+  c["architectures"] = {"DeepseekV3ForCausalLM"};
+  c["model_type"] = "deepseek_v3";
+  c["hidden_size"] = H;
+  c["intermediate_size"] = DI;
+  c["moe_intermediate_size"] = I;
+  c["num_hidden_layers"] = s.layers;
+  c["first_k_dense_replace"] = s.dense_layers;
+  c["num_attention_heads"] = nh;
+  c["num_key_value_heads"] = nh;
+  c["n_routed_experts"] = E;
+  c["n_shared_experts"] = 1;
+  c["num_experts_per_tok"] = s.top_k;
+  c["n_group"] = E % 8 == 0 ? 8 : 1;
+  c["topk_group"] = E % 8 == 0 ? 4 : 1;
+  c["routed_scaling_factor"] = 2.5;
+  c["norm_topk_prob"] = true;
+  c["q_lora_rank"] = QR;
+  c["kv_lora_rank"] = R;
+  c["qk_nope_head_dim"] = dn;
+  c["qk_rope_head_dim"] = dr;
+  c["v_head_dim"] = dv;
+  c["vocab_size"] = s.vocab;
+  c["max_position_embeddings"] = 163840;
+  c["rms_norm_eps"] = 1e-6;
+  c["rope_theta"] = 10000.0;
+  c["rope_scaling"] = {{"type", "yarn"}, {"factor", 40}, {"beta_fast", 32}, {"beta_slow", 1},
+                       {"mscale", 1.0}, {"mscale_all_dim", 1.0},
+                       {"original_max_position_embeddings", 4096}};
+  c["hidden_act"] = "silu";
+  c["tie_word_embeddings"] = false;
+  c["torch_dtype"] = "bfloat16";
+  c["quantization_config"] = {{"quant_method", "fp8"}, {"fmt", "e4m3"},
+                              {"activation_scheme", "dynamic"},
+                              {"weight_block_size", {128, 128}}};
+  write_json(dir / "config.json", c);
+  return params;
+}
+
 uint64_t write_synthetic_moe(const fs::path& dir, const SyntheticMoeSpec& s) {
+  if (s.model_type == "deepseek_v3") return write_synthetic_deepseek(dir, s);
   if (s.dtype != DType::BF16 && s.dtype != DType::F16 && s.dtype != DType::F32)
     throw Error("synthetic checkpoint: dtype must be BF16, F16 or F32");
   const bool mixtral = s.model_type == "mixtral";

@@ -11,7 +11,13 @@
 namespace fp4kit {
 
 struct SyntheticMoeSpec {
-  std::string model_type = "qwen3_moe";  // "qwen3_moe" or "mixtral"
+  // "qwen3_moe", "mixtral" or "deepseek_v3" (DeepSeek-V3's MLA: 128 heads of 128 + 64 / 128,
+  // q-LoRA 1536, kv-LoRA 512 (heads/head_dim/kv_heads ignored); `dense_layers` dense MLPs of
+  // intermediate 18432 first, then MoE with a shared expert and e_score_correction_bias; always
+  // DeepSeek's FP8 release format: every linear of the layers F8_E4M3 with 128 x 128
+  // weight_scale_inv blocks (random codes: a memory and speed workload, not a model).
+  std::string model_type = "qwen3_moe";
+  int64_t dense_layers = 3;
   int64_t layers = 2;
   int64_t hidden = 256;
   int64_t heads = 4;
