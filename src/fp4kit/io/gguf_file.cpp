@@ -194,10 +194,13 @@ void GgufFileWriter::write(size_t i, uint64_t offset, std::span<const uint8_t> b
   }
   const uint64_t at = data_start_ + offsets_[i] + offset;
   pwrite_all(fd_, path_, bytes.data(), bytes.size(), at);
-  // Start writeback now (asynchronous), so that dirty pages do not pile up for the final fsync;
-  // where unsupported, that fsync alone makes the file durable.
-  ::sync_file_range(fd_, static_cast<off_t>(at), static_cast<off_t>(bytes.size()),
-                    SYNC_FILE_RANGE_WRITE);
+  // Every 32 MiB, start writeback of everything dirty (asynchronous), so that dirty pages do not
+  // pile up for the final fsync, in few large requests; where unsupported, the fsync alone makes
+  // the file durable.
+  if (unkicked_.fetch_add(bytes.size()) + bytes.size() >= (32ull << 20)) {
+    unkicked_ = 0;
+    ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+  }
 }
 
 void GgufFileWriter::finish() {

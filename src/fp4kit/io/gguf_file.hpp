@@ -4,6 +4,7 @@
 // aligned. The whole table is known before any data is written, so every tensor has a fixed
 // offset and its bytes can arrive in any order and in pieces (experts of one stacked tensor, one
 // by one), from several threads: the writer checks at the end that every byte was written once.
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <mutex>
@@ -78,6 +79,7 @@ class GgufFileWriter {
   std::vector<uint64_t> written_;  // bytes written per tensor
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> ranges_;  // written [begin, end)
   uint64_t data_start_ = 0, data_bytes_ = 0;
+  std::atomic<uint64_t> unkicked_{0};  // bytes written since writeback was last started
   std::mutex mu_;
 };
 
