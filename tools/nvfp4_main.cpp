@@ -2,7 +2,7 @@
 // against ModelOpt (python/tests/test_codec_modelopt.py). Not a user tool: no CLI11, tiny parser.
 //
 //   fp4kit-nvfp4 --in X.bin --rows R --cols K --dtype bf16|f16|f32 --out DIR
-//                [--scale-form cpu|gpu] [--s2-bits 0xHHHHHHHH] [--ref]
+//                [--scale-form cpu|gpu] [--s2-bits 0xHHHHHHHH] [--ref] [--scales max|mse]
 //
 // X.bin holds R*K little-endian elements, row-major. Writes DIR/weight.bin (R*K/2 packed bytes),
 // DIR/weight_scale.bin (R*K/16 E4M3 bytes), DIR/weight_scale_2.bin (4 bytes, little-endian f32)
@@ -29,6 +29,7 @@
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/dtype.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
+#include "fp4kit/numeric/nvfp4_search.hpp"
 
 namespace {
 
@@ -130,7 +131,15 @@ int main(int argc, char** argv) {
     }
 
     std::vector<uint8_t> packed(rows * cols / 2), scales(rows * (cols / fp4kit::kNvfp4Block));
-    if (use_ref)
+    const bool mse = opt.count("scales") && opt["scales"] == "mse";
+    if (opt.count("scales") && !mse && opt["scales"] != "max") return usage("--scales max|mse");
+    if (mse && use_ref)
+      fp4kit::nvfp4_quantize_search_ref(src.data(), dtype, rows, cols, s2, {}, packed.data(),
+                                        scales.data());
+    else if (mse)
+      fp4kit::nvfp4_quantize_search(src.data(), dtype, rows, cols, s2, {}, packed.data(),
+                                    scales.data());
+    else if (use_ref)
       fp4kit::nvfp4_quantize_ref(src.data(), dtype, rows, cols, s2, packed.data(), scales.data());
     else
       fp4kit::nvfp4_quantize(src.data(), dtype, rows, cols, s2, packed.data(), scales.data());

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# `quantize --scales mse` against the default (max) on the same checkpoint, in one run (issue 15:
+# target <= 3x the default's time). Uses bench/quantize_e2e.sh's synthetic 4.64 GB bf16
+# Qwen3-MoE checkpoint (built if missing); page cache of the input evicted before each timed run.
+#   [FP4KIT_BUILD=build] bench/quantize_scales_speed.sh [WORKDIR] [SIZE: 4gb|small]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:-/tmp/fp4kit-bench}
+size=${2:-4gb}
+bindir=${FP4KIT_BUILD:-$root/build}
+bin=$bindir/fp4kit
+src=$work/src-$size
+mkdir -p "$work"
+if [ ! -f "$src/config.json" ]; then
+  if [ "$size" = 4gb ]; then
+    "$bindir/fp4kit-synth" "$src" --layers 7 --hidden 2048 --heads 16 --kv-heads 4 --head-dim 128 \
+      --experts 64 --moe-intermediate 768 --vocab 32000 --shard-gb 2
+  else
+    "$bindir/fp4kit-synth" "$src" --layers 2 --hidden 512 --heads 8 --kv-heads 2 --head-dim 64 \
+      --experts 16 --moe-intermediate 256 --vocab 4096
+  fi
+fi
+evict() { for f in "$1"/*.safetensors; do dd if="$f" iflag=nocache count=0 status=none; done; }
+run() {  # label, extra options
+  local out=$work/out-scales
+  rm -rf "$out" "$out.partial"
+  evict "$src"
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$bin" quantize "$src" "$out" --weights-only --verify none $2 > "$work/scales-$1.log" 2>&1
+  t1=$(date +%s.%N)
+  python3 -c "print($t1 - $t0)"
+}
+max_s=$(run max "")
+mse_s=$(run mse "--scales mse")
+echo "checkpoint: $src ($(du -sh "$src" | cut -f1)), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 -c "print('default (max): %.2f s   --scales mse: %.2f s   ratio %.2f' % ($max_s, $mse_s, $mse_s / $max_s))"
+rm -rf "$work/out-scales"
