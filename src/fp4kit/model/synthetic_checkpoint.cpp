@@ -178,6 +178,7 @@ uint64_t write_synthetic_deepseek(const fs::path& dir, const SyntheticMoeSpec& s
   c["qk_nope_head_dim"] = dn;
   c["qk_rope_head_dim"] = dr;
   c["v_head_dim"] = dv;
+  c["head_dim"] = dr;  // DeepseekV3Config: head_dim = qk_rope_head_dim
   c["vocab_size"] = s.vocab;
   c["max_position_embeddings"] = 163840;
   c["rms_norm_eps"] = 1e-6;
