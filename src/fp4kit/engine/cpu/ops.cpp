@@ -23,20 +23,36 @@ void set_blas_threads(int /*n*/) {
 }
 
 namespace {
-// Fixed tile sizes: an element's value depends on its position inside its tile (OpenBLAS edge
-// kernels round differently), never on how many threads run the tiles.
-constexpr size_t kTileRows = 64;
-constexpr size_t kTileCols = 512;
+// OpenBLAS runs single-threaded (set once, before the first product).
+void blas_single_threaded() {
+  static const bool once = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)once;
+}
+
+// The output tiles of a product: kTileCols columns (weight rows) by `rows` rows, the largest of
+// 512, 256, 128, 64 rows that still gives kMinTiles tiles. Chosen from the shape only, never
+// from the thread count: an element's value depends on its position inside its tile (OpenBLAS
+// edge kernels round differently), so every thread count computes the same bytes. Tall tiles
+// matter: each tile packs its kTileCols x k weights once, so rows per tile is the number of
+// multiply-adds per packed weight.
+constexpr size_t kTileCols = 256;
+constexpr size_t kMinTiles = 32;
+size_t tile_rows(size_t rows, size_t n) {
+  const size_t tc = (n + kTileCols - 1) / kTileCols;
+  size_t tr = 512;
+  while (tr > 64 && ((rows + tr - 1) / tr) * tc < kMinTiles) tr /= 2;
+  return tr;
+}
 }  // namespace
 
 void matmul_nt(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
                const float* bias) {
   if (rows == 0 || n == 0) return;
-  static const bool single = [] {
-    openblas_set_num_threads(1);
-    return true;
-  }();
-  (void)single;
+  blas_single_threaded();
+  const size_t kTileRows = tile_rows(rows, n);
   const size_t tr = (rows + kTileRows - 1) / kTileRows;
   const size_t tc = (n + kTileCols - 1) / kTileCols;
   parallel_for(0, tr * tc, 1, [&](size_t t0, size_t t1) {
@@ -104,49 +120,56 @@ void causal_attention(const float* q, size_t q_stride, const float* k, const flo
   const int group = nh / nkv;
   if (dv <= 0) dv = d;
   if (v_stride == 0) v_stride = kv_stride;
-  // One task per (head, block of queries): later queries have more keys, so blocks are small.
-  const size_t qblock = 16;
-  const size_t nblocks = (L + qblock - 1) / qblock;
+  // First key of query i (window / chunk); never decreases with i.
+  auto first_key = [&](size_t i) {
+    size_t j0 = (window > 0 && i + 1 > static_cast<size_t>(window))
+                    ? i + 1 - static_cast<size_t>(window)
+                    : 0;
+    if (chunk > 0) j0 = std::max(j0, i / static_cast<size_t>(chunk) * static_cast<size_t>(chunk));
+    return j0;
+  };
+  // One task per (head, block of kQBlock queries), fixed whatever the thread count: scores
+  // S = scale * Q K^T of the block's keys and O = P V are single-threaded sgemms (keys outside a
+  // query's range get probability 0, which adds nothing).
+  constexpr size_t kQBlock = 64;
+  blas_single_threaded();
+  const size_t nblocks = (L + kQBlock - 1) / kQBlock;
   parallel_for(0, static_cast<size_t>(nh) * nblocks, 1, [&](size_t t0, size_t t1) {
-    std::vector<float> p(L);
-    std::vector<float> acc(static_cast<size_t>(dv));
+    std::vector<float> p;
     for (size_t t = t0; t < t1; ++t) {
       const int h = static_cast<int>(t / nblocks);
       const size_t b = t % nblocks;
       const int kvh = h / group;
-      for (size_t i = b * qblock; i < std::min(L, (b + 1) * qblock); ++i) {
-        const float* qi = q + i * q_stride + static_cast<size_t>(h) * d;
-        size_t j0 = (window > 0 && i + 1 > static_cast<size_t>(window))
-                        ? i + 1 - static_cast<size_t>(window)
-                        : 0;
-        if (chunk > 0) j0 = std::max(j0, i / static_cast<size_t>(chunk) * static_cast<size_t>(chunk));
+      const size_t i0 = b * kQBlock, i1 = std::min(L, i0 + kQBlock), nq = i1 - i0;
+      const size_t jlo = first_key(i0), nk = i1 - jlo;
+      p.resize(nq * nk);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq),
+                  static_cast<int>(nk), d, scale, q + i0 * q_stride + static_cast<size_t>(h) * d,
+                  static_cast<int>(q_stride), k + jlo * kv_stride + static_cast<size_t>(kvh) * d,
+                  static_cast<int>(kv_stride), 0.0f, p.data(), static_cast<int>(nk));
+      for (size_t i = i0; i < i1; ++i) {
+        float* pr = p.data() + (i - i0) * nk;
+        const size_t a = first_key(i) - jlo, e = i - jlo;  // keys [a, e] of the row
         float mx = -INFINITY;
-        for (size_t j = j0; j <= i; ++j) {
-          const float* kj = k + j * kv_stride + static_cast<size_t>(kvh) * d;
-          float s = 0.0f;
-          for (int c = 0; c < d; ++c) s += qi[c] * kj[c];
-          s *= scale;
-          p[j] = s;
-          mx = std::max(mx, s);
-        }
+        for (size_t j = a; j <= e; ++j) mx = std::max(mx, pr[j]);
         // transformers (gpt-oss eager): softmax over [scores, sink] less their max, sink dropped.
         const float sink = sinks ? sinks[h] : -INFINITY;
         if (sinks) mx = std::max(mx, sink);
         double sum = sinks ? static_cast<double>(std::exp(sink - mx)) : 0.0;
-        for (size_t j = j0; j <= i; ++j) {
-          p[j] = std::exp(p[j] - mx);
-          sum += p[j];
+        for (size_t j = a; j <= e; ++j) {
+          pr[j] = std::exp(pr[j] - mx);
+          sum += pr[j];
         }
         const float inv = static_cast<float>(1.0 / sum);
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        for (size_t j = j0; j <= i; ++j) {
-          const float w = p[j] * inv;
-          const float* vj = v + j * v_stride + static_cast<size_t>(kvh) * dv;
-          for (int c = 0; c < dv; ++c) acc[c] += w * vj[c];
-        }
-        float* oi = out + i * out_stride + static_cast<size_t>(h) * dv;
-        for (int c = 0; c < dv; ++c) oi[c] = acc[c];
+        for (size_t j = 0; j < a; ++j) pr[j] = 0.0f;
+        for (size_t j = a; j <= e; ++j) pr[j] *= inv;
+        for (size_t j = e + 1; j < nk; ++j) pr[j] = 0.0f;
       }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nq), dv,
+                  static_cast<int>(nk), 1.0f, p.data(), static_cast<int>(nk),
+                  v + jlo * v_stride + static_cast<size_t>(kvh) * dv, static_cast<int>(v_stride),
+                  0.0f, out + i0 * out_stride + static_cast<size_t>(h) * dv,
+                  static_cast<int>(out_stride));
     }
   });
 }

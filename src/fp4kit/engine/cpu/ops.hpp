@@ -12,8 +12,8 @@ namespace fp4kit::engine {
 void set_blas_threads(int n);
 
 // y[rows, n] = x[rows, k] * w[n, k]^T (+ bias[n]). Row-major, w as stored in checkpoints.
-// Fixed 64 x 512 output tiles, each one single-threaded sgemm, spread over all threads: the
-// bytes do not depend on the thread count.
+// Output tiles of 256 columns by 64-512 rows (chosen from the shape, ops.cpp), each one
+// single-threaded sgemm, spread over all threads: the bytes do not depend on the thread count.
 void matmul_nt(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
                const float* bias = nullptr);
 
@@ -38,7 +38,8 @@ void silu_mul(float* gate, const float* up, size_t n);
 // dst[i] += src[i]
 void add_inplace(float* dst, const float* src, size_t n);
 
-// Causal grouped-query attention over ONE sequence of L tokens.
+// Causal grouped-query attention over ONE sequence of L tokens (blocks of 64 queries per head:
+// scores and the weighted sum of values are single-threaded sgemms).
 // q [L, nh*d] (row stride q_stride), k/v [L, nkv*d] (row stride kv_stride), out [L, nh*d].
 // Query head h reads key/value head h / (nh / nkv). window > 0 limits keys to i - j < window.
 // sinks (gpt-oss, may be null): one logit per query head that joins the softmax denominator
