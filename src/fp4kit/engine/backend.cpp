@@ -31,11 +31,13 @@ Linear Backend::load_bmm_expert(const Checkpoint& ckpt, const BmmRef& ref, size_
 
 void Backend::linear(const Linear& L, const float* x, size_t rows, float* y) {
   const float* in = x;
+  Buffer own;  // concurrent callers: a scratch of this call's own
   if (L.act_global_scale > 0.0f) {
-    ensure(scratch_, rows * L.k);
-    copy(x, rows * L.k, scratch_.f());
-    fake_quant_activations(scratch_.f(), rows, L.k, L.act_global_scale);
-    in = scratch_.f();
+    Buffer& s = concurrent_ops() ? own : scratch_;
+    ensure(s, rows * L.k);
+    copy(x, rows * L.k, s.f());
+    fake_quant_activations(s.f(), rows, L.k, L.act_global_scale);
+    in = s.f();
   }
   gemm(in, rows, L.k, L.w.f(), L.n, y, L.bias.empty() ? nullptr : L.bias.f());
 }

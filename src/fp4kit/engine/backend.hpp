@@ -105,6 +105,9 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
+  // True when ops may be called from several host threads at once, each on its own buffers
+  // (the CPU backend: blocks may then run independent work, e.g. experts, side by side).
+  virtual bool concurrent_ops() const { return false; }
 
   // ---- memory and weights ----
   virtual Buffer alloc(size_t bytes) = 0;

@@ -34,6 +34,9 @@ class ActivationObserver {
   virtual void linear_column_stats(const std::vector<const std::string*>& modules,
                                    const float* colmax, const double* sumsq, size_t rows,
                                    size_t k) {}
+  // True when linear_input may be called from several threads at once for DIFFERENT modules
+  // (then blocks may run independent experts side by side).
+  virtual bool concurrent() const { return false; }
 };
 
 struct ForwardOptions {

@@ -35,6 +35,7 @@ void StatsCollector::linear_column_stats(const std::vector<const std::string*>& 
 
 void StatsCollector::add_reduced(const std::string& module, float amax,
                                  const std::vector<double>& sq, int64_t rows) {
+  const std::lock_guard<std::mutex> lock(mu_.m);
   Acc& a = acc_[module];
   if (a.sq.empty()) a.sq.assign(sq.size(), 0.0);
   if (a.sq.size() != sq.size()) throw Error("calibration: input width of " + module + " changed");
@@ -101,6 +102,7 @@ void StatsCollector::add_hessian(const std::vector<const std::string*>& modules,
           }
       });
     }
+    const std::lock_guard<std::mutex> lock(mu_.m);
     for (const std::string* m : mods) {
       Acc& acc = acc_[*m];
       if (acc.hess.empty()) acc.hess.assign(k * 16, 0.0);
@@ -114,6 +116,7 @@ void StatsCollector::add_hessian(const std::vector<const std::string*>& modules,
 }
 
 void StatsCollector::routed(const std::string& expert_prefix, int64_t tokens) {
+  const std::lock_guard<std::mutex> lock(mu_.m);
   routed_[expert_prefix] += tokens;
 }
 

@@ -27,6 +27,7 @@ class StatsCollector : public ActivationObserver {
   bool wants_column_stats() const override { return !hessian_; }
   void linear_column_stats(const std::vector<const std::string*>& modules, const float* colmax,
                            const double* sumsq, size_t rows, size_t k) override;
+  bool concurrent() const override { return true; }  // one module's sums stay in call order
   // Statistics reduced elsewhere (the GPU backend): `rows` rows entering `module` whose largest
   // |x| is `amax` and whose per-channel sums of x^2 are `sq`; accumulated as linear_input does.
   void add_reduced(const std::string& module, float amax, const std::vector<double>& sq,
@@ -49,6 +50,15 @@ class StatsCollector : public ActivationObserver {
   std::map<std::string, float> act_gs_;
   std::map<std::string, Acc> acc_;
   std::map<std::string, int64_t> routed_;
+  // Guards the maps above (column sums are computed outside it); a moved or copied collector
+  // gets a mutex of its own.
+  struct Mutex {
+    std::mutex m;
+    Mutex() = default;
+    Mutex(const Mutex&) {}
+    Mutex& operator=(const Mutex&) { return *this; }
+  };
+  Mutex mu_;
 };
 
 }  // namespace fp4kit::engine

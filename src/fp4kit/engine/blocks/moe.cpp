@@ -6,6 +6,7 @@
 
 #include "fp4kit/engine/weights.hpp"
 #include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/numeric/parallel.hpp"
 
 namespace fp4kit::engine {
 
@@ -31,18 +32,57 @@ void MoeBlock::forward(const RunContext& ctx, float* hidden) {
 
   Buffer out = be.alloc(T * H * sizeof(float));
   be.fill(out.f(), T * H, 0.0f);
-  Buffer xin, yout, g, u;
-  std::vector<uint32_t> rows, idx;
-  std::vector<float> rw, sc;
-  for (size_t e = 0; e < E; ++e) {
-    rows.clear();
-    rw.clear();
-    for (size_t t = 0; t < T; ++t)
-      for (size_t j = 0; j < routes.k; ++j)
-        if (routes.expert[t * routes.k + j] == static_cast<int32_t>(e)) {
-          rows.push_back(static_cast<uint32_t>(t));
-          rw.push_back(routes.weight[t * routes.k + j]);
+  // Each expert's tokens (in token order) and routing weights, in one pass over the routes.
+  std::vector<std::vector<uint32_t>> rows_of(E);
+  std::vector<std::vector<float>> rw_of(E);
+  for (size_t t = 0; t < T; ++t)
+    for (size_t j = 0; j < routes.k; ++j) {
+      const auto e = static_cast<size_t>(routes.expert[t * routes.k + j]);
+      rows_of[e].push_back(static_cast<uint32_t>(t));
+      rw_of[e].push_back(routes.weight[t * routes.k + j]);
+    }
+  const bool concurrent = !all && be.concurrent_ops() &&
+                          (!ctx.obs || (ctx.obs->concurrent() && !w_.shared_module_names));
+  if (concurrent) {
+    // Few tokens per expert make small products: several experts run at once (their weights
+    // decoded, their products computed side by side), one wave of `wave` experts at a time.
+    // Outputs are added to the layer output in expert order after each wave, and each expert's
+    // statistics are its own, so the bytes are those of the expert-by-expert loop below.
+    for (size_t e = 0; e < E; ++e)
+      if (ctx.obs) ctx.obs->routed(w_.expert_names[e], static_cast<int64_t>(rows_of[e].size()));
+    const size_t wave = static_cast<size_t>(std::max(1, thread_count()));
+    std::vector<Buffer> ys(wave);
+    for (size_t e0 = 0; e0 < E; e0 += wave) {
+      const size_t e1 = std::min(E, e0 + wave);
+      parallel_for(e0, e1, 1, [&](size_t a, size_t b) {
+        for (size_t e = a; e < b; ++e) {
+          const std::vector<uint32_t>& rows = rows_of[e];
+          if (rows.empty()) continue;
+          const GatedMlp mlp = w_.load_expert(e);
+          Buffer& y = ys[e - e0];
+          Buffer xin, g, u;
+          be.ensure(y, rows.size() * H);
+          for (size_t i0 = 0; i0 < rows.size(); i0 += chunk) {
+            const size_t n = std::min(chunk, rows.size() - i0);
+            be.ensure(xin, n * H);
+            be.gather_rows(x.f(), H, rows.data() + i0, n, scaled ? rw_of[e].data() + i0 : nullptr,
+                           xin.f());
+            mlp.run(ctx, xin.f(), n, y.f() + i0 * H, g, u);
+          }
         }
+      });
+      for (size_t e = e0; e < e1; ++e)
+        if (!rows_of[e].empty())
+          be.scatter_add_rows(out.f(), H, rows_of[e].data(), rows_of[e].size(), ys[e - e0].f(),
+                              nullptr, scaled ? nullptr : rw_of[e].data());
+    }
+  }
+  Buffer xin, yout, g, u;
+  std::vector<uint32_t> idx;
+  std::vector<float> sc;
+  for (size_t e = 0; e < E && !concurrent; ++e) {
+    const std::vector<uint32_t>& rows = rows_of[e];
+    const std::vector<float>& rw = rw_of[e];
     if (ctx.obs) ctx.obs->routed(w_.expert_names[e], static_cast<int64_t>(rows.size()));
     if (rows.empty() && !all) continue;
     const GatedMlp mlp = w_.load_expert(e);
@@ -136,6 +176,7 @@ std::unique_ptr<Block> load_moe(const Checkpoint& ckpt, const ModelSpec& S, cons
     w.selection_bias = be.upload(load_vector(ckpt, L.router + ".e_score_correction_bias", E));
   for (const ExpertRef& x : L.experts) w.expert_names.push_back(x.prefix);
   if (L.bmm_experts) {
+    w.shared_module_names = true;
     w.load_expert = [&ckpt, &S, &L, &be, act](size_t e) {
       GatedMlp m;
       m.gate = be.load_bmm_expert(ckpt, L.bmm_gate_up, e, act);

@@ -1,8 +1,9 @@
 #pragma once
 // The mixture-of-experts block: post-attention norm, router (float32, never quantized), routed
-// experts run expert by expert over the tokens routed to them (one expert's weights decoded at a
-// time), optional shared expert with an optional sigmoid gate, residual. Expert layouts
-// (per-expert linears, fused 3-D tensors, BMM tensors) differ only in how an expert is loaded.
+// experts run over the tokens routed to them (one expert's weights decoded at a time, or one per
+// thread side by side on a backend with concurrent ops), optional shared expert with an optional
+// sigmoid gate, residual. Expert layouts (per-expert linears, fused 3-D tensors, BMM tensors)
+// differ only in how an expert is loaded.
 #include <functional>
 #include <memory>
 #include <string>
@@ -35,6 +36,9 @@ struct MoeWeights {
   std::vector<std::string> expert_names;  // routed-token counts are recorded under these
   std::function<GatedMlp(size_t expert)> load_expert;
   std::function<void()> release_experts;  // after the last expert (may be empty)
+  // Every expert's linears carry the same module names (3-D BMM tensors): their statistics add
+  // up across experts, so experts run one after the other (the order of those sums is fixed).
+  bool shared_module_names = false;
   // The shared expert, loaded after the routed experts are done (one expert's weights at a time);
   // empty = none.
   std::function<GatedMlp()> load_shared;

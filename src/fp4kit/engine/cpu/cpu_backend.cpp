@@ -17,6 +17,7 @@ namespace {
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
+  bool concurrent_ops() const override { return true; }  // stateless but for linear()'s scratch
 
   Buffer alloc(size_t bytes) override {
     auto mem = std::make_shared<std::vector<float>>((bytes + sizeof(float) - 1) / sizeof(float));
