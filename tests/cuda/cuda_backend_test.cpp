@@ -111,12 +111,16 @@ TEST(CudaBackend, RopeTemperatureAndAttention) {
   const size_t len = 200;
   const int nh = 8, nkv = 2, d = 64;
   const size_t qs = nh * d + 16, kvs = nkv * d;
-  for (RopeStyle st : {RopeStyle::Half, RopeStyle::Interleaved}) {
-    auto x = P.put(random_floats(len * qs, 9));
-    P.cpu->rope(x.first.f(), len, qs, nh, d, rope, st);
-    P.gpu->rope(x.second.f(), len, qs, nh, d, rope, st);
-    EXPECT_LT(P.diff(x, len * qs), 1e-6);
-  }
+  RopeParams partial = rp;
+  partial.rotary_dim = 16;  // Qwen3.5 / Qwen3-Next: only the leading dims of a head rotate
+  const Rope rope_partial(partial);
+  for (const Rope* r : {&rope, &rope_partial})
+    for (RopeStyle st : {RopeStyle::Half, RopeStyle::Interleaved}) {
+      auto x = P.put(random_floats(len * qs, 9));
+      P.cpu->rope(x.first.f(), len, qs, nh, d, *r, st);
+      P.gpu->rope(x.second.f(), len, qs, nh, d, *r, st);
+      EXPECT_LT(P.diff(x, len * qs), 1e-6) << "rotary_dim " << 2 * r->inv_freq().size();
+    }
   auto t = P.put(random_floats(len * qs, 10));
   P.cpu->attention_temperature(t.first.f(), len, qs, nh * d, 8.0f, 0.1f);
   P.gpu->attention_temperature(t.second.f(), len, qs, nh * d, 8.0f, 0.1f);

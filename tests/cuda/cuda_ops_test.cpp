@@ -111,7 +111,7 @@ TEST(CudaOps, RopeBothFormsMatchCpu) {
     auto ref = x;
     for (size_t r = 0; r < rows; ++r) cpu_rope.apply(ref.data() + r * stride, heads, hd, pos[r]);
     Dev dx(x);
-    rope(dx.p(), rows, stride, heads, hd, dpos.data(), dcs.p(), dsn.p(), false, nullptr);
+    rope(dx.p(), rows, stride, heads, hd, half, dpos.data(), dcs.p(), dsn.p(), false, nullptr);
     EXPECT_LT(rel_l2(dx.get(), ref), 1e-6);
   }
   // interleaved (Llama-4): the table of that form comes from apply_interleaved of (1, 0) pairs
@@ -125,7 +125,7 @@ TEST(CudaOps, RopeBothFormsMatchCpu) {
   auto ref = x;
   for (size_t r = 0; r < rows; ++r) cpu_rope.apply_interleaved(ref.data() + r * stride, heads, hd, pos[r]);
   Dev dx(x);
-  rope(dx.p(), rows, stride, heads, hd, dpos.data(), dcs2.p(), dsn2.p(), true, nullptr);
+  rope(dx.p(), rows, stride, heads, hd, half, dpos.data(), dcs2.p(), dsn2.p(), true, nullptr);
   EXPECT_LT(rel_l2(dx.get(), ref), 1e-6);
 }
 

@@ -133,8 +133,8 @@ class CudaBackend final : public Backend {
   void rope(float* x, size_t len, size_t stride, int heads, int head_dim, const Rope& r,
             RopeStyle style) override {
     const Table& t = rope_table(r, style, head_dim, len);
-    cuda::rope(x, len, stride, heads, head_dim, positions(len), t.cs.data(), t.sn.data(),
-               style == RopeStyle::Interleaved, s());
+    cuda::rope(x, len, stride, heads, head_dim, static_cast<int>(r.inv_freq().size()),
+               positions(len), t.cs.data(), t.sn.data(), style == RopeStyle::Interleaved, s());
   }
   void attention_temperature(float* q, size_t len, size_t stride, size_t width, float floor_scale,
                              float attn_scale) override {
@@ -323,12 +323,14 @@ class CudaBackend final : public Backend {
     View cs{&cs_buf}, sn{&sn_buf};
   };
 
-  // cos/sin [len, head_dim / 2] of the CPU engine's Rope: its rotation of (1, 0) pairs.
+  // cos/sin [len, rotary_dim / 2] of the CPU engine's Rope: its rotation of (1, 0) pairs.
   const Table& rope_table(const Rope& r, RopeStyle style, int hd, size_t len) {
     auto key = std::make_tuple(static_cast<int>(style), hd, r.inv_freq(), r.attention_scaling());
     Table& t = ropes_[key];
     if (t.len >= len) return t;
-    const size_t half = static_cast<size_t>(hd / 2);
+    const size_t half = r.inv_freq().size();  // rotary_dim / 2 (partial rotary: < head_dim / 2)
+    if (2 * half > static_cast<size_t>(hd))
+      throw Error(fmt::format("CUDA RoPE: rotary_dim {} exceeds head_dim {}", 2 * half, hd));
     std::vector<float> cs(len * half), sn(len * half), x(static_cast<size_t>(hd));
     for (size_t p = 0; p < len; ++p) {
       std::fill(x.begin(), x.end(), 0.0f);

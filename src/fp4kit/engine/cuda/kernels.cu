@@ -115,10 +115,9 @@ __global__ void rms_norm_kernel(const float* x, size_t dim, const float* w, floa
     o[i] = (w ? w_offset + w[i] : 1.0f) * (xr[i] * inv);
 }
 
-__global__ void rope_kernel(float* x, size_t rows, size_t stride, int heads, int hd,
+__global__ void rope_kernel(float* x, size_t rows, size_t stride, int heads, int hd, int half,
                             const int32_t* pos, const float* cs, const float* sn,
                             bool interleaved) {
-  const int half = hd / 2;
   const size_t total = rows * size_t(heads) * half;
   for (size_t t = blockIdx.x * size_t(blockDim.x) + threadIdx.x; t < total;
        t += size_t(gridDim.x) * blockDim.x) {
@@ -415,12 +414,15 @@ void add_inplace(float* dst, const float* src, size_t n, cudaStream_t s) {
   check_launch("add_inplace");
 }
 
-void rope(float* x, size_t rows, size_t stride, int heads, int head_dim, const int32_t* pos,
-          const float* cs, const float* sn, bool interleaved, cudaStream_t s) {
-  const size_t total = rows * size_t(heads) * (head_dim / 2);
+void rope(float* x, size_t rows, size_t stride, int heads, int head_dim, int half,
+          const int32_t* pos, const float* cs, const float* sn, bool interleaved, cudaStream_t s) {
+  if (2 * half > head_dim)
+    throw Error("CUDA RoPE: rotary_dim " + std::to_string(2 * half) + " exceeds head_dim " +
+                std::to_string(head_dim));
+  const size_t total = rows * size_t(heads) * half;
   if (total == 0) return;
-  rope_kernel<<<blocks_for(total, 256), 256, 0, s>>>(x, rows, stride, heads, head_dim, pos, cs, sn,
-                                                     interleaved);
+  rope_kernel<<<blocks_for(total, 256), 256, 0, s>>>(x, rows, stride, heads, head_dim, half, pos,
+                                                     cs, sn, interleaved);
   check_launch("rope");
 }
 

@@ -33,10 +33,11 @@ void clamped_swiglu_interleaved(const float* gate_up, size_t rows, size_t inter,
 void add_inplace(float* dst, const float* src, size_t n, cudaStream_t s);
 
 // RoPE in place on `heads` heads of `head_dim` per row (row stride `stride` floats); row r is at
-// position pos[r]; cs/sn [positions, head_dim / 2] hold cos/sin (times the attention scaling).
-// rotate_half pairs (i, i + half), or (2i, 2i + 1) when interleaved.
-void rope(float* x, size_t rows, size_t stride, int heads, int head_dim, const int32_t* pos,
-          const float* cs, const float* sn, bool interleaved, cudaStream_t s);
+// position pos[r]; cs/sn [positions, half] hold cos/sin (times the attention scaling), half =
+// rotary_dim / 2 (partial rotary: the dims past rotary_dim stay). rotate_half pairs (i, i + half),
+// or (2i, 2i + 1) when interleaved, for i < half.
+void rope(float* x, size_t rows, size_t stride, int heads, int head_dim, int half,
+          const int32_t* pos, const float* cs, const float* sn, bool interleaved, cudaStream_t s);
 // x[r, 0:width] *= temp[pos[r]] (Llama-4 NoPE attention temperature).
 void scale_rows_by_position(float* x, size_t rows, size_t stride, size_t width,
                             const int32_t* pos, const float* temp, cudaStream_t s);
