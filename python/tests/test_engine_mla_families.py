@@ -66,6 +66,27 @@ def ids_for(seed: int = 7) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, VOCAB, size=SEQ + 1, dtype=np.uint16)
 
 
+def logits_vs_transformers(model, model_dir: Path, ids_seed: int, label: str, tmp_path: Path):
+    """fp4kit eval's logits on `model_dir` against `model` (float32, eager) on the same ids;
+    returns (input ids tensor, reference logits, logit range)."""
+    ids = ids_for(ids_seed)
+    inp = torch.tensor(ids[:-1].astype(np.int64))[None]
+    with torch.no_grad():
+        ref = model(inp).logits[0].numpy()
+    got = fp4kit_logits(fp4kit_bin(), model_dir, ids, tmp_path)
+    return inp, ref, assert_logits_match(got, ref, label)
+
+
+def zero_selection_bias(routers):
+    """Switch: e_score_correction_bias of every router set to zero."""
+    def switch(m):
+        saved = [r.e_score_correction_bias.clone() for r in routers]
+        for r in routers:
+            r.e_score_correction_bias.zero_()
+        return lambda: [r.e_score_correction_bias.copy_(s) for r, s in zip(routers, saved)]
+    return switch
+
+
 def check_features_matter(model, inp, ref, rng, switches: dict):
     """Each switch(model) -> undo changes the reference by > 20x the tolerance."""
     for what, switch in switches.items():
@@ -91,16 +112,10 @@ def deepseek_switches(model, variant):
     routers = [l.mlp.gate for l in layers if hasattr(l.mlp, "gate")]
     assert routers and len(routers) < len(layers), "needs dense and MoE layers"
 
-    def zero_bias(m):
-        saved = [r.e_score_correction_bias.clone() for r in routers]
-        for r in routers:
-            r.e_score_correction_bias.zero_()
-        return lambda: [r.e_score_correction_bias.copy_(s) for r, s in zip(routers, saved)]
-
     def flip_rope_pairing(m):
         return set_attr([m.config], "rope_interleave", not m.config.rope_interleave)
 
-    s = {"no selection bias": zero_bias,
+    s = {"no selection bias": zero_selection_bias(routers),
          "no routed_scaling_factor": lambda m: set_attr(routers, "routed_scaling_factor", 1.0),
          "other RoPE pairing": flip_rope_pairing,
          "no renormalisation": lambda m: set_attr(routers, "norm_topk_prob", False)}
@@ -114,17 +129,12 @@ def deepseek_switches(model, variant):
 
 @pytest.mark.parametrize("variant", sorted(DEEPSEEK_VARIANTS))
 def test_deepseek_v3_logits_match_transformers_fp32(variant, tmp_path):
-    binary = fp4kit_bin()
     cfg = transformers.DeepseekV3Config(**DEEPSEEK, **DEEPSEEK_VARIANTS[variant], **COMMON,
                                         rms_norm_eps=1e-6)
     model = random_fp32(cfg, tmp_path / "model")
     assert (model.config.q_lora_rank is None) == (variant == "q_proj")
-    ids = ids_for()
-    inp = torch.tensor(ids[:-1].astype(np.int64))[None]
-    with torch.no_grad():
-        ref = model(inp).logits[0].numpy()
-    got = fp4kit_logits(binary, tmp_path / "model", ids, tmp_path)
-    rng = assert_logits_match(got, ref, f"deepseek_v3 ({variant})")
+    inp, ref, rng = logits_vs_transformers(model, tmp_path / "model", 7,
+                                           f"deepseek_v3 ({variant})", tmp_path)
     check_features_matter(model, inp, ref, rng, deepseek_switches(model, variant))
 
 
@@ -157,13 +167,7 @@ def glm_switches(model, variant):
         assert m.model.rotary_emb.inv_freq.numel() == 2 * old.inv_freq.numel()
         return lambda: setattr(m.model, "rotary_emb", old)
 
-    def zero_bias(m):
-        saved = [r.e_score_correction_bias.clone() for r in routers]
-        for r in routers:
-            r.e_score_correction_bias.zero_()
-        return lambda: [r.e_score_correction_bias.copy_(s) for r, s in zip(routers, saved)]
-
-    s = {"full rotary": full_rotary, "no selection bias": zero_bias,
+    s = {"full rotary": full_rotary, "no selection bias": zero_selection_bias(routers),
          "no routed_scaling_factor": lambda m: set_attr(routers, "routed_scaling_factor", 1.0),
          "no group limit": lambda m: set_attr(routers, "topk_group", m.config.n_group)}
     if variant == "qk_norm_bias":
@@ -182,16 +186,11 @@ def glm_switches(model, variant):
 
 @pytest.mark.parametrize("variant", sorted(GLM_VARIANTS))
 def test_glm4_moe_logits_match_transformers_fp32(variant, tmp_path):
-    binary = fp4kit_bin()
     cfg = transformers.Glm4MoeConfig(**GLM, **GLM_VARIANTS[variant], **COMMON)
     model = random_fp32(cfg, tmp_path / "model", seed=1)
     assert model.model.layers[0].self_attn.use_qk_norm == (variant == "qk_norm_bias")
-    ids = ids_for(8)
-    inp = torch.tensor(ids[:-1].astype(np.int64))[None]
-    with torch.no_grad():
-        ref = model(inp).logits[0].numpy()
-    got = fp4kit_logits(binary, tmp_path / "model", ids, tmp_path)
-    rng = assert_logits_match(got, ref, f"glm4_moe ({variant})")
+    inp, ref, rng = logits_vs_transformers(model, tmp_path / "model", 8, f"glm4_moe ({variant})",
+                                           tmp_path)
     check_features_matter(model, inp, ref, rng, glm_switches(model, variant))
 
 
@@ -203,17 +202,12 @@ OLMOE = dict(hidden_size=64, intermediate_size=32, num_hidden_layers=2, num_atte
 
 @pytest.mark.parametrize("norm_topk", [False, True])
 def test_olmoe_logits_match_transformers_fp32(norm_topk, tmp_path):
-    binary = fp4kit_bin()
     cfg = transformers.OlmoeConfig(**OLMOE, norm_topk_prob=norm_topk, **COMMON)
     model = random_fp32(cfg, tmp_path / "model", seed=2)
     attn = [l.self_attn for l in model.model.layers]
     assert attn[0].q_norm.weight.numel() == 64 and attn[0].k_norm.weight.numel() == 32
-    ids = ids_for(9)
-    inp = torch.tensor(ids[:-1].astype(np.int64))[None]
-    with torch.no_grad():
-        ref = model(inp).logits[0].numpy()
-    got = fp4kit_logits(binary, tmp_path / "model", ids, tmp_path)
-    rng = assert_logits_match(got, ref, f"olmoe (norm_topk_prob {norm_topk})")
+    inp, ref, rng = logits_vs_transformers(model, tmp_path / "model", 9,
+                                           f"olmoe (norm_topk_prob {norm_topk})", tmp_path)
 
     class PerHead(torch.nn.Module):
         """The same weights applied per head (as Qwen3 / GLM do) instead of over the whole row."""

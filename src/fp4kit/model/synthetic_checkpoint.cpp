@@ -57,6 +57,19 @@ void encode(const std::vector<float>& values, DType dtype, std::vector<uint8_t>&
   }
 }
 
+uint64_t numel(const std::vector<uint64_t>& shape) {
+  uint64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+// dir must be absent or empty; created.
+void make_empty_dir(const fs::path& dir) {
+  if (fs::exists(dir) && !fs::is_empty(dir))
+    throw Error(fmt::format("synthetic checkpoint: {} exists and is not empty", dir.string()));
+  fs::create_directories(dir);
+}
+
 void write_json(const fs::path& p, const nlohmann::ordered_json& j) {
   std::ofstream f(p);
   f << j.dump(2) << "\n";
@@ -116,13 +129,10 @@ uint64_t write_synthetic_deepseek(const fs::path& dir, const SyntheticMoeSpec& s
   uint64_t params = 0;
   for (const auto& x : t) {
     specs.push_back({x.name, x.fp8 ? DType::F8_E4M3 : DType::BF16, x.shape});
-    uint64_t n = 1;
-    for (auto d : x.shape) n *= d;
+    const uint64_t n = numel(x.shape);
     if (x.name.find("weight_scale_inv") == std::string::npos) params += n;
   }
-  if (fs::exists(dir) && !fs::is_empty(dir))
-    throw Error(fmt::format("synthetic checkpoint: {} exists and is not empty", dir.string()));
-  fs::create_directories(dir);
+  make_empty_dir(dir);
   for (auto& sp : specs)
     if (sp.name.find("weight_scale_inv") != std::string::npos) sp.dtype = DType::F32;
   CheckpointWriter writer(dir, specs, s.max_shard_bytes);
@@ -130,8 +140,7 @@ uint64_t write_synthetic_deepseek(const fs::path& dir, const SyntheticMoeSpec& s
   std::vector<float> values;
   for (size_t i = 0; i < t.size(); ++i) {
     const auto& x = t[i];
-    uint64_t n = 1;
-    for (auto d : x.shape) n *= d;
+    const uint64_t n = numel(x.shape);
     Rng rng{s.seed * 0x100000001B3ull + i * 0x9E3779B97F4A7C15ull};
     const bool norm = x.name.find("norm.weight") != std::string::npos;
     if (x.fp8) {
@@ -250,20 +259,16 @@ uint64_t write_synthetic_moe(const fs::path& dir, const SyntheticMoeSpec& s) {
   uint64_t params = 0;
   for (const auto& x : w) {
     specs.push_back({x.name, s.dtype, x.shape});
-    uint64_t n = 1;
-    for (auto d : x.shape) n *= d;
+    const uint64_t n = numel(x.shape);
     params += n;
   }
-  if (fs::exists(dir) && !fs::is_empty(dir))
-    throw Error(fmt::format("synthetic checkpoint: {} exists and is not empty", dir.string()));
-  fs::create_directories(dir);
+  make_empty_dir(dir);
   CheckpointWriter writer(dir, specs, s.max_shard_bytes);
   std::vector<float> values;
   std::vector<uint8_t> bytes;
   for (size_t i = 0; i < w.size(); ++i) {
     const auto& x = w[i];
-    uint64_t n = 1;
-    for (auto d : x.shape) n *= d;
+    const uint64_t n = numel(x.shape);
     values.assign(n, 1.0f);
     if (x.kind == Weight::Normal) {
       // A per-tensor stream: tensors do not depend on each other's sizes.
