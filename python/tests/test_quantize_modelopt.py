@@ -206,7 +206,10 @@ def get_run(family: str, mode: str, root: Path, src: Path | None = None) -> Run:
         export_hf_checkpoint(model, export_dir=run.modelopt)
     del model
     linear_attn = family.startswith("qwen3_5_moe")
-    run.parity_args = extra + (["--quantize-linear-attn"] if linear_attn else [])
+    # ModelOpt writes tensors its shared scales destroy (stories260k-qwen3moe's 2^-24 q/k);
+    # fp4kit refuses them by default, so parity runs commit them too.
+    run.parity_args = (extra + ["--allow-destroyed"] +
+                       (["--quantize-linear-attn"] if linear_attn else []))
     run.fp4kit_runs["parity"] = fp4kit_quantize(src, work / "fp4kit-parity", run.parity_args)
     run.fp4kit_runs["default"] = (fp4kit_quantize(src, work / "fp4kit-default", extra)
                                   if linear_attn else run.fp4kit_runs["parity"])

@@ -11,4 +11,11 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
+// Wrong usage found after option parsing (a missing operand, options that exclude each other):
+// the command-line tool exits with code 2.
+class UsageError : public Error {
+ public:
+  explicit UsageError(const std::string& message) : Error(message) {}
+};
+
 }  // namespace fp4kit

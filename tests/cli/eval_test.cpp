@@ -66,7 +66,7 @@ TEST(EvalCli, PerplexityOnlyWithoutBaseAndErrors) {
   EXPECT_EQ(j["tokens_scored"], 1999);
   EXPECT_GT(j["ppl"]["value"].get<double>(), 1.0);
   const auto missing = run_command(testing::fp4kit_binary() + " eval " + quote(dense.string()));
-  EXPECT_EQ(missing.exit_code, 1) << missing.output;
+  EXPECT_EQ(missing.exit_code, 2) << "a missing --data is wrong usage\n" << missing.output;
   const auto bad = run_command(testing::fp4kit_binary() + " eval " + quote(dense.string()) +
                                " --data /nonexistent/file.u16");
   EXPECT_EQ(bad.exit_code, 1) << bad.output;

@@ -125,8 +125,16 @@ TEST(OutputDir, EmptyExistingOutIsFineAndAFileIsNot) {
 TEST(OutputDir, LeftoverPartialFromAKilledRunIsReplaced) {
   TempDir t;
   write_file(partial_of(t / "out") / "stale.safetensors", "stale");
+  write_file(partial_of(t / "out") / kPartialMarker, "");  // ours: it carries fp4kit's marker
   OutputDir od(t / "out", {}, false);
   EXPECT_FALSE(fs::exists(od.partial() / "stale.safetensors"));
+}
+
+TEST(OutputDir, PartialWithoutTheMarkerIsNeverDeleted) {
+  TempDir t;
+  write_file(partial_of(t / "out") / "mine.txt", "not fp4kit's");
+  EXPECT_THROW(OutputDir(t / "out", {}, false), Error);
+  EXPECT_TRUE(fs::exists(partial_of(t / "out") / "mine.txt"));
 }
 
 // A child process that writes part of a checkpoint and is killed: no OUT appears.

@@ -517,5 +517,50 @@ TEST(MoePlan, FusedExpertsWithKNotMultipleOf16AreKeptWhole) {
   EXPECT_TRUE(contains(p.exclude_modules, "model.layers.0.mlp.experts.down_proj"));
 }
 
+// What a layer must hold (issue 14): complete models pass (MLA with q-LoRA, linear attention,
+// MTP layers beyond num_hidden_layers); each hole is named by the tensor that is missing.
+Tensors without(const Tensors& t, const std::string& name) {
+  Tensors r;
+  for (const auto& m : t.list)
+    if (m.name != name) r.list.push_back(m);
+  return r;
+}
+
+std::string layer_error(const Tensors& t, const char* config) {
+  try {
+    check_layer_contents(t.sorted(), config_of(config));
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(LayerContents, CompleteModelsPassAndEachHoleIsNamed) {
+  EXPECT_EQ(layer_error(deepseek_tensors(), kDeepSeekConfig), "");
+  EXPECT_EQ(layer_error(qwen3_next_tensors(), kQwen3NextConfig), "");
+  EXPECT_NE(layer_error(without(deepseek_tensors(), "model.layers.1.self_attn.kv_b_proj.weight"),
+                        kDeepSeekConfig)
+                .find("model.layers.1.self_attn.kv_b_proj.weight is missing"),
+            std::string::npos);
+  EXPECT_NE(layer_error(without(qwen3_next_tensors(), "model.layers.0.mlp.gate.weight"),
+                        kQwen3NextConfig)
+                .find("model.layers.0.mlp.gate.weight is missing"),
+            std::string::npos);
+  EXPECT_NE(layer_error(without(qwen3_next_tensors(), "model.layers.1.self_attn.v_proj.weight"),
+                        kQwen3NextConfig)
+                .find("model.layers.1.self_attn.v_proj.weight is missing"),
+            std::string::npos);
+  // A layer with only its norms: no mixer, no MLP.
+  Tensors t = deepseek_tensors();
+  Tensors holes;
+  for (const auto& m : t.list)
+    if (m.name.rfind("model.layers.1.", 0) != 0 || m.name.find("norm") != std::string::npos)
+      holes.list.push_back(m);
+  holes.add("model.layers.1.input_layernorm.weight", {64});
+  const std::string e = layer_error(holes, kDeepSeekConfig);
+  EXPECT_NE(e.find("layer 1: no attention"), std::string::npos) << e;
+  EXPECT_NE(e.find("layer 1: no MLP"), std::string::npos) << e;
+}
+
 }  // namespace
 }  // namespace fp4kit

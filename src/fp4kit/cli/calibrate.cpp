@@ -17,6 +17,8 @@
 #include "fp4kit/engine/stats_collector.hpp"
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/io/checkpoint_fingerprint.hpp"
+#include "fp4kit/io/path_identity.hpp"
 #include "fp4kit/io/stats_file.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/parallel.hpp"
@@ -46,10 +48,13 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
   set_thread_count(o.threads);
   engine::set_blas_threads(o.threads);
   const auto t0 = std::chrono::steady_clock::now();
+  check_output_file(o.out, "-o", {{o.src, "source checkpoint"}, {o.data, "--data file"}});
   // --hessian is collected by the CPU forward: "auto" means cpu then.
   const Device dev =
       resolve_device(!o.hessian.empty() && o.device == "auto" ? "cpu" : o.device, o.gpu_fp32);
   auto ckpt = Checkpoint::open(o.src);
+  for (const auto& w : ckpt->warnings())
+    if (!o.quiet) fmt::print(stderr, "fp4kit: warning: {}\n", w);
   Forward eng(dev, *ckpt, o.gpu_fp32);
   const auto& spec = eng.spec();
 
@@ -109,6 +114,7 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
 
   ActivationStats st = stats.result();
   st.metadata = {{"source", o.src},
+                 {"source_fingerprint", checkpoint_fingerprint(*ckpt)},
                  {"data", o.data},
                  {"samples", std::to_string(seqs.size())},
                  {"seq_len", std::to_string(samples.seq_len)},
@@ -168,8 +174,7 @@ Command add_calibrate(CLI::App& app) {
   sub->add_flag("--full-xtx", o->full_xtx,
                 "with --hessian: also store all of X^T X per linear (K x K doubles each) for "
                 "quantize --gptq");
-  sub->add_option("--threads", o->threads, "worker threads (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
+  add_threads_option(sub, o->threads);
   sub->add_option("--device", o->device,
                   "auto (default: the first CUDA GPU when there is one, else the CPU), cpu, "
                   "cuda or cuda:N")

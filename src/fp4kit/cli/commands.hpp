@@ -14,6 +14,12 @@ struct Command {
 };
 using CommandList = std::vector<Command>;
 
+// --threads N, the same rule in every command: 0 (default) = all cores, negative is wrong usage.
+inline CLI::Option* add_threads_option(CLI::App* sub, int& threads) {
+  return sub->add_option("--threads", threads, "worker threads (default 0: all cores)")
+      ->check(CLI::NonNegativeNumber);
+}
+
 Command add_quantize(CLI::App& app);
 Command add_verify(CLI::App& app);
 Command add_inspect(CLI::App& app);

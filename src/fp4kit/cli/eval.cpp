@@ -14,6 +14,7 @@
 #include "fp4kit/engine/evaluate.hpp"
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/io/path_identity.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 
 namespace fp4kit::cli {
@@ -40,9 +41,17 @@ struct EvalRun {
 
 EvalRun evaluate_job(const EvalArgs& o) {
   if (o.data.empty() && o.base_logits.empty())
-    throw Error("eval: --data is required (unless --base-logits supplies the tokens)");
+    throw UsageError("eval: --data is required (unless --base-logits supplies the tokens)");
   if (!o.base.empty() && !o.base_logits.empty())
-    throw Error("eval: give either --base or --base-logits, not both");
+    throw UsageError("eval: give either --base or --base-logits, not both");
+  const std::vector<InputPath> inputs = {{o.quant, "QUANT checkpoint"},
+                                         {o.base, "--base checkpoint"},
+                                         {o.data, "--data file"},
+                                         {o.base_logits, "--base-logits file"}};
+  if (!o.save_base.empty()) check_output_file(o.save_base, "--save-base", inputs);
+  if (!o.dump_logits.empty()) check_output_file(o.dump_logits, "--dump-logits", inputs);
+  if (!o.save_base.empty() && !o.dump_logits.empty() && same_path(o.save_base, o.dump_logits))
+    throw UsageError("eval: --save-base and --dump-logits name the same file");
   set_thread_count(o.threads);
   engine::set_blas_threads(o.threads);
   const auto t0 = std::chrono::steady_clock::now();
@@ -148,7 +157,7 @@ Command add_eval(CLI::App& app) {
   sub->add_flag("--no-act-quant", o->no_act_quant,
                 "W4A4 checkpoints: do not simulate activation quantization");
   sub->add_option("--text-field", o->text_field, "JSONL field holding the text (default text)");
-  sub->add_option("--threads", o->threads, "worker threads (default: all cores)");
+  add_threads_option(sub, o->threads);
   sub->add_option("--device", o->device,
                   "auto (default: the first CUDA GPU when there is one, else the CPU), cpu, "
                   "cuda or cuda:N")

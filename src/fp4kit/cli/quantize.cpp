@@ -49,7 +49,7 @@ Command add_quantize(CLI::App& app) {
   sub->add_option("--recipe", args->recipe, "rules file (see docs: include/exclude per line)");
   sub->add_flag("--dry-run", args->dry_run, "print the plan and stop");
   sub->add_option("--plan-json", args->plan_json, "write the plan as JSON");
-  sub->add_option("--threads", args->threads, "worker threads (default: all cores)");
+  add_threads_option(sub, args->threads);
   sub->add_option("--report", args->report, "write plan, per-tensor results and summary as JSON");
   sub->add_option("--scale-form", args->scale_form,
                   "weight_scale_2 rounding: gpu = amax*(1/2688) as ModelOpt on GPU (default, "
@@ -87,6 +87,9 @@ Command add_quantize(CLI::App& app) {
   sub->add_option("--gptq-damp", args->gptq_damp,
                   "GPTQ dampening: H += damp * mean(diag H) * I (default 0.01)")
       ->check(CLI::Range(0.0, 10.0));
+  sub->add_flag("--allow-destroyed", args->allow_destroyed,
+                "commit tensors that quantization destroys (relative RMSE >= 0.5, e.g. all "
+                "rounded to zero) instead of failing; only to compare with tools that write them");
   return {sub, [args, sub] {
     args->rules = rules_in_order(sub);
     return run_quantize_job(*args);

@@ -2,7 +2,6 @@
 #include <fmt/core.h>
 
 #include <chrono>
-#include <fstream>
 
 #include "fp4kit/cli/quantize_job.hpp"
 #include "fp4kit/cli/progress.hpp"
@@ -12,8 +11,11 @@
 #include "fp4kit/export/gguf_export.hpp"
 #include "fp4kit/export/summary.hpp"
 #include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/io/checkpoint_fingerprint.hpp"
+#include "fp4kit/io/json_output.hpp"
 #include "fp4kit/io/output_dir.hpp"
 #include "fp4kit/io/output_file.hpp"
+#include "fp4kit/io/path_identity.hpp"
 #include "fp4kit/io/stats_file.hpp"
 #include "fp4kit/model/config.hpp"
 #include "fp4kit/numeric/parallel.hpp"
@@ -27,11 +29,21 @@ namespace fp4kit::cli {
 
 namespace {
 
-void write_json_file(const std::string& path, const nlohmann::json& j) {
-  std::ofstream f(path);
-  f << j.dump(2) << "\n";
-  f.close();
-  if (!f) throw Error(fmt::format("cannot write {}", path));
+// Every output path is checked before the first byte of the source is read, so that a bad
+// --report does not surface after OUT was committed, and no output can replace an input.
+void check_outputs(const QuantizeArgs& a) {
+  const std::vector<InputPath> inputs = {{a.source, "source checkpoint"},
+                                         {a.stats, "--stats file"},
+                                         {a.recipe, "--recipe file"},
+                                         {a.out, "output directory OUT"},
+                                         {a.out.empty() ? "" : a.out + ".partial", "OUT.partial"}};
+  // A GGUF OUT is one file (OutputFile), every other format a directory (OutputDir).
+  if (!a.dry_run && a.format == "gguf") check_output_file(a.out, "OUT", inputs);
+  else if (!a.dry_run) check_output_dir(a.out, a.source, a.force);
+  if (!a.plan_json.empty()) check_output_file(a.plan_json, "--plan-json", inputs);
+  if (!a.report.empty()) check_output_file(a.report, "--report", inputs);
+  if (!a.plan_json.empty() && !a.report.empty() && same_path(a.plan_json, a.report))
+    throw UsageError("quantize: --plan-json and --report name the same file");
 }
 
 void check_gguf_out(const QuantizeArgs& a) {
@@ -127,9 +139,16 @@ int run_gguf_quantize(const QuantizeArgs& a, const Checkpoint& source, const Mod
 int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
   const auto t0 = std::chrono::steady_clock::now();
   if (a.threads > 0) set_thread_count(a.threads);
-  if (!a.dry_run && a.out.empty()) throw Error("quantize: OUT is required (or use --dry-run)");
+  if (!a.dry_run && a.out.empty()) throw UsageError("quantize: OUT is required (or use --dry-run)");
+  if (a.weights_only && !a.stats.empty() && a.scales != "hessian" && !a.gptq)
+    throw UsageError("quantize: --weights-only takes no --stats (weight-only output has no "
+                     "activation scales; only --scales hessian and --gptq read the stats file): drop one "
+                     "of the two");
+  check_outputs(a);
 
   auto source = Checkpoint::open(a.source);
+  for (const auto& w : source->warnings())
+    if (!a.quiet) fmt::print(stderr, "fp4kit: warning: {}\n", w);
   const ModelConfig config =
       ModelConfig::parse(source->config(), (source->dir() / "config.json").string());
 
@@ -146,7 +165,10 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
 
   if (!a.quiet)
     for (const auto& w : plan.warnings) fmt::print(stderr, "fp4kit: warning: {}\n", w);
-  if (outcome) outcome->warnings = plan.warnings;
+  if (outcome) {
+    outcome->warnings = source->warnings();
+    outcome->warnings.insert(outcome->warnings.end(), plan.warnings.begin(), plan.warnings.end());
+  }
   if (!a.plan_json.empty()) write_json_file(a.plan_json, plan.to_json());
   if (a.dry_run) {
     if (!a.quiet) fmt::print("{}", format_plan_table(plan, a.weights_only));
@@ -160,6 +182,7 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
   eo.quant.weights_only = a.weights_only;
   eo.quant.scale_form = a.scale_form == "cpu" ? ScaleForm::Cpu : ScaleForm::Gpu;
   eo.quant.input_scale_fallback = a.input_scale_fallback;
+  eo.quant.allow_destroyed = a.allow_destroyed;
   eo.max_shard_bytes = parse_size_arg(a.max_shard_size, "--max-shard-size");
 
   eo.quant.scales = a.scales == "mse"       ? ScaleMethod::Mse
@@ -171,8 +194,14 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
   eo.quant.gptq_damp = a.gptq_damp;
   ActivationStats stats;
   if (!a.stats.empty() &&
-      (!a.weights_only || eo.quant.scales == ScaleMethod::Hessian || a.gptq))
+      (!a.weights_only || eo.quant.scales == ScaleMethod::Hessian || a.gptq)) {
     stats = read_stats_file(a.stats);
+    // Statistics of another model would give wrong input scales (or Hessians).
+    for (const auto& w : check_stats_source(plan, stats, checkpoint_fingerprint(*source), a.stats)) {
+      if (!a.quiet) fmt::print(stderr, "fp4kit: warning: {}\n", w);
+      if (outcome) outcome->warnings.push_back(w);
+    }
+  }
   if (a.gptq) {
     if (a.stats.empty() || stats.xtx.empty())
       throw Error("quantize --gptq needs a stats file with X^T X (<module>.input_xtx): run\n"

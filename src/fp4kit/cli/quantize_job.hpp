@@ -40,6 +40,7 @@ struct QuantizeArgs {
   int64_t hessian_min_tokens = 1024;
   bool gptq = false;
   double gptq_damp = 0.01;
+  bool allow_destroyed = false;
 };
 
 struct QuantizeOutcome {

@@ -8,6 +8,8 @@
 #include "fp4kit/cli/commands.hpp"
 #include "fp4kit/cli/jobs.hpp"
 #include "fp4kit/error.hpp"
+#include "fp4kit/io/json_output.hpp"
+#include "fp4kit/io/path_identity.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 #include "fp4kit/verify/gguf_checks.hpp"
 #include "fp4kit/verify/verify.hpp"
@@ -45,16 +47,16 @@ int run_verify(const VerifyCli& o) {
 
 verify::VerifyReport run_verify_job(const VerifyArgs& o) {
   if (o.threads > 0) set_thread_count(o.threads);
+  if (!o.report.empty())
+    check_output_file(o.report, "--report",
+                      {{o.dir, "checkpoint"}, {o.source, "--source checkpoint"}});
   verify::VerifyOptions opts;
   opts.source = o.source;
   opts.numeric = !o.source.empty();
   opts.max_rel_rmse = o.max_rel_rmse;
   verify::VerifyReport r = verify::verify_checkpoint(o.dir, opts);
   if (!o.report.empty()) {
-    std::ofstream out(o.report, std::ios::binary | std::ios::trunc);
-    out << r.to_json().dump(2) << "\n";
-    out.close();
-    if (!out) throw Error(fmt::format("{}: cannot write the report", o.report));
+    write_json_file(o.report, r.to_json());
   }
   return r;
 }
@@ -70,8 +72,7 @@ Command add_verify(CLI::App& app) {
                   "the checkpoint it was made from (BF16/F16/F32, FP8 block-scaled or MXFP4, "
                   "decoded as the quantizer decodes them): compare every quantized tensor");
   sub->add_option("--report", state->report, "write the full report as JSON to this file");
-  sub->add_option("--threads", state->threads, "worker threads (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
+  add_threads_option(sub, state->threads);
   sub->add_option("--max-rel-rmse", state->max_rel_rmse,
                   "relative RMSE above which a tensor is an error (default: measured threshold)")
       ->check(CLI::PositiveNumber);

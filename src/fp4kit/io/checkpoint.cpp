@@ -8,6 +8,8 @@
 #include <sstream>
 
 #include "fp4kit/error.hpp"
+#include "fp4kit/io/json_strict.hpp"
+#include "fp4kit/io/path_identity.hpp"
 #include "fp4kit/io/safetensors_index.hpp"
 
 namespace fp4kit {
@@ -28,12 +30,7 @@ std::string read_text_file(const fs::path& p) {
 // config files are parsed like transformers parses them (Python's json keeps the last of two
 // equal keys), so a quirky but loadable config is not refused; it must be a JSON object.
 nlohmann::json read_json_object(const fs::path& p) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text_file(p));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: invalid JSON: {}", p.string(), e.what()));
-  }
+  const nlohmann::json j = parse_json_bounded(read_text_file(p), p.string());
   if (!j.is_object()) throw Error(fmt::format("{}: not a JSON object", p.string()));
   return j;
 }
@@ -55,7 +52,20 @@ bool is_weight_file(const std::string& name) {
   return starts_with(name, "pytorch_model") && ends_with(name, ".bin");
 }
 
-std::vector<fs::path> discover_sidecars(const fs::path& dir) {
+// Where a symbolic link of the checkpoint may lead: inside the checkpoint, or, for a Hugging Face
+// cache snapshot (<repo>/snapshots/<rev>/), into that repository's blobs/.
+bool link_target_allowed(const fs::path& link, const fs::path& dir) {
+  std::error_code ec;
+  const fs::path target = fs::canonical(link, ec);
+  if (ec) return false;
+  const fs::path root = fs::canonical(dir, ec);
+  if (ec) return false;
+  if (is_within(target, root)) return true;
+  return root.parent_path().filename() == "snapshots" &&
+         is_within(target, root.parent_path().parent_path() / "blobs");
+}
+
+std::vector<fs::path> discover_sidecars(const fs::path& dir, std::vector<std::string>& warnings) {
   std::vector<fs::path> out;
   std::error_code ec;
   fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec);
@@ -74,6 +84,15 @@ std::vector<fs::path> discover_sidecars(const fs::path& dir) {
     const bool top = rel.parent_path().empty();
     if (is_weight_file(name)) continue;
     if (top && name == "config.json") continue;
+    // A link that leads out of the checkpoint would copy an unrelated file into OUT.
+    if (it->is_symlink(ec) && !link_target_allowed(it->path(), dir)) {
+      warnings.push_back(fmt::format("{}: a symbolic link to {}, outside the checkpoint: not "
+                                     "copied to the output (only files inside the checkpoint "
+                                     "are)",
+                                     it->path().string(),
+                                     fs::weakly_canonical(it->path(), ec).string()));
+      continue;
+    }
     out.push_back(rel);
   }
   std::sort(out.begin(), out.end());
@@ -144,6 +163,31 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const fs::path& path) {
           throw Error(fmt::format("{}: tensor \"{}\" is listed in shard \"{}\", which has no such "
                                   "tensor",
                                   label, tensor, shard));
+      // A *.safetensors file the index does not reference is not part of the model: an error
+      // when it holds a tensor the index maps elsewhere (which one is meant?), else a warning.
+      for (const std::string& f : safetensors_files) {
+        if (shard_slot.count(f)) continue;
+        const auto other = SafetensorsFile::open(path / f);
+        for (const auto& t : other->tensors()) {
+          auto it = index.weight_map.find(t.name);
+          if (it != index.weight_map.end())
+            throw Error(fmt::format("{}: \"{}\" is not referenced by the index but holds tensor "
+                                    "\"{}\", which the index maps to \"{}\": which one is the "
+                                    "model's? Remove or rename the stray file",
+                                    label, f, t.name, it->second));
+        }
+        ck->warnings_.push_back(fmt::format("{}: {} is not referenced by the index: ignored",
+                                            label, (path / f).string()));
+      }
+      uint64_t shard_bytes = 0;
+      for (const auto& [shard, slot] : shard_slot)
+        for (const auto& t : ck->shards_[slot]->tensors()) shard_bytes += t.nbytes();
+      if (auto ts = index.metadata.find("total_size");
+          ts != index.metadata.end() && ts->is_number() &&
+          !(ts->is_number_unsigned() && ts->get<uint64_t>() == shard_bytes))
+        ck->warnings_.push_back(fmt::format("{}: metadata total_size {} disagrees with the {} "
+                                            "bytes of tensor data in its shards",
+                                            label, ts->dump(), shard_bytes));
       for (const auto& [shard, slot] : shard_slot)
         for (const auto& t : ck->shards_[slot]->tensors()) {
           auto it = index.weight_map.find(t.name);
@@ -162,7 +206,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const fs::path& path) {
     }
     if (fs::is_regular_file(path / "generation_config.json", ec))
       ck->generation_config_ = read_json_object(path / "generation_config.json");
-    ck->sidecars_ = discover_sidecars(path);
+    ck->sidecars_ = discover_sidecars(path, ck->warnings_);
   }
 
   for (size_t s = 0; s < ck->shards_.size(); ++s)

@@ -42,6 +42,11 @@ class Checkpoint {
   // relative to dir().
   const std::vector<std::filesystem::path>& sidecar_files() const { return sidecars_; }
 
+  // Things found while opening that do not stop the work but the user must hear about: a
+  // *.safetensors file the index does not reference, an index total_size that disagrees with
+  // the shards, a symbolic link leading outside the checkpoint (not carried along).
+  const std::vector<std::string>& warnings() const { return warnings_; }
+
  private:
   std::filesystem::path dir_;
   nlohmann::json config_ = nlohmann::json::object();
@@ -51,6 +56,7 @@ class Checkpoint {
   std::map<std::string, std::pair<size_t, const TensorInfo*>, std::less<>> index_;
   std::vector<std::string> names_;
   std::vector<std::filesystem::path> sidecars_;
+  std::vector<std::string> warnings_;
 };
 
 }  // namespace fp4kit

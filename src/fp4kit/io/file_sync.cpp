@@ -57,3 +57,25 @@ void sync_directory(const std::filesystem::path& dir) { sync_fd_path(dir, O_RDON
 void sync_file(const std::filesystem::path& path) { sync_fd_path(path, O_RDONLY); }
 
 }  // namespace fp4kit
+
+namespace fp4kit {
+
+void write_file_atomic(const std::filesystem::path& path, std::string_view content) {
+  std::filesystem::path tmp = path;
+  tmp += ".tmp-" + std::to_string(::getpid());
+  try {
+    write_file_synced(tmp, content);
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    throw;
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    fail(path, "rename into place", err);
+  }
+}
+
+}  // namespace fp4kit

@@ -13,3 +13,11 @@ void sync_directory(const std::filesystem::path& dir);
 void sync_file(const std::filesystem::path& path);
 
 }  // namespace fp4kit
+
+namespace fp4kit {
+
+// Writes `content` to a temporary name next to `path`, fsyncs it and renames it over `path`:
+// readers see the old file or the complete new one, never a half-written one.
+void write_file_atomic(const std::filesystem::path& path, std::string_view content);
+
+}  // namespace fp4kit

@@ -2,7 +2,6 @@
 
 #include <fmt/core.h>
 
-#include <set>
 #include <string>
 #include <vector>
 
@@ -10,46 +9,104 @@
 
 namespace fp4kit {
 
-nlohmann::json parse_json_strict(std::string_view text, std::string_view label) {
-  using nlohmann::json;
-  // One set of seen keys per open object. The callback sees every key before its value, so a
-  // second occurrence is caught even though the DOM would silently overwrite the first.
-  std::vector<std::set<std::string>> open_objects;
-  std::string duplicate;
-  auto callback = [&](int depth, json::parse_event_t event, json& parsed) -> bool {
-    switch (event) {
-      case json::parse_event_t::object_start:
-      case json::parse_event_t::array_start:
-        if (depth >= kMaxJsonDepth) {
-          // Abort the parse: an exception is the only way out of nlohmann's callback.
-          throw Error(fmt::format("{}: JSON nested deeper than {} levels", label, kMaxJsonDepth));
-        }
-        if (event == json::parse_event_t::object_start) open_objects.emplace_back();
-        break;
-      case json::parse_event_t::object_end:
-        if (!open_objects.empty()) open_objects.pop_back();
-        break;
-      case json::parse_event_t::key:
-        if (!open_objects.empty() && duplicate.empty() &&
-            !open_objects.back().insert(parsed.get<std::string>()).second)
-          duplicate = parsed.get<std::string>();
-        break;
-      default:
-        break;
+namespace {
+
+using nlohmann::json;
+
+// A DOM builder for nlohmann's SAX interface, linear in the input: nlohmann's own callback
+// parser scans the parent object at every object end (quadratic in the tensor count of a
+// safetensors header). Duplicate keys are found by the object's own map, depth by the stack.
+class BoundedDomSax : public nlohmann::json_sax<json> {
+ public:
+  BoundedDomSax(json& root, std::string_view label, bool reject_duplicates)
+      : root_(root), label_(label), reject_duplicates_(reject_duplicates) {}
+
+  bool null() override { return put(json(nullptr)); }
+  bool boolean(bool v) override { return put(json(v)); }
+  bool number_integer(number_integer_t v) override { return put(json(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return put(json(v)); }
+  bool number_float(number_float_t v, const string_t&) override { return put(json(v)); }
+  bool string(string_t& v) override { return put(json(std::move(v))); }
+  bool binary(binary_t& v) override { return put(json::binary(std::move(v))); }
+
+  bool start_object(std::size_t) override { return open(json::object()); }
+  bool start_array(std::size_t) override { return open(json::array()); }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+
+  bool key(string_t& k) override {
+    json& obj = *stack_.back();
+    auto it = obj.find(k);
+    if (it != obj.end()) {
+      if (reject_duplicates_)
+        throw Error(fmt::format("{}: duplicate name \"{}\" (each name may appear only once)",
+                                label_, k));
+      obj.erase(it);  // the last of two equal keys wins, as in Python's json
     }
+    key_ = std::move(k);
     return true;
-  };
+  }
+
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    throw Error(fmt::format("{}: invalid JSON: {}", label_, e.what()));
+  }
+
+ private:
+  // Places a value where the parser is: the root, the end of an array, or under the last key.
+  json* place(json&& v) {
+    if (stack_.empty()) {
+      root_ = std::move(v);
+      return &root_;
+    }
+    json& parent = *stack_.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(v));
+      return &parent.back();
+    }
+    return &(parent[key_] = std::move(v));
+  }
+  bool put(json&& v) {
+    place(std::move(v));
+    return true;
+  }
+  bool open(json&& container) {
+    if (static_cast<int>(stack_.size()) >= kMaxJsonDepth)
+      throw Error(fmt::format("{}: JSON nested deeper than {} levels", label_, kMaxJsonDepth));
+    stack_.push_back(place(std::move(container)));
+    return true;
+  }
+  bool close() {
+    stack_.pop_back();
+    return true;
+  }
+
+  json& root_;
+  std::string label_;
+  bool reject_duplicates_;
+  std::vector<json*> stack_;
+  std::string key_;
+};
+
+nlohmann::json parse_json(std::string_view text, std::string_view label, bool reject_duplicates) {
   json result;
+  BoundedDomSax sax(result, label, reject_duplicates);
   try {
-    result = json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
-                         /*ignore_comments=*/false);
+    json::sax_parse(text.begin(), text.end(), &sax, nlohmann::detail::input_format_t::json,
+                    /*strict=*/true, /*ignore_comments=*/false);
   } catch (const json::exception& e) {
     throw Error(fmt::format("{}: invalid JSON: {}", label, e.what()));
   }
-  if (!duplicate.empty())
-    throw Error(fmt::format("{}: duplicate name \"{}\" (each name may appear only once)", label,
-                            duplicate));
   return result;
+}
+
+}  // namespace
+
+nlohmann::json parse_json_strict(std::string_view text, std::string_view label) {
+  return parse_json(text, label, true);
+}
+
+nlohmann::json parse_json_bounded(std::string_view text, std::string_view label) {
+  return parse_json(text, label, false);
 }
 
 }  // namespace fp4kit

@@ -14,4 +14,8 @@ inline constexpr int kMaxJsonDepth = 64;
 // (naming it) or nesting deeper than kMaxJsonDepth.
 nlohmann::json parse_json_strict(std::string_view text, std::string_view label);
 
+// The same depth bound, but the last of two equal keys wins (as in Python's json): for config
+// files that transformers loads, so a quirky but loadable config is not refused.
+nlohmann::json parse_json_bounded(std::string_view text, std::string_view label);
+
 }  // namespace fp4kit

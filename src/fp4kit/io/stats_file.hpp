@@ -13,7 +13,9 @@
 // and per routed expert module prefix <e> (model.layers.0.mlp.experts.3):
 //   <e>.routed_tokens  I64 []   tokens the router sent there (even with --all-experts)
 // __metadata__: format="fp4kit-stats", version="1" (or "2" when Hessian blocks are present, so
-// that a quantize that predates them fails on the version instead of on an unknown tensor), source, data, samples, seq_len, tokens,
+// that a quantize that predates them fails on the version instead of on an unknown tensor), source,
+// source_fingerprint (the calibrated checkpoint's checkpoint_fingerprint; quantize refuses stats
+// of another model), data, samples, seq_len, tokens,
 // all_experts ("true"/"false"), compute ("float32").
 #include <cstdint>
 #include <filesystem>

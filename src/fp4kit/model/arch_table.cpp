@@ -163,7 +163,7 @@ ArchFamily make_generic() {
   return {"generic", {}, {},
           {T(kAttention), T(kMla), T(kDenseMlp), T(kMoeExperts), T(kQwenSharedExpert),
            T(kDeepSeekSharedExperts), T(kMixtralExperts), T(kLinearAttention)},
-          true, true};
+          true, true, /*complete_layers=*/false};
 }
 
 }  // namespace
@@ -176,6 +176,13 @@ const std::vector<ArchFamily>& arch_families() {
 const ArchFamily& generic_family() {
   static const ArchFamily generic = make_generic();
   return generic;
+}
+
+std::string_view pattern_of(const ArchFamily& family, Role role) {
+  for (const auto& table : family.tables)
+    for (const LayerPattern& p : table)
+      if (p.role == role) return p.pattern;
+  return {};
 }
 
 const ArchFamily* find_family(std::string_view model_type,

@@ -34,7 +34,18 @@ struct ArchFamily {
   std::vector<std::span<const LayerPattern>> tables;  // tried in order, first match wins
   bool moe = false;                               // has routed experts
   bool fused_experts = false;                     // fused 3-D [E,2I,H]/[E,H,I] experts accepted
+  // What a decoder layer must hold (checked by the plan; a hole is an error naming the part):
+  // always, a part that is present is complete (q/k/v/o of attention; kv_a/kv_b/o and q or
+  // q_a+q_b of MLA; gate/up/down of a dense MLP or a shared expert; a router for routed
+  // experts); with complete_layers, also every layer 0..num_hidden_layers-1 holds a token mixer
+  // (attention or linear attention) and an MLP (dense or experts). The generic fallback only
+  // knows names, not what its layers must hold.
+  bool complete_layers = true;
 };
+
+// The in-layer name pattern of a role in a family's tables ("self_attn.q_proj.weight"), or ""
+// when no table of the family has it.
+std::string_view pattern_of(const ArchFamily& family, Role role);
 
 // All known families (generic last).
 const std::vector<ArchFamily>& arch_families();

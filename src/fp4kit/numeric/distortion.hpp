@@ -20,6 +20,11 @@ struct DistortionStats {
   void merge(const DistortionStats& other);
   double rel_rmse() const;   // sqrt(sum_sq_err / sum_sq_ref); 0 when both are 0
   double sqnr_db() const;    // 10 log10(sum_sq_ref / sum_sq_err); +inf when exact
+  // The tensor is lost, not merely rounded: a non-zero source whose encoding keeps less than
+  // half of it (relative RMSE >= kDestroyedRelRmse; all values rounded to zero gives 1.0).
+  // Correct NVFP4 rounding of real weights stays near 0.1 (verify's threshold is 0.22).
+  static constexpr double kDestroyedRelRmse = 0.5;
+  bool destroyed() const { return sum_sq_ref > 0 && rel_rmse() >= kDestroyedRelRmse; }
 };
 
 // Compares a source tensor with its NVFP4 encoding (dequantized on the fly), on all cores.

@@ -24,6 +24,18 @@ enum class ScaleForm { Gpu, Cpu };
 // 4/6 convention that lets searched block scales go above amax_b / 6 for the largest blocks.
 float nvfp4_global_scale(float amax, ScaleForm form = ScaleForm::Gpu, float e4m3_max = 448.0f);
 
+// The plausible range of the amax a per-tensor scale stands for (amax = 6 x 448 x s2 for
+// weight_scale_2 and input_scale): real weights and activations of BF16 models stay well inside
+// it (massive activations reach about 1e4, 2^-24-scaled q/k weights about 1e-8). A scale outside
+// it decodes weights to Inf or rounds every activation to zero: verify refuses it, and so does
+// quantize for statistics that would give one.
+inline constexpr double kMinPlausibleAmax = 1e-12;
+inline constexpr double kMaxPlausibleAmax = 1e7;
+inline bool plausible_scale(double s) {
+  const double amax = s * 2688.0;
+  return amax >= kMinPlausibleAmax && amax <= kMaxPlausibleAmax;
+}
+
 // max |x| over a [rows, cols] tensor of a float dtype. Throws fp4kit::Error naming row and column
 // of the first NaN or Inf.
 float tensor_amax(const void* src, DType dtype, size_t rows, size_t cols);

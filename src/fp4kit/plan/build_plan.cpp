@@ -1018,6 +1018,7 @@ Plan build_plan(const Checkpoint& ckpt, const ModelConfig& config, const PlanOpt
     tensors.push_back({name, info.dtype, info.shape});
   }
   try {
+    check_layer_contents(tensors, config);
     return build_plan_from_tensors(tensors, config, options);
   } catch (const Error& e) {
     throw Error(fmt::format("{}: {}", ckpt.dir().string(), e.what()));

@@ -131,6 +131,12 @@ Plan build_plan(const Checkpoint& ckpt, const ModelConfig& config, const PlanOpt
 Plan build_plan_from_tensors(const std::vector<TensorMeta>& tensors, const ModelConfig& config,
                              const PlanOptions& options);
 
+// What every decoder layer must hold (ArchFamily::complete_layers): layers 0..num_hidden_layers-1
+// present, attention / MLA / dense MLP / shared expert complete where present, a router for
+// routed experts, and (known families) a token mixer and an MLP in every layer. Throws
+// fp4kit::Error listing each hole by the tensor name that is missing. build_plan runs it first;
+// build_plan_from_tensors does not (rule tests describe partial models).
+void check_layer_contents(const std::vector<TensorMeta>& tensors, const ModelConfig& config);
 // Fails (fp4kit::Error listing them) when an exclude_modules pattern matches a quantized module.
 void validate_exclude_list(const Plan& plan);
 

@@ -58,6 +58,12 @@ std::vector<float> compute_input_scales(const Plan& plan, const ActivationStats&
       continue;
     }
     scales[g] = nvfp4_global_scale(amax, options.scale_form);
+    if (amax > 0 && !plausible_scale(scales[g]))
+      throw Error(fmt::format("{}: input group {}: input_amax {:.6g} gives input_scale {:.6g}, "
+                              "outside the plausible range (amax in [{:g}, {:g}]): statistics "
+                              "of a broken or unrelated run? Re-run `fp4kit calibrate`",
+                              stats_label, plan.groups[g].name, amax, scales[g],
+                              kMinPlausibleAmax, kMaxPlausibleAmax));
     const PlanEntry& first = plan.entries[plan.groups[g].members.front()];
     float& km = kind_max[projection_kind(first)];
     km = std::max(km, amax);
@@ -88,6 +94,49 @@ std::vector<float> compute_input_scales(const Plan& plan, const ActivationStats&
     scales[g] = nvfp4_global_scale(it->second, options.scale_form);
   }
   return scales;
+}
+
+std::vector<std::string> check_stats_source(const Plan& plan, const ActivationStats& stats,
+                                            const std::string& fingerprint,
+                                            const std::string& stats_label) {
+  std::vector<std::string> warnings;
+  auto fp = stats.metadata.find("source_fingerprint");
+  if (fp == stats.metadata.end()) {
+    warnings.push_back(fmt::format("{}: records no source_fingerprint (not written by fp4kit "
+                                   "calibrate): cannot check that it describes this model",
+                                   stats_label));
+  } else if (fp->second != fingerprint) {
+    auto src = stats.metadata.find("source");
+    throw Error(fmt::format(
+        "{}: made from another model ({}, fingerprint {}) than the one being quantized "
+        "(fingerprint {}): its input scales would be wrong. Run `fp4kit calibrate` on this "
+        "model.",
+        stats_label, src == stats.metadata.end() ? std::string("source not recorded") : src->second,
+        fp->second, fingerprint));
+  }
+  std::map<std::string, const PlanEntry*> quantized;
+  std::set<std::string> known;
+  for (const auto& e : plan.entries) {
+    known.insert(e.name);
+    if (e.action == Action::Quantize) quantized[e.name] = &e;
+    if (e.name.size() > 7 && e.name.compare(e.name.size() - 7, 7, ".weight") == 0)
+      known.insert(e.name.substr(0, e.name.size() - 7));
+  }
+  for (const auto& [m, v] : stats.input_sq_sum) {
+    auto it = quantized.find(m);
+    if (it != quantized.end() && v.size() != it->second->cols)
+      throw Error(fmt::format("{}: {}.input_sq_sum has {} entries but the module's input has {} "
+                              "features (K): the statistics are of another model",
+                              stats_label, m, v.size(), it->second->cols));
+  }
+  std::vector<std::string> unknown;
+  for (const auto& [m, a] : stats.input_amax)
+    if (!known.count(m)) unknown.push_back(m);
+  if (!unknown.empty())
+    warnings.push_back(fmt::format("{}: statistics of {} module(s) this model does not have "
+                                   "(e.g. {}): ignored",
+                                   stats_label, unknown.size(), unknown.front()));
+  return warnings;
 }
 
 }  // namespace fp4kit

@@ -18,4 +18,13 @@ std::vector<float> compute_input_scales(const Plan& plan, const ActivationStats&
                                         const QuantOptions& options,
                                         const std::string& stats_label);
 
+// The stats must come from the model being quantized: its recorded source_fingerprint
+// (checkpoint_fingerprint of the calibrated model) must equal `fingerprint`, and every input
+// vector (input_sq_sum) of a quantized module must have the module's K entries. Throws
+// fp4kit::Error naming the file and the rule; returns warnings (a file that records no
+// fingerprint, statistics of modules this model does not have).
+std::vector<std::string> check_stats_source(const Plan& plan, const ActivationStats& stats,
+                                            const std::string& fingerprint,
+                                            const std::string& stats_label);
+
 }  // namespace fp4kit

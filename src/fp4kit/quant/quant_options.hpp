@@ -32,6 +32,9 @@ struct QuantOptions {
   // GPTQ on top of the chosen scales (needs <m>.input_xtx in the stats); dampening fraction.
   bool gptq = false;
   double gptq_damp = 0.01;
+  // A tensor that quantization destroys (DistortionStats::destroyed) fails the run, whatever the
+  // verify level; true commits it anyway (only to compare with tools that write such tensors).
+  bool allow_destroyed = false;
 };
 
 }  // namespace fp4kit

@@ -174,6 +174,18 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
         r.error = nvfp4_distortion(v.data, v.dtype, v.rows, v.cols, q.packed.data(),
                                    q.scales.data(), s2);
       }
+      if (!options.allow_destroyed && r.error.destroyed())
+        throw Error(fmt::format(
+            "module '{}' (source tensor '{}'): quantization destroys this tensor: relative RMSE "
+            "{:.4f} ({} of {} values rounded to zero; amax {:.4g}, weight_scale_2 "
+            "{:.4g}{}); nothing was written. Keep it unquantized (--exclude '{}'{}).",
+            e.name, e.source.tensor, r.error.rel_rmse(), r.error.rounded_to_zero, r.error.count,
+            amax, s2,
+            e.weight_group >= 0 ? fmt::format(", shared with its group {}",
+                                              plan.groups[e.weight_group].name)
+                                : std::string(),
+            e.name,
+            e.weight_group >= 0 ? " and the other members of its group" : ""));
       r.bytes_in = e.bmm_experts > 0 ? source.info(e.source.tensor).nbytes()
                                      : e.rows * e.cols * dtype_size(e.source_dtype);
       r.amax = amax;

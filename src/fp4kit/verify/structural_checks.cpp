@@ -14,6 +14,7 @@
 #include <set>
 
 #include "fp4kit/numeric/convert.hpp"
+#include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 
 namespace fp4kit::verify {
@@ -56,6 +57,18 @@ struct Ctx {
                        d.exclusions_origin);
   }
 };
+
+// A finite, positive per-tensor scale that no real model has (see plausible_scale).
+std::string implausible_scale_text(const std::string& tensor, double v, bool reciprocal,
+                                   bool weight) {
+  const double s = reciprocal ? 1.0 / v : v;
+  return fmt::format("{} = {:.6g}: implausible, it stands for {} of max |{}| = 6 x 448 x {:.6g} = "
+                     "{:.4g}, outside [{:g}, {:g}] ({})",
+                     tensor, v, weight ? "weights" : "activations", weight ? "w" : "x", s,
+                     s * 2688.0, kMinPlausibleAmax, kMaxPlausibleAmax,
+                     weight ? "the weights decode to huge values or Inf, or to nothing"
+                            : "every activation rounds to zero, or overflows");
+}
 
 // One per-tensor scalar (weight_scale_2 / input_scale or their CT reciprocals): F32, shape []
 // (ModelOpt) or [1] (compressed-tensors); other single-element shapes load but are unusual.
@@ -115,6 +128,9 @@ void check_bmm_tensors(const Ctx& c, const ModuleTensors& m, ModuleScales& ms) {
       c.out.error(global ? "scale.global" : "input_scale.value", m.name,
                   fmt::format("{} = {}: must be finite and > 0", t->name,
                               v ? fmt::format("{}", *v) : "unreadable"));
+    } else if (!plausible_scale(c.ct() ? 1.0 / *v : *v)) {
+      c.out.error(global ? "scale.global" : "input_scale.value", m.name,
+                  implausible_scale_text(t->name, *v, c.ct(), global));
     } else if (global) {
       ms.s2 = *v;
       ms.s2_valid = true;
@@ -194,6 +210,9 @@ void check_quantized_tensors(const Ctx& c, const ModuleTensors& m, ModuleScales&
       c.out.error("scale.global", m.name,
                   fmt::format("{} = {}: must be finite and > 0", m.global_scale->name,
                               v ? fmt::format("{}", *v) : "unreadable"));
+    } else if (!plausible_scale(c.ct() ? 1.0 / *v : *v)) {
+      c.out.error("scale.global", m.name,
+                  implausible_scale_text(m.global_scale->name, *v, c.ct(), true));
     } else {
       ms.s2 = c.ct() ? 1.0f / *v : *v;
       ms.s2_valid = std::isfinite(ms.s2) && ms.s2 > 0;
@@ -212,6 +231,9 @@ void check_quantized_tensors(const Ctx& c, const ModuleTensors& m, ModuleScales&
         c.out.error("input_scale.value", m.name,
                     fmt::format("{} = {}: must be finite and > 0", m.input_scale->name,
                                 v ? fmt::format("{}", *v) : "unreadable"));
+      else if (!plausible_scale(c.ct() ? 1.0 / *v : *v))
+        c.out.error("input_scale.value", m.name,
+                    implausible_scale_text(m.input_scale->name, *v, c.ct(), false));
     }
   } else if (m.input_scale) {
     const std::string msg =
