@@ -232,9 +232,9 @@ def test_verify_inspect_eval_return_the_cli_documents(cli, shared_data, tmp_path
 
     assert fp4kit.inspect(q) == json.loads(run_checked([cli, "inspect", q, "--json"]).stdout)
 
-    args = ["--base", src, "--data", shared_data / TEXT, "--ctx", 64, "--chunks", 2]
+    args = ["--base", src, "--data", shared_data / TEXT, "--ctx", 64, "--chunks", 2, "--device", "cpu"]
     cli = json.loads(run_checked([cli, "eval", q, *args, "--json"]).stdout)
-    api = fp4kit.eval(q, base=src, data=shared_data / TEXT, ctx=64, chunks=2)
+    api = fp4kit.eval(q, base=src, data=shared_data / TEXT, ctx=64, chunks=2, device="cpu")
     assert without_times(api) == without_times(cli)
     assert api["kl_divergence"] and api["ppl"]["value"] > 1
 
