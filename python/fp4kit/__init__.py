@@ -105,6 +105,8 @@ def quantize(
     scales: str = "max",
     global_norm: int = 448,
     hessian_min_tokens: int = 1024,
+    gptq: bool = False,
+    gptq_damp: float = 0.01,
     progress: Optional[Progress] = None,
 ) -> QuantizeReport:
     """``fp4kit quantize SRC OUT``: writes OUT atomically and returns the report.
@@ -116,7 +118,8 @@ def quantize(
     beats an include), then ``rules`` given as ``("include"|"exclude", glob)`` in order, as
     ``--include``/``--exclude`` on the command line. ``dry_run=True`` plans only (the report
     holds just ``plan``). ``scales`` is the block-scale choice: ``"max"`` (ModelOpt's,
-    byte-identical), ``"mse"`` or ``"hessian"`` (needs ``stats`` from ``calibrate(hessian=...)``).
+    byte-identical), ``"mse"`` or ``"hessian"`` (needs ``stats`` from ``calibrate(hessian=...)``);
+    ``gptq=True`` needs ``calibrate(hessian=..., full_xtx=True)``.
     """
     for name, value, allowed in (("format", format, ("modelopt", "compressed-tensors", "gguf")),
                                  ("verify", verify, ("structural", "full", "none")),
@@ -139,6 +142,7 @@ def quantize(
         max_shard_size=max_shard_size, force=force, verify=verify,
         input_scale_fallback=input_scale_fallback, quantize_linear_attn=quantize_linear_attn,
         scales=scales, global_norm=global_norm, hessian_min_tokens=hessian_min_tokens,
+        gptq=gptq, gptq_damp=gptq_damp,
         progress=_per_tensor(_progress_fn(progress)))
     raw = json.loads(doc) or {}  # {} when a GGUF is repacked from an NVFP4 source (no plan)
     return QuantizeReport(output=_path(out), plan=raw.get("plan", {}),
@@ -219,6 +223,7 @@ def calibrate(
     text_field: str = "text",
     all_experts: bool = False,
     hessian: Optional[str] = None,
+    full_xtx: bool = False,
     threads: int = 0,
     device: str = "auto",
     gpu_fp32: bool = False,
@@ -232,7 +237,8 @@ def calibrate(
     """
     r = json.loads(_core.calibrate(
         src=_path(src), data=_path(data), out=_path(out), samples=samples, seq_len=seq_len,
-        text_field=text_field, all_experts=all_experts, hessian=hessian or "", threads=threads,
+        text_field=text_field, all_experts=all_experts, hessian=hessian or "", full_xtx=full_xtx,
+        threads=threads,
         device=device, gpu_fp32=gpu_fp32, chunk_tokens=chunk_tokens,
         progress=_progress_fn(progress)))
     return CalibrateResult(output=_path(out), **r)

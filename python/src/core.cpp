@@ -144,7 +144,8 @@ nb::tuple quantize_job(nb::kwargs kw) {
       "scale_form", a.scale_form)("max_shard_size", a.max_shard_size)("force", a.force)(
       "verify", a.verify)("input_scale_fallback", a.input_scale_fallback)(
       "quantize_linear_attn", a.quantize_linear_attn)("scales", a.scales)(
-      "global_norm", a.global_norm)("hessian_min_tokens", a.hessian_min_tokens);
+      "global_norm", a.global_norm)("hessian_min_tokens", a.hessian_min_tokens)("gptq", a.gptq)(
+      "gptq_damp", a.gptq_damp);
   if (auto cb = o.callable("progress"))
     a.on_progress = with_gil<size_t, size_t, const std::string&, uint64_t>(std::move(*cb));
   o.check_all_used("quantize");
@@ -175,7 +176,8 @@ std::string calibrate_job(nb::kwargs kw) {
   Options o(std::move(kw));
   o("src", a.src)("data", a.data)("out", a.out)("samples", a.samples)("seq_len", a.seq_len)(
       "text_field", a.text_field)("all_experts", a.all_experts)("threads", a.threads)(
-      "device", a.device)("gpu_fp32", a.gpu_fp32)("hessian", a.hessian)("chunk_tokens", a.chunk);
+      "device", a.device)("gpu_fp32", a.gpu_fp32)("hessian", a.hessian)("full_xtx", a.full_xtx)(
+      "chunk_tokens", a.chunk);
   if (auto cb = o.callable("progress")) a.on_layer = with_gil<int64_t, int64_t>(std::move(*cb));
   o.check_all_used("calibrate");
   a.quiet = true;

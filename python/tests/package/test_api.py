@@ -141,10 +141,10 @@ def test_quantize_writes_the_cli_bytes_and_returns_its_report(case, cli, shared_
 def test_w4a4_calibrate_and_quantize_match_the_cli(cli, shared_data, tmp_path):
     src, data = shared_data / MIXTRAL, shared_data / TEXT
     run_checked([cli, "calibrate", src, "--data", data, "-o", tmp_path / "cli.safetensors",
-                 "--samples", 4, "--seq-len", 64, "--hessian", "raw", "--device", "cpu"])
+                 "--samples", 4, "--seq-len", 64, "--hessian", "raw", "--full-xtx", "--device", "cpu"])
     layers = []
     r = fp4kit.calibrate(src, data, tmp_path / "api.safetensors", samples=4, seq_len=64,
-                         hessian="raw", device="cpu",
+                         hessian="raw", full_xtx=True, device="cpu",
                          progress=lambda done, n: layers.append((done, n)))
     assert (tmp_path / "api.safetensors").read_bytes() == (tmp_path / "cli.safetensors").read_bytes()
     assert (r.samples, r.seq_len, r.tokens) == (4, 64, 256)
@@ -154,9 +154,10 @@ def test_w4a4_calibrate_and_quantize_match_the_cli(cli, shared_data, tmp_path):
 
     run_checked([cli, "quantize", src, tmp_path / "cli", "--stats", tmp_path / "cli.safetensors",
                  "--format", "compressed-tensors", "--scales", "hessian",
-                 "--hessian-min-tokens", 16])
+                 "--hessian-min-tokens", 16, "--gptq"])
     report = fp4kit.quantize(src, tmp_path / "api", stats=tmp_path / "api.safetensors",
-                             format="compressed-tensors", scales="hessian", hessian_min_tokens=16)
+                             format="compressed-tensors", scales="hessian", hessian_min_tokens=16,
+                             gptq=True)
     assert_same_tree(tmp_path / "cli", tmp_path / "api")
     assert "hessian" in json.dumps(report.tensors)
     assert any(n.endswith(".input_global_scale") for n in fp4kit.Checkpoint(tmp_path / "api").tensor_names)
