@@ -26,13 +26,15 @@ __version__: str = _core.__version__
 
 #: Bad input or a failed check: the message names the file, tensor and rule (as the CLI prints it).
 Error = _core.Error
+#: Wrong usage found by the core (the command exits 2): a subclass of :class:`Error`.
+UsageError = _core.UsageError
 
 #: ``progress(done, total, name)``, or an object with ``update(n)`` and a ``total`` attribute
 #: (a ``tqdm`` bar): called once per tensor (quantize) or per layer (calibrate).
 Progress = Union[Callable[[int, int, str], Any], Any]
 
 __all__ = [
-    "Error", "quantize", "verify", "inspect", "calibrate", "eval", "Checkpoint", "NVFP4Weight",
+    "Error", "UsageError", "quantize", "verify", "inspect", "calibrate", "eval", "Checkpoint", "NVFP4Weight",
     "QuantizeReport", "VerifyResult", "Finding", "CalibrateResult", "decode_e2m1", "decode_e4m3",
 ]
 
@@ -107,6 +109,7 @@ def quantize(
     hessian_min_tokens: int = 1024,
     gptq: bool = False,
     gptq_damp: float = 0.01,
+    allow_destroyed: bool = False,
     progress: Optional[Progress] = None,
 ) -> QuantizeReport:
     """``fp4kit quantize SRC OUT``: writes OUT atomically and returns the report.
@@ -142,7 +145,7 @@ def quantize(
         max_shard_size=max_shard_size, force=force, verify=verify,
         input_scale_fallback=input_scale_fallback, quantize_linear_attn=quantize_linear_attn,
         scales=scales, global_norm=global_norm, hessian_min_tokens=hessian_min_tokens,
-        gptq=gptq, gptq_damp=gptq_damp,
+        gptq=gptq, gptq_damp=gptq_damp, allow_destroyed=allow_destroyed,
         progress=_per_tensor(_progress_fn(progress)))
     raw = json.loads(doc) or {}  # {} when a GGUF is repacked from an NVFP4 source (no plan)
     return QuantizeReport(output=_path(out), plan=raw.get("plan", {}),

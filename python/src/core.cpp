@@ -145,7 +145,7 @@ nb::tuple quantize_job(nb::kwargs kw) {
       "verify", a.verify)("input_scale_fallback", a.input_scale_fallback)(
       "quantize_linear_attn", a.quantize_linear_attn)("scales", a.scales)(
       "global_norm", a.global_norm)("hessian_min_tokens", a.hessian_min_tokens)("gptq", a.gptq)(
-      "gptq_damp", a.gptq_damp);
+      "gptq_damp", a.gptq_damp)("allow_destroyed", a.allow_destroyed);
   if (auto cb = o.callable("progress"))
     a.on_progress = with_gil<size_t, size_t, const std::string&, uint64_t>(std::move(*cb));
   o.check_all_used("quantize");
@@ -213,7 +213,9 @@ NB_MODULE(_core, m) {
   using namespace fp4kit::python;
   m.doc() = "fp4kit's C++ core (use the fp4kit package, not this module)";
   m.attr("__version__") = FP4KIT_VERSION;
-  nb::exception<fp4kit::Error>(m, "Error", PyExc_RuntimeError);
+  // Bad input (the command exits 1), and wrong usage found after parsing (it exits 2).
+  nb::exception<fp4kit::Error> error(m, "Error", PyExc_RuntimeError);
+  nb::exception<fp4kit::UsageError>(m, "UsageError", error);
 
   // The jobs take keywords named as their C++ option fields (python/fp4kit/__init__.py has the
   // documented signatures) and return the JSON documents the command writes.

@@ -58,13 +58,14 @@ def without_times(doc, out=None):
     return doc
 
 
-def cli_error(cli, *args) -> str:
-    """The message `fp4kit` prints for bad input (exit 1), without its 'fp4kit: error: ' prefix."""
+def cli_error(cli, *args) -> tuple:
+    """(exit code, message) of `fp4kit` for bad input (1) or wrong usage (2), without the
+    'fp4kit: error: ' prefix."""
     proc = subprocess.run([str(cli), *map(str, args)], capture_output=True, text=True)
-    assert proc.returncode == 1, proc.stderr + proc.stdout
+    assert proc.returncode in (1, 2), proc.stderr + proc.stdout
     prefix = "fp4kit: error: "  # after any "fp4kit: warning: " lines
     assert prefix in proc.stderr, proc.stderr
-    return proc.stderr.split(prefix, 1)[1].rstrip("\n")
+    return proc.returncode, proc.stderr.split(prefix, 1)[1].rstrip("\n")
 
 
 # --- the installation --------------------------------------------------------------------------
@@ -200,11 +201,15 @@ def test_errors_carry_the_cli_messages(cli, shared_data, tmp_path):
     (tmp_path / "busy" / "x").write_text("x")
     cases.append((["quantize", src, tmp_path / "busy", "--weights-only"],
                   lambda: fp4kit.quantize(src, tmp_path / "busy", weights_only=True)))
+    codes = set()
     for args, call in cases:
-        expected = cli_error(cli, *args)
+        code, expected = cli_error(cli, *args)
         with pytest.raises(fp4kit.Error) as e:
             call()
         assert str(e.value) == expected, args
+        assert isinstance(e.value, fp4kit.UsageError) == (code == 2), args
+        codes.add(code)
+    assert codes == {1, 2}
     assert not (tmp_path / "o2").exists() and (tmp_path / "busy" / "x").read_text() == "x"
 
 
