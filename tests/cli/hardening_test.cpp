@@ -564,3 +564,24 @@ TEST(Hardening, VerifyRefusesImplausibleScales) {
 
 }  // namespace
 }  // namespace fp4kit
+
+namespace fp4kit {
+namespace {
+
+// ---- 10. data that never ends -------------------------------------------------------------------
+
+TEST(Hardening, DataFromADeviceIsRefusedNotReadForever) {
+  TempDir tmp;
+  const auto src = make_src(tmp);
+  for (const std::string& cmd :
+       {bin() + " calibrate " + quote(src.string()) + " --data /dev/zero --samples 1 --seq-len 8 -o " +
+            quote((tmp / "s.safetensors").string()),
+        bin() + " eval " + quote(src.string()) + " --data /dev/zero --ctx 8"}) {
+    const auto r = run_command("timeout 20 " + cmd);
+    EXPECT_EQ(r.exit_code, 1) << cmd << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, "not a regular file")) << r.output;
+  }
+}
+
+}  // namespace
+}  // namespace fp4kit

@@ -18,6 +18,10 @@ std::optional<text::Tokenizer> tokenizer_if_needed(const std::filesystem::path& 
                                                    const std::filesystem::path& model_dir,
                                                    const text::CalibrationOptions& o) {
   if (!std::filesystem::exists(data)) throw Error(data.string() + ": data file not found");
+  // A device or a pipe (/dev/zero, /dev/urandom) never ends: reading it would fill the memory.
+  if (!std::filesystem::is_regular_file(data))
+    throw Error(data.string() + ": not a regular file (a device or pipe would be read without "
+                "end); give a text, JSONL or .u16/.u32 file");
   if (!needs_tokenizer(data, o)) return std::nullopt;
   const auto dir = std::filesystem::is_directory(model_dir) ? model_dir : model_dir.parent_path();
   if (!std::filesystem::exists(dir / "tokenizer.json"))
