@@ -488,7 +488,8 @@ def test_gpt_oss_config_forms_give_the_same_logits(tmp_path):
         d.mkdir()
         (d / "config.json").write_text(json.dumps(cfg))
         (d / "model.safetensors").symlink_to(tmp_path / "model" / "model.safetensors")
-        logits[name] = fp4kit_logits(binary, d, ids, d)
+        (tmp_path / f"{name}_work").mkdir()  # outputs never go inside an input checkpoint
+        logits[name] = fp4kit_logits(binary, d, ids, tmp_path / f"{name}_work")
     np.testing.assert_array_equal(logits["openai"], logits["base"])
     np.testing.assert_array_equal(logits["bare"], logits["base"])
     assert float(np.abs(logits["other_theta"] - logits["base"]).max()) > 1e-3

@@ -454,8 +454,8 @@ def test_deepseek_fp8_block_source_calibrates_like_its_bf16_cast(tmp_path):
     stats = {}
     for name, d in (("bf16", src), ("fp8", tmp_path / "fp8"), ("twin", tmp_path / "twin"),
                     ("cast16", tmp_path / "cast16")):
-        (tmp_path / name / "calib").mkdir()
-        stats[name] = fp4kit_calibrate(d, tmp_path / name / "calib")
+        (tmp_path / f"{name}_calib").mkdir()  # outputs never go inside an input checkpoint
+        stats[name] = fp4kit_calibrate(d, tmp_path / f"{name}_calib")
     amax = sorted(k for k in stats["bf16"] if k.endswith(".input_amax"))
     for other in ("fp8", "twin", "cast16"):
         assert amax == sorted(k for k in stats[other] if k.endswith(".input_amax"))

@@ -116,7 +116,7 @@ def expected_from_checkpoints(src: Path, fmt_a: Path, arch) -> dict:
 
 
 def quantize(fp4kit, src: Path, out: Path, *args) -> Path:
-    run_checked([fp4kit, "quantize", src, out, "--weights-only", *args])
+    run_checked([fp4kit, "quantize", src, out, "--weights-only", *args, "--allow-destroyed"])
     return out
 
 
@@ -291,7 +291,7 @@ def test_repack_of_modelopt_h100_export(fp4kit, tmp_path, family):
     config = json.loads((src / "config.json").read_text())
     write_byte_tokenizer(src, config["vocab_size"])
     out = tmp_path / "m.gguf"
-    run_checked([fp4kit, "quantize", src, out, "--format", "gguf"])
+    run_checked([fp4kit, "quantize", src, out, "--format", "gguf", "--allow-destroyed"])
     reader = gguf.GGUFReader(out)
     raw = {t.name: t for t in reader.tensors}
     got = read_gguf(out)
@@ -394,7 +394,7 @@ def test_byte_level_bpe_tokenizer_metadata(fp4kit, shared_data, tmp_path):
     config["vocab_size"] = vocab_size
     (src / "config.json").write_text(json.dumps(config))
     out = tmp_path / "m.gguf"
-    run_checked([fp4kit, "quantize", src, out, "--format", "gguf", "--weights-only"])
+    run_checked([fp4kit, "quantize", src, out, "--format", "gguf", "--weights-only", "--allow-destroyed"])
     f = gguf.GGUFReader(out).fields
 
     def field(key):
@@ -498,7 +498,7 @@ def test_llama3_rope_scaling_becomes_rope_freqs(fp4kit, tmp_path, shared_data, k
     config[key] = rope
     (src / "config.json").write_text(json.dumps(config))
     out = tmp_path / "m.gguf"
-    run_checked([fp4kit, "quantize", src, out, "--format", "gguf", "--weights-only"])
+    run_checked([fp4kit, "quantize", src, out, "--format", "gguf", "--weights-only", "--allow-destroyed"])
     t = {x.name: x for x in gguf.GGUFReader(out).tensors}
     got = np.asarray(t["rope_freqs.weight"].data, np.float32)
 

@@ -117,7 +117,7 @@ def test_llama_cpp_runs_the_gguf_like_fp4kit_eval(fp4kit, llama, shared_data, tm
         nonzero_shared_expert_gate(src, tmp_path / "src")
         src = tmp_path / "src"
     nvfp4, gguf_path = tmp_path / "nvfp4", tmp_path / "m.gguf"
-    run_checked([fp4kit, "quantize", src, nvfp4, "--weights-only"])
+    run_checked([fp4kit, "quantize", src, nvfp4, "--weights-only", "--allow-destroyed"])
     run_checked([fp4kit, "quantize", nvfp4, gguf_path, "--format", "gguf"])  # lossless repack
 
     full = np.fromfile(shared_data / "text" / "tinystories_val.stories260k.u16", "<u2")
