@@ -138,6 +138,116 @@ def test_deepseek_v3_logits_match_transformers_fp32(variant, tmp_path):
     check_features_matter(model, inp, ref, rng, deepseek_switches(model, variant))
 
 
+# DeepSeek-V2 (transformers' deepseek_v2): the same MLA as V3 but RoPE always on interleaved pairs
+# (complex multiplication; config.json's rope_interleave is not read) and a softmax router: greedy
+# top-k (V2-Lite, no q-LoRA) or group_limited_greedy (V2: a group scores its best expert), weights
+# times routed_scaling_factor, never renormalised (norm_topk_prob is not read), no selection bias.
+DEEPSEEK_V2 = {k: v for k, v in DEEPSEEK.items() if k != "routed_scaling_factor"}
+DEEPSEEK_V2_VARIANTS = {
+    # V2-Lite: q_proj, greedy, plain RoPE; norm_topk_prob true and rope_interleave false in
+    # config.json, both ignored by transformers (and by fp4kit)
+    "lite_greedy": dict(q_lora_rank=None, topk_method="greedy", routed_scaling_factor=1.5,
+                        norm_topk_prob=True,
+                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+    # V2: q-LoRA, YaRN (mscale_all_dim), 4 groups of 4 experts, 2 compete
+    "qlora_yarn_group_limited": dict(q_lora_rank=32, topk_method="group_limited_greedy",
+                                     n_group=4, topk_group=2, routed_scaling_factor=2.5,
+                                     rope_parameters=YARN),
+}
+
+
+def neox_rotary_emb(xq, xk, freqs_cis):
+    """DeepSeek-V2's rotary embedding applied in rotate_half form (pairs (i, i + d/2)) instead of
+    its interleaved pairs (2i, 2i + 1)."""
+    f = freqs_cis.unsqueeze(1)
+    cos = torch.cat((f.real, f.real), -1).to(xq.dtype)
+    sin = torch.cat((f.imag, f.imag), -1).to(xq.dtype)
+
+    def rot(x):
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((-x2, x1), -1)
+    return xq * cos + rot(xq) * sin, xk * cos + rot(xk) * sin
+
+
+def deepseek_v2_switches(model, variant):
+    import transformers.models.deepseek_v2.modeling_deepseek_v2 as v2
+    layers = model.model.layers
+    attn = [l.self_attn for l in layers]
+    routers = [l.mlp.gate for l in layers if hasattr(l.mlp, "gate")]
+    assert routers and len(routers) < len(layers), "needs dense and MoE layers"
+
+    def other_pairing(m):
+        old = v2.apply_rotary_emb
+        v2.apply_rotary_emb = neox_rotary_emb
+        return lambda: setattr(v2, "apply_rotary_emb", old)
+
+    def renormalised(m):
+        for r in routers:
+            fwd = r.forward
+
+            def normed(h, fwd=fwd, r=r):
+                logits, w, idx = fwd(h)
+                return logits, w / w.sum(-1, keepdim=True) * r.routed_scaling_factor, idx
+            r.forward = normed
+        return lambda: [r.__dict__.pop("forward") for r in routers]
+
+    def sigmoid_scores(m):
+        for r in routers:
+            def sig(h, r=r):
+                logits = torch.nn.functional.linear(h.view(-1, r.hidden_dim).float(),
+                                                    r.weight.float())
+                w, idx = torch.topk(logits.sigmoid(), r.top_k, dim=-1)
+                return logits, w * r.routed_scaling_factor, idx
+            r.forward = sig
+        return lambda: [r.__dict__.pop("forward") for r in routers]
+
+    s = {"no routed_scaling_factor": lambda m: set_attr(routers, "routed_scaling_factor", 1.0),
+         "rotate_half RoPE pairs": other_pairing,
+         "renormalised top-k": renormalised,
+         "sigmoid scores (V3)": sigmoid_scores}
+    if variant == "qlora_yarn_group_limited":
+        plain = (model.config.qk_nope_head_dim + model.config.qk_rope_head_dim) ** -0.5
+        assert abs(attn[0].scaling - plain) > 0.1 * plain, "mscale does not change the scale"
+        s["softmax scale without mscale"] = lambda m: set_attr(attn, "scaling", plain)
+        s["no group limit"] = lambda m: set_attr(routers, "topk_method", "greedy")
+    return s
+
+
+@pytest.mark.parametrize("variant", sorted(DEEPSEEK_V2_VARIANTS))
+def test_deepseek_v2_logits_match_transformers_fp32(variant, tmp_path):
+    cfg = transformers.DeepseekV2Config(**DEEPSEEK_V2, **DEEPSEEK_V2_VARIANTS[variant], **COMMON,
+                                        rms_norm_eps=1e-6)
+    model = random_fp32(cfg, tmp_path / "model", seed=3)
+    assert model.config.model_type == "deepseek_v2"
+    assert (model.config.q_lora_rank is None) == (variant == "lite_greedy")
+    assert not any("e_score_correction_bias" in n for n, _ in model.named_buffers())
+    if variant == "lite_greedy":  # keys transformers' V2 never reads
+        c = json.loads((tmp_path / "model" / "config.json").read_text())
+        c.update(rope_interleave=False, scoring_func="softmax")
+        (tmp_path / "model" / "config.json").write_text(json.dumps(c))
+    inp, ref, rng = logits_vs_transformers(model, tmp_path / "model", 10,
+                                           f"deepseek_v2 ({variant})", tmp_path)
+    check_features_matter(model, inp, ref, rng, deepseek_v2_switches(model, variant))
+
+
+def test_deepseek_v2_refuses_unknown_topk_method(tmp_path):
+    """transformers' DeepseekV2TopkRouter knows greedy and group_limited_greedy only (noaux_tc is
+    V3's): another topk_method is refused, naming the file and the key."""
+    cfg = transformers.DeepseekV2Config(**DEEPSEEK_V2, **DEEPSEEK_V2_VARIANTS["lite_greedy"],
+                                        **COMMON)
+    random_fp32(cfg, tmp_path / "model", seed=3)
+    c = json.loads((tmp_path / "model" / "config.json").read_text())
+    c["topk_method"] = "noaux_tc"
+    (tmp_path / "model" / "config.json").write_text(json.dumps(c))
+    ids = tmp_path / "ids.u32"
+    ids_for(10).astype("<u4").tofile(ids)
+    p = subprocess.run([fp4kit_bin(), "calibrate", str(tmp_path / "model"), "--data", str(ids),
+                        "--samples", "1", "--seq-len", "16", "-o",
+                        str(tmp_path / "stats.safetensors")], capture_output=True, text=True)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "topk_method" in p.stderr and "config.json" in p.stderr, p.stderr
+
+
 # GLM-4-MoE: head_dim 16 with partial rotary 0.5 (8 rotated dims), 8 routed experts of 32 in 2
 # groups (1 competes), top-2, routed_scaling_factor 2.5, a shared expert, layer 0 dense.
 GLM = dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
@@ -236,7 +346,7 @@ def test_olmoe_logits_match_transformers_fp32(norm_topk, tmp_path):
 # 4 x 32 windows test_quantize_modelopt calibrates on) ----
 
 def tiny_config(family: str):
-    """Tiny configs of the three families with every feature in play (DeepSeek: q-LoRA, YaRN,
+    """Tiny configs of the families with every feature in play (DeepSeek V2/V3: q-LoRA, YaRN,
     groups; GLM: qk-norm, biases, partial rotary; OLMoE: whole-row q/k norms). K of every linear
     a multiple of 16."""
     common = dict(vocab_size=VOCAB, max_position_embeddings=256, tie_word_embeddings=False,
@@ -245,12 +355,16 @@ def tiny_config(family: str):
         return transformers.DeepseekV3Config(**{**DEEPSEEK, "v_head_dim": 16},
                                              **DEEPSEEK_VARIANTS["qlora_yarn_groups"], **common,
                                              rms_norm_eps=1e-6)
+    if family == "deepseek_v2":  # V2: q-LoRA, YaRN, group_limited_greedy
+        return transformers.DeepseekV2Config(
+            **{**DEEPSEEK_V2, "v_head_dim": 16},
+            **DEEPSEEK_V2_VARIANTS["qlora_yarn_group_limited"], **common, rms_norm_eps=1e-6)
     if family == "glm4_moe":
         return transformers.Glm4MoeConfig(**GLM, **GLM_VARIANTS["qk_norm_bias"], **common)
     return transformers.OlmoeConfig(**OLMOE, norm_topk_prob=False, **common)
 
 
-ARCH = {"deepseek_v3": "DeepseekV3ForCausalLM", "glm4_moe": "Glm4MoeForCausalLM",
+ARCH = {"deepseek_v2": "DeepseekV2ForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM", "glm4_moe": "Glm4MoeForCausalLM",
         "olmoe": "OlmoeForCausalLM"}
 
 
@@ -276,6 +390,9 @@ def save_tiny_bf16(family: str, path: Path) -> Path:
 
 
 MUST_CALIBRATE = {
+    "deepseek_v2": ["self_attn.q_a_proj", "self_attn.q_b_proj", "self_attn.kv_a_proj_with_mqa",
+                    "self_attn.kv_b_proj", "self_attn.o_proj", "mlp.shared_experts.gate_proj",
+                    "mlp.shared_experts.down_proj", "mlp.experts.*.gate_up", "mlp.gate_proj"],
     "deepseek_v3": ["self_attn.q_a_proj", "self_attn.q_b_proj", "self_attn.kv_a_proj_with_mqa",
                     "self_attn.kv_b_proj", "self_attn.o_proj", "mlp.shared_experts.gate_proj",
                     "mlp.shared_experts.down_proj", "mlp.experts.*.gate_up", "mlp.gate_proj"],
@@ -355,7 +472,7 @@ def test_calibrate_then_quantize_w4a4_equals_modelopt_export(family, tmp_path):
     ours, theirs = read_tensors(out), read_tensors(run.modelopt)
     q_ours, q_theirs = quantized_modules(ours), quantized_modules(theirs)
     assert q_theirs and q_ours == q_theirs, (sorted(q_ours ^ q_theirs))
-    if family == "deepseek_v3":
+    if family.startswith("deepseek"):
         assert any(m.endswith("self_attn.kv_b_proj") for m in q_theirs)
         assert any(m.endswith("mlp.shared_experts.down_proj") for m in q_theirs)
     worst = 0.0

@@ -141,6 +141,79 @@ TEST(MlaOps, SingleGroupRouterIsPlainTopkOfBiasedSigmoid) {
   }
 }
 
+// DeepseekV2TopkRouter.forward for one token in float64: softmax over all experts; greedy (G = 1)
+// or group_limited_greedy (a group scores its max, the topk_group best groups keep their scores,
+// the rest are set to 0); top-k; weight = score x routed_scaling_factor (no renormalisation).
+RefRoute ref_route_v2(const float* lg, size_t E, size_t G, size_t topk_group, size_t K,
+                      double scaling) {
+  std::vector<double> p(E);
+  double mx = -INFINITY, sum = 0;
+  for (size_t e = 0; e < E; ++e) mx = std::max(mx, static_cast<double>(lg[e]));
+  for (size_t e = 0; e < E; ++e) sum += (p[e] = std::exp(lg[e] - mx));
+  for (double& v : p) v /= sum;
+  const size_t per = E / G;
+  std::vector<double> gs(G, -INFINITY);
+  for (size_t e = 0; e < E; ++e) gs[e / per] = std::max(gs[e / per], p[e]);  // .max(dim=-1)
+  std::vector<size_t> gi(G);
+  std::iota(gi.begin(), gi.end(), 0);
+  std::sort(gi.begin(), gi.end(), [&](size_t a, size_t b) { return gs[a] > gs[b]; });
+  const std::set<size_t> keep(gi.begin(), gi.begin() + topk_group);
+  for (size_t e = 0; e < E; ++e)
+    if (!keep.count(e / per)) p[e] = 0.0;  // masked_fill(~score_mask, 0.0)
+  std::vector<int> ei(E);
+  std::iota(ei.begin(), ei.end(), 0);
+  std::sort(ei.begin(), ei.end(), [&](int a, int b) { return p[a] > p[b]; });
+  RefRoute r;
+  for (size_t j = 0; j < K; ++j) {
+    r.idx.push_back(ei[j]);
+    r.w.push_back(p[ei[j]] * scaling);
+  }
+  return r;
+}
+
+// DeepSeek-V2's routers: greedy (SoftmaxTopk with routed_scaling_factor, unnormalised) and
+// group_limited_greedy (SoftmaxGroupTopk: 16 experts in 4 groups, 2 compete, top-3), against the
+// float64 reference; the group stage changes the winners of some tokens (checked).
+TEST(MlaOps, DeepseekV2SoftmaxRoutersMatchFloat64Reference) {
+  std::mt19937 g(6);
+  const size_t T = 64, E = 16, G = 4, TG = 2, K = 3;
+  const auto logits = randv(g, T * E, 1.5f);
+  auto be = make_cpu_backend();
+  const Buffer lb = be->upload(std::vector<float>(logits));
+  size_t group_changed = 0;
+  for (bool grouped : {false, true}) {
+    RouterOptions o;
+    o.kind = grouped ? RouterKind::SoftmaxGroupTopk : RouterKind::SoftmaxTopk;
+    o.top_k = K;
+    o.n_group = grouped ? G : 1;
+    o.topk_group = grouped ? TG : 1;
+    o.scaling = 16.0f;  // DeepSeek-V2's routed_scaling_factor
+    const Routes r = be->route(lb.f(), T, E, o);
+    ASSERT_EQ(r.k, K);
+    for (size_t t = 0; t < T; ++t) {
+      const RefRoute want =
+          ref_route_v2(logits.data() + t * E, E, grouped ? G : 1, grouped ? TG : 1, K, 16.0);
+      std::vector<std::pair<int, double>> a, b;
+      for (size_t j = 0; j < K; ++j) {
+        a.emplace_back(r.expert[t * K + j], r.weight[t * K + j]);
+        b.emplace_back(want.idx[j], want.w[j]);
+      }
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      for (size_t j = 0; j < K; ++j) {
+        EXPECT_EQ(a[j].first, b[j].first) << "token " << t << " grouped " << grouped;
+        EXPECT_NEAR(a[j].second, b[j].second, 1e-5 * std::max(1.0, b[j].second));
+      }
+      if (grouped) {
+        const RefRoute plain = ref_route_v2(logits.data() + t * E, E, 1, 1, K, 16.0);
+        auto sorted = [](std::vector<int> v) { std::sort(v.begin(), v.end()); return v; };
+        group_changed += sorted(plain.idx) != sorted(want.idx);
+      }
+    }
+  }
+  EXPECT_GT(group_changed, 5u);
+}
+
 // Causal attention with q/k heads of 12 and value heads of 8 (v in its own buffer with its own
 // stride), two query heads per kv head: out against a float64 softmax(q k^T s) v.
 TEST(MlaOps, AttentionWithNarrowerValueHeadsMatchesFloat64Reference) {

@@ -81,15 +81,20 @@ enum class RouterKind {
   // two largest c, only the topk_group best groups compete; top-k of c among their experts;
   // weight = s, divided by (sum of the k weights + 1e-20) when norm_topk.
   SigmoidGroupTopk,
+  // DeepSeek-V2 group_limited_greedy (DeepseekV2TopkRouter): p = softmax over all experts; a
+  // group of E / n_group consecutive experts scores its largest p; only the topk_group best
+  // groups compete; top-k of p among their experts; weight = p (renormalised when norm_topk).
+  SoftmaxGroupTopk,
 };
 
 struct RouterOptions {
   RouterKind kind = RouterKind::SoftmaxTopk;
   size_t top_k = 1;
-  bool norm_topk = false;  // SoftmaxTopk, SigmoidGroupTopk: renormalise the k weights
+  bool norm_topk = false;  // SoftmaxTopk, Sigmoid/SoftmaxGroupTopk: renormalise the k weights
   // SigmoidGroupTopk: [experts] in backend memory (e_score_correction_bias), or null (zeros).
   const float* selection_bias = nullptr;
-  size_t n_group = 1, topk_group = 1;  // SigmoidGroupTopk; n_group divides the expert count
+  // SigmoidGroupTopk, SoftmaxGroupTopk; n_group divides the expert count
+  size_t n_group = 1, topk_group = 1;
   float scaling = 1.0f;  // every weight is multiplied by it last (routed_scaling_factor)
 };
 

@@ -16,7 +16,7 @@ namespace fp4kit::engine {
 
 enum class Family {
   Llama, Mistral, Qwen2, Qwen3, Qwen2Moe, Qwen3Moe, Mixtral, GptOss, Llama4, Qwen3Next, Qwen3_5Moe,
-  DeepseekV3, Glm4Moe, Olmoe
+  DeepseekV2, DeepseekV3, Glm4Moe, Olmoe
 };
 
 // A 2-D linear weight: a whole tensor, or a row range of a fused 3-D expert tensor viewed as
@@ -118,6 +118,10 @@ enum class Routing {
   // DeepSeek-V3 / GLM-4-MoE: sigmoid scores, e_score_correction_bias for selection only,
   // group-limited top-k, routed_scaling_factor (backend.hpp: RouterKind::SigmoidGroupTopk).
   SigmoidGroupTopk,
+  // DeepSeek-V2 topk_method group_limited_greedy: softmax scores, a group scores its largest,
+  // the topk_group best groups compete, weight = score x routed_scaling_factor
+  // (RouterKind::SoftmaxGroupTopk). V2's greedy is SoftmaxTopk with the scaling.
+  SoftmaxGroupTopk,
 };
 
 struct ModelSpec {
@@ -127,8 +131,8 @@ struct ModelSpec {
   int64_t n_experts = 0, top_k = 0;
   bool norm_topk = false;  // renormalise the top-k routing weights (always for Mixtral)
   Routing routing = Routing::SoftmaxTopk;
-  int64_t n_group = 1, topk_group = 1;  // SigmoidGroupTopk
-  float routed_scaling = 1.0f;          // SigmoidGroupTopk: routed_scaling_factor
+  int64_t n_group = 1, topk_group = 1;  // SigmoidGroupTopk, SoftmaxGroupTopk
+  float routed_scaling = 1.0f;          // routed_scaling_factor (every weight times it, last)
   MlaDims mla;                          // layers with LayerSpec::mla
   // gpt-oss experts' clamped SwiGLU: gate <= limit, |up| <= limit, (up + 1) * gate * sigmoid(alpha
   // gate); 0 = plain silu(gate) * up.

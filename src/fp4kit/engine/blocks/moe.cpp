@@ -156,10 +156,19 @@ std::unique_ptr<Block> load_moe(const Checkpoint& ckpt, const ModelSpec& S, cons
   c.router.top_k = static_cast<size_t>(S.top_k);
   c.router.norm_topk = S.norm_topk;
   switch (S.routing) {
-    case Routing::SoftmaxTopk: c.router.kind = RouterKind::SoftmaxTopk; break;
+    case Routing::SoftmaxTopk:
+      c.router.kind = RouterKind::SoftmaxTopk;
+      c.router.scaling = S.routed_scaling;
+      break;
     case Routing::TopkSoftmax: c.router.kind = RouterKind::TopkSoftmax; break;
     case Routing::SigmoidGroupTopk:
       c.router.kind = RouterKind::SigmoidGroupTopk;
+      c.router.n_group = static_cast<size_t>(S.n_group);
+      c.router.topk_group = static_cast<size_t>(S.topk_group);
+      c.router.scaling = S.routed_scaling;
+      break;
+    case Routing::SoftmaxGroupTopk:
+      c.router.kind = RouterKind::SoftmaxGroupTopk;
       c.router.n_group = static_cast<size_t>(S.n_group);
       c.router.topk_group = static_cast<size_t>(S.topk_group);
       c.router.scaling = S.routed_scaling;

@@ -267,6 +267,25 @@ void route_sigmoid_group(const float* lg, size_t E, const RouterOptions& opt,
   }
 }
 
+// RouterKind::SoftmaxGroupTopk's group stage (DeepseekV2TopkRouter, group_limited_greedy): a
+// group of consecutive experts scores its largest probability; the probabilities outside the
+// `keep` best groups become 0 (as transformers' masked_fill), so top-k picks inside them.
+void limit_to_groups(std::vector<float>& p, size_t G, size_t keep_groups) {
+  const size_t per = p.size() / G;
+  std::vector<float> gs(G);
+  std::vector<int32_t> gi(G);
+  for (size_t g = 0; g < G; ++g) {
+    gs[g] = *std::max_element(p.begin() + static_cast<std::ptrdiff_t>(g * per),
+                              p.begin() + static_cast<std::ptrdiff_t>((g + 1) * per));
+    gi[g] = static_cast<int32_t>(g);
+  }
+  std::stable_sort(gi.begin(), gi.end(), [&](int32_t x, int32_t y) { return gs[x] > gs[y]; });
+  std::vector<char> keep(G, 0);
+  for (size_t j = 0; j < keep_groups && j < G; ++j) keep[static_cast<size_t>(gi[j])] = 1;
+  for (size_t e = 0; e < p.size(); ++e)
+    if (!keep[e / per]) p[e] = 0.0f;
+}
+
 }  // namespace
 
 Routes route_topk(const float* logits, size_t T, size_t E, const RouterOptions& opt) {
@@ -312,6 +331,8 @@ Routes route_topk(const float* logits, size_t T, size_t E, const RouterOptions& 
       float sum = 0.0f;
       for (size_t e = 0; e < E; ++e) sum += (p[e] = std::exp(lg[e] - mx));
       for (size_t e = 0; e < E; ++e) p[e] /= sum;
+      if (opt.kind == RouterKind::SoftmaxGroupTopk && opt.n_group > 1)
+        limit_to_groups(p, opt.n_group, opt.topk_group);
       // Largest probability first; ties keep the lower expert index (torch.topk on CPU).
       std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return p[a] > p[b]; });
       float wsum = 0.0f;

@@ -1,8 +1,16 @@
-// DeepSeek-V3 / R1 (transformers' deepseek_v3; Kimi-K2 checkpoints are this model too):
-// multi-head latent attention (blocks/mla), dense MLP before first_k_dense_replace, then MoE with
-// the group-limited sigmoid router (e_score_correction_bias for selection only,
-// routed_scaling_factor) and shared_experts. Layers past num_hidden_layers (the MTP layer) are
-// never read. Config defaults are DeepseekV3Config's.
+// DeepSeek-V2 / V2-Lite (transformers' deepseek_v2) and DeepSeek-V3 / R1 (deepseek_v3; Kimi-K2
+// checkpoints are this model too): multi-head latent attention (blocks/mla), dense MLP before
+// first_k_dense_replace, then MoE with shared_experts. Layers past num_hidden_layers (the MTP
+// layer) are never read. Config defaults are DeepseekV2Config's / DeepseekV3Config's.
+// What V2 does differently (DeepseekV2TopkRouter, DeepseekV2RotaryEmbedding):
+//   - router: softmax over all experts; topk_method "greedy" = plain top-k, "group_limited_greedy"
+//     = the topk_group groups with the largest single score compete; weight = score x
+//     routed_scaling_factor (default 1), never renormalised (norm_topk_prob is not read); no
+//     e_score_correction_bias; scoring_func is not read (always softmax);
+//   - RoPE: always on interleaved pairs (complex multiplication); rope_interleave is not read;
+//   - first_k_dense_replace defaults to 0.
+// V3: sigmoid scores, e_score_correction_bias for selection only, group-limited top-k (a group
+// scores the sum of its two best), routed_scaling_factor (default 2.5), norm_topk_prob.
 #include <cmath>
 
 #include <fmt/format.h>
@@ -24,7 +32,8 @@ double yarn_get_mscale(double scale, double mscale) {
   return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
 }
 
-void configure(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
+// What V2 and V3 share: the MLA dimensions, the RoPE and the softmax scale.
+void configure_mla(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, bool v2) {
   const nlohmann::json& text = cfg.text;
   const std::string label = (ckpt.dir() / "config.json").string();
   MlaDims& m = s.mla;
@@ -34,14 +43,15 @@ void configure(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
   m.qk_nope = json_int(text, "qk_nope_head_dim", 128);
   m.qk_rope = json_int(text, "qk_rope_head_dim", 64);
   m.v = json_int(text, "v_head_dim", 128);
-  m.rope_interleave = json_bool(text, "rope_interleave", true);
+  m.rope_interleave = v2 || json_bool(text, "rope_interleave", true);
   if (m.q_lora_rank < 0 || m.kv_lora_rank <= 0 || m.qk_nope < 0 || m.qk_rope <= 0 ||
       m.qk_rope % 2 != 0 || m.qk_rope > 1024 || m.v <= 0)
     throw Error(fmt::format("{}: MLA dimensions q_lora_rank {}, kv_lora_rank {}, "
                             "qk_nope_head_dim {}, qk_rope_head_dim {} (even), v_head_dim {} are "
                             "not usable", label, m.q_lora_rank, m.kv_lora_rank, m.qk_nope,
                             m.qk_rope, m.v));
-  s.head_dim = m.qk_rope;  // DeepseekV3Config: head_dim = qk_rope_head_dim (the RoPE width)
+  // DeepseekV2/V3Config: head_dim = qk_rope_head_dim (the RoPE width)
+  s.head_dim = m.qk_rope;
   s.rope = RopeParams::from_config(text, cfg.rope_theta, static_cast<int>(m.qk_rope), label);
   // yarn_apply_mscale: qk_head_dim^-1/2, times mscale(factor, mscale_all_dim)^2 for a scaled RoPE.
   double scale = 1.0 / std::sqrt(static_cast<double>(m.qk_nope + m.qk_rope));
@@ -50,10 +60,44 @@ void configure(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
     scale = scale * ms * ms;
   }
   m.softmax_scale = static_cast<float>(scale);
-  configure_sigmoid_group_router(cfg, s, label, 8, 4, 2.5);
 }
 
-void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t l, LayerSpec& L) {
+void configure_v3(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
+  configure_mla(ckpt, cfg, s, false);
+  configure_sigmoid_group_router(cfg, s, (ckpt.dir() / "config.json").string(), 8, 4, 2.5);
+}
+
+void configure_v2(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
+  const nlohmann::json& text = cfg.text;
+  const std::string label = (ckpt.dir() / "config.json").string();
+  configure_mla(ckpt, cfg, s, true);
+  s.routed_scaling = static_cast<float>(json_num(text, "routed_scaling_factor", 1.0));
+  s.norm_topk = false;  // DeepseekV2TopkRouter deletes norm_topk_prob: never renormalised
+  auto tm = text.find("topk_method");
+  const std::string method =
+      tm == text.end() || tm->is_null() ? "greedy" : (tm->is_string() ? tm->get<std::string>() : "");
+  if (method == "greedy") {
+    s.routing = Routing::SoftmaxTopk;
+    return;
+  }
+  if (method != "group_limited_greedy")
+    throw Error(fmt::format("{}: topk_method {} is not one DeepSeek-V2 defines (greedy, "
+                            "group_limited_greedy)", label, tm->dump()));
+  s.routing = Routing::SoftmaxGroupTopk;
+  s.n_group = json_int(text, "n_group", 0);
+  s.topk_group = json_int(text, "topk_group", 0);
+  const int64_t per = s.n_group > 0 ? s.n_experts / s.n_group : 0;
+  if (s.n_group <= 0 || s.n_experts % s.n_group != 0 || s.topk_group <= 0 ||
+      s.topk_group > s.n_group || s.top_k > s.topk_group * per)
+    throw Error(fmt::format("{}: group_limited_greedy needs n_group dividing the {} experts and "
+                            "0 < topk_group <= n_group with num_experts_per_tok {} at most "
+                            "topk_group x experts per group (n_group {}, topk_group {})",
+                            label, s.n_experts, s.top_k, s.n_group, s.topk_group));
+}
+
+// Layer `l` of V2 (first_k_dense_replace default 0) or V3 (default 3).
+void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t l, LayerSpec& L,
+           int64_t default_first_k) {
   const MlaDims& m = s.mla;
   const std::string a = L.prefix + "self_attn.";
   const auto H = static_cast<uint64_t>(s.hidden), nh = static_cast<uint64_t>(s.n_heads);
@@ -83,7 +127,17 @@ void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t
                             "{}, kv_lora_rank {}, qk_nope/rope/v head dims {}/{}/{}",
                             ckpt.dir().string(), l, a, s.n_heads, m.q_lora_rank, m.kv_lora_rank,
                             m.qk_nope, m.qk_rope, m.v));
-  first_k_dense_mlp(ckpt, cfg, s, l, 3, L);
+  first_k_dense_mlp(ckpt, cfg, s, l, default_first_k, L);
+}
+
+void layer_v2(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t l,
+              LayerSpec& L) {
+  layer(ckpt, cfg, s, l, L, 0);
+}
+
+void layer_v3(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t l,
+              LayerSpec& L) {
+  layer(ckpt, cfg, s, l, L, 3);
 }
 
 std::vector<BlockLoader> blocks(const Checkpoint& ckpt, const ModelSpec& S, const LayerSpec& L,
@@ -99,12 +153,24 @@ std::vector<BlockLoader> blocks(const Checkpoint& ckpt, const ModelSpec& S, cons
 
 }  // namespace
 
+const FamilyDef& deepseek_v2_family() {
+  static const FamilyDef d = [] {
+    FamilyDef f{Family::DeepseekV2, "deepseek_v2", {"deepseek_v2"}};
+    f.moe = true;
+    f.configure = configure_v2;
+    f.layer = layer_v2;
+    f.blocks = blocks;
+    return f;
+  }();
+  return d;
+}
+
 const FamilyDef& deepseek_v3_family() {
   static const FamilyDef d = [] {
     FamilyDef f{Family::DeepseekV3, "deepseek_v3", {"deepseek_v3"}};
     f.moe = true;
-    f.configure = configure;
-    f.layer = layer;
+    f.configure = configure_v3;
+    f.layer = layer_v3;
     f.blocks = blocks;
     return f;
   }();

@@ -12,6 +12,7 @@ const FamilyDef& gpt_oss_family();
 const FamilyDef& llama4_family();
 const FamilyDef& qwen3_next_family();
 const FamilyDef& qwen3_5_moe_family();
+const FamilyDef& deepseek_v2_family();
 const FamilyDef& deepseek_v3_family();
 const FamilyDef& glm4_moe_family();
 const FamilyDef& olmoe_family();
@@ -25,6 +26,7 @@ const std::vector<const FamilyDef*>& all() {
     v.push_back(&llama4_family());
     v.push_back(&qwen3_next_family());
     v.push_back(&qwen3_5_moe_family());
+    v.push_back(&deepseek_v2_family());
     v.push_back(&deepseek_v3_family());
     v.push_back(&glm4_moe_family());
     v.push_back(&olmoe_family());
