@@ -248,6 +248,117 @@ def test_deepseek_v2_refuses_unknown_topk_method(tmp_path):
     assert "topk_method" in p.stderr and "config.json" in p.stderr, p.stderr
 
 
+# Kimi-K2 (Instruct, Base, 0905, Thinking) as Moonshot publishes its config.json: model_type
+# "kimi_k2", architectures ["DeepseekV3ForCausalLM"], auto_map to DeepSeek-V3's own code, Kimi's
+# values (one expert group, routed_scaling_factor 2.827, rope_theta 50000, YaRN factor 32 with
+# beta_fast = beta_slow = 1 in the legacy rope_scaling form, one dense layer), no head_dim. Scaled
+# down to the tiny DeepSeek-V3 of this file.
+def kimi_k2_config() -> dict:
+    return {
+        "architectures": ["DeepseekV3ForCausalLM"],
+        "auto_map": {"AutoConfig": "configuration_deepseek.DeepseekV3Config",
+                     "AutoModel": "modeling_deepseek.DeepseekV3Model",
+                     "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM"},
+        "model_type": "kimi_k2", "attention_bias": False, "attention_dropout": 0.0,
+        "aux_loss_alpha": 0.001, "bos_token_id": 1, "eos_token_id": 2, "ep_size": 1,
+        "first_k_dense_replace": 1, "hidden_act": "silu", "hidden_size": 64,
+        "initializer_range": 0.02, "intermediate_size": 96, "kv_lora_rank": 32,
+        "max_position_embeddings": 256, "moe_intermediate_size": 32, "moe_layer_freq": 1,
+        "n_group": 1, "n_routed_experts": 16, "n_shared_experts": 1, "norm_topk_prob": True,
+        "num_attention_heads": 4, "num_experts_per_tok": 3, "num_hidden_layers": 3,
+        "num_key_value_heads": 4, "num_nextn_predict_layers": 0, "pretraining_tp": 1,
+        "q_lora_rank": 32, "qk_nope_head_dim": 16, "qk_rope_head_dim": 16, "rms_norm_eps": 1e-6,
+        "rope_scaling": {"beta_fast": 1.0, "beta_slow": 1.0, "factor": 32.0, "mscale": 1.0,
+                         "mscale_all_dim": 1.0, "original_max_position_embeddings": 4096,
+                         "type": "yarn"},
+        "rope_theta": 50000.0, "routed_scaling_factor": 2.827, "scoring_func": "sigmoid",
+        "seq_aux": True, "tie_word_embeddings": False, "topk_group": 1,
+        "topk_method": "noaux_tc", "torch_dtype": "bfloat16", "use_cache": True,
+        "v_head_dim": 24, "vocab_size": VOCAB,
+    }
+
+
+def kimi_k2_checkpoints(tmp_path: Path):
+    """The tiny model's weights under Kimi's config.json (`kimi`) and under the same config with
+    model_type deepseek_v3 (`as_v3`: what Kimi's deployment guide tells frameworks without
+    kimi_k2 to do, and what transformers' kimi_k25 does to a kimi_k2 text config)."""
+    import shutil
+    cfg = kimi_k2_config()
+    v3 = transformers.DeepseekV3Config(**{**{k: v for k, v in cfg.items()
+                                              if k not in ("model_type", "auto_map")},
+                                           "rope_parameters": {**cfg["rope_scaling"],
+                                                               "rope_type": "yarn",
+                                                               "rope_theta": cfg["rope_theta"]}})
+    random_fp32(v3, tmp_path / "src", seed=4)
+    dirs = {}
+    for name, model_type in (("kimi", "kimi_k2"), ("as_v3", "deepseek_v3")):
+        d = tmp_path / name
+        d.mkdir()
+        shutil.copy(tmp_path / "src" / "model.safetensors", d / "model.safetensors")
+        (d / "config.json").write_text(json.dumps({**cfg, "model_type": model_type}))
+        dirs[name] = d
+    return dirs
+
+
+def test_kimi_k2_config_runs_as_deepseek_v3(tmp_path):
+    """fp4kit eval on the kimi_k2 checkpoint against transformers' DeepseekV3 on the as_v3 twin
+    (float32): logits within 1e-4 of the range; Kimi's YaRN matters (the softmax scale with
+    mscale); calibrate gives the two checkpoints the same statistics, and quantize --stats the
+    same W4A4 tensors, byte for byte."""
+    from safetensors.torch import load_file
+    dirs = kimi_k2_checkpoints(tmp_path)
+    ref_model = transformers.AutoModelForCausalLM.from_pretrained(
+        dirs["as_v3"], dtype=torch.float32, attn_implementation="eager").eval()
+    assert ref_model.config.rope_parameters["rope_type"] == "yarn"
+    assert ref_model.config.rope_parameters["rope_theta"] == 50000.0
+    inp, ref, rng = logits_vs_transformers(ref_model, dirs["kimi"], 11, "kimi_k2", tmp_path)
+    attn = [l.self_attn for l in ref_model.model.layers]
+    routers = [l.mlp.gate for l in ref_model.model.layers if hasattr(l.mlp, "gate")]
+    plain = (16 + 16) ** -0.5
+    check_features_matter(ref_model, inp, ref, rng, {
+        "softmax scale without mscale": lambda m: set_attr(attn, "scaling", plain),
+        "no routed_scaling_factor": lambda m: set_attr(routers, "routed_scaling_factor", 1.0)})
+    ids = tmp_path / "ids.u32"
+    ids_for(12).astype("<u4").tofile(ids)
+    stats = {}
+    for name, d in dirs.items():
+        out = tmp_path / f"{name}.stats.safetensors"
+        p = subprocess.run([fp4kit_bin(), "calibrate", str(d), "--data", str(ids), "--samples",
+                            "1", "--seq-len", "32", "-o", str(out)], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        stats[name] = load_file(out)
+    assert stats["kimi"].keys() == stats["as_v3"].keys()
+    assert any("kv_b_proj" in k for k in stats["kimi"])
+    for k, v in stats["kimi"].items():
+        assert torch.equal(v, stats["as_v3"][k]), k
+    # W4A4 from those stats: the same tensors, and the output keeps Kimi's model_type.
+    from test_quantize_modelopt import fp4kit_quantize, read_tensors
+    outs = {name: fp4kit_quantize(d, tmp_path / f"{name}.w4a4",
+                                  ["--stats", tmp_path / f"{name}.stats.safetensors"])
+            for name, d in dirs.items()}
+    a, b = read_tensors(outs["kimi"]), read_tensors(outs["as_v3"])
+    assert a.keys() == b.keys() and any(k.endswith("kv_b_proj.input_scale") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert json.loads((outs["kimi"] / "config.json").read_text())["model_type"] == "kimi_k2"
+
+
+def test_kimi_k2_with_another_architecture_is_refused(tmp_path):
+    """model_type kimi_k2 is accepted as what Moonshot publishes (DeepseekV3ForCausalLM); under
+    another architecture it is not known to be that model: refused, naming the file."""
+    dirs = kimi_k2_checkpoints(tmp_path)
+    c = json.loads((dirs["kimi"] / "config.json").read_text())
+    c["architectures"] = ["KimiK2ForCausalLM"]
+    (dirs["kimi"] / "config.json").write_text(json.dumps(c))
+    ids = tmp_path / "ids.u32"
+    ids_for(12).astype("<u4").tofile(ids)
+    p = subprocess.run([fp4kit_bin(), "calibrate", str(dirs["kimi"]), "--data", str(ids),
+                        "--samples", "1", "--seq-len", "16", "-o", str(tmp_path / "s.safetensors")],
+                       capture_output=True, text=True)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "KimiK2ForCausalLM" in p.stderr and "config.json" in p.stderr, p.stderr
+
+
 # GLM-4-MoE: head_dim 16 with partial rotary 0.5 (8 rotated dims), 8 routed experts of 32 in 2
 # groups (1 competes), top-2, routed_scaling_factor 2.5, a shared expert, layer 0 dense.
 GLM = dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,

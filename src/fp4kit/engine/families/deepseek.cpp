@@ -1,5 +1,5 @@
-// DeepSeek-V2 / V2-Lite (transformers' deepseek_v2) and DeepSeek-V3 / R1 (deepseek_v3; Kimi-K2
-// checkpoints are this model too): multi-head latent attention (blocks/mla), dense MLP before
+// DeepSeek-V2 / V2-Lite (transformers' deepseek_v2) and DeepSeek-V3 / R1 (deepseek_v3; Kimi-K2's
+// kimi_k2 configs are this model too, see check_kimi_k2): multi-head latent attention (blocks/mla), dense MLP before
 // first_k_dense_replace, then MoE with shared_experts. Layers past num_hidden_layers (the MTP
 // layer) are never read. Config defaults are DeepseekV2Config's / DeepseekV3Config's.
 // What V2 does differently (DeepseekV2TopkRouter, DeepseekV2RotaryEmbedding):
@@ -62,7 +62,24 @@ void configure_mla(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s,
   m.softmax_scale = static_cast<float>(scale);
 }
 
+// Kimi-K2 (Instruct, Base, 0905, Thinking) publishes config.json with model_type "kimi_k2",
+// architectures ["DeepseekV3ForCausalLM"] and auto_map to DeepSeek-V3's own configuration /
+// modeling code: the DeepSeek-V3 model with Kimi's values (384 experts, one group, 64 heads,
+// routed_scaling_factor 2.827, YaRN). transformers' kimi_k25 maps a kimi_k2 text config to
+// deepseek_v3 the same way. Another architecture under that model_type is not that model.
+void check_kimi_k2(const ModelConfig& cfg, const std::string& label) {
+  if (cfg.model_type != "kimi_k2" || cfg.architectures.empty()) return;
+  for (const std::string& a : cfg.architectures)
+    if (a == "DeepseekV3ForCausalLM") return;
+  std::string names;
+  for (const std::string& a : cfg.architectures) names += (names.empty() ? "" : ", ") + a;
+  throw Error(fmt::format("{}: model_type kimi_k2 with architectures [{}]: the engine runs "
+                          "Kimi-K2 as published (architectures DeepseekV3ForCausalLM, the "
+                          "DeepSeek-V3 model)", label, names));
+}
+
 void configure_v3(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
+  check_kimi_k2(cfg, (ckpt.dir() / "config.json").string());
   configure_mla(ckpt, cfg, s, false);
   configure_sigmoid_group_router(cfg, s, (ckpt.dir() / "config.json").string(), 8, 4, 2.5);
 }
@@ -167,7 +184,7 @@ const FamilyDef& deepseek_v2_family() {
 
 const FamilyDef& deepseek_v3_family() {
   static const FamilyDef d = [] {
-    FamilyDef f{Family::DeepseekV3, "deepseek_v3", {"deepseek_v3"}};
+    FamilyDef f{Family::DeepseekV3, "deepseek_v3", {"deepseek_v3", "kimi_k2"}};
     f.moe = true;
     f.configure = configure_v3;
     f.layer = layer_v3;

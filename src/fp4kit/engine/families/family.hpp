@@ -47,7 +47,7 @@ struct FamilyDef {
 // The family answering to `model_type`, or null.
 const FamilyDef* find_family(const std::string& model_type);
 const FamilyDef& family_def(Family id);
-// "llama, mistral, ..." for error messages.
+// Every model_type the engine answers to ("llama, mistral, ...") for error messages.
 std::string supported_model_types();
 
 // The blocks of layer `layer`, in order (`activations`: honour W4A4 input scales).

@@ -51,10 +51,11 @@ const FamilyDef& family_def(Family id) {
 
 std::string supported_model_types() {
   std::string out;
-  for (const FamilyDef* d : all()) {
-    if (!out.empty()) out += ", ";
-    out += d->name;
-  }
+  for (const FamilyDef* d : all())
+    for (const std::string& t : d->model_types) {
+      if (!out.empty()) out += ", ";
+      out += t;
+    }
   return out;
 }
 
