@@ -585,3 +585,143 @@ TEST(Hardening, DataFromADeviceIsRefusedNotReadForever) {
 
 }  // namespace
 }  // namespace fp4kit
+
+namespace fp4kit {
+namespace {
+
+// ---- 15. messages that name the file, the tensor and the real cause ---------------------------
+
+TEST(Hardening, EvalWithAZeroWeightScale2NamesTheTensorAndTheCause) {
+  TempDir tmp;
+  const auto src = make_src(tmp);
+  const auto data = make_tokens(tmp);
+  auto r = run_command(quantize_cmd(src, tmp / "q", "--weights-only"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string t = "model.layers.0.mlp.experts.1.up_proj.weight_scale_2";
+  set_scalar(tmp / "q", t, 0.0f);
+  r = run_command(bin() + " eval " + quote((tmp / "q").string()) + " --data " +
+                  quote(data.string()) + " --ctx 16 --chunks 1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, t)) << r.output;
+  EXPECT_TRUE(contains(r.output, "model.safetensors")) << r.output;
+  EXPECT_TRUE(contains(r.output, "= 0") && contains(r.output, "positive and finite")) << r.output;
+}
+
+TEST(Hardening, CalibrateNeverPrintsAnOverflowedProduct) {
+  TempDir tmp;
+  const auto src = make_src(tmp);
+  const auto data = make_tokens(tmp);
+  // Products beyond int64 printed as "= 0", "= 1" or "= -9223372036854775807".
+  const auto calibrate = [&](const std::string& sizes) {
+    return run_command(bin() + " calibrate " + quote(src.string()) + " --data " +
+                       quote(data.string()) + " " + sizes + " -o " +
+                       quote((tmp / "s.safetensors").string()));
+  };
+  for (const std::string& sizes :
+       {std::string("--samples 4611686018427387904 --seq-len 8"),
+        std::string("--samples 9223372036854775807 --seq-len 9223372036854775807"),
+        std::string("--samples 4611686018427387903 --seq-len 4611686018427387903")}) {
+    const auto r = calibrate(sizes);
+    EXPECT_EQ(r.exit_code, 1) << sizes << "\n" << r.output;
+    EXPECT_FALSE(contains(r.output, " = ")) << r.output;
+    EXPECT_TRUE(contains(r.output, "too large") && contains(r.output, "4096 tokens")) << r.output;
+    EXPECT_FALSE(fs::exists(tmp / "s.safetensors"));
+  }
+  // A product that fits is printed exactly: 2^40 x 2^20 = 2^60.
+  const auto r = calibrate("--samples 1099511627776 --seq-len 1048576");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "= 1152921504606846976")) << r.output;
+}
+
+TEST(Hardening, HugeMaxShardSizeIsReportedAsTooLarge) {
+  TempDir tmp;
+  const auto src = make_src(tmp);
+  for (const char* size : {"1e30GB", "99999999999999999999999", "20000000000TB"}) {
+    const auto r = run_command(quantize_cmd(src, tmp / "o", std::string("--weights-only --max-shard-size ") + size));
+    EXPECT_EQ(r.exit_code, 2) << size << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, "--max-shard-size") && contains(r.output, "too large")) << r.output;
+    EXPECT_FALSE(contains(r.output, "at least 1 byte")) << r.output;
+    EXPECT_FALSE(fs::exists(tmp / "o"));
+  }
+  // The largest value is still a size (no shard limit in practice).
+  const auto r = run_command(quantize_cmd(src, tmp / "o", "--weights-only --max-shard-size 1000TB"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+TEST(Hardening, QuantizationConfigOfTheWrongTypeIsMalformedNotMissing) {
+  TempDir tmp;
+  const auto src = make_src(tmp);
+  auto r = run_command(quantize_cmd(src, tmp / "q", "--weights-only"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  fs::remove(tmp / "q" / "hf_quant_config.json");
+  edit_config(tmp / "q", [](nlohmann::json& c) { c["quantization_config"] = "modelopt"; });
+  r = run_command(bin() + " verify " + quote((tmp / "q").string()));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "quantization_config") &&
+              contains(r.output, "malformed (a string, expected an object)")) << r.output;
+  EXPECT_FALSE(contains(r.output, "neither")) << r.output;
+  // The same rule for a source checkpoint.
+  edit_config(src, [](nlohmann::json& c) { c["quantization_config"] = 7; });
+  r = run_command(quantize_cmd(src, tmp / "o", "--weights-only"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "quantization_config") && contains(r.output, "malformed (a number, expected an object)"))
+      << r.output;
+}
+
+TEST(Hardening, EvalNeverReportsANonFinitePerplexity) {
+  TempDir tmp;
+  const auto src = make_src(tmp);
+  const auto good = make_src(tmp, "good");
+  const auto data = make_tokens(tmp);
+  // An Inf in the final norm makes every logit non-finite.
+  rewrite_weights(src, [](const std::string& n, DType d, std::vector<uint8_t>& b) {
+    if (n == "model.norm.weight") {
+      EXPECT_EQ(d, DType::BF16);
+      for (size_t i = 0; i < b.size(); i += 2) { b[i] = 0x80; b[i + 1] = 0x7f; }  // bf16 +Inf
+    }
+    return true;
+  });
+  const auto r = run_command(bin() + " eval " + quote(src.string()) + " --data " +
+                             quote(data.string()) + " --ctx 16 --chunks 2");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_FALSE(contains(r.output, "PPL =")) << r.output;
+  EXPECT_TRUE(contains(r.output, "not finite") && contains(r.output, src.string())) << r.output;
+  // Against a good base: the same error, and no half-written --save-base file is left behind.
+  const auto s = run_command(bin() + " eval " + quote(src.string()) + " --base " +
+                             quote(good.string()) + " --data " + quote(data.string()) +
+                             " --ctx 16 --chunks 2 --json --save-base " +
+                             quote((tmp / "base.bin").string()));
+  EXPECT_EQ(s.exit_code, 1) << s.output;
+  EXPECT_TRUE(contains(s.output, "not finite")) << s.output;
+  EXPECT_FALSE(contains(s.output, "\"ppl\"")) << s.output;
+  EXPECT_FALSE(fs::exists(tmp / "base.bin"));
+}
+
+TEST(Hardening, NonUtf8PathsGiveValidJsonInEveryOutput) {
+  TempDir tmp;
+  const fs::path src = make_src(tmp, "src\xff");
+  const fs::path data = tmp / "tok\xfe.u16";
+  fs::rename(make_tokens(tmp), data);
+  const fs::path stats = tmp / "s\xfd.safetensors";
+  const std::string s = quote(src.string()), d = quote(data.string());
+  auto r = run_command(bin() + " calibrate " + s + " --data " + d + " --samples 2 --seq-len 16 -o " +
+                       quote(stats.string()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(quantize_cmd(src, tmp / "q\xfc", "--stats " + quote(stats.string())));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string q = quote((tmp / "q\xfc").string());
+  for (const std::string& cmd :
+       {bin() + " inspect " + q + " --json", bin() + " inspect " + quote(stats.string()) + " --json",
+        bin() + " eval " + q + " --base " + s + " --data " + d + " --ctx 16 --chunks 1 --json"}) {
+    r = run_command(cmd + " 2>/dev/null");
+    EXPECT_EQ(r.exit_code, 0) << cmd << "\n" << r.output;
+    nlohmann::json j;
+    EXPECT_NO_THROW(j = nlohmann::json::parse(r.output)) << cmd << "\n" << r.output;
+  }
+  r = run_command(bin() + " verify " + q + " --report " + quote((tmp / "v.json").string()));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NO_THROW((void)nlohmann::json::parse(read_file(tmp / "v.json")));
+}
+
+}  // namespace
+}  // namespace fp4kit

@@ -22,6 +22,7 @@
 #include "fp4kit/io/stats_file.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/parallel.hpp"
+#include "fp4kit/text/utf8.hpp"
 
 namespace fp4kit::cli {
 namespace {
@@ -113,9 +114,10 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
   const double forward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tf).count();
 
   ActivationStats st = stats.result();
-  st.metadata = {{"source", o.src},
+  // Safetensors metadata is JSON (UTF-8): a non-UTF-8 path is kept with U+FFFD for its bad bytes.
+  st.metadata = {{"source", text::utf8_lossy(o.src)},
                  {"source_fingerprint", checkpoint_fingerprint(*ckpt)},
-                 {"data", o.data},
+                 {"data", text::utf8_lossy(o.data)},
                  {"samples", std::to_string(seqs.size())},
                  {"seq_len", std::to_string(samples.seq_len)},
                  {"tokens", std::to_string(tokens)},

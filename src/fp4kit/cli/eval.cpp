@@ -14,6 +14,7 @@
 #include "fp4kit/engine/evaluate.hpp"
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/io/json_output.hpp"
 #include "fp4kit/io/path_identity.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 
@@ -107,7 +108,7 @@ int run_eval(const EvalCliOptions& o) {
   const EvalRun run = evaluate_job(o);
   const auto& r = run.r;
   if (o.json) {
-    fmt::print("{}\n", run.j.dump(2));
+    fmt::print("{}\n", json_text(run.j));
     return 0;
   }
   const size_t act_linears = run.act_linears;

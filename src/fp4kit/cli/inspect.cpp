@@ -12,6 +12,7 @@
 #include "fp4kit/cli/jobs.hpp"
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/io/json_output.hpp"
 #include "fp4kit/model/config.hpp"
 
 namespace fp4kit::cli {
@@ -289,7 +290,7 @@ Command add_inspect(CLI::App& app) {
   return {sub, [opts]() -> int {
             const json report = inspect_report(opts->dir);
             if (opts->as_json)
-              fmt::print("{}\n", report.dump(2));
+              fmt::print("{}\n", json_text(report));
             else
               print_text(report);
             return 0;

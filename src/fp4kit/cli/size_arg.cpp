@@ -4,6 +4,7 @@
 
 #include <cctype>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 
 #include "fp4kit/error.hpp"
@@ -26,9 +27,15 @@ uint64_t parse_size_arg(const std::string& text, const std::string& option) {
   else if (unit == "MIB") mult = 1024.0 * 1024;
   else if (unit == "GIB") mult = 1024.0 * 1024 * 1024;
   const double bytes = value * mult;
-  if (end == text.c_str() || mult == 0 || !(bytes >= 1) || !std::isfinite(bytes))
-    throw Error(fmt::format("{}: cannot read '{}' as a size (e.g. 5GB, 500MB, 1048576)", option,
-                            text));
+  // A wrong value is wrong usage (exit 2), like any other bad option value.
+  if (end == text.c_str() || mult == 0 || std::isnan(bytes) || (std::isfinite(value) && bytes < 1))
+    throw UsageError(fmt::format("{}: cannot read '{}' as a size (e.g. 5GB, 500MB, 1048576)",
+                                 option, text));
+  // 2^64 and beyond does not fit the byte count (a cast would be undefined, in practice 0).
+  constexpr double kLimit = 18446744073709551616.0;  // 2^64
+  if (!(bytes < kLimit))
+    throw UsageError(fmt::format("{}: '{}' is too large (at most {} bytes, about 18 EB)", option,
+                                 text, UINT64_MAX));
   return static_cast<uint64_t>(bytes);
 }
 

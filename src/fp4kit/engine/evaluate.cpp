@@ -1,5 +1,6 @@
 #include "fp4kit/engine/evaluate.hpp"
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 
@@ -49,6 +50,17 @@ BaseFileHeader read_base_header(std::ifstream& f, const std::filesystem::path& p
     h.windows.push_back(std::move(w));
   }
   return h;
+}
+
+// A NaN or Inf log-probability means the model computed garbage (NaN/Inf in its weights, or an
+// overflow in the forward): an error naming the model and the first position, never "PPL = nan".
+void check_finite(double nll, const std::string& model, size_t window, size_t position) {
+  if (std::isfinite(nll)) return;
+  throw Error(fmt::format(
+      "{}: the log-probability of token {} in window {} is not finite ({}): the model's logits "
+      "hold NaN or Inf (NaN/Inf in its weights, e.g. a norm or an embedding, or an overflow in "
+      "the forward); perplexity is meaningless",
+      model, position + 1, window + 1, nll));
 }
 
 }  // namespace
@@ -113,6 +125,18 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
   ForwardOptions bf;
   bf.chunk_tokens = o.chunk_tokens;
 
+  struct RemoveUnlessDone {
+    std::ofstream& f;
+    const std::filesystem::path& path;
+    bool done = false;
+    ~RemoveUnlessDone() {
+      if (done || !f.is_open()) return;
+      f.close();
+      std::error_code ec;
+      std::filesystem::remove(path, ec);
+    }
+  } save_guard{save, o.save_base}, dump_guard{dump, o.dump_logits};
+
   PerplexityAccumulator qppl, bppl;
   KldAccumulator kld;
   // Groups of windows whose base log-probs fit in group_bytes.
@@ -138,7 +162,9 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
           for (size_t p = 0; p < len; ++p) {
             float* dst = blp.data() + (row_of[s] + p) * V;
             log_softmax(lg + p * V, V, dst);
-            bppl.add(-static_cast<double>(dst[windows[w0 + s][p + 1]]));
+            const double nll = -static_cast<double>(dst[windows[w0 + s][p + 1]]);
+            check_finite(nll, base->dir().string(), w0 + s, p);
+            bppl.add(nll);
           }
         });
         if (save.is_open())
@@ -149,9 +175,12 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
                           static_cast<std::streamsize>(blp.size() * 4)))
           throw Error(o.base_logits.string() + ": base log-prob file is truncated");
         for (size_t s = 0; s < inputs.size(); ++s)
-          for (size_t p = 0; p < inputs[s].size(); ++p)
-            bppl.add(-static_cast<double>(
-                blp[(row_of[s] + p) * vocab + static_cast<size_t>(windows[w0 + s][p + 1])]));
+          for (size_t p = 0; p < inputs[s].size(); ++p) {
+            const double nll = -static_cast<double>(
+                blp[(row_of[s] + p) * vocab + static_cast<size_t>(windows[w0 + s][p + 1])]);
+            check_finite(nll, o.base_logits.string(), w0 + s, p);
+            bppl.add(nll);
+          }
       }
     }
     qrun(inputs, qf, [&](size_t s, const float* lg, size_t len, size_t V) {
@@ -159,7 +188,9 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
         dump.write(reinterpret_cast<const char*>(lg), static_cast<std::streamsize>(len * V * 4));
       for (size_t p = 0; p < len; ++p) {
         const int32_t target = windows[w0 + s][p + 1];
-        qppl.add(token_nll(lg + p * V, V, target));
+        const double nll = token_nll(lg + p * V, V, target);
+        check_finite(nll, quant.dir().string(), w0 + s, p);
+        qppl.add(nll);
         if (compare) kld.add(blp.data() + (row_of[s] + p) * V, lg + p * V, V, target);
       }
     });
@@ -175,6 +206,13 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
     r.base = bppl.result();
     r.kld = kld.summary();
   }
+  // Finite log-probabilities can still give exp(mean NLL) beyond the double range.
+  for (const auto* res : {&r.quant, r.base ? &*r.base : nullptr})
+    if (res && !std::isfinite(res->ppl))
+      throw Error(fmt::format("{}: perplexity exp({}) is not finite (the mean negative "
+                              "log-likelihood is beyond the double range)",
+                              res == &r.quant ? quant.dir().string() : "base", res->mean_nll));
+  save_guard.done = dump_guard.done = true;
   return r;
 }
 

@@ -26,6 +26,18 @@ float scalar_f32(const Checkpoint& c, const std::string& name) {
   return v;
 }
 
+// A per-tensor scale (weight_scale_2, input_scale, weight/input global scale): the decoded
+// weights or activations are only meaningful with a positive, finite value; a zero would give
+// all-zero (or, inverted, infinite) weights far from where the damage shows.
+float positive_scale(const Checkpoint& c, const std::string& name) {
+  const float v = scalar_f32(c, name);
+  if (!(v > 0.0f) || !std::isfinite(v))
+    throw Error(fmt::format("{}: tensor {} = {} is not positive and finite (a per-tensor scale; "
+                            "the checkpoint is damaged or was not written by a quantizer)",
+                            c.file_of(name).path().string(), name, v));
+  return v;
+}
+
 void check_nvfp4_shapes(const Checkpoint& c, const std::string& packed, const std::string& scale,
                         uint64_t n, uint64_t k) {
   const auto& p = c.info(packed);
@@ -62,10 +74,7 @@ LinearWeights load_linear(const Checkpoint& c, const LinearRef& ref, bool activa
   }
   if (c.has(m + ".weight_packed")) {  // format B (compressed-tensors)
     check_nvfp4_shapes(c, m + ".weight_packed", m + ".weight_scale", L.n, L.k);
-    const float gs = scalar_f32(c, m + ".weight_global_scale");
-    if (!(gs > 0.0f) || !std::isfinite(gs))
-      throw Error(fmt::format("{}: {}.weight_global_scale = {} is not positive and finite",
-                              c.dir().string(), m, gs));
+    const float gs = positive_scale(c, m + ".weight_global_scale");
     const uint8_t* packed = c.bytes(m + ".weight_packed").data();
     const uint8_t* scales = c.bytes(m + ".weight_scale").data();
     // vLLM's dequantize_to_dtype: e2m1 * (fp32(scale) / global_scale).
@@ -85,23 +94,19 @@ LinearWeights load_linear(const Checkpoint& c, const LinearRef& ref, bool activa
     });
     L.nvfp4 = true;
     if (activations && c.has(m + ".input_global_scale"))
-      L.act_global_scale = scalar_f32(c, m + ".input_global_scale");
+      L.act_global_scale = positive_scale(c, m + ".input_global_scale");
     c.release(m + ".weight_packed");
   } else {
     const std::string wname = m + ".weight";
     const auto& t = c.info(wname);
     if (t.dtype == DType::U8 && c.has(m + ".weight_scale")) {  // format A (ModelOpt)
       check_nvfp4_shapes(c, wname, m + ".weight_scale", L.n, L.k);
-      const float s2 = scalar_f32(c, m + ".weight_scale_2");
+      const float s2 = positive_scale(c, m + ".weight_scale_2");
       nvfp4_dequantize(c.bytes(wname).data(), c.bytes(m + ".weight_scale").data(), L.n, L.k, s2,
                        L.w.data());
       L.nvfp4 = true;
       if (activations && c.has(m + ".input_scale")) {
-        const float is = scalar_f32(c, m + ".input_scale");
-        if (!(is > 0.0f) || !std::isfinite(is))
-          throw Error(fmt::format("{}: {}.input_scale = {} is not positive and finite",
-                                  c.dir().string(), m, is));
-        L.act_global_scale = 1.0f / is;  // vLLM: input_scale_inv
+        L.act_global_scale = 1.0f / positive_scale(c, m + ".input_scale");  // vLLM: input_scale_inv
       }
     } else if (t.dtype == DType::F8_E4M3 && c.has(m + ".weight_scale_inv") &&
                t.shape.size() == 2 && t.shape[0] == L.n && t.shape[1] == L.k) {
@@ -172,15 +177,11 @@ LinearWeights load_bmm_expert(const Checkpoint& c, const BmmRef& ref, size_t exp
         for (size_t r = 0; r < n; ++r) packed[r * (k / 2) + j] = codes[j * n + r];
       for (size_t j = 0; j < k / 16; ++j)
         for (size_t r = 0; r < n; ++r) sc_nk[r * (k / 16) + j] = scales[j * n + r];
-      nvfp4_dequantize(packed.data(), sc_nk.data(), n, k, scalar_f32(c, m + "_weight_scale_2"),
+      nvfp4_dequantize(packed.data(), sc_nk.data(), n, k, positive_scale(c, m + "_weight_scale_2"),
                        L.w.data());
       L.nvfp4 = true;
       if (activations && c.has(m + "_input_scale")) {
-        const float is = scalar_f32(c, m + "_input_scale");
-        if (!(is > 0.0f) || !std::isfinite(is))
-          throw Error(fmt::format("{}: {}_input_scale = {} is not positive and finite",
-                                  c.dir().string(), m, is));
-        L.act_global_scale = 1.0f / is;
+        L.act_global_scale = 1.0f / positive_scale(c, m + "_input_scale");
       }
       break;
     }

@@ -109,4 +109,17 @@ nlohmann::json parse_json_bounded(std::string_view text, std::string_view label)
   return parse_json(text, label, false);
 }
 
+std::string json_kind(const json& v) {
+  switch (v.type()) {
+    case json::value_t::object: return "an object";
+    case json::value_t::array: return "an array";
+    case json::value_t::string: return "a string";
+    case json::value_t::boolean: return "a boolean";
+    case json::value_t::null: return "null";
+    case json::value_t::binary: return "binary data";
+    case json::value_t::discarded: return "nothing";
+    default: return "a number";
+  }
+}
+
 }  // namespace fp4kit

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "fp4kit/error.hpp"
+#include "fp4kit/io/json_strict.hpp"
 
 namespace fp4kit {
 namespace {
@@ -132,6 +133,17 @@ ModelConfig ModelConfig::parse(const json& config, const std::string& label) {
                               tc->type_name()));
     c.text = *tc;
     c.has_text_config = true;
+  }
+  // A quantization config that is not an object cannot say how the weights are stored: a
+  // malformed one must not read as an unquantized checkpoint.
+  for (const json* where : std::initializer_list<const json*>{&config, &c.text}) {
+    for (const char* key : {"quantization_config", "compression_config"}) {
+      auto q = where->find(key);
+      if (q != where->end() && !q->is_null() && !q->is_object())
+        throw Error(fmt::format("{}: config key \"{}{}\" is malformed ({}, expected an object)",
+                                label, where == &config ? "" : "text_config.", key,
+                                json_kind(*q)));
+    }
   }
   Lookup in(c.raw, c.text, c.has_text_config, label);
 

@@ -178,10 +178,14 @@ std::vector<int32_t> load_token_stream(const std::filesystem::path& path, const 
 
 std::vector<int64_t> evenly_spaced_window_starts(int64_t stream_tokens, int64_t samples, int64_t seq_len) {
   if (samples <= 0 || seq_len <= 0) throw Error("--samples and --seq-len must be positive");
-  if (samples > stream_tokens / seq_len)
+  if (samples > stream_tokens / seq_len) {
+    int64_t needed = 0;
+    const bool overflow = __builtin_mul_overflow(samples, seq_len, &needed);
     throw Error("calibration data has " + std::to_string(stream_tokens) + " tokens, fewer than --samples " +
-                std::to_string(samples) + " x --seq-len " + std::to_string(seq_len) + " = " +
-                std::to_string(samples * seq_len));
+                std::to_string(samples) + " x --seq-len " + std::to_string(seq_len) +
+                (overflow ? " (a product too large for any file: more than 2^63 tokens)"
+                          : " = " + std::to_string(needed)));
+  }
   std::vector<int64_t> starts(static_cast<size_t>(samples), 0);
   for (int64_t i = 1; i < samples; ++i) {
     // i * (T - L) fits in int64 for any realistic T (it is below samples * T).

@@ -44,8 +44,24 @@ std::vector<std::string> string_list(const json& j, const std::string& what, Fin
   return v;
 }
 
-// Finds config.json's quantization_config as vLLM's get_quant_config does.
-const json* flat_config(const json& config, std::string& where) {
+// Finds config.json's quantization_config as vLLM's get_quant_config does. One that is there
+// but not an object is malformed, not missing.
+const json* flat_config(const json& config, std::string& where, Findings& out) {
+  for (const auto& [outer, key] : {std::pair<const char*, const char*>{"", "quantization_config"},
+                                   {"text_config", "quantization_config"},
+                                   {"", "compression_config"}}) {
+    const json* parent = &config;
+    if (*outer) {
+      const auto t = config.find(outer);
+      if (t == config.end() || !t->is_object()) continue;
+      parent = &*t;
+    }
+    const auto q = parent->find(key);
+    if (q != parent->end() && !q->is_null() && !q->is_object())
+      out.error("config.format", "",
+                fmt::format("config.json {}{}{} is malformed ({}, expected an object)", outer,
+                            *outer ? "." : "", key, json_kind(*q)));
+  }
   if (config.contains("quantization_config") && config["quantization_config"].is_object()) {
     where = "config.json quantization_config";
     return &config["quantization_config"];
@@ -318,7 +334,9 @@ DeclaredQuant read_declared_quant(const json& config, const std::filesystem::pat
                                   Findings& out) {
   DeclaredQuant d;
   std::string where;
-  const json* flat = flat_config(config, where);
+  const size_t findings_before = out.list.size();
+  const json* flat = flat_config(config, where, out);
+  const bool malformed = out.list.size() > findings_before;
   const auto nested = read_hf_quant_config(dir, out);
   const std::string method = flat ? str_or(*flat, "quant_method") : "";
   if (flat && method == "compressed-tensors") {
@@ -331,7 +349,7 @@ DeclaredQuant read_declared_quant(const json& config, const std::filesystem::pat
     out.error("config.missing", "",
               fmt::format("{}.quant_method is '{}': not an NVFP4 checkpoint (expected 'modelopt' or "
                           "'compressed-tensors')", where, method));
-  } else {
+  } else if (!malformed) {
     out.error("config.missing", "",
               "neither config.json quantization_config nor hf_quant_config.json is present: "
               "loaders treat every tensor as unquantized");
