@@ -46,8 +46,9 @@ CALIB_IDS = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_se
 DELIBERATE = {
     # Spec section 7: vLLM mis-loads a scalar scale into the fused in_proj of Qwen3.5/3.6 linear
     # attention, and SGLang and llm-compressor skip it, so fp4kit keeps linear_attn.* in BF16 unless
-    # --quantize-linear-attn is given. ModelOpt quantizes in_proj_qkv, in_proj_z and out_proj.
-    "linear_attn_kept": re.compile(r".*\.linear_attn\.(in_proj_qkv|in_proj_z|out_proj)$"),
+    # --quantize-linear-attn is given. ModelOpt quantizes in_proj_qkv, in_proj_z and out_proj
+    # (Qwen3-Next: in_proj_qkvz and out_proj).
+    "linear_attn_kept": re.compile(r".*\.linear_attn\.(in_proj_qkvz?|in_proj_z|out_proj)$"),
 }
 # Unquantized tensors whose dtype ModelOpt changes: it writes DeepSeek's e_score_correction_bias as
 # F32 (spec section 5); fp4kit keeps the source dtype. Values must still be equal.
@@ -205,7 +206,7 @@ def get_run(family: str, mode: str, root: Path, src: Path | None = None) -> Run:
     with torch.no_grad():
         export_hf_checkpoint(model, export_dir=run.modelopt)
     del model
-    linear_attn = family.startswith("qwen3_5_moe")
+    linear_attn = family.startswith(("qwen3_5_moe", "qwen3_next"))
     # ModelOpt writes tensors its shared scales destroy (stories260k-qwen3moe's 2^-24 q/k);
     # fp4kit refuses them by default, so parity runs commit them too.
     run.parity_args = (extra + ["--allow-destroyed"] +
