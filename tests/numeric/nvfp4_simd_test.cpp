@@ -1,6 +1,7 @@
 // The SIMD kernel (every compiled Highway target) against the scalar reference, bit for bit, on
 // random rows with planted E2M1 ties, E4M3 scale ties, subnormals, zeros, clamped scales and very
-// wide ranges, in BF16, F16 and F32; and bytes independent of the thread count.
+// wide ranges, in BF16, F16 and F32; and bytes independent of the thread count. The error
+// statistics the kernel measures in the same pass equal nvfp4_distortion's second pass, bit for bit.
 #include <gtest/gtest.h>
 #include <hwy/targets.h>
 
@@ -9,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "fp4kit/numeric/distortion.hpp"
 #include "fp4kit/numeric/formats.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/nvfp4_simd.hpp"
@@ -216,6 +218,82 @@ TEST(Nvfp4SimdShapes, LongRowsAndOddBlockCounts) {
     const Dataset ds = make_dataset(DType::BF16, 37, cols, cols, false);
     expect_same(encode(ds, true), encode(ds, false), ds, "cols " + std::to_string(cols));
   }
+}
+
+// The statistics measured inside the kernel (nvfp4_quantize_with_error) are the numbers of the
+// separate pass that decodes the written codes again (nvfp4_distortion), to the last bit, on every
+// target, dataset kind (ties, zeros, subnormals, values rounded to zero, sums that overflow to
+// Inf), row count (not a multiple of the 16-row chunks) and thread count; and the codes written
+// with statistics are the codes written without.
+void expect_same_stats(const DistortionStats& want, const DistortionStats& got,
+                       const std::string& what) {
+  EXPECT_EQ(want.count, got.count) << what;
+  EXPECT_EQ(want.sum_sq_ref, got.sum_sq_ref) << what;
+  EXPECT_EQ(want.sum_sq_err, got.sum_sq_err) << what;
+  EXPECT_EQ(want.max_abs_err, got.max_abs_err) << what;
+  EXPECT_EQ(want.sign_flips, got.sign_flips) << what;
+  EXPECT_EQ(want.rounded_to_zero, got.rounded_to_zero) << what;
+}
+
+TEST_P(Nvfp4Simd, ErrorMeasuredInKernelEqualsSecondPass) {
+  const Dataset sets[] = {make_dataset(GetParam(), 1'001, 304, 17, true),
+                          make_dataset(GetParam(), 999, 1040, 18, false),
+                          make_dataset(GetParam(), 5, 48, 19, false)};
+  uint64_t zeros = 0;
+  for (const Dataset& ds : sets) {
+    const Encoded plain = encode(ds, false);
+    const DistortionStats want = nvfp4_distortion(ds.bytes.data(), ds.dtype, ds.rows, ds.cols,
+                                                  plain.packed.data(), plain.scales.data(), ds.s2);
+    zeros += want.rounded_to_zero;
+    auto fused = [&](const std::string& what) {
+      Encoded e{std::vector<uint8_t>(ds.rows * ds.cols / 2),
+                std::vector<uint8_t>(ds.rows * ds.cols / 16)};
+      DistortionStats got;
+      nvfp4_quantize_with_error(ds.bytes.data(), ds.dtype, ds.rows, ds.cols, ds.s2,
+                                e.packed.data(), e.scales.data(), got);
+      expect_same(plain, e, ds, what);
+      expect_same_stats(want, got, what);
+    };
+    for (int64_t t : detail::nvfp4_simd_targets()) {
+      hwy::SetSupportedTargetsForTest(t);
+      fused(std::string("target ") + hwy::TargetName(t) + ", rows " + std::to_string(ds.rows));
+    }
+    hwy::SetSupportedTargetsForTest(0);
+    for (int threads : {1, 3}) {
+      set_thread_count(threads);
+      fused(std::to_string(threads) + " threads, rows " + std::to_string(ds.rows));
+    }
+    set_thread_count(0);
+  }
+  EXPECT_GT(zeros, 100u) << "no values rounded to zero: the counts are not exercised";
+}
+
+// A real-looking BF16 weight (the stream's case), also with an s2 so large that every value
+// rounds to zero even at the smallest block scale (a destroyed tensor: relative RMSE 1): in-kernel statistics equal the second pass.
+TEST(Nvfp4SimdError, Bf16WeightsAndDestroyedTensor) {
+  const size_t rows = 77, cols = 2048;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> n(0.0f, 0.02f);
+  std::vector<uint16_t> w(rows * cols);
+  for (auto& v : w) v = float_to_bf16(n(rng));
+  const float amax = tensor_amax(w.data(), DType::BF16, rows, cols);
+  for (float s2 : {nvfp4_global_scale(amax), nvfp4_global_scale(amax * 1e9f)}) {
+    std::vector<uint8_t> p(rows * cols / 2), s(rows * cols / 16);
+    DistortionStats got;
+    nvfp4_quantize_with_error(w.data(), DType::BF16, rows, cols, s2, p.data(), s.data(), got);
+    const DistortionStats want =
+        nvfp4_distortion(w.data(), DType::BF16, rows, cols, p.data(), s.data(), s2);
+    expect_same_stats(want, got, "s2 " + std::to_string(s2));
+    EXPECT_GT(got.sum_sq_ref, 0.0);
+  }
+  std::vector<uint8_t> p(rows * cols / 2), s(rows * cols / 16);
+  DistortionStats lost;
+  nvfp4_quantize_with_error(w.data(), DType::BF16, rows, cols, nvfp4_global_scale(amax * 1e9f),
+                            p.data(), s.data(), lost);
+  EXPECT_TRUE(lost.destroyed());
+  uint64_t nonzero = 0;
+  for (uint16_t v : w) nonzero += (v & 0x7FFF) != 0;
+  EXPECT_EQ(lost.rounded_to_zero, nonzero) << "every non-zero value must vanish";
 }
 
 }  // namespace

@@ -47,33 +47,15 @@ double DistortionStats::sqnr_db() const {
   return 10.0 * std::log10(sum_sq_ref / sum_sq_err);
 }
 
-namespace {
-// Statistics of one row, accumulated in 16 float lanes (one NVFP4 block wide) so the loop
-// vectorizes; lanes are summed into doubles in a fixed order, so results do not depend on the
-// thread count or the instruction set.
-void add_row(const float* ref, const float* q, size_t cols, DistortionStats& out) {
-  constexpr size_t W = kNvfp4Block;
-  float sref[W] = {}, serr[W] = {}, mx[W] = {}, flips[W] = {}, zeros[W] = {};
-  for (size_t b = 0; b < cols; b += W) {
-    for (size_t j = 0; j < W; ++j) {
-      const float r = ref[b + j], v = q[b + j], e = v - r;
-      sref[j] += r * r;
-      serr[j] += e * e;
-      const float ae = std::fabs(e);
-      mx[j] = ae > mx[j] ? ae : mx[j];
-      // Branch-free counts (exact in float up to 2^24 per lane, far above any row length / 16).
-      flips[j] += ((r > 0.0f) & (v < 0.0f)) | ((r < 0.0f) & (v > 0.0f)) ? 1.0f : 0.0f;
-      zeros[j] += (r != 0.0f) & (v == 0.0f) ? 1.0f : 0.0f;
-    }
-  }
+void detail::fold_row(const RowLanes& l, size_t cols, DistortionStats& out) {
   double row_ref = 0, row_err = 0, row_max = 0;
   uint64_t row_flips = 0, row_zeros = 0;
-  for (size_t j = 0; j < W; ++j) {
-    row_ref += sref[j];
-    row_err += serr[j];
-    row_max = std::max(row_max, static_cast<double>(mx[j]));
-    row_flips += static_cast<uint64_t>(flips[j]);
-    row_zeros += static_cast<uint64_t>(zeros[j]);
+  for (size_t j = 0; j < kNvfp4Block; ++j) {
+    row_ref += l.sum_sq_ref[j];
+    row_err += l.sum_sq_err[j];
+    row_max = std::max(row_max, static_cast<double>(l.max_abs_err[j]));
+    row_flips += static_cast<uint64_t>(l.sign_flips[j]);
+    row_zeros += static_cast<uint64_t>(l.rounded_to_zero[j]);
   }
   out.count += cols;
   out.sum_sq_ref += row_ref;
@@ -82,12 +64,33 @@ void add_row(const float* ref, const float* q, size_t cols, DistortionStats& out
   out.sign_flips += row_flips;
   out.rounded_to_zero += row_zeros;
 }
+
+namespace {
+// Statistics of one row, accumulated in 16 float lanes (one NVFP4 block wide) so the loop
+// vectorizes (detail::fold_row says how they are summed).
+void add_row(const float* ref, const float* q, size_t cols, DistortionStats& out) {
+  constexpr size_t W = kNvfp4Block;
+  detail::RowLanes l = {};
+  for (size_t b = 0; b < cols; b += W) {
+    for (size_t j = 0; j < W; ++j) {
+      const float r = ref[b + j], v = q[b + j], e = v - r;
+      l.sum_sq_ref[j] += r * r;
+      l.sum_sq_err[j] += e * e;
+      const float ae = std::fabs(e);
+      l.max_abs_err[j] = ae > l.max_abs_err[j] ? ae : l.max_abs_err[j];
+      // Branch-free counts (exact in float up to 2^24 per lane, far above any row length / 16).
+      l.sign_flips[j] += ((r > 0.0f) & (v < 0.0f)) | ((r < 0.0f) & (v > 0.0f)) ? 1.0f : 0.0f;
+      l.rounded_to_zero[j] += (r != 0.0f) & (v == 0.0f) ? 1.0f : 0.0f;
+    }
+  }
+  detail::fold_row(l, cols, out);
+}
 }  // namespace
 
 DistortionStats nvfp4_distortion(const void* src, DType dtype, size_t rows, size_t cols,
                                  const uint8_t* packed, const uint8_t* scales, float s2) {
   detail::check_nvfp4_args(dtype, cols, s2);
-  constexpr size_t kChunkRows = 16;
+  constexpr size_t kChunkRows = detail::kDistortionChunkRows;
   const size_t nchunks = (rows + kChunkRows - 1) / kChunkRows;
   std::vector<DistortionStats> parts(nchunks);
   const size_t esize = dtype_size(dtype);

@@ -28,7 +28,21 @@ struct DistortionStats {
 };
 
 // Compares a source tensor with its NVFP4 encoding (dequantized on the fly), on all cores.
+// nvfp4_quantize(..., &stats) gives the same numbers without the second pass.
 DistortionStats nvfp4_distortion(const void* src, DType dtype, size_t rows, size_t cols,
                                  const uint8_t* packed, const uint8_t* scales, float s2);
+
+namespace detail {
+// How the statistics are summed, so that every path that computes them gets the same bits:
+// each row in 16 float lanes (lane j holds the columns j, j + 16, j + 32, ... of the row, summed
+// in column order, products and sums never fused), the lanes folded into doubles in lane order,
+// the rows summed in order within chunks of kDistortionChunkRows rows starting from zero, and the
+// chunks merged in order.
+inline constexpr size_t kDistortionChunkRows = 16;
+struct RowLanes {
+  float sum_sq_ref[16], sum_sq_err[16], max_abs_err[16], sign_flips[16], rounded_to_zero[16];
+};
+void fold_row(const RowLanes& lanes, size_t cols, DistortionStats& out);
+}  // namespace detail
 
 }  // namespace fp4kit

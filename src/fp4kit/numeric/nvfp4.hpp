@@ -12,6 +12,8 @@
 
 namespace fp4kit {
 
+struct DistortionStats;
+
 inline constexpr size_t kNvfp4Block = 16;
 
 // How s2 is computed from amax. Gpu: amax * (float)(1/2688) (what published checkpoints have);
@@ -45,6 +47,11 @@ float tensor_amax(const void* src, DType dtype, size_t rows, size_t cols);
 // holds NaN/Inf (naming row and column).
 void nvfp4_quantize(const void* src, DType dtype, size_t rows, size_t cols, float s2,
                     uint8_t* packed, uint8_t* scales);
+
+// nvfp4_quantize that also sets `error` to the statistics nvfp4_distortion would compute for the
+// result (the same bits), measured in the same pass while each block is in registers.
+void nvfp4_quantize_with_error(const void* src, DType dtype, size_t rows, size_t cols, float s2,
+                               uint8_t* packed, uint8_t* scales, DistortionStats& error);
 
 // Scalar single-threaded reference of nvfp4_quantize: the definition the fast path is tested against.
 void nvfp4_quantize_ref(const void* src, DType dtype, size_t rows, size_t cols, float s2,

@@ -1,9 +1,13 @@
 // nvfp4_quantize: rows split across threads; each row range runs the SIMD kernel (BF16, F16, F32)
 // or, for other float dtypes, the scalar reference. Rows are independent, so the bytes never
-// depend on how rows are split.
+// depend on how rows are split. With error statistics, the split is in whole chunks of
+// kDistortionChunkRows rows and the chunks are merged in order, as nvfp4_distortion does.
+#include <algorithm>
 #include <atomic>
+#include <vector>
 
 #include "fp4kit/error.hpp"
+#include "fp4kit/numeric/distortion.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/nvfp4_checks.hpp"
 #include "fp4kit/numeric/nvfp4_simd.hpp"
@@ -11,14 +15,35 @@
 
 namespace fp4kit {
 
-void nvfp4_quantize(const void* src, DType dtype, size_t rows, size_t cols, float s2,
-                    uint8_t* packed, uint8_t* scales) {
+namespace {
+void quantize(const void* src, DType dtype, size_t rows, size_t cols, float s2, uint8_t* packed,
+              uint8_t* scales, DistortionStats* error) {
   detail::check_nvfp4_args(dtype, cols, s2);
   const size_t esize = dtype_size(dtype);
   const bool simd = detail::nvfp4_simd_supports(dtype);
   std::atomic<bool> bad{false};
   // About 64 KiB of input per task: enough to amortize scheduling, small enough to balance.
   const size_t grain = 1 + (size_t{1} << 16) / (cols * esize + 1);
+  if (error && simd) {
+    constexpr size_t kChunk = detail::kDistortionChunkRows;
+    const size_t nchunks = (rows + kChunk - 1) / kChunk;
+    std::vector<DistortionStats> parts(nchunks);
+    parallel_for(0, nchunks, (grain + kChunk - 1) / kChunk, [&](size_t c0, size_t c1) {
+      for (size_t c = c0; c < c1 && !bad; ++c) {
+        const size_t r0 = c * kChunk, r1 = std::min(rows, r0 + kChunk);
+        const auto* in = static_cast<const unsigned char*>(src) + r0 * cols * esize;
+        if (!detail::nvfp4_quantize_rows_simd(in, dtype, r1 - r0, cols, s2,
+                                              packed + r0 * (cols / 2),
+                                              scales + r0 * (cols / kNvfp4Block), &parts[c]))
+          bad = true;
+      }
+    });
+    if (bad) detail::throw_nonfinite(src, dtype, rows, cols);
+    DistortionStats total;
+    for (const auto& p : parts) total.merge(p);
+    *error = total;
+    return;
+  }
   parallel_for(0, rows, grain, [&](size_t r0, size_t r1) {
     const auto* in = static_cast<const unsigned char*>(src) + r0 * cols * esize;
     uint8_t* p = packed + r0 * (cols / 2);
@@ -34,6 +59,18 @@ void nvfp4_quantize(const void* src, DType dtype, size_t rows, size_t cols, floa
     }
   });
   if (bad) detail::throw_nonfinite(src, dtype, rows, cols);
+  if (error) *error = nvfp4_distortion(src, dtype, rows, cols, packed, scales, s2);
+}
+}  // namespace
+
+void nvfp4_quantize(const void* src, DType dtype, size_t rows, size_t cols, float s2,
+                    uint8_t* packed, uint8_t* scales) {
+  quantize(src, dtype, rows, cols, s2, packed, scales, nullptr);
+}
+
+void nvfp4_quantize_with_error(const void* src, DType dtype, size_t rows, size_t cols, float s2,
+                               uint8_t* packed, uint8_t* scales, DistortionStats& error) {
+  quantize(src, dtype, rows, cols, s2, packed, scales, &error);
 }
 
 }  // namespace fp4kit

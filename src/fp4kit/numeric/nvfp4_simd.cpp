@@ -7,6 +7,11 @@
 //   3. codes: x / d (true IEEE division, never a reciprocal), E2M1 by rounding the float bits,
 //      two codes per byte.
 // Each step is the reference's float32 operation on the same operands, so the bits agree.
+// On request, step 3 also measures the error while the block is in registers: the decoded value
+// (e2m1 x scale) x s2, the very product nvfp4_dequantize_row forms, against the input, summed in
+// nvfp4_distortion's lanes and order (distortion.hpp), so the statistics are bit-identical to that
+// second pass without reading the tensor again. Compiled with -ffp-contract=off (no fused
+// multiply-add here or in the reference).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "fp4kit/numeric/nvfp4_simd.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -14,6 +19,7 @@
 
 #include <cstring>
 
+#include "fp4kit/numeric/distortion.hpp"
 #include "fp4kit/numeric/dtype.hpp"
 #include "fp4kit/numeric/formats.hpp"
 
@@ -84,16 +90,19 @@ HWY_INLINE __m512i BlockMax16(const __m512i a[16]) {
 #endif
 
 // `given`: null, or the block scale codes to encode with (searched scales); then `scales` is not
-// written and steps 1-2 only convert the input and check it for NaN/Inf.
+// written and steps 1-2 only convert the input and check it for NaN/Inf. `lanes`: null, or the
+// row's error statistics to accumulate (zeroed by the caller).
 template <class In>
 HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize, float s2,
-                            uint8_t* packed, uint8_t* scales, const uint8_t* given) {
+                            uint8_t* packed, uint8_t* scales, const uint8_t* given,
+                            detail::RowLanes* lanes) {
   const DF df;
   const DI di;
   const size_t N = hn::Lanes(df);
   const float den = 6.0f * s2;
   HWY_ALIGN float bamax[kChunkBlocks];
   HWY_ALIGN float dvals[kChunkBlocks];
+  HWY_ALIGN float sfvals[kChunkBlocks];  // decoded block scales (for the error statistics)
   HWY_ALIGN int32_t sfcodes[kChunkBlocks];
   HWY_ALIGN float xbuf[kChunkBlocks * 16];  // the chunk as float32, converted once in step 1
   const size_t nblocks = cols / 16;
@@ -162,10 +171,14 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
       const auto dec_sub = hn::Mul(hn::ConvertTo(df, code), hn::Set(df, 0x1p-9f));
       const auto sfv = hn::IfThenElse(hn::RebindMask(df, code_is_sub), dec_sub, dec_normal);
       hn::Store(hn::Mul(sfv, vs2), df, dvals + b);
+      hn::Store(sfv, df, sfvals + b);
       hn::Store(code, di, sfcodes + b);
     }
     if (given) {
-      for (size_t b = 0; b < nb; ++b) dvals[b] = e4m3_to_float(given[b0 + b]) * s2;
+      for (size_t b = 0; b < nb; ++b) {
+        sfvals[b] = e4m3_to_float(given[b0 + b]);
+        dvals[b] = sfvals[b] * s2;
+      }
     } else {
       for (size_t b = 0; b < nb; ++b) scales[b0 + b] = static_cast<uint8_t>(sfcodes[b]);
     }
@@ -177,11 +190,14 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
     // turns the exponent-and-mantissa field of 1.0 into code 2.
     const auto round22 = hn::Set(di, 0x1FFFFF - (252 << 22));
     const auto one_i = hn::Set(di, 1), eight = hn::Set(di, 8);
+    const auto two_i = hn::Set(di, 2), e2m1_bias = hn::Set(di, 252);
+    const auto half = hn::Set(df, 0.5f);
     uint8_t* out = packed + b0 * 8;
     for (size_t b = 0; b < nb; ++b) {
       const auto vd = hn::Set(df, dvals[b]);
       for (size_t k = 0; k < 16; k += N) {
-        const auto y = hn::Div(hn::Load(df, xbuf + b * 16 + k), vd);
+        const auto x = hn::Load(df, xbuf + b * 16 + k);
+        const auto y = hn::Div(x, vd);
         // E2M1 magnitude of a = min(|y|, 6) (values > 6 saturate; 5 < a <= 6 rounds to 6 anyway).
         // a >= 1: round the float to 1 mantissa bit, half to even, with the carry running into
         //   the exponent; code = rounded bits >> 22, less (127 << 1) - 2 (1.0 -> 2, 6.0 -> 7); the
@@ -197,6 +213,29 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
         const auto normal = hn::ShiftRight<22>(hn::Add(bits, hn::Add(round22, odd)));
         const auto halves = hn::Sub(hn::BitCast(di, hn::Add(hn::Min(a, one), two22)), two22_bits);
         const auto idx = hn::Max(normal, halves);
+        if (lanes) {
+          // |e2m1 value| of idx: idx / 2 below 1.0, else the float with exponent-and-mantissa
+          // field idx + 252 (the inverse of the rounding above: 2 -> 1.0, 7 -> 6.0).
+          const auto mag = hn::IfThenElse(
+              hn::RebindMask(df, hn::Lt(idx, two_i)), hn::Mul(hn::ConvertTo(df, idx), half),
+              hn::BitCast(df, hn::ShiftLeft<22>(hn::Add(idx, e2m1_bias))));
+          const auto vabs = hn::Mul(hn::Mul(mag, hn::Set(df, sfvals[b])), vs2);
+          const auto v = hn::IfThenElse(hn::Lt(y, zero), hn::Neg(vabs), vabs);
+          const auto e = hn::Sub(v, x);
+          float* l_ref = lanes->sum_sq_ref + k;
+          float* l_err = lanes->sum_sq_err + k;
+          float* l_max = lanes->max_abs_err + k;
+          float* l_flip = lanes->sign_flips + k;
+          float* l_zero = lanes->rounded_to_zero + k;
+          hn::StoreU(hn::Add(hn::LoadU(df, l_ref), hn::Mul(x, x)), df, l_ref);
+          hn::StoreU(hn::Add(hn::LoadU(df, l_err), hn::Mul(e, e)), df, l_err);
+          hn::StoreU(hn::Max(hn::LoadU(df, l_max), hn::Abs(e)), df, l_max);
+          const auto flip = hn::Or(hn::And(hn::Gt(x, zero), hn::Lt(v, zero)),
+                                   hn::And(hn::Lt(x, zero), hn::Gt(v, zero)));
+          hn::StoreU(hn::Add(hn::LoadU(df, l_flip), hn::IfThenElseZero(flip, one)), df, l_flip);
+          const auto lost = hn::And(hn::Ne(x, zero), hn::Eq(v, zero));
+          hn::StoreU(hn::Add(hn::LoadU(df, l_zero), hn::IfThenElseZero(lost, one)), df, l_zero);
+        }
         // Sign from y < 0 before rounding (a small negative gives 0x8; -0.0 gives 0x0).
 #ifdef FP4KIT_BLOCKMAX_TREE
         const hn::Vec<DI> code{_mm512_mask_or_epi32(idx.raw, hn::Lt(y, zero).raw, idx.raw, eight.raw)};
@@ -228,27 +267,32 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
   return true;
 }
 
+// `stats`: null, or where each row's error statistics are added, rows in order.
 bool QuantizeRows(const void* src, int dtype, size_t rows, size_t cols, float s2, uint8_t* packed,
-                  uint8_t* scales, const uint8_t* given) {
+                  uint8_t* scales, const uint8_t* given, DistortionStats* stats) {
   const auto* base = static_cast<const unsigned char*>(src);
   const size_t nb = cols / 16;
+  detail::RowLanes row_lanes;
+  detail::RowLanes* lanes = stats ? &row_lanes : nullptr;
   for (size_t r = 0; r < rows; ++r) {
+    if (lanes) row_lanes = {};
     bool ok;
     switch (static_cast<DType>(dtype)) {
       case DType::BF16:
         ok = QuantizeRow<Bf16In>(base + r * cols * 2, cols, 2, s2, packed + r * cols / 2, scales + r * nb,
-                                 given ? given + r * nb : nullptr);
+                                 given ? given + r * nb : nullptr, lanes);
         break;
       case DType::F16:
         ok = QuantizeRow<F16In>(base + r * cols * 2, cols, 2, s2, packed + r * cols / 2, scales + r * nb,
-                                 given ? given + r * nb : nullptr);
+                                 given ? given + r * nb : nullptr, lanes);
         break;
       default:
         ok = QuantizeRow<F32In>(base + r * cols * 4, cols, 4, s2, packed + r * cols / 2, scales + r * nb,
-                                 given ? given + r * nb : nullptr);
+                                 given ? given + r * nb : nullptr, lanes);
         break;
     }
     if (!ok) return false;
+    if (stats) detail::fold_row(row_lanes, cols, *stats);
   }
   return true;
 }
@@ -273,15 +317,15 @@ bool nvfp4_simd_supports(DType dtype) {
 }
 
 bool nvfp4_quantize_rows_simd(const void* src, DType dtype, size_t rows, size_t cols, float s2,
-                              uint8_t* packed, uint8_t* scales) {
+                              uint8_t* packed, uint8_t* scales, DistortionStats* stats) {
   return HWY_DYNAMIC_DISPATCH(QuantizeRows)(src, static_cast<int>(dtype), rows, cols, s2, packed,
-                                            scales, nullptr);
+                                            scales, nullptr, stats);
 }
 
 bool nvfp4_encode_rows_simd(const void* src, DType dtype, size_t rows, size_t cols, float s2,
-                            const uint8_t* scales, uint8_t* packed) {
+                            const uint8_t* scales, uint8_t* packed, DistortionStats* stats) {
   return HWY_DYNAMIC_DISPATCH(QuantizeRows)(src, static_cast<int>(dtype), rows, cols, s2, packed,
-                                            nullptr, scales);
+                                            nullptr, scales, stats);
 }
 
 std::string nvfp4_simd_target() { return hwy::TargetName(HWY_DYNAMIC_DISPATCH(CurrentTarget)()); }

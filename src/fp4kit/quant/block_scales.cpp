@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "fp4kit/error.hpp"
+#include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/nvfp4_search.hpp"
 #include "fp4kit/quant/gptq.hpp"
 
@@ -54,7 +55,9 @@ ScaleOutcome encode_scales(const SourceView& v, float s2, const QuantOptions& o,
   ScaleOutcome out;
   out.method = o.scales;
   if (o.scales == ScaleMethod::Max) {
-    nvfp4_quantize(v.data, v.dtype, v.rows, v.cols, s2, packed, scales);
+    DistortionStats error;
+    nvfp4_quantize_with_error(v.data, v.dtype, v.rows, v.cols, s2, packed, scales, error);
+    out.error = error;
     return out;
   }
   std::vector<float> h;
@@ -84,6 +87,7 @@ ScaleOutcome encode_weight(const SourceView& v, float s2, const QuantOptions& o,
   }
   out.gptq_fallback = gptq_encode(v, s2, scales, *xtx, GptqOptions{o.gptq_damp}, packed);
   out.gptq = out.gptq_fallback.empty();
+  if (out.gptq) out.error.reset();  // GPTQ chose other codes
   return out;
 }
 

@@ -171,8 +171,9 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
           throw Error(fmt::format("module '{}' (source tensor '{}'): {}", e.name,
                                   e.source.tensor, err.what()));
         }
-        r.error = nvfp4_distortion(v.data, v.dtype, v.rows, v.cols, q.packed.data(),
-                                   q.scales.data(), s2);
+        r.error = r.scales.error ? *r.scales.error
+                                 : nvfp4_distortion(v.data, v.dtype, v.rows, v.cols,
+                                                    q.packed.data(), q.scales.data(), s2);
       }
       if (!options.allow_destroyed && r.error.destroyed())
         throw Error(fmt::format(
