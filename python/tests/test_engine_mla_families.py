@@ -359,6 +359,81 @@ def test_kimi_k2_with_another_architecture_is_refused(tmp_path):
     assert "KimiK2ForCausalLM" in p.stderr and "config.json" in p.stderr, p.stderr
 
 
+# head_dim in DeepSeek configs. MLA's widths are qk_nope/qk_rope/v_head_dim: published configs
+# (DeepSeek-V2/V3, Kimi-K2) carry no head_dim, and hidden_size / num_attention_heads means nothing
+# to the model (V3: 7168 / 128 = 56). transformers sets head_dim = qk_rope_head_dim; V2 overwrites
+# a head_dim of config.json, V3 keeps it and sizes its RoPE with it (so only qk_rope_head_dim
+# works there).
+HEAD_DIM_CASES = {
+    # no head_dim, hidden / heads = 9 (odd): valid, the standard-attention rule must not apply
+    "v3_no_head_dim_odd_ratio": ("v3", dict(hidden_size=72, num_attention_heads=8,
+                                                  num_key_value_heads=8), None),
+    # no head_dim, hidden / heads = 1
+    "v2_no_head_dim_ratio_1": ("v2", dict(hidden_size=64, num_attention_heads=64,
+                                                num_key_value_heads=64), None),
+    # head_dim 8 in config.json: V2 ignores it
+    "v2_other_head_dim": ("v2", dict(), 8),
+}
+
+
+def head_dim_case(case: str, path: Path):
+    version, dims, head_dim = HEAD_DIM_CASES[case]
+    if version == "v3":
+        cfg = transformers.DeepseekV3Config(**{**DEEPSEEK, **dims},
+                                            **DEEPSEEK_VARIANTS["qlora_yarn_groups"], **COMMON)
+    else:
+        cfg = transformers.DeepseekV2Config(**{**DEEPSEEK_V2, **dims},
+                                            **DEEPSEEK_V2_VARIANTS["lite_greedy"], **COMMON)
+    random_fp32(cfg, path, seed=5)
+    c = json.loads((path / "config.json").read_text())
+    assert c.get("head_dim") == 16  # what transformers writes: qk_rope_head_dim
+    if head_dim is None:
+        del c["head_dim"]
+    else:
+        c["head_dim"] = head_dim
+    (path / "config.json").write_text(json.dumps(c))
+    return c
+
+
+@pytest.mark.parametrize("case", sorted(HEAD_DIM_CASES))
+def test_deepseek_configs_without_or_with_ignored_head_dim_run(case, tmp_path):
+    """Valid DeepSeek configs whose hidden_size / num_attention_heads is not a usable head width
+    (odd, 1), or whose head_dim V2 ignores: fp4kit runs them and matches transformers (loaded
+    from the same edited config.json)."""
+    c = head_dim_case(case, tmp_path / "model")
+    if "head_dim" not in c:
+        assert (c["hidden_size"] // c["num_attention_heads"]) % 2 == 1
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "model", dtype=torch.float32, attn_implementation="eager").eval()
+    assert model.config.head_dim == 16
+    logits_vs_transformers(model, tmp_path / "model", 13, f"head_dim case {case}", tmp_path)
+
+
+@pytest.mark.parametrize("head_dim", [8, 32, None])
+def test_deepseek_v3_head_dim_contradicting_qk_rope_is_refused(head_dim, tmp_path):
+    """A DeepSeek-V3 config.json whose head_dim (null: hidden_size / num_attention_heads, here
+    72 / 4 = 18) is not qk_rope_head_dim (16): transformers' forward fails on it (its RoPE is
+    head_dim wide), fp4kit refuses it naming both fields."""
+    cfg = transformers.DeepseekV3Config(**{**DEEPSEEK, "hidden_size": 72},
+                                        **DEEPSEEK_VARIANTS["q_proj"], **COMMON)
+    random_fp32(cfg, tmp_path / "model", seed=5)
+    c = json.loads((tmp_path / "model" / "config.json").read_text())
+    c["head_dim"] = head_dim
+    (tmp_path / "model" / "config.json").write_text(json.dumps(c))
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "model",
+                                                              dtype=torch.float32).eval()
+    with pytest.raises(RuntimeError), torch.no_grad():
+        model(torch.tensor(ids_for(14)[None, :-1].astype(np.int64)))
+    ids = tmp_path / "ids.u32"
+    ids_for(14).astype("<u4").tofile(ids)
+    p = subprocess.run([fp4kit_bin(), "calibrate", str(tmp_path / "model"), "--data", str(ids),
+                        "--samples", "1", "--seq-len", "16", "-o", str(tmp_path / "s.safetensors")],
+                       capture_output=True, text=True)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "head_dim" in p.stderr and "qk_rope_head_dim 16" in p.stderr, p.stderr
+    assert "config.json" in p.stderr, p.stderr
+
+
 # GLM-4-MoE: head_dim 16 with partial rotary 0.5 (8 rotated dims), 8 routed experts of 32 in 2
 # groups (1 competes), top-2, routed_scaling_factor 2.5, a shared expert, layer 0 dense.
 GLM = dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,

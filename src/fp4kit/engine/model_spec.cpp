@@ -41,8 +41,11 @@ ModelSpec ModelSpec::from_checkpoint(const Checkpoint& ckpt) {
   s.head_dim = cfg.head_dim;
   s.vocab = cfg.vocab_size;
   s.eps = static_cast<float>(cfg.rms_norm_eps);
-  if (s.hidden <= 0 || s.n_layers <= 0 || s.n_heads <= 0 || s.head_dim <= 0 || s.vocab <= 0 ||
-      s.n_heads % s.n_kv_heads != 0 || s.head_dim % 2 != 0 || s.head_dim > 1024)
+  // Standard attention: head_dim from config.json, else hidden_size / num_attention_heads, and
+  // whole query groups per key/value head. MLA families check their own widths in configure.
+  const bool heads_ok = def->own_head_dims || (s.head_dim > 0 && s.n_heads % s.n_kv_heads == 0 &&
+                                                s.head_dim % 2 == 0 && s.head_dim <= 1024);
+  if (s.hidden <= 0 || s.n_layers <= 0 || s.n_heads <= 0 || s.vocab <= 0 || !heads_ok)
     throw Error(fmt::format("{}: inconsistent dimensions (hidden {}, layers {}, heads {}/{}, "
                             "head_dim {}, vocab {})", label, s.hidden, s.n_layers, s.n_heads,
                             s.n_kv_heads, s.head_dim, s.vocab));

@@ -50,7 +50,19 @@ void configure_mla(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s,
                             "qk_nope_head_dim {}, qk_rope_head_dim {} (even), v_head_dim {} are "
                             "not usable", label, m.q_lora_rank, m.kv_lora_rank, m.qk_nope,
                             m.qk_rope, m.v));
-  // DeepseekV2/V3Config: head_dim = qk_rope_head_dim (the RoPE width)
+  // DeepseekV2/V3Config: head_dim = qk_rope_head_dim (the RoPE width), whatever hidden_size /
+  // num_attention_heads is. V2 overwrites a head_dim of config.json with it; V3 keeps the file's
+  // value (null: hidden_size / num_attention_heads) and sizes the RoPE with it, which only works
+  // when it is qk_rope_head_dim: anything else is an inconsistent config (transformers fails).
+  auto hd = text.find("head_dim");
+  if (!v2 && hd != text.end()) {
+    const int64_t given = hd->is_null() ? (s.n_heads > 0 ? s.hidden / s.n_heads : 0)
+                                        : json_int(text, "head_dim", -1);
+    if (given != m.qk_rope)
+      throw Error(fmt::format("{}: head_dim {} contradicts qk_rope_head_dim {} (DeepSeek-V3's "
+                              "RoPE is head_dim wide and rotates the qk_rope_head_dim part of "
+                              "each head)", label, hd->dump(), m.qk_rope));
+  }
   s.head_dim = m.qk_rope;
   s.rope = RopeParams::from_config(text, cfg.rope_theta, static_cast<int>(m.qk_rope), label);
   // yarn_apply_mscale: qk_head_dim^-1/2, times mscale(factor, mscale_all_dim)^2 for a scaled RoPE.
@@ -174,6 +186,7 @@ const FamilyDef& deepseek_v2_family() {
   static const FamilyDef d = [] {
     FamilyDef f{Family::DeepseekV2, "deepseek_v2", {"deepseek_v2"}};
     f.moe = true;
+    f.own_head_dims = true;
     f.configure = configure_v2;
     f.layer = layer_v2;
     f.blocks = blocks;
@@ -186,6 +199,7 @@ const FamilyDef& deepseek_v3_family() {
   static const FamilyDef d = [] {
     FamilyDef f{Family::DeepseekV3, "deepseek_v3", {"deepseek_v3", "kimi_k2"}};
     f.moe = true;
+    f.own_head_dims = true;
     f.configure = configure_v3;
     f.layer = layer_v3;
     f.blocks = blocks;

@@ -27,6 +27,10 @@ struct FamilyDef {
   std::vector<std::string> model_types;  // config.json model_type values (of the text model)
   bool text_config = false;  // a multimodal wrapper (text_config) whose text part is run
   bool moe = false;          // needs 0 < num_experts_per_tok <= num_experts
+  // Multi-head latent attention (DeepSeek): the heads' widths are the family's own config fields
+  // (configure sets head_dim), so head_dim / hidden_size / num_attention_heads and
+  // num_key_value_heads are not checked as for standard attention.
+  bool own_head_dims = false;
   // The family's part of the spec once the common dimensions are read: RoPE, routing, MoE
   // settings and defaults config.json may leave out.
   void (*configure)(const Checkpoint&, const ModelConfig&, ModelSpec&) = nullptr;
