@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "fp4kit/engine/blocks/block.hpp"
+#include "fp4kit/engine/blocks/moe.hpp"
 #include "fp4kit/engine/families/family.hpp"
 #include "fp4kit/engine/weights.hpp"
 #include "fp4kit/error.hpp"
@@ -75,6 +76,10 @@ size_t Engine::activation_bytes(size_t tokens, size_t chunk, size_t longest) con
   const size_t block = std::max(chunk, longest);
   size_t floats = tokens * H;                          // hidden states
   if (any_moe) floats += 2 * tokens * H + tokens * static_cast<size_t>(spec_.n_experts);
+  if (any_moe && be_->concurrent_ops()) {  // experts side by side: their outputs (moe.hpp)
+    const auto k = static_cast<size_t>(std::max<int64_t>(spec_.top_k, 1));
+    floats += std::min(tokens, std::max(chunk, moe_round_tokens(k, H))) * k * H;
+  }
   floats += block * (2 * H + qkv + 4 * inter);         // one block's intermediates
   floats += longest * static_cast<size_t>(spec_.vocab);  // one sequence's logits
   return floats * sizeof(float);

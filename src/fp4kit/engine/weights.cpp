@@ -53,11 +53,18 @@ void check_nvfp4_shapes(const Checkpoint& c, const std::string& packed, const st
 }  // namespace
 
 LinearWeights load_linear(const Checkpoint& c, const LinearRef& ref, bool activations) {
+  std::vector<float> w(ref.rows * ref.cols);
+  LinearWeights L = load_linear_into(c, ref, activations, w.data());
+  L.w = std::move(w);
+  return L;
+}
+
+LinearWeights load_linear_into(const Checkpoint& c, const LinearRef& ref, bool activations,
+                               float* w) {
   LinearWeights L;
   L.module = ref.module;
   L.n = ref.rows;
   L.k = ref.cols;
-  L.w.resize(L.n * L.k);
   const std::string& m = ref.module;
   if (!ref.tensor.empty()) {
     // A row range of a fused 3-D expert tensor (always high precision: loaders refuse quantized
@@ -69,7 +76,7 @@ LinearWeights load_linear(const Checkpoint& c, const LinearRef& ref, bool activa
                               dtype_name(t.dtype)));
     const size_t es = dtype_size(t.dtype);
     auto bytes = c.bytes(ref.tensor);
-    decode_to_f32(bytes.data() + ref.row_begin * ref.cols * es, t.dtype, L.n * L.k, L.w.data());
+    decode_to_f32(bytes.data() + ref.row_begin * ref.cols * es, t.dtype, L.n * L.k, w);
     return L;
   }
   if (c.has(m + ".weight_packed")) {  // format B (compressed-tensors)
@@ -87,7 +94,7 @@ LinearWeights load_linear(const Checkpoint& c, const LinearRef& ref, bool activa
             const size_t col = b * 16 + i;
             const uint8_t byte = packed[r * (L.k / 2) + col / 2];
             const uint8_t code = (col % 2 == 0) ? (byte & 0x0F) : (byte >> 4);
-            L.w[r * L.k + col] = e2m1_to_float(code) * s;
+            w[r * L.k + col] = e2m1_to_float(code) * s;
           }
         }
       }
@@ -103,7 +110,7 @@ LinearWeights load_linear(const Checkpoint& c, const LinearRef& ref, bool activa
       check_nvfp4_shapes(c, wname, m + ".weight_scale", L.n, L.k);
       const float s2 = positive_scale(c, m + ".weight_scale_2");
       nvfp4_dequantize(c.bytes(wname).data(), c.bytes(m + ".weight_scale").data(), L.n, L.k, s2,
-                       L.w.data());
+                       w);
       L.nvfp4 = true;
       if (activations && c.has(m + ".input_scale")) {
         L.act_global_scale = 1.0f / positive_scale(c, m + ".input_scale");  // vLLM: input_scale_inv
@@ -118,7 +125,7 @@ LinearWeights load_linear(const Checkpoint& c, const LinearRef& ref, bool activa
       if (si.shape.size() != 2)
         throw Error(fmt::format("{}: {} must be 2-D", c.dir().string(), sname));
       Fp8BlockScales s{c.bytes(sname).data(), si.dtype, si.shape[0], si.shape[1], 128, 128};
-      fp8_block_dequantize(c.bytes(wname).data(), 0, L.n, L.n, L.k, s, L.w.data(), wname);
+      fp8_block_dequantize(c.bytes(wname).data(), 0, L.n, L.n, L.k, s, w, wname);
     } else {
       if (!dtype_is_float(t.dtype) || c.has(m + ".weight_scale_inv") ||
           (c.has(m + ".weight_scale") && t.dtype != DType::U8))
@@ -127,7 +134,7 @@ LinearWeights load_linear(const Checkpoint& c, const LinearRef& ref, bool activa
                                 dtype_name(t.dtype)));
       if (t.shape.size() != 2 || t.shape[0] != L.n || t.shape[1] != L.k)
         throw Error(fmt::format("{}: {} has an unexpected shape", c.dir().string(), wname));
-      decode_to_f32(c.bytes(wname).data(), t.dtype, L.n * L.k, L.w.data());
+      decode_to_f32(c.bytes(wname).data(), t.dtype, L.n * L.k, w);
     }
     c.release(wname);
   }

@@ -29,6 +29,10 @@ struct LinearWeights {
 // `activations`: honour input_scale / input_global_scale (W4A4 simulation). When false, a W4A4
 // checkpoint runs as weight-only.
 LinearWeights load_linear(const Checkpoint& ckpt, const LinearRef& ref, bool activations);
+// The same, decoded into `w` (ref.rows * ref.cols floats, every one written); the returned
+// LinearWeights has an empty `w` (a backend decoding into its own memory).
+LinearWeights load_linear_into(const Checkpoint& ckpt, const LinearRef& ref, bool activations,
+                               float* w);
 
 // Expert `expert` of a gpt-oss BMM expert tensor as a linear [N, K] (the transpose of the stored
 // [K, N]; MXFP4 blocks already hold [N, K]) with its bias row `<module>_bias`[expert]. Gate/up stay

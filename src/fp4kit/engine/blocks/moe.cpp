@@ -10,6 +10,11 @@
 
 namespace fp4kit::engine {
 
+size_t moe_round_tokens(size_t top_k, size_t hidden) {
+  constexpr size_t kBytes = size_t(512) << 20;
+  return std::max<size_t>(1, kBytes / (std::max<size_t>(top_k, 1) * hidden * sizeof(float)));
+}
+
 void MoeBlock::forward(const RunContext& ctx, float* hidden) {
   Backend& be = ctx.be;
   const size_t H = cfg_.hidden, T = ctx.batch.tokens, E = w_.expert_names.size();
@@ -44,37 +49,54 @@ void MoeBlock::forward(const RunContext& ctx, float* hidden) {
   const bool concurrent = !all && be.concurrent_ops() &&
                           (!ctx.obs || (ctx.obs->concurrent() && !w_.shared_module_names));
   if (concurrent) {
-    // Few tokens per expert make small products: several experts run at once (their weights
-    // decoded, their products computed side by side), one wave of `wave` experts at a time.
-    // Outputs are added to the layer output in expert order after each wave, and each expert's
-    // statistics are its own, so the bytes are those of the expert-by-expert loop below.
+    // Few tokens per expert make small products: experts run side by side, one task per expert
+    // (weights decoded, products over all its tokens as single-threaded sgemms), largest first,
+    // each thread taking the next expert when it is done. Each expert writes its outputs to its
+    // own rows of `y`; they are added to the layer output in expert order afterwards, and each
+    // expert's statistics are its own, so the bytes do not depend on the thread count or on the
+    // order the experts finish in. `y` holds k rows per token: rounds of at most
+    // moe_round_tokens(k, H) tokens bound it.
     for (size_t e = 0; e < E; ++e)
       if (ctx.obs) ctx.obs->routed(w_.expert_names[e], static_cast<int64_t>(rows_of[e].size()));
-    const size_t wave = static_cast<size_t>(std::max(1, thread_count()));
-    std::vector<Buffer> ys(wave);
-    for (size_t e0 = 0; e0 < E; e0 += wave) {
-      const size_t e1 = std::min(E, e0 + wave);
-      parallel_for(e0, e1, 1, [&](size_t a, size_t b) {
-        for (size_t e = a; e < b; ++e) {
-          const std::vector<uint32_t>& rows = rows_of[e];
-          if (rows.empty()) continue;
-          const GatedMlp mlp = w_.load_expert(e);
-          Buffer& y = ys[e - e0];
-          Buffer xin, g, u;
-          be.ensure(y, rows.size() * H);
-          for (size_t i0 = 0; i0 < rows.size(); i0 += chunk) {
-            const size_t n = std::min(chunk, rows.size() - i0);
-            be.ensure(xin, n * H);
-            be.gather_rows(x.f(), H, rows.data() + i0, n, scaled ? rw_of[e].data() + i0 : nullptr,
-                           xin.f());
-            mlp.run(ctx, xin.f(), n, y.f() + i0 * H, g, u);
-          }
+    const size_t R = std::max(chunk, moe_round_tokens(routes.k, H));
+    std::vector<std::vector<uint32_t>> rows_r(E);
+    std::vector<std::vector<float>> rw_r(E);
+    std::vector<size_t> offset(E + 1), order;
+    for (size_t t0 = 0; t0 < T; t0 += R) {
+      const size_t t1 = std::min(T, t0 + R);
+      // This round's rows of each expert: rows_of[e] is sorted by token.
+      order.clear();
+      for (size_t e = 0; e < E; ++e) {
+        const std::vector<uint32_t>& r = rows_of[e];
+        const size_t a = static_cast<size_t>(std::lower_bound(r.begin(), r.end(), t0) - r.begin());
+        const size_t b = static_cast<size_t>(std::lower_bound(r.begin(), r.end(), t1) - r.begin());
+        rows_r[e].assign(r.begin() + static_cast<ptrdiff_t>(a), r.begin() + static_cast<ptrdiff_t>(b));
+        rw_r[e].assign(rw_of[e].begin() + static_cast<ptrdiff_t>(a),
+                       rw_of[e].begin() + static_cast<ptrdiff_t>(b));
+        offset[e + 1] = offset[e] + rows_r[e].size();
+        if (!rows_r[e].empty()) order.push_back(e);
+      }
+      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        return rows_r[a].size() > rows_r[b].size();
+      });
+      Buffer y = be.alloc(std::max<size_t>(offset[E], 1) * H * sizeof(float));
+      parallel_tasks(order.size(), [&](size_t i) {
+        const size_t e = order[i];
+        const std::vector<uint32_t>& rows = rows_r[e];
+        const GatedMlp mlp = w_.load_expert(e);
+        Buffer xin, g, u;
+        for (size_t i0 = 0; i0 < rows.size(); i0 += chunk) {
+          const size_t n = std::min(chunk, rows.size() - i0);
+          be.ensure(xin, n * H);
+          be.gather_rows(x.f(), H, rows.data() + i0, n, scaled ? rw_r[e].data() + i0 : nullptr,
+                         xin.f());
+          mlp.run(ctx, xin.f(), n, y.f() + (offset[e] + i0) * H, g, u);
         }
       });
-      for (size_t e = e0; e < e1; ++e)
-        if (!rows_of[e].empty())
-          be.scatter_add_rows(out.f(), H, rows_of[e].data(), rows_of[e].size(), ys[e - e0].f(),
-                              nullptr, scaled ? nullptr : rw_of[e].data());
+      for (size_t e = 0; e < E; ++e)
+        if (!rows_r[e].empty())
+          be.scatter_add_rows(out.f(), H, rows_r[e].data(), rows_r[e].size(),
+                              y.f() + offset[e] * H, nullptr, scaled ? nullptr : rw_r[e].data());
     }
   }
   Buffer xin, yout, g, u;

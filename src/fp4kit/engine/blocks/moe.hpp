@@ -55,6 +55,11 @@ class MoeBlock final : public Block {
   MoeWeights w_;
 };
 
+// On a backend with concurrent ops, experts run side by side and keep their outputs (top_k rows
+// of `hidden` floats per token) until they are added in expert order: tokens go through the
+// experts in rounds of max(chunk tokens, this many) tokens (512 MiB of outputs).
+size_t moe_round_tokens(size_t top_k, size_t hidden);
+
 // post_attention_layernorm + the layer's MoE (router, experts in the spec's layout, shared expert).
 std::unique_ptr<Block> load_moe(const Checkpoint& ckpt, const ModelSpec& spec, const LayerSpec& L,
                                 Backend& be, bool activations);

@@ -9,6 +9,7 @@
 #include "fp4kit/engine/backend.hpp"
 #include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/engine/rope.hpp"
+#include "fp4kit/engine/weights.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 
 namespace fp4kit::engine {
@@ -19,9 +20,10 @@ class CpuBackend final : public Backend {
   const char* name() const override { return "cpu"; }
   bool concurrent_ops() const override { return true; }  // stateless but for linear()'s scratch
 
+  // Uninitialised, as device memory is (no page-touching memset of every scratch buffer).
   Buffer alloc(size_t bytes) override {
-    auto mem = std::make_shared<std::vector<float>>((bytes + sizeof(float) - 1) / sizeof(float));
-    void* p = mem->data();
+    std::shared_ptr<float[]> mem(new float[(bytes + sizeof(float) - 1) / sizeof(float)]);
+    void* p = mem.get();
     return Buffer(std::move(mem), p, bytes);
   }
   Buffer upload(std::vector<float>&& host) override {
@@ -29,6 +31,13 @@ class CpuBackend final : public Backend {
     void* p = mem->data();
     const size_t bytes = mem->size() * sizeof(float);
     return Buffer(std::move(mem), p, bytes);
+  }
+  // Decoded straight into a buffer of this backend (no zero-filled vector first).
+  Linear load_linear(const Checkpoint& ckpt, const LinearRef& ref, bool act) override {
+    Buffer w = alloc(ref.rows * ref.cols * sizeof(float));
+    Linear L = Backend::upload(load_linear_into(ckpt, ref, act, w.f()));
+    L.w = std::move(w);
+    return L;
   }
   void download(const float* src, size_t n, float* host) const override {
     if (src != host) std::memmove(host, src, n * sizeof(float));

@@ -52,6 +52,21 @@ void matmul_nt(const float* x, size_t rows, size_t k, const float* w, size_t n, 
                const float* bias) {
   if (rows == 0 || n == 0) return;
   blas_single_threaded();
+  if (in_parallel_task()) {
+    // One task of parallel_tasks (an expert): the whole product in one single-threaded sgemm,
+    // so its weights are packed once for all rows (the parallelism is across tasks).
+    if (k == 0) {
+      std::fill(y, y + rows * n, 0.0f);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
+                  static_cast<int>(n), static_cast<int>(k), 1.0f, x, static_cast<int>(k), w,
+                  static_cast<int>(k), 0.0f, y, static_cast<int>(n));
+    }
+    if (bias)
+      for (size_t r = 0; r < rows; ++r)
+        for (size_t j = 0; j < n; ++j) y[r * n + j] += bias[j];
+    return;
+  }
   const size_t kTileRows = tile_rows(rows, n);
   const size_t tr = (rows + kTileRows - 1) / kTileRows;
   const size_t tc = (n + kTileCols - 1) / kTileCols;

@@ -14,6 +14,8 @@ void set_blas_threads(int n);
 // y[rows, n] = x[rows, k] * w[n, k]^T (+ bias[n]). Row-major, w as stored in checkpoints.
 // Output tiles of 256 columns by 64-512 rows (chosen from the shape, ops.cpp), each one
 // single-threaded sgemm, spread over all threads: the bytes do not depend on the thread count.
+// Inside a task of parallel_tasks (experts side by side): one single-threaded sgemm of the whole
+// product instead.
 void matmul_nt(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
                const float* bias = nullptr);
 
