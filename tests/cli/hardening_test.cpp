@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "fp4kit/io/checkpoint.hpp"
@@ -433,15 +434,18 @@ TEST(Hardening, TerminationRemovesTheUnfinishedOutputAndSaysSo) {
   write_synthetic_moe(tmp / "src", s);
   const auto d = quote(tmp.path().string());
   const std::string cmd = quantize_cmd(tmp / "src", tmp / "out", "--weights-only --threads 1");
-  const auto r = run_command("cd " + d + " && (" + cmd + " > log 2>&1 & pid=$!; " +
-                             "while [ ! -d out.partial ] && kill -0 $pid 2>/dev/null; do sleep 0.005; done; " +
-                             "kill -TERM $pid; wait $pid; echo rc=$?)");
-  const std::string log = read_file(tmp / "log");
-  ASSERT_TRUE(contains(r.output, "rc=143")) << r.output << log;
-  EXPECT_TRUE(contains(log, "interrupted")) << log;
-  EXPECT_TRUE(contains(log, "out.partial")) << log;
-  EXPECT_FALSE(fs::exists(tmp / "out.partial"));
-  EXPECT_FALSE(fs::exists(tmp / "out"));
+  // SIGTERM (kill, systemd, a job scheduler) and SIGINT (Ctrl-C) alike.
+  for (const auto& [sig, rc] : {std::pair<std::string, int>{"TERM", 143}, {"INT", 130}}) {
+    const auto r = run_command("cd " + d + " && (" + cmd + " > log 2>&1 & pid=$!; " +
+                               "while [ ! -d out.partial ] && kill -0 $pid 2>/dev/null; do sleep 0.005; done; " +
+                               "kill -" + sig + " $pid; wait $pid; echo rc=$?)");
+    const std::string log = read_file(tmp / "log");
+    ASSERT_TRUE(contains(r.output, "rc=" + std::to_string(rc))) << sig << r.output << log;
+    EXPECT_TRUE(contains(log, "interrupted")) << log;
+    EXPECT_TRUE(contains(log, "out.partial")) << log;
+    EXPECT_FALSE(fs::exists(tmp / "out.partial"));
+    EXPECT_FALSE(fs::exists(tmp / "out"));
+  }
 }
 
 // ---- 16. --weights-only with --stats -----------------------------------------------------------
@@ -721,6 +725,50 @@ TEST(Hardening, NonUtf8PathsGiveValidJsonInEveryOutput) {
   r = run_command(bin() + " verify " + q + " --report " + quote((tmp / "v.json").string()));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NO_THROW((void)nlohmann::json::parse(read_file(tmp / "v.json")));
+}
+
+// ---- 16. NaN/Inf in tensors kept unquantized -----------------------------------------------------
+
+TEST(Hardening, NonFiniteValuesInKeptTensorsAreReportedByName) {
+  TempDir tmp;
+  const auto src = make_src(tmp);
+  // The router gets 3 NaN, the final norm 1 Inf, the embedding 2 NaN and 1 -Inf (all BF16).
+  const std::map<std::string, std::vector<std::pair<size_t, uint16_t>>> poison = {
+      {"model.layers.0.mlp.gate.weight", {{0, 0x7FC0}, {5, 0xFFC0}, {9, 0x7F81}}},
+      {"model.norm.weight", {{3, 0x7F80}}},
+      {"model.embed_tokens.weight", {{1, 0x7FC0}, {2, 0x7FC0}, {100, 0xFF80}}}};
+  rewrite_weights(src, [&](const std::string& n, DType d, std::vector<uint8_t>& b) {
+    if (auto it = poison.find(n); it != poison.end()) {
+      EXPECT_EQ(d, DType::BF16);
+      for (const auto& [i, bits] : it->second) std::memcpy(b.data() + 2 * i, &bits, 2);
+    }
+    return true;
+  });
+  const auto r = run_command(quantize_cmd(src, tmp / "q", "--weights-only --report " +
+                                          quote((tmp / "r.json").string())));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "tensor 'model.layers.0.mlp.gate.weight'") &&
+              contains(r.output, "holds 3 NaN and 0 Inf")) << r.output;
+  EXPECT_TRUE(contains(r.output, "tensor 'model.norm.weight'") && contains(r.output, "holds 0 NaN and 1 Inf"))
+      << r.output;
+  EXPECT_TRUE(contains(r.output, "tensor 'model.embed_tokens.weight'") &&
+              contains(r.output, "holds 2 NaN and 1 Inf")) << r.output;
+  size_t warnings = 0;
+  for (size_t p = 0; (p = r.output.find("fp4kit: warning: tensor", p)) != std::string::npos; ++p) ++warnings;
+  EXPECT_EQ(warnings, 3u) << r.output;
+  const auto report = nlohmann::json::parse(read_file(tmp / "r.json"));
+  size_t reported = 0;
+  for (const auto& t : report["tensors"])
+    if (t.contains("nan")) {
+      ++reported;
+      const auto& bad = poison.at(t["name"].get<std::string>());
+      EXPECT_EQ(t["nan"].get<size_t>() + t["inf"].get<size_t>(), bad.size()) << t.dump();
+    }
+  EXPECT_EQ(reported, 3u);
+  // A clean source: no such warning.
+  const auto clean = run_command(quantize_cmd(make_src(tmp, "clean"), tmp / "q2", "--weights-only"));
+  ASSERT_EQ(clean.exit_code, 0) << clean.output;
+  EXPECT_FALSE(contains(clean.output, "NaN")) << clean.output;
 }
 
 }  // namespace

@@ -100,6 +100,14 @@ int run_gguf_repack(const QuantizeArgs& a, const Checkpoint& source, const Model
   return 0;
 }
 
+// Warnings found while writing: on stderr (unless quiet) and in the outcome.
+void warn_all(const QuantizeArgs& a, QuantizeOutcome* outcome, const std::vector<std::string>& ws) {
+  for (const auto& w : ws) {
+    if (!a.quiet) fmt::print(stderr, "fp4kit: warning: {}\n", w);
+    if (outcome) outcome->warnings.push_back(w);
+  }
+}
+
 int run_gguf_quantize(const QuantizeArgs& a, const Checkpoint& source, const ModelConfig& config,
                       const Plan& plan, const std::vector<float>& input_scales,
                       const QuantOptions& quant, std::chrono::steady_clock::time_point t0,
@@ -117,6 +125,7 @@ int run_gguf_quantize(const QuantizeArgs& a, const Checkpoint& source, const Mod
                         fmt::format("{} ({})", action_name(e.action), e.reason));
       });
   if (!a.quiet && !a.on_progress) progress.finish();
+  warn_all(a, outcome, nonfinite_warnings(plan, result));
   const std::string verified = verify_gguf_partial(a, out.partial());
   out.commit();
   const double seconds =
@@ -257,6 +266,7 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
         progress.update(done, total, r.bytes_in, e.name, detail);
       });
   if (!a.quiet && !a.on_progress) progress.finish();
+  warn_all(a, outcome, nonfinite_warnings(plan, result));
 
   // Check the output like a loader would before it gets its final name.
   verify::VerifyOptions vo;

@@ -135,9 +135,27 @@ nlohmann::json entries_json(const Plan& plan, const ExportResult& result) {
         j["block_scales_fallback"] =
             r.scales.fallback + (r.scales.detail.empty() ? "" : ": " + r.scales.detail);
     }
+    if (r.nonfinite.total() > 0) {
+      j["nan"] = r.nonfinite.nan;
+      j["inf"] = r.nonfinite.inf;
+    }
     arr.push_back(j);
   }
   return arr;
+}
+
+std::vector<std::string> nonfinite_warnings(const Plan& plan, const ExportResult& result) {
+  std::vector<std::string> w;
+  for (const auto& r : result.entries) {
+    if (r.nonfinite.total() == 0) continue;
+    const PlanEntry& e = plan.entries[r.entry];
+    w.push_back(fmt::format(
+        "tensor '{}' ({} unquantized: {}) holds {} NaN and {} Inf values; written unchanged, so a "
+        "loader computes with them (check the source checkpoint)",
+        e.source.tensor, e.action == Action::Keep ? "kept" : "dequantized", e.reason,
+        r.nonfinite.nan, r.nonfinite.inf));
+  }
+  return w;
 }
 
 }  // namespace fp4kit

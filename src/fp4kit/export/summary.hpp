@@ -30,5 +30,8 @@ std::string format_summary(const QuantizeSummary& s);
 nlohmann::json summary_json(const QuantizeSummary& s);
 // Per-tensor results (name, action, reason, shape, amax, s2, input_scale, errors, bytes).
 nlohmann::json entries_json(const Plan& plan, const ExportResult& result);
+// One warning per tensor written unquantized with NaN/Inf values (the stream counted them),
+// naming the tensor, the counts and why it was kept.
+std::vector<std::string> nonfinite_warnings(const Plan& plan, const ExportResult& result);
 
 }  // namespace fp4kit

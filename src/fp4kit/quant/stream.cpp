@@ -129,11 +129,16 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
     if (e.action == Action::Keep) {
       const auto bytes = source.bytes(e.source.tensor);
       r.bytes_in = r.bytes_out = bytes.size();
+      // Checked as it goes by (the pages are read for the copy anyway): quantized tensors refuse
+      // NaN/Inf, kept ones are copied as they are and must not be copied without a word.
+      const TensorInfo& info = source.info(e.source.tensor);
+      r.nonfinite = count_nonfinite(bytes.data(), info.dtype, bytes.size() / dtype_size(info.dtype));
       sink.copied(idx, bytes);
     } else if (e.action == Action::Dequantize) {
       std::vector<uint8_t> bf16 = dequantize_to_bf16(source, e, decoded);
       r.bytes_in = source.info(e.source.tensor).nbytes();
       r.bytes_out = bf16.size();
+      r.nonfinite = count_nonfinite(bf16.data(), DType::BF16, bf16.size() / 2);
       sink.dequantized(idx, std::move(bf16));
       source.release(e.source.tensor);
       if (!e.source_scales.empty()) source.release(e.source_scales);

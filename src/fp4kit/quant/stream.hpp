@@ -10,6 +10,7 @@
 
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/numeric/distortion.hpp"
+#include "fp4kit/numeric/nonfinite.hpp"
 #include "fp4kit/plan/plan.hpp"
 #include "fp4kit/quant/block_scales.hpp"
 #include "fp4kit/quant/quant_options.hpp"
@@ -59,6 +60,8 @@ struct EntryResult {
   float amax = 0, s2 = 0, input_scale = 0;
   DistortionStats error;  // quantized entries only
   ScaleOutcome scales;    // quantized entries only: the block-scale method used, and why not
+  // Kept and dequantized entries: NaN/Inf values written unchanged (a loader computes with them).
+  NonFiniteCount nonfinite;
   double seconds = 0;
 };
 
