@@ -142,6 +142,30 @@ TEST(CheckpointWriter, ShardingBoundaries) {
   }
 }
 
+// Shards are fsynced by background threads (at most 4 at once, so 9 shards queue): after
+// finish_writing() every file is complete and readable while the syncs may still run, and
+// wait_durable() (which finish() is) only waits; asking for it before finish_writing() is misuse.
+TEST(CheckpointWriter, ShardsCompleteBeforeTheirBackgroundSyncsEnd) {
+  TempDir dir;
+  std::vector<TensorSpec> specs;
+  for (int i = 0; i < 18; ++i) specs.push_back({fmt::format("t{}", i), DType::U8, {100'000}});
+  CheckpointWriter w(dir.path(), specs, 200'000);
+  EXPECT_THAT(error_of([&] { w.wait_durable(); }), HasSubstr("before finish_writing"));
+  for (size_t k = 0; k < specs.size(); ++k)
+    w.write(specs[k].name, as_bytes(payload(specs[k].nbytes(), static_cast<int>(k))));
+  w.finish_writing();
+  auto ck = Checkpoint::open(dir.path());
+  ASSERT_EQ(ck->shards().size(), 9u);
+  for (size_t k = 0; k < specs.size(); ++k) {
+    auto b = ck->bytes(specs[k].name);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(b.data()), b.size()),
+              payload(specs[k].nbytes(), static_cast<int>(k)));
+  }
+  w.wait_durable();
+  w.finish();  // already durable: nothing left
+  EXPECT_EQ(w.files().size(), 10u);
+}
+
 TEST(CheckpointWriter, IndexTextIsSortedAndHfStyled) {
   TempDir dir;
   std::vector<TensorSpec> specs = {{"z", DType::U8, {4}}, {"a", DType::U8, {4}}};

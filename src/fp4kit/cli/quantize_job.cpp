@@ -252,6 +252,15 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
 
   OutputDir out(a.out, source->dir(), a.force);
   Progress progress(planned_source_bytes(plan, *source));
+  // Check the output like a loader would before it gets its final name, while the shards' fsyncs
+  // are under way (commit() below renames only after everything is durable).
+  verify::VerifyOptions vo;
+  vo.numeric = a.verify == "full";
+  if (vo.numeric) vo.source = source->dir();
+  verify::VerifyReport vr;
+  auto run_verify = [&] {
+    if (a.verify != "none") vr = verify_checkpoint(out.partial(), vo);
+  };
   ExportResult result = export_checkpoint(
       plan, *source, input_scales, eo, out.partial(),
       [&](size_t done, size_t total, const EntryResult& r) {
@@ -264,17 +273,12 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
           detail += fmt::format(" rel-RMSE {:.4f}", r.error.rel_rmse());
         // Sizes of a sliced (fused-expert) entry count the slice, the bar the whole tensor once.
         progress.update(done, total, r.bytes_in, e.name, detail);
-      });
+      },
+      run_verify);
   if (!a.quiet && !a.on_progress) progress.finish();
   warn_all(a, outcome, nonfinite_warnings(plan, result));
 
-  // Check the output like a loader would before it gets its final name.
-  verify::VerifyOptions vo;
-  vo.numeric = a.verify == "full";
-  if (vo.numeric) vo.source = source->dir();
-  verify::VerifyReport vr;
   if (a.verify != "none") {
-    vr = verify_checkpoint(out.partial(), vo);
     if (!vr.ok()) {
       if (!a.quiet) fmt::print(stderr, "{}", vr.format_table());
       throw Error(fmt::format("quantize: the output failed verification; nothing was written to "

@@ -123,7 +123,8 @@ void copy_sidecars(const Checkpoint& source, const fs::path& dir) {
 ExportResult export_checkpoint(const Plan& plan, const Checkpoint& source,
                                const std::vector<float>& input_scales,
                                const ExportOptions& options, const fs::path& dir,
-                               const StreamProgress& progress) {
+                               const StreamProgress& progress,
+                               const std::function<void()>& while_syncing) {
   const auto layout = output_layout(plan, source, options.quant);
   std::vector<size_t> order;
   for (const auto& t : layout)
@@ -138,7 +139,7 @@ ExportResult export_checkpoint(const Plan& plan, const Checkpoint& source,
     result.entries = run_stream(plan, source, order, input_scales, options.quant, sink, progress);
     async.drain();
   }
-  writer.finish();
+  writer.finish_writing();  // the shards' fsyncs run in the background from here
   for (const auto& f : writer.files()) result.files.push_back(f.filename());
   for (const auto& t : layout) result.bytes_written += t.spec.nbytes();
 
@@ -154,6 +155,8 @@ ExportResult export_checkpoint(const Plan& plan, const Checkpoint& source,
   if (options.quant.format == OutputFormat::ModelOpt)
     write_json(dir / "hf_quant_config.json", hf_quant_config(plan, options.quant));
   copy_sidecars(source, dir);
+  if (while_syncing) while_syncing();
+  writer.wait_durable();
   return result;
 }
 

@@ -3,6 +3,7 @@
 // shards, config.json with quantization_config, hf_quant_config.json (format A), sidecar files.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <vector>
 
 #include "fp4kit/io/checkpoint.hpp"
@@ -25,9 +26,13 @@ struct ExportResult {
   uint64_t bytes_written = 0;
 };
 
+// `while_syncing`: runs once every file is written (shards, index, config.json, sidecars) while
+// the shards' fsyncs are still under way (e.g. a structural verify that reads them back); the
+// shards are durable when export_checkpoint returns, whatever it does.
 ExportResult export_checkpoint(const Plan& plan, const Checkpoint& source,
                                const std::vector<float>& input_scales,
                                const ExportOptions& options, const std::filesystem::path& dir,
-                               const StreamProgress& progress);
+                               const StreamProgress& progress,
+                               const std::function<void()>& while_syncing = {});
 
 }  // namespace fp4kit

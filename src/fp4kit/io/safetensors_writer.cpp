@@ -7,9 +7,14 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/file_sync.hpp"
@@ -32,11 +37,25 @@ namespace {
 // Small tensors are gathered into one large write; big ones go straight from the caller's
 // memory to the kernel (no extra copy).
 constexpr size_t kBufferBytes = 8u << 20;
-// Write-behind: every kWritebackWindow bytes the kernel is told to start writing them out, and
-// the window before that is waited for and dropped from the page cache. Dirty data stays bounded
-// (a 1 TB model must not fill RAM with dirty pages and stall in the kernel's dirty throttling),
-// the disk stays busy while we produce the next bytes, and the final fsync has little left to do.
+// Write-behind: every kWritebackWindow bytes the kernel is told to start writing them out
+// (asynchronously: the disk gets a deep queue from the first window on, and the final fsync has
+// only what the disk has not caught up with yet). Dirty data stays bounded: bytes more than
+// dirty_lag() behind the write position are waited for (a 1 TB model must not fill RAM with dirty
+// pages and stall in the kernel's dirty throttling), and, when the whole checkpoint is large next
+// to RAM, dropped from the page cache once on disk.
 constexpr uint64_t kWritebackWindow = 32ull << 20;
+// Closed shards are fsynced by background threads; at most this many at once.
+constexpr size_t kMaxPendingSyncs = 4;
+
+uint64_t physical_ram() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page)
+                               : uint64_t{8} << 30;
+}
+// 1 GiB, or RAM / 16 on a small machine (never below two windows).
+uint64_t dirty_lag() {
+  return std::max(2 * kWritebackWindow, std::min(uint64_t{1} << 30, physical_ram() / 16));
+}
 
 std::string json_string(const std::string& s, std::string_view what) {
   try {
@@ -74,7 +93,43 @@ struct CheckpointWriter::Impl {
   uint64_t settled = 0;   // [0, settled) is on disk and dropped from the page cache
   std::vector<uint8_t> buffer;
   bool finished = false;
+  bool writing_done = false;  // finish_writing() ran: only wait_durable() is left
   bool failed = false;
+  uint64_t lag = dirty_lag();
+  bool drop_cache = false;  // the checkpoint is large next to RAM: keep the page cache small
+
+  // fsync + close of closed shards, in background threads (the stream goes on meanwhile).
+  std::deque<std::thread> syncs;
+  std::mutex sync_mu;
+  std::exception_ptr sync_error;
+
+  void start_sync(int f, fs::path path) {
+    while (syncs.size() >= kMaxPendingSyncs) {
+      syncs.front().join();
+      syncs.pop_front();
+    }
+    syncs.emplace_back([this, f, path = std::move(path)] {
+      const int rc = ::fsync(f), err = errno;
+      const int crc = ::close(f), cerr = errno;
+      if (rc == 0 && crc == 0) return;
+      std::lock_guard<std::mutex> lock(sync_mu);
+      if (!sync_error)
+        sync_error = std::make_exception_ptr(Error(fmt::format(
+            "{}: {} failed: {}", path.string(), rc != 0 ? "fsync" : "close",
+            std::strerror(rc != 0 ? err : cerr))));
+    });
+  }
+  void join_syncs() {
+    for (auto& t : syncs) t.join();
+    syncs.clear();
+  }
+  void rethrow_sync_error() {
+    std::lock_guard<std::mutex> lock(sync_mu);
+    if (sync_error) {
+      failed = true;
+      std::rethrow_exception(sync_error);
+    }
+  }
 
   std::string header_for(const ShardLayout& shard) const {
     std::string h = "{";
@@ -134,9 +189,9 @@ struct CheckpointWriter::Impl {
                           SYNC_FILE_RANGE_WRITE) != 0)
       return;  // not supported here: the fsync at the end still makes the file durable
     kicked = file_pos;
-    // Wait for everything older than one window, then let the kernel drop those pages.
-    if (kicked - settled > kWritebackWindow) {
-      const uint64_t upto = kicked - kWritebackWindow;
+    // Wait for everything more than `lag` behind, then (large checkpoints) drop those pages.
+    if (kicked - settled > lag) {
+      const uint64_t upto = kicked - lag;
       if (::sync_file_range(fd, static_cast<off_t>(settled), static_cast<off_t>(upto - settled),
                             SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
                                 SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
@@ -145,8 +200,9 @@ struct CheckpointWriter::Impl {
         throw Error(fmt::format("{}: writing to disk failed: {}", open_path.string(),
                                 std::strerror(err)));
       }
-      ::posix_fadvise(fd, static_cast<off_t>(settled), static_cast<off_t>(upto - settled),
-                      POSIX_FADV_DONTNEED);
+      if (drop_cache)
+        ::posix_fadvise(fd, static_cast<off_t>(settled), static_cast<off_t>(upto - settled),
+                        POSIX_FADV_DONTNEED);
       settled = upto;
     }
   }
@@ -182,19 +238,13 @@ struct CheckpointWriter::Impl {
     append({reinterpret_cast<const uint8_t*>(h.data()), h.size()});
   }
 
+  // Hands the shard to a background fsync (wait_durable() waits for it and reports failures).
   void close_shard() {
     flush();
-    if (::fsync(fd) != 0) {
-      int err = errno;
-      failed = true;
-      throw Error(fmt::format("{}: fsync failed: {}", open_path.string(), std::strerror(err)));
-    }
-    int rc = ::close(fd);
+    // Start write-out of the tail now, so the fsync finds it under way.
+    ::sync_file_range(fd, static_cast<off_t>(kicked), 0, SYNC_FILE_RANGE_WRITE);
+    start_sync(fd, open_path);
     fd = -1;
-    if (rc != 0) {
-      failed = true;
-      throw Error(fmt::format("{}: close failed: {}", open_path.string(), std::strerror(errno)));
-    }
     ++shards_done;
   }
 };
@@ -239,10 +289,15 @@ CheckpointWriter::CheckpointWriter(fs::path dir, std::vector<TensorSpec> tensors
   m.shards = std::move(shards);
   for (const auto& s : m.shards) m.header_for(s);  // reject bad names now, not mid-stream
   m.buffer.reserve(kBufferBytes);
+  uint64_t total = 0;
+  for (uint64_t sz : m.sizes) total += sz;
+  m.drop_cache = total > physical_ram() / 8;
 }
 
 CheckpointWriter::~CheckpointWriter() {
-  if (impl_ && impl_->fd >= 0) ::close(impl_->fd);  // unfinished: the OutputDir discards it
+  if (!impl_) return;
+  impl_->join_syncs();
+  if (impl_->fd >= 0) ::close(impl_->fd);  // unfinished: the OutputDir discards it
 }
 
 void CheckpointWriter::write(std::string_view name, std::span<const uint8_t> data) {
@@ -252,6 +307,7 @@ void CheckpointWriter::write(std::string_view name, std::span<const uint8_t> dat
 void CheckpointWriter::write_part(std::string_view name, std::span<const uint8_t> data,
                                   bool last) {
   Impl& m = *impl_;
+  m.rethrow_sync_error();
   if (m.failed) throw Error(fmt::format("tensor \"{}\": the writer failed earlier", name));
   if (m.finished || m.next >= m.specs.size())
     throw Error(fmt::format("tensor \"{}\" written after all declared tensors", name));
@@ -279,9 +335,14 @@ void CheckpointWriter::write_part(std::string_view name, std::span<const uint8_t
 }
 
 void CheckpointWriter::finish() {
+  finish_writing();
+  wait_durable();
+}
+
+void CheckpointWriter::finish_writing() {
   Impl& m = *impl_;
   if (m.failed) throw Error("checkpoint writer: cannot finish after an earlier failure");
-  if (m.finished) return;
+  if (m.finished || m.writing_done) return;
   if (m.next < m.specs.size() && m.part_done > 0)
     throw Error(fmt::format("tensor \"{}\" was only partly written ({} of {} bytes)",
                             m.specs[m.next].name, m.part_done, m.sizes[m.next]));
@@ -303,6 +364,15 @@ void CheckpointWriter::finish() {
     write_file_synced(p, index.dump(2) + "\n");
     m.files.push_back(p);
   }
+  m.writing_done = true;
+}
+
+void CheckpointWriter::wait_durable() {
+  Impl& m = *impl_;
+  if (m.finished) return;
+  if (!m.writing_done) throw Error("checkpoint writer: wait_durable() before finish_writing()");
+  m.join_syncs();
+  m.rethrow_sync_error();
   sync_directory(m.dir);
   m.finished = true;
 }

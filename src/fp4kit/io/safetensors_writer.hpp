@@ -38,7 +38,14 @@ class CheckpointWriter {
   // closes it, and the pieces must then add up to its byte size exactly.
   void write_part(std::string_view name, std::span<const uint8_t> data, bool last);
   // Checks that every tensor arrived, writes the index, fsyncs. Throws on any failure.
+  // = finish_writing() + wait_durable().
   void finish();
+  // Checks that every tensor arrived and writes the index (fsynced); the shards' fsyncs run in
+  // background threads (one per shard, in parallel), so the caller can read the files meanwhile.
+  void finish_writing();
+  // Waits for those fsyncs and fsyncs the directory: the files are durable when it returns.
+  // Throws the first fsync or close failure.
+  void wait_durable();
 
   const std::vector<std::filesystem::path>& files() const;
 
