@@ -131,6 +131,7 @@ int run_gguf_quantize(const QuantizeArgs& a, const Checkpoint& source, const Mod
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const QuantizeSummary summary = summarize(plan, result, seconds);
+  for (const auto& n : result.notes) fmt::print(stderr, "fp4kit: note: {}\n", n);
   if (!a.quiet) {
     fmt::print("wrote {} (gguf, {})\n", a.out, a.weights_only ? "weights-only W4A16" : "W4A4");
     fmt::print("{}{}", format_summary(summary), verified);

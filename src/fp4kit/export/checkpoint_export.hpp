@@ -24,6 +24,7 @@ struct ExportResult {
   std::vector<EntryResult> entries;
   std::vector<std::filesystem::path> files;  // written, relative to the directory
   uint64_t bytes_written = 0;
+  std::vector<std::string> notes;  // --format gguf: tensors left out and why
 };
 
 // `while_syncing`: runs once every file is written (shards, index, config.json, sidecars) while

@@ -18,6 +18,7 @@ const std::map<std::string, std::string>& mapped() {
       {"llama", "llama"},     {"mistral", "llama"},     {"mixtral", "llama"},
       {"qwen2", "qwen2"},     {"qwen2_moe", "qwen2moe"}, {"qwen3", "qwen3"},
       {"qwen3_moe", "qwen3moe"}, {"olmoe", "olmoe"},
+      {"qwen3_5_moe", "qwen35moe"}, {"qwen3_5_moe_text", "qwen35moe"},
   };
   return m;
 }
@@ -26,8 +27,7 @@ const std::map<std::string, std::string>& mapped() {
 // than renaming: fused/BMM experts, MLA's split kv_b, linear attention, ...).
 const std::map<std::string, std::string>& not_yet() {
   static const std::map<std::string, std::string> m = {
-      {"qwen3_next", "qwen3next"},     {"qwen3_5_moe", "qwen35moe"},
-      {"qwen3_5_moe_text", "qwen35moe"}, {"deepseek_v2", "deepseek2"},
+      {"qwen3_next", "qwen3next"},     {"deepseek_v2", "deepseek2"},
       {"deepseek_v3", "deepseek2"},    {"kimi_k2", "deepseek2"},
       {"glm4_moe", "glm4moe"},         {"gpt_oss", "gpt-oss"},
       {"llama4", "llama4"},            {"llama4_text", "llama4"},
@@ -41,6 +41,41 @@ uint32_t u32(int64_t v, const char* what) {
   return static_cast<uint32_t>(v);
 }
 
+int64_t text_int(const ModelConfig& c, const char* key) {
+  const auto it = c.text.find(key);
+  if (it == c.text.end() || !it->is_number_integer())
+    throw Error(fmt::format("config.json: {} (an integer) is needed for GGUF metadata", key));
+  return it->get<int64_t>();
+}
+
+// Gated DeltaNet keys (Qwen3NextModel.set_gguf_parameters) and the layer pattern.
+void add_linear_attention_metadata(GgufMetadata& m, const std::string& p, const ModelConfig& c) {
+  m.add_u32(p + "ssm.conv_kernel", u32(text_int(c, "linear_conv_kernel_dim"), "linear_conv_kernel_dim"));
+  m.add_u32(p + "ssm.state_size", u32(text_int(c, "linear_key_head_dim"), "linear_key_head_dim"));
+  m.add_u32(p + "ssm.group_count", u32(text_int(c, "linear_num_key_heads"), "linear_num_key_heads"));
+  m.add_u32(p + "ssm.time_step_rank",
+            u32(text_int(c, "linear_num_value_heads"), "linear_num_value_heads"));
+  m.add_u32(p + "ssm.inner_size",
+            u32(text_int(c, "linear_value_head_dim") * text_int(c, "linear_num_value_heads"),
+                "linear_value_head_dim * linear_num_value_heads"));
+  if (text_int(c, "linear_key_head_dim") != text_int(c, "linear_value_head_dim"))
+    throw Error("config.json: llama.cpp's Gated DeltaNet needs linear_key_head_dim == "
+                "linear_value_head_dim");
+  if (!c.layer_types.empty()) {
+    if (static_cast<int64_t>(c.layer_types.size()) != c.num_hidden_layers)
+      throw Error(fmt::format("config.json: layer_types has {} entries, num_hidden_layers is {}",
+                              c.layer_types.size(), c.num_hidden_layers));
+    std::vector<bool> recurrent;
+    for (const auto& t : c.layer_types) recurrent.push_back(t == "linear_attention");
+    m.add_bools(p + "attention.recurrent_layers", recurrent);
+  }
+  const auto fi = c.text.find("full_attention_interval");
+  m.add_u32(p + "full_attention_interval",
+            fi != c.text.end() && fi->is_number_integer()
+                ? u32(fi->get<int64_t>(), "full_attention_interval")
+                : 4);
+}
+
 }  // namespace
 
 GgufArch gguf_arch(const ModelConfig& c, const std::string& label) {
@@ -49,26 +84,33 @@ GgufArch gguf_arch(const ModelConfig& c, const std::string& label) {
     // llama.cpp hard-codes whether an architecture renormalizes the top-k router weights
     // (qwen3moe and mixtral's llama: yes; qwen2moe, olmoe: no). A config that says otherwise
     // computes another function unless every expert is used.
-    const bool renorm = a == "qwen3moe" || c.model_type == "mixtral";
+    // Qwen3.5's transformers code renormalizes whatever the config says, as llama.cpp does.
+    const bool renorm = a == "qwen3moe" || a == "qwen35moe" || c.model_type == "mixtral";
+    const bool flag_read = c.model_type != "mixtral" && a != "qwen35moe";
     const bool all_used = c.num_experts_per_tok >= c.num_experts;
-    if (c.num_experts > 0 && c.model_type != "mixtral" && c.norm_topk_prob != renorm && !all_used)
+    if (c.num_experts > 0 && flag_read && c.norm_topk_prob != renorm && !all_used)
       throw Error(fmt::format(
           "{}: norm_topk_prob is {}, but llama.cpp's '{}' graph always {} the top-{} router "
           "weights: the GGUF would compute another function",
           label, c.norm_topk_prob ? "true" : "false", a, renorm ? "renormalizes" : "does not renormalize",
           c.num_experts_per_tok));
-    return {a, a == "llama", a == "qwen2moe" || a == "olmoe",
-            a == "qwen2" || a == "qwen2moe" || a == "olmoe"};
+    GgufArch arch{a, a == "llama", a == "qwen2moe" || a == "olmoe",
+                  a == "qwen2" || a == "qwen2moe" || a == "olmoe"};
+    if (a == "qwen35moe") {
+      arch.zero_centred_norms = true;
+      arch.post_attention_norm = "post_attention_norm";
+    }
+    return arch;
   }
   if (auto it = not_yet().find(c.model_type); it != not_yet().end())
     throw Error(fmt::format(
         "{}: model_type '{}' is llama.cpp's architecture '{}', whose GGUF layout fp4kit does not "
         "write yet (--format gguf writes llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, "
-        "qwen3_moe, olmoe); use --format modelopt and llama.cpp's convert_hf_to_gguf.py",
+        "qwen3_moe, qwen3_5_moe, olmoe); use --format modelopt and llama.cpp's convert_hf_to_gguf.py",
         label, c.model_type, it->second));
   throw Error(fmt::format("{}: model_type '{}' has no llama.cpp architecture fp4kit knows; "
                           "--format gguf writes llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, "
-                          "qwen3_moe, olmoe",
+                          "qwen3_moe, qwen3_5_moe, olmoe",
                           label, c.model_type.empty() ? "(none)" : c.model_type));
 }
 
@@ -96,7 +138,25 @@ void add_arch_metadata(GgufMetadata& m, const GgufArch& a, const ModelConfig& c,
   m.add_f32(p + "attention.layer_norm_rms_epsilon", static_cast<float>(c.rms_norm_eps));
   m.add_u32(p + "attention.key_length", u32(c.head_dim, "head_dim"));
   m.add_u32(p + "attention.value_length", u32(c.head_dim, "head_dim"));
-  m.add_u32(p + "rope.dimension_count", u32(c.head_dim, "head_dim"));
+  m.add_u32(p + "rope.dimension_count", u32(rope_dims(c, a), "rotary dimensions"));
+  if (a.name == "qwen35moe") {
+    // Interleaved M-RoPE; text positions are equal in every section, so the sections only
+    // matter for images. llama.cpp requires the key (default [11, 11, 10] as transformers).
+    std::vector<int32_t> sections = {11, 11, 10};
+    const nlohmann::json r = rope_scaling_of(c);
+    if (r.is_object() && r.contains("mrope_section") && r["mrope_section"].is_array())
+      sections = r["mrope_section"].get<std::vector<int32_t>>();
+    sections.resize(4, 0);
+    int64_t sum = 0;
+    for (int32_t x : sections) sum += x;
+    if (sum > c.head_dim)
+      throw Error(fmt::format("config.json: the M-RoPE sections {} of {} (transformers' default "
+                              "when mrope_section is absent) add up to more than head_dim {}: "
+                              "llama.cpp aborts on such a model",
+                              sum, a.name, c.head_dim));
+    m.add_i32s(p + "rope.dimension_sections", sections);
+    add_linear_attention_metadata(m, p, c);
+  }
   m.add_u32(p + "vocab_size", u32(c.vocab_size, "vocab_size"));
   if (c.num_experts > 0) {
     m.add_u32(p + "expert_count", u32(c.num_experts, "num_experts"));
@@ -130,20 +190,54 @@ void add_arch_metadata(GgufMetadata& m, const GgufArch& a, const ModelConfig& c,
   }
 }
 
-std::optional<GgufTarget> gguf_target(const std::string& hf, const GgufArch& a,
+std::string gguf_left_out(const std::string& hf) {
+  for (const char* v : {"model.visual.", "visual.", "model.vision_tower.", "vision_tower."})
+    if (hf.starts_with(v))
+      return "vision tower: llama.cpp reads it from a separate mmproj GGUF, which fp4kit does "
+             "not write";
+  if (hf.starts_with("mtp.") || hf.starts_with("model.mtp."))
+    return "multi-token-prediction layer: not written (llama.cpp runs without it)";
+  return "";
+}
+
+int64_t rope_dims(const ModelConfig& c, const GgufArch& a) {
+  if (a.name != "qwen35moe") return c.head_dim;
+  // partial_rotary_factor: rope_parameters (transformers 5) or top level; Qwen3.5's default 0.25.
+  double f = 0.25;
+  const nlohmann::json r = rope_scaling_of(c);
+  if (r.is_object() && r.contains("partial_rotary_factor") && r["partial_rotary_factor"].is_number())
+    f = r["partial_rotary_factor"].get<double>();
+  else if (c.text.contains("partial_rotary_factor") && c.text["partial_rotary_factor"].is_number())
+    f = c.text["partial_rotary_factor"].get<double>();
+  return static_cast<int64_t>(static_cast<double>(c.head_dim) * f);
+}
+
+std::optional<GgufTarget> gguf_target(const std::string& hf_name, const GgufArch& a,
                                       const ModelConfig& c, uint64_t ndim) {
+  // Multimodal wrappers (Qwen3.5/3.6-MoE) keep the language model under model.language_model.
+  std::string hf = hf_name;
+  if (hf.starts_with("model.language_model.")) hf = "model." + hf.substr(21);
   std::string base = hf, suffix;
-  if (const auto dot = hf.rfind('.'); dot != std::string::npos) {
-    suffix = hf.substr(dot);  // ".weight" / ".bias"
-    base = hf.substr(0, dot);
-  }
-  if (suffix != ".weight" && suffix != ".bias") return std::nullopt;
   GgufTarget t;
+  // Gated DeltaNet parameters without a .weight suffix.
+  const bool bare = hf.ends_with(".linear_attn.A_log") || hf.ends_with(".linear_attn.dt_bias");
+  if (!bare) {
+    if (const auto dot = hf.rfind('.'); dot != std::string::npos) {
+      suffix = hf.substr(dot);  // ".weight" / ".bias"
+      base = hf.substr(0, dot);
+    }
+    if (suffix != ".weight" && suffix != ".bias") return std::nullopt;
+  }
   auto finish = [&](std::string name) {
     t.name = name + suffix;
-    t.always_f32 = t.always_f32 || ndim <= 1 || name.ends_with("_norm");
+    t.always_f32 = t.always_f32 || ndim <= 1 || name.ends_with("_norm") ||
+                   t.values != GgufTarget::Values::Copy || t.squeeze;
     return std::optional<GgufTarget>(t);
   };
+  if (a.zero_centred_norms && (base == "model.norm" || base.ends_with("layernorm") ||
+                               base.ends_with("self_attn.q_norm") ||
+                               base.ends_with("self_attn.k_norm")))
+    t.values = GgufTarget::Values::PlusOne;
   if (base == "model.embed_tokens") return finish("token_embd");
   if (base == "model.norm") return finish("output_norm");
   if (base == "lm_head") return finish("output");
@@ -165,9 +259,41 @@ std::optional<GgufTarget> gguf_target(const std::string& hf, const GgufArch& a,
     t.expert = std::stoll(em[1].str());
     return finish(blk + "ffn_" + kind + "_exps");
   }
+  if (rest.starts_with("linear_attn.")) {
+    if (a.name != "qwen35moe") return std::nullopt;
+    // llama.cpp tiles value heads over key heads where transformers groups them.
+    const int64_t kh = text_int(c, "linear_num_key_heads");
+    const int64_t vh = text_int(c, "linear_num_value_heads");
+    const int64_t kd = text_int(c, "linear_key_head_dim");
+    const int64_t vd = text_int(c, "linear_value_head_dim");
+    if (kh <= 0 || vh % kh != 0)
+      throw Error(fmt::format("config.json: linear_num_value_heads {} is not a multiple of "
+                              "linear_num_key_heads {}",
+                              vh, kh));
+    auto tile = [&](int64_t head_dim, uint64_t offset, bool columns) {
+      if (kh != vh) t.tiling = {kh, vh / kh, head_dim, offset, columns};
+    };
+    const std::string part = rest.substr(12);
+    const uint64_t qk_rows = static_cast<uint64_t>(2 * kh * kd);
+    if (part == "in_proj_qkv") return tile(vd, qk_rows, false), finish(blk + "attn_qkv");
+    if (part == "in_proj_z") return tile(vd, 0, false), finish(blk + "attn_gate");
+    if (part == "in_proj_a") return tile(1, 0, false), finish(blk + "ssm_alpha");
+    if (part == "in_proj_b") return tile(1, 0, false), finish(blk + "ssm_beta");
+    if (part == "out_proj") return tile(vd, 0, true), finish(blk + "ssm_out");
+    if (part == "conv1d" && suffix == ".weight") {
+      t.squeeze = true;
+      return tile(vd, qk_rows, false), finish(blk + "ssm_conv1d");
+    }
+    if (part == "norm") return finish(blk + "ssm_norm");
+    if (part == "A_log") {
+      t.values = GgufTarget::Values::NegExp;  // llama.cpp reads A = -exp(A_log)
+      return tile(1, 0, true), finish(blk + "ssm_a");
+    }
+    if (part == "dt_bias") return tile(1, 0, true), finish(blk + "ssm_dt.bias");
+    return std::nullopt;
+  }
   static const std::map<std::string, std::string> names = {
       {"input_layernorm", "attn_norm"},
-      {"post_attention_layernorm", "ffn_norm"},
       {"self_attn.q_proj", "attn_q"},
       {"self_attn.k_proj", "attn_k"},
       {"self_attn.v_proj", "attn_v"},
@@ -184,6 +310,7 @@ std::optional<GgufTarget> gguf_target(const std::string& hf, const GgufArch& a,
       {"mlp.shared_expert.down_proj", "ffn_down_shexp"},
       {"mlp.shared_expert_gate", "ffn_gate_inp_shexp"},
   };
+  if (rest == "post_attention_layernorm") return finish(blk + a.post_attention_norm);
   const auto it = names.find(rest);
   if (it == names.end()) return std::nullopt;
   if (it->second == "ffn_gate_inp" || it->second == "ffn_gate_inp_shexp") t.always_f32 = true;
@@ -197,6 +324,23 @@ std::optional<GgufTarget> gguf_target(const std::string& hf, const GgufArch& a,
                             "by fp4kit",
                             hf));
   return finish(blk + it->second);
+}
+
+std::vector<uint64_t> tiled_heads(uint64_t n, const HeadTiling& t) {
+  if (t.groups <= 0) return {};
+  const uint64_t g = static_cast<uint64_t>(t.groups), j = static_cast<uint64_t>(t.per_group),
+                 d = static_cast<uint64_t>(t.head_dim);
+  if (t.offset + g * j * d != n)
+    throw Error(fmt::format("{} rows/columns cannot hold {} x {} heads of {} after {}", n, g, j, d,
+                            t.offset));
+  std::vector<uint64_t> of(n);
+  for (uint64_t i = 0; i < t.offset; ++i) of[i] = i;
+  // Output head (jj, gg) takes source head (gg, jj).
+  for (uint64_t jj = 0; jj < j; ++jj)
+    for (uint64_t gg = 0; gg < g; ++gg)
+      for (uint64_t x = 0; x < d; ++x)
+        of[t.offset + (jj * g + gg) * d + x] = t.offset + (gg * j + jj) * d + x;
+  return of;
 }
 
 nlohmann::json rope_scaling_of(const ModelConfig& c) {

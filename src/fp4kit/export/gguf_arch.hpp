@@ -22,6 +22,11 @@ struct GgufArch {
   // olmoe in llama.cpp 0c1e570, 2026-10-01): NVFP4 MLP weights would run unscaled, so the MLP
   // stays unquantized (plan rule; F32 decode when repacking).
   bool mlp_scale_ignored = false;
+  // Qwen3-Next / Qwen3.5 RMSNorms multiply by (1 + weight): the GGUF holds 1 + weight (F32),
+  // except for the gated norm of the linear-attention layers (plain weight).
+  bool zero_centred_norms = false;
+  // post_attention_layernorm is "post_attention_norm" (qwen35moe, qwen3next), else "ffn_norm".
+  std::string post_attention_norm = "ffn_norm";
 };
 // Module glob of the MLP whose .scale the architecture ignores.
 inline constexpr const char* kGgufMlpGlob = "*.mlp.*";
@@ -34,12 +39,35 @@ GgufArch gguf_arch(const ModelConfig& config, const std::string& label);
 void add_arch_metadata(GgufMetadata& meta, const GgufArch& arch, const ModelConfig& config,
                        const std::string& model_name);
 
+// A reordering of heads grouped by key head into llama.cpp's tiled order
+// (convert_hf_to_gguf's _reorder_v_heads): the `groups * per_group` heads of `head_dim` rows (or
+// columns) starting at `offset` go from [group][j] to [j][group]; the rest stays.
+struct HeadTiling {
+  int64_t groups = 0, per_group = 0, head_dim = 0;  // groups == 0: none
+  uint64_t offset = 0;
+  bool columns = false;  // reorders columns (elements of each row) instead of rows
+};
+
+// Why a checkpoint tensor is left out of the GGUF ("" when it is not): a vision tower (llama.cpp
+// reads it from a separate mmproj GGUF) or multi-token-prediction layers.
+std::string gguf_left_out(const std::string& hf_tensor);
+
+// RoPE dimensions: head_dim, or its partial_rotary_factor share (qwen35moe).
+int64_t rope_dims(const ModelConfig& config, const GgufArch& arch);
+
 struct GgufTarget {
+  enum class Values { Copy, PlusOne, NegExp };  // stored x, 1 + x (zero-centred norms), -exp(x)
   std::string name;     // GGUF tensor name ("blk.3.ffn_up_exps.weight")
   int64_t expert = -1;  // slot in a stacked [E, N, K] tensor, -1 for an ordinary tensor
   bool always_f32 = false;  // norms, routers, 1-D tensors: llama.cpp reads them as F32
   int64_t permute_heads = 0;  // > 0: rows are RoPE pairs of this many heads to reorder
+  HeadTiling tiling;          // Qwen3.5 linear attention with fewer key than value heads
+  Values values = Values::Copy;  // computed in float32 (the target is F32)
+  bool squeeze = false;       // drop dims of size 1 (conv1d [C, 1, K] -> ne {K, C})
 };
+
+// Output index -> source index of a HeadTiling over `n` rows (or columns); empty when none.
+std::vector<uint64_t> tiled_heads(uint64_t n, const HeadTiling& t);
 
 // The GGUF tensor a Hugging Face tensor ("model.layers.3.mlp.experts.5.up_proj.weight") becomes,
 // or nullopt when llama.cpp has no name for it.

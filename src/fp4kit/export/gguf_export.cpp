@@ -39,6 +39,10 @@ class GgufBuilder {
   // A linear written as NVFP4 ([rows, cols] weights).
   size_t add_nvfp4(const std::string& hf, uint64_t rows, uint64_t cols, bool input_scale) {
     Piece p = piece(hf, 2);
+    if (p.target.values != GgufTarget::Values::Copy || p.target.squeeze)
+      errors_.push_back(fmt::format("{}: llama.cpp needs it transformed in float32; it cannot be "
+                                    "NVFP4 (plan error)",
+                                    hf));
     p.nvfp4 = true, p.input_scale = input_scale, p.rows = rows, p.cols = cols;
     p.type = GgmlType::NVFP4;
     return push(std::move(p));
@@ -49,7 +53,7 @@ class GgufBuilder {
   size_t add_plain(const std::string& hf, const std::vector<uint64_t>& shape, DType dtype,
                    const std::string& as = "") {
     Piece p = piece(hf, shape.size());
-    if (!as.empty()) p.target = GgufTarget{as};
+    if (!as.empty()) p.target = GgufTarget{}, p.target.name = as;
     p.shape = shape;
     p.dtype = dtype;
     p.cols = shape.empty() ? 1 : shape.back();
@@ -121,7 +125,8 @@ class GgufBuilder {
       } else if (first.nvfp4) {
         ne = {first.cols, first.rows};
       } else {
-        ne.assign(first.shape.rbegin(), first.shape.rend());
+        for (auto d = first.shape.rbegin(); d != first.shape.rend(); ++d)
+          if (*d != 1 || !first.target.squeeze) ne.push_back(*d);
         if (ne.empty()) ne = {1};
       }
       if (first.nvfp4 && first.cols % kGgmlNvfp4Block != 0) {
@@ -163,6 +168,27 @@ class GgufBuilder {
     const Piece& p = pieces_.at(i);
     std::vector<uint8_t> out(p.rows * (p.cols / kGgmlNvfp4Block) * kGgmlNvfp4BlockBytes);
     const auto row_of = rows_of(p);
+    std::vector<uint8_t> moved_codes, moved_scales;
+    if (const auto col_of = cols_of(p); !col_of.empty()) {
+      // Columns move in whole 16-element blocks (8 code bytes, one scale byte).
+      const uint64_t blocks = p.cols / 16;
+      moved_codes.resize(p.rows * p.cols / 2);
+      moved_scales.resize(p.rows * blocks);
+      for (uint64_t b = 0; b < blocks; ++b) {
+        const uint64_t from = col_of[b * 16];
+        if (from % 16 != 0 || col_of[b * 16 + 15] != from + 15)
+          throw Error(fmt::format("{}: its column reordering moves parts of 16-weight NVFP4 "
+                                  "blocks (head_dim not a multiple of 16)",
+                                  p.hf));
+        for (uint64_t r = 0; r < p.rows; ++r) {
+          std::memcpy(moved_codes.data() + r * p.cols / 2 + b * 8,
+                      packed + r * p.cols / 2 + from / 2, 8);
+          moved_scales[r * blocks + b] = scales[r * blocks + from / 16];
+        }
+      }
+      packed = moved_codes.data();
+      scales = moved_scales.data();
+    }
     try {
       repack_nvfp4_to_ggml(packed, scales, p.rows, p.cols, out.data(),
                            row_of.empty() ? nullptr : row_of.data());
@@ -189,13 +215,29 @@ class GgufBuilder {
       data = converted.data();
       elem = 4;
     }
+    if (p.target.values != GgufTarget::Values::Copy) {
+      if (data != converted.data()) converted.assign(data, data + count * 4);
+      auto* v = reinterpret_cast<float*>(converted.data());
+      for (uint64_t k = 0; k < count; ++k)
+        v[k] = p.target.values == GgufTarget::Values::PlusOne
+                   ? 1.0f + v[k]
+                   : static_cast<float>(-std::exp(static_cast<double>(v[k])));
+      data = converted.data();
+    }
     const uint64_t row_bytes = p.cols * elem;
     const auto row_of = rows_of(p);
+    const auto col_of = cols_of(p);
     std::vector<uint8_t> permuted;
-    if (!row_of.empty()) {
+    if (!row_of.empty() || !col_of.empty()) {
       permuted.resize(count * elem);
-      for (uint64_t r = 0; r < p.rows; ++r)
-        std::memcpy(permuted.data() + r * row_bytes, data + row_of[r] * row_bytes, row_bytes);
+      for (uint64_t r = 0; r < p.rows; ++r) {
+        const uint8_t* src = data + (row_of.empty() ? r : row_of[r]) * row_bytes;
+        uint8_t* dst = permuted.data() + r * row_bytes;
+        if (col_of.empty()) std::memcpy(dst, src, row_bytes);
+        else
+          for (uint64_t k = 0; k < p.cols; ++k)
+            std::memcpy(dst + k * elem, src + col_of[k] * elem, elem);
+      }
       data = permuted.data();
     }
     const uint64_t size = count * elem;
@@ -208,7 +250,7 @@ class GgufBuilder {
   void add_computed(const std::string& name, std::vector<float> values) {
     Piece p;
     p.hf = "(computed)";
-    p.target = GgufTarget{name};
+    p.target.name = name;
     p.shape = {values.size()};
     p.dtype = DType::F32;
     p.type = GgmlType::F32;
@@ -248,8 +290,13 @@ class GgufBuilder {
     return pieces_.size() - 1;
   }
   std::vector<uint64_t> rows_of(const Piece& p) const {
-    return p.target.permute_heads > 0 ? rope_pair_rows(p.rows, p.target.permute_heads)
-                                      : std::vector<uint64_t>{};
+    if (p.target.permute_heads > 0) return rope_pair_rows(p.rows, p.target.permute_heads);
+    if (!p.target.tiling.columns) return tiled_heads(p.rows, p.target.tiling);
+    return {};
+  }
+  std::vector<uint64_t> cols_of(const Piece& p) const {
+    return p.target.tiling.columns ? tiled_heads(p.cols, p.target.tiling)
+                                   : std::vector<uint64_t>{};
   }
   void put_f32(size_t t, uint64_t slot, float v) {
     uint8_t b[4];
@@ -369,9 +416,14 @@ ExportResult export_gguf(const Plan& plan, const Checkpoint& source, const Model
   GgufBuilder b(arch, config);
   std::vector<size_t> piece_of(plan.entries.size(), kNone);
   std::vector<size_t> order;
+  std::map<std::string, std::string> left_out;  // module prefix -> why
   for (size_t i = 0; i < plan.entries.size(); ++i) {
     const PlanEntry& e = plan.entries[i];
     if (e.action == Action::Drop) continue;
+    if (const std::string why = gguf_left_out(e.name); !why.empty()) {
+      left_out.emplace(e.name.substr(0, e.name.find('.', e.name.find('.') + 1)), why);
+      continue;
+    }
     if (e.bmm_experts > 0)
       throw Error(fmt::format("--format gguf: '{}' is a 3-D BMM expert tensor (gpt-oss, "
                               "Llama-4), which fp4kit does not write to GGUF yet",
@@ -408,6 +460,7 @@ ExportResult export_gguf(const Plan& plan, const Checkpoint& source, const Model
   b.finish();
   result.files.push_back(file.filename());
   result.bytes_written = b.bytes_written();
+  for (const auto& [prefix, why] : left_out) result.notes.push_back(prefix + ".*: " + why);
   return result;
 }
 
@@ -433,8 +486,13 @@ RepackResult repack_gguf(const Checkpoint& c, const ModelConfig& config, const f
       aux.insert(m.module + s);
   }
   std::vector<Job> jobs;
+  std::map<std::string, std::string> left_out;
   for (const auto& name : c.tensor_names()) {
     if (aux.count(name)) continue;
+    if (const std::string why = gguf_left_out(name); !why.empty()) {
+      left_out.emplace(name.substr(0, name.find('.', name.find('.') + 1)), why);
+      continue;
+    }
     if (name.ends_with(".k_scale") || name.ends_with(".v_scale")) {
       result.notes.push_back(name + ": FP8 KV-cache scale, not written (llama.cpp has no use "
                                     "for it)");
@@ -511,6 +569,7 @@ RepackResult repack_gguf(const Checkpoint& c, const ModelConfig& config, const f
   }
   b.finish();
   result.bytes_written = b.bytes_written();
+  for (const auto& [prefix, why] : left_out) result.notes.push_back(prefix + ".*: " + why);
   return result;
 }
 

@@ -1,0 +1,242 @@
+"""`--format gguf` for the families whose llama.cpp layout needs more than renaming, on tiny random
+transformers models (tiny_models.py, vocabulary and tokenizer of stories260K so llama.cpp can
+tokenize and the TinyStories stream is in range):
+
+- Qwen3.5/3.6-MoE (qwen35moe): Gated DeltaNet layers whose value heads llama.cpp tiles over key
+  heads (convert_hf_to_gguf's _reorder_v_heads: rows of in_proj_qkv's V part, in_proj_z,
+  in_proj_a/b, conv1d's V channels, A_log, dt_bias; columns of out_proj, moved in whole 16-weight
+  NVFP4 blocks), zero-centred norms stored as 1 + w, A stored as -exp(A_log), conv1d squeezed.
+
+Each family is checked twice, against references that are not fp4kit:
+1. the `gguf` package reads every tensor under gguf-py's own name map; NVFP4 tensors
+   dequantized by gguf-py times their `.scale` equal, bit for bit, the ModelOpt-format checkpoint's
+   NVFP4 decode (numpy) with convert_hf_to_gguf's transforms re-implemented here in numpy;
+2. llama.cpp (scripts/llama_cpp.sh) loads the GGUF and its perplexity on the TinyStories stream
+   matches `fp4kit eval` of the same NVFP4 weights within 1% (llama.cpp rounds activations to Q8_0
+   for NVFP4 products and keeps K/V in F16).
+"""
+import json
+import shutil
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tiny_models
+from conftest import run_checked
+from test_gguf_export import assert_bitwise, dequant_format_a, read_gguf
+from test_gguf_llama_cpp import CTX, LlamaCpp, llama  # noqa: F401 (fixture)
+
+WINDOWS = 4
+TOKENIZER = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def tiled(n_groups: int, per_group: int, head_dim: int) -> np.ndarray:
+    """convert_hf_to_gguf's _reorder_v_heads as an index: output head (j, g) <- source (g, j)."""
+    idx = np.arange(n_groups * per_group * head_dim).reshape(n_groups, per_group, head_dim)
+    return idx.transpose(1, 0, 2).reshape(-1)
+
+
+def qwen35_transform(hf: str, v: np.ndarray, config: dict) -> np.ndarray:
+    """The value llama.cpp's qwen35moe reads for a Hugging Face tensor (float32 v)."""
+    kh, vh = config["linear_num_key_heads"], config["linear_num_value_heads"]
+    kd, vd = config["linear_key_head_dim"], config["linear_value_head_dim"]
+    if hf.endswith("norm.weight") and not hf.endswith("linear_attn.norm.weight"):
+        return np.float32(1) + v  # Qwen3_5MoeRMSNorm: x * (1 + w)
+    if hf.endswith("A_log"):  # llama.cpp reads A = -exp(A_log) (float64 exp, rounded once)
+        return (-np.exp(v.astype(np.float64))).astype(np.float32)[tiled(kh, vh // kh, 1)]
+    if "linear_attn." not in hf:
+        return v
+    qk = 2 * kh * kd
+    if ".in_proj_qkv." in hf:
+        return np.concatenate([v[:qk], v[qk:][tiled(kh, vh // kh, vd)]])
+    if ".in_proj_z." in hf:
+        return v[tiled(kh, vh // kh, vd)]
+    if ".in_proj_a." in hf or ".in_proj_b." in hf:
+        return v[tiled(kh, vh // kh, 1)]
+    if ".out_proj." in hf:
+        return v[:, tiled(kh, vh // kh, vd)]
+    if ".conv1d." in hf:
+        v = v.squeeze(1)
+        return np.concatenate([v[:qk], v[qk:][tiled(kh, vh // kh, vd)]])
+    if hf.endswith("dt_bias"):
+        return v[tiled(kh, vh // kh, 1)]
+    return v
+
+
+FAMILIES = {
+    "qwen3_5_moe": (gguf.MODEL_ARCH.QWEN35MOE, qwen35_transform, ["--quantize-linear-attn"]),
+    # The multimodal wrapper of the real checkpoints: text under model.language_model., the
+    # vision tower left out (llama.cpp reads it from a separate mmproj GGUF).
+    "qwen3_5_moe_vl": (gguf.MODEL_ARCH.QWEN35MOE, qwen35_transform, ["--quantize-linear-attn"]),
+}
+
+
+def gguf_name(hf: str, arch, n_layers: int):
+    """gguf-py's name for a Hugging Face tensor, with convert_hf_to_gguf's renames applied first
+    (dt_bias -> dt_proj.bias); (name, expert or None)."""
+    import re
+    expert = None
+    m = re.match(r"(.*\.experts)\.(\d+)\.(.*)$", hf)
+    if m:
+        hf, expert = f"{m.group(1)}.{m.group(3)}", int(m.group(2))
+    if hf.endswith(".dt_bias"):
+        hf = hf.removesuffix(".dt_bias") + ".dt_proj.bias"
+    tmap = gguf.get_tensor_name_map(arch, n_layers)
+    name = tmap.get_name(hf, try_suffixes=(".weight", ".bias"))
+    if name is None:
+        name = tmap.get_name(hf)
+    assert name is not None, f"gguf-py has no name for {hf}"
+    if hf.endswith((".weight", ".bias")) and not name.endswith((".weight", ".bias")):
+        name += hf[hf.rfind("."):]
+    return name, expert
+
+
+def expected(src, fmt_a, arch, transform, direct: bool) -> dict:
+    """GGUF name -> float32 values. Repacked: format A's NVFP4 decode of every quantized linear
+    (K % 64 != 0 ones too, written as that exact decode). Direct: the same where K % 64 == 0 and
+    the source elsewhere (the GGUF plan keeps those unquantized)."""
+    config = json.loads((src / "config.json").read_text())
+    source, a = load_file(src / "model.safetensors"), load_file(fmt_a / "model.safetensors")
+    stacked, out = {}, {}
+    config = config.get("text_config", config)
+    for ckpt_name, t in source.items():
+        if ckpt_name.startswith("model.visual."):
+            continue
+        module = ckpt_name.removesuffix(".weight")
+        hf = ckpt_name.replace("model.language_model.", "model.", 1)
+        if (hf.endswith(".weight") and f"{module}.weight_scale" in a
+                and not (direct and t.shape[-1] % 64)):
+            v = dequant_format_a(a[ckpt_name], a[f"{module}.weight_scale"],
+                                 a[f"{module}.weight_scale_2"].item())
+        else:
+            v = t.float().numpy()
+        v = transform(hf, v, config)
+        name, expert = gguf_name(hf, arch, config["num_hidden_layers"])
+        if expert is None:
+            out[name] = v
+        else:
+            stacked.setdefault(name, {})[expert] = v
+    for name, experts in stacked.items():
+        out[name] = np.stack([experts[e] for e in range(len(experts))])
+    return out
+
+
+@pytest.fixture(scope="module")
+def family_files(tmp_path_factory, fp4kit, shared_data):
+    cache = {}
+
+    def get(family: str):
+        if family not in cache:
+            root = tmp_path_factory.mktemp(family)
+            common = tiny_models.COMMON
+            tiny_models.COMMON = dict(common, vocab_size=512)  # stories260K's tokenizer
+            try:
+                tiny_models.save(family, root / "src")
+            finally:
+                tiny_models.COMMON = common
+            config = json.loads((root / "src" / "config.json").read_text())
+            if family.startswith("qwen3_5_moe"):
+                # M-RoPE sections that fit the tiny head (real configs: [11, 11, 10] of 64 rotary
+                # dims); transformers' default would make llama.cpp abort (sections > head_dim).
+                config.get("text_config", config)["rope_parameters"]["mrope_section"] = [1, 1, 0]
+            (root / "src" / "config.json").write_text(json.dumps(config, indent=2))
+            for f in TOKENIZER:
+                shutil.copy(shared_data / "models" / "stories260k-llama" / f, root / "src" / f)
+            extra = FAMILIES[family][2]
+            run_checked([fp4kit, "quantize", root / "src", root / "a", "--weights-only", *extra])
+            run_checked([fp4kit, "quantize", root / "a", root / "m.gguf", "--format", "gguf"])
+            direct = root / "direct.gguf"  # straight from BF16, same plan
+            run_checked([fp4kit, "quantize", root / "src", direct, "--format", "gguf",
+                         "--weights-only", *extra])
+            cache[family] = root
+        return cache[family]
+    return get
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("which", ["m.gguf", "direct.gguf"])
+def test_family_gguf_equals_nvfp4_checkpoint(family_files, family, which):
+    arch, transform, _ = FAMILIES[family]
+    root = family_files(family)
+    got = read_gguf(root / which)
+    want = expected(root / "src", root / "a", arch, transform, which == "direct.gguf")
+    assert sorted(got) == sorted(want), (f"only in GGUF: {sorted(set(got) - set(want))}; "
+                                         f"missing: {sorted(set(want) - set(got))}")
+    n_nvfp4 = 0
+    for name, (ttype, values) in got.items():
+        assert_bitwise(values, want[name], f"{family} {which} {name} ({ttype.name})")
+        n_nvfp4 += ttype == gguf.GGMLQuantizationType.NVFP4
+    assert n_nvfp4 >= 8, n_nvfp4
+    reader = gguf.GGUFReader(root / which)
+    assert reader.fields["general.architecture"].contents() == arch_name(arch)
+
+
+def arch_name(arch) -> str:
+    return gguf.MODEL_ARCH_NAMES[arch]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_llama_cpp_runs_family_like_fp4kit_eval(family_files, fp4kit, llama, shared_data,  # noqa: F811
+                                                tmp_path, family):
+    root = family_files(family)
+    full = np.fromfile(shared_data / "text" / "tinystories_val.stories260k.u16", "<u2")
+    stream = full[: CTX * WINDOWS + 1].astype(np.int64)
+    ids = tmp_path / "ids.u16"
+    stream.astype("<u2").tofile(ids)
+    proc = run_checked([fp4kit, "eval", root / "a", "--data", ids, "--ctx", CTX, "--json"])
+    ours = json.loads(proc.stdout)["ppl"]["value"]
+    m = LlamaCpp(llama, root / "m.gguf")
+    try:
+        nll, count = 0.0, 0
+        for i in range(WINDOWS):
+            s, n = m.nll(stream[i * CTX: i * CTX + CTX + 1])
+            nll, count = nll + s, count + n
+    finally:
+        m.close()
+    theirs = float(np.exp(nll / count))
+    print(f"{family}: llama.cpp PPL {theirs:.4f}, fp4kit eval PPL {ours:.4f}")
+    assert np.isfinite(theirs) and theirs > 1
+    assert abs(theirs / ours - 1) < 0.01, (theirs, ours)
+
+
+def llama_cpp_logits(m: LlamaCpp, ids: np.ndarray) -> np.ndarray:
+    """Logits at every position of one fresh sequence."""
+    ll, b = m.ll, m.batch
+    ll.llama_memory_clear(ll.llama_get_memory(m.ctx), True)
+    b.n_tokens = len(ids)
+    for k, t in enumerate(ids):
+        b.token[k], b.pos[k], b.n_seq_id[k], b.logits[k] = int(t), k, 1, 1
+        b.seq_id[k][0] = 0
+    assert ll.llama_decode(m.ctx, b) == 0
+    return np.stack([np.ctypeslib.as_array(ll.llama_get_logits_ith(m.ctx, k), shape=(m.n_vocab,))
+                     .astype(np.float32) for k in range(len(ids))])
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_llama_cpp_logits_match_fp4kit_eval(family_files, fp4kit, llama, shared_data,  # noqa: F811
+                                            tmp_path, family):
+    """Logits of 100 TinyStories tokens (two chunks of llama.cpp's delta rule): llama.cpp on the
+    GGUF against `fp4kit eval --dump-logits` on the ModelOpt-format checkpoint."""
+    root = family_files(family)
+    ids = np.fromfile(shared_data / "text" / "tinystories_val.stories260k.u16", "<u2")[:101]
+    (tmp_path / "ids.u16").write_bytes(ids.tobytes())
+    run_checked([fp4kit, "eval", root / "a", "--data", tmp_path / "ids.u16", "--ctx", 100,
+                 "--dump-logits", tmp_path / "l.f32", "--threads", 2])
+    ours = np.fromfile(tmp_path / "l.f32", np.float32).reshape(100, -1)
+    m = LlamaCpp(llama, root / "m.gguf")
+    try:
+        theirs = llama_cpp_logits(m, ids[:100])
+    finally:
+        m.close()
+    spread = ours.std()
+    err = np.abs(theirs - ours).max(axis=1) / spread  # per position
+    print(f"{family}: logits std {spread:.4f}, max |llama.cpp - fp4kit| / std per position: "
+          f"median {np.median(err):.4f}, max {err.max():.4f}")
+    assert spread > 0.1
+    # llama.cpp rounds the activations of NVFP4 products to Q8_0: a few percent of the spread,
+    # and at a few positions a near-tie of the top-2 router flips an expert.
+    assert np.median(err) < 0.1, np.median(err)
+    assert (err < 0.25).mean() > 0.9, err
