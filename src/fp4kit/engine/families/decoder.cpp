@@ -1,11 +1,8 @@
 // The plain decoder families (transformers' llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe,
 // mixtral): attention (qk-norm on Qwen3), then a dense MLP or a MoE (softmax top-k router;
 // per-expert, Mixtral-named or fused 3-D experts; Qwen2-MoE's gated shared expert).
-#include <fmt/format.h>
-
 #include "fp4kit/engine/families/family.hpp"
 #include "fp4kit/engine/families/spec_util.hpp"
-#include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/model/config.hpp"
 
@@ -13,8 +10,7 @@ namespace fp4kit::engine {
 namespace {
 
 void configure(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
-  const std::string label = (ckpt.dir() / "config.json").string();
-  s.rope = RopeParams::from_config(cfg.text, cfg.rope_theta, static_cast<int>(s.head_dim), label);
+  config_rope(ckpt, cfg, s);
   if (s.family == Family::Mixtral) s.norm_topk = true;
 }
 
@@ -46,23 +42,19 @@ void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t
 }
 
 FamilyDef def(Family id, const char* name, bool moe) {
-  FamilyDef d{id, name, {name}};
-  d.moe = moe;
-  d.configure = configure;
-  d.layer = layer;
-  return d;
+  return {.id = id, .name = name, .model_types = {name}, .moe = moe, .configure = configure,
+          .layer = layer};
 }
 
 }  // namespace
 
-const std::vector<FamilyDef>& decoder_families() {
-  static const std::vector<FamilyDef> list = {
+std::vector<FamilyDef> decoder_families() {
+  return {
       def(Family::Llama, "llama", false),        def(Family::Mistral, "mistral", false),
       def(Family::Qwen2, "qwen2", false),        def(Family::Qwen3, "qwen3", false),
       def(Family::Qwen2Moe, "qwen2_moe", true),  def(Family::Qwen3Moe, "qwen3_moe", true),
       def(Family::Mixtral, "mixtral", true),
   };
-  return list;
 }
 
 }  // namespace fp4kit::engine

@@ -16,8 +16,6 @@
 #include <fmt/format.h>
 
 #include "fp4kit/engine/blocks/mla.hpp"
-#include "fp4kit/engine/blocks/mlp.hpp"
-#include "fp4kit/engine/blocks/moe.hpp"
 #include "fp4kit/engine/families/family.hpp"
 #include "fp4kit/engine/families/spec_util.hpp"
 #include "fp4kit/error.hpp"
@@ -35,7 +33,7 @@ double yarn_get_mscale(double scale, double mscale) {
 // What V2 and V3 share: the MLA dimensions, the RoPE and the softmax scale.
 void configure_mla(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, bool v2) {
   const nlohmann::json& text = cfg.text;
-  const std::string label = (ckpt.dir() / "config.json").string();
+  const std::string label = config_label(ckpt);
   MlaDims& m = s.mla;
   auto q = text.find("q_lora_rank");
   m.q_lora_rank = q == text.end() ? 1536 : (q->is_null() ? 0 : json_int(text, "q_lora_rank", 0));
@@ -64,7 +62,7 @@ void configure_mla(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s,
                               "each head)", label, hd->dump(), m.qk_rope));
   }
   s.head_dim = m.qk_rope;
-  s.rope = RopeParams::from_config(text, cfg.rope_theta, static_cast<int>(m.qk_rope), label);
+  config_rope(ckpt, cfg, s);
   // yarn_apply_mscale: qk_head_dim^-1/2, times mscale(factor, mscale_all_dim)^2 for a scaled RoPE.
   double scale = 1.0 / std::sqrt(static_cast<double>(m.qk_nope + m.qk_rope));
   if (s.rope.type != "default" && s.rope.mscale_all_dim != 0.0) {
@@ -93,12 +91,12 @@ void check_kimi_k2(const ModelConfig& cfg, const std::string& label) {
 void configure_v3(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
   check_kimi_k2(cfg, (ckpt.dir() / "config.json").string());
   configure_mla(ckpt, cfg, s, false);
-  configure_sigmoid_group_router(cfg, s, (ckpt.dir() / "config.json").string(), 8, 4, 2.5);
+  configure_sigmoid_group_router(cfg, s, config_label(ckpt), 8, 4, 2.5);
 }
 
 void configure_v2(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
   const nlohmann::json& text = cfg.text;
-  const std::string label = (ckpt.dir() / "config.json").string();
+  const std::string label = config_label(ckpt);
   configure_mla(ckpt, cfg, s, true);
   s.routed_scaling = static_cast<float>(json_num(text, "routed_scaling_factor", 1.0));
   s.norm_topk = false;  // DeepseekV2TopkRouter deletes norm_topk_prob: never renormalised
@@ -171,41 +169,22 @@ void layer_v3(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int6
 
 std::vector<BlockLoader> blocks(const Checkpoint& ckpt, const ModelSpec& S, const LayerSpec& L,
                                 Backend& be, bool act) {
-  std::vector<BlockLoader> out;
-  out.push_back([&ckpt, &S, &L, &be, act] { return load_mla(ckpt, S, L, be, act); });
-  if (L.moe)
-    out.push_back([&ckpt, &S, &L, &be, act] { return load_moe(ckpt, S, L, be, act); });
-  else
-    out.push_back([&ckpt, &S, &L, &be, act] { return load_dense_mlp(ckpt, S, L, be, act); });
-  return out;
+  return {[&ckpt, &S, &L, &be, act] { return load_mla(ckpt, S, L, be, act); },
+          feed_forward_block(ckpt, S, L, be, act)};
 }
 
 }  // namespace
 
-const FamilyDef& deepseek_v2_family() {
-  static const FamilyDef d = [] {
-    FamilyDef f{Family::DeepseekV2, "deepseek_v2", {"deepseek_v2"}};
-    f.moe = true;
-    f.own_head_dims = true;
-    f.configure = configure_v2;
-    f.layer = layer_v2;
-    f.blocks = blocks;
-    return f;
-  }();
-  return d;
+FamilyDef deepseek_v2_family() {
+  return {.id = Family::DeepseekV2, .name = "deepseek_v2", .model_types = {"deepseek_v2"},
+          .moe = true, .own_head_dims = true, .configure = configure_v2, .layer = layer_v2,
+          .blocks = blocks};
 }
 
-const FamilyDef& deepseek_v3_family() {
-  static const FamilyDef d = [] {
-    FamilyDef f{Family::DeepseekV3, "deepseek_v3", {"deepseek_v3", "kimi_k2"}};
-    f.moe = true;
-    f.own_head_dims = true;
-    f.configure = configure_v3;
-    f.layer = layer_v3;
-    f.blocks = blocks;
-    return f;
-  }();
-  return d;
+FamilyDef deepseek_v3_family() {
+  return {.id = Family::DeepseekV3, .name = "deepseek_v3",
+          .model_types = {"deepseek_v3", "kimi_k2"}, .moe = true, .own_head_dims = true,
+          .configure = configure_v3, .layer = layer_v3, .blocks = blocks};
 }
 
 }  // namespace fp4kit::engine

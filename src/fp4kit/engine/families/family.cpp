@@ -15,11 +15,14 @@ std::vector<BlockLoader> decoder_layer_blocks(const Checkpoint& ckpt, const Mode
     out.push_back([&ckpt, &S, &L, &be, act] { return load_gated_delta_net(ckpt, S, L, be, act); });
   else
     out.push_back([&ckpt, &S, &L, &be, act] { return load_attention(ckpt, S, L, be, act); });
-  if (L.moe)
-    out.push_back([&ckpt, &S, &L, &be, act] { return load_moe(ckpt, S, L, be, act); });
-  else
-    out.push_back([&ckpt, &S, &L, &be, act] { return load_dense_mlp(ckpt, S, L, be, act); });
+  out.push_back(feed_forward_block(ckpt, S, L, be, act));
   return out;
+}
+
+BlockLoader feed_forward_block(const Checkpoint& ckpt, const ModelSpec& S, const LayerSpec& L,
+                               Backend& be, bool act) {
+  if (L.moe) return [&ckpt, &S, &L, &be, act] { return load_moe(ckpt, S, L, be, act); };
+  return [&ckpt, &S, &L, &be, act] { return load_dense_mlp(ckpt, S, L, be, act); };
 }
 
 std::vector<BlockLoader> layer_blocks(const Checkpoint& ckpt, const ModelSpec& S, size_t layer,

@@ -1,7 +1,14 @@
 #pragma once
 // A family = its spec table (which config fields and tensors make up each layer) and the blocks
 // of each of its layers, read from its ModelSpec. One file per family (or per group of families
-// sharing a layer) in this folder, listed in registry.cpp. The layer loop (run.cpp) builds each
+// sharing a layer) in this folder, listed in registry.cpp. A family's file ends in the function
+// registry.cpp calls, returning its FamilyDef with designated initializers, e.g.
+//   FamilyDef olmoe_family() {
+//     return {.id = Family::Olmoe, .name = "olmoe", .model_types = {"olmoe"}, .moe = true,
+//             .configure = configure, .layer = layer};
+//   }
+// (fields in declaration order; what is left out keeps its default). The shared readers of
+// config.json and tensor names are spec_util.hpp's. The layer loop (run.cpp) builds each
 // block when its turn comes (its weights uploaded then, dropped after it ran), so memory holds one
 // block's weights at a time.
 #include <functional>
@@ -57,6 +64,10 @@ std::string supported_model_types();
 // The blocks of layer `layer`, in order (`activations`: honour W4A4 input scales).
 std::vector<BlockLoader> layer_blocks(const Checkpoint& ckpt, const ModelSpec& spec, size_t layer,
                                       Backend& be, bool activations);
+
+// The layer's feed-forward block: the MoE when L.moe, else the dense MLP.
+BlockLoader feed_forward_block(const Checkpoint& ckpt, const ModelSpec& spec, const LayerSpec& L,
+                               Backend& be, bool activations);
 
 // The usual decoder layer: attention (or a Gated DeltaNet on linear-attention layers), then the
 // dense MLP or the MoE the layer spec names.

@@ -12,11 +12,9 @@ namespace fp4kit::engine {
 namespace {
 
 void configure(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
-  const nlohmann::json& text = cfg.text;
-  const std::string label = (ckpt.dir() / "config.json").string();
-  if (!text.contains("rms_norm_eps")) s.eps = 1e-5f;
-  s.rope = RopeParams::from_config(text, cfg.rope_theta, static_cast<int>(s.head_dim), label, 0.5);
-  configure_sigmoid_group_router(cfg, s, label, 1, 1, 1.0);
+  default_eps(cfg, s, 1e-5f);
+  config_rope(ckpt, cfg, s, 0.5);
+  configure_sigmoid_group_router(cfg, s, config_label(ckpt), 1, 1, 1.0);
 }
 
 void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t l, LayerSpec& L) {
@@ -27,15 +25,9 @@ void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t
 
 }  // namespace
 
-const FamilyDef& glm4_moe_family() {
-  static const FamilyDef d = [] {
-    FamilyDef f{Family::Glm4Moe, "glm4_moe", {"glm4_moe"}};
-    f.moe = true;
-    f.configure = configure;
-    f.layer = layer;
-    return f;
-  }();
-  return d;
+FamilyDef glm4_moe_family() {
+  return {.id = Family::Glm4Moe, .name = "glm4_moe", .model_types = {"glm4_moe"}, .moe = true,
+          .configure = configure, .layer = layer};
 }
 
 }  // namespace fp4kit::engine

@@ -14,7 +14,7 @@ namespace {
 
 void configure(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
   const nlohmann::json& text = cfg.text;
-  const std::string label = (ckpt.dir() / "config.json").string();
+  const std::string label = config_label(ckpt);
   // GptOssConfig's defaults where config.json is silent: rope_theta 150000 and YaRN (factor 32,
   // beta 32/1, original context 4096, no truncation).
   nlohmann::json rope_cfg = text;
@@ -41,7 +41,7 @@ void configure(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
 }
 
 void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t l, LayerSpec& L) {
-  const std::string label = (ckpt.dir() / "config.json").string();
+  const std::string label = config_label(ckpt);
   standard_attention(ckpt, s, l, L);
   const std::string a = L.prefix + "self_attn.";
   L.attn_sinks = true;
@@ -54,39 +54,15 @@ void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t
   L.sliding_window = sliding ? static_cast<int>(json_int(cfg.text, "sliding_window", 0)) : 0;
 
   // Every layer: router with bias + BMM experts [E, H, 2I] / [E, I, H] (gate/up interleaved).
-  L.moe = true;
-  L.bmm_experts = true;
-  L.router = L.prefix + "mlp.router";
-  if (!ckpt.has(L.router + ".weight"))
-    throw Error(fmt::format("{}: router {}.weight is missing", ckpt.dir().string(), L.router));
-  const uint64_t E = static_cast<uint64_t>(s.n_experts), H = static_cast<uint64_t>(s.hidden);
-  L.bmm_gate_up = bmm_ref(ckpt, L.prefix + "mlp.experts.gate_up_proj", E, 0, H);
-  if (L.bmm_gate_up.n % 2 != 0)
-    throw Error(fmt::format("{}: {} has an odd 2I = {}", ckpt.dir().string(),
-                            L.bmm_gate_up.module, L.bmm_gate_up.n));
-  const uint64_t inter = L.bmm_gate_up.n / 2;
-  L.bmm_down = bmm_ref(ckpt, L.prefix + "mlp.experts.down_proj", E, H, inter);
-  for (uint64_t e = 0; e < E; ++e) {
-    ExpertRef x;
-    x.prefix = fmt::format("{}mlp.experts.{}", L.prefix, e);
-    x.gate = {L.bmm_gate_up.module, "", 0, inter, H};
-    x.up = x.gate;
-    x.down = {L.bmm_down.module, "", 0, H, inter};
-    L.experts.push_back(std::move(x));
-  }
+  moe_router(ckpt, L.prefix + "mlp.router", L);
+  bmm_experts(ckpt, s, L.prefix + "mlp.", L);
 }
 
 }  // namespace
 
-const FamilyDef& gpt_oss_family() {
-  static const FamilyDef d = [] {
-    FamilyDef f{Family::GptOss, "gpt_oss", {"gpt_oss"}};
-    f.moe = true;
-    f.configure = configure;
-    f.layer = layer;
-    return f;
-  }();
-  return d;
+FamilyDef gpt_oss_family() {
+  return {.id = Family::GptOss, .name = "gpt_oss", .model_types = {"gpt_oss"}, .moe = true,
+          .configure = configure, .layer = layer};
 }
 
 }  // namespace fp4kit::engine

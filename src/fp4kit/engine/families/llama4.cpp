@@ -17,7 +17,7 @@ namespace {
 
 void configure(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
   const nlohmann::json& text = cfg.text;
-  const std::string label = (ckpt.dir() / "config.json").string();
+  const std::string label = config_label(ckpt);
   if (!text.contains("rms_norm_eps")) s.eps = 1e-5f;  // Llama4TextConfig's default
   // Llama4TextConfig's default rope_theta is 500000; llama3 scaling comes from rope_parameters
   // / rope_scaling like any family.
@@ -53,8 +53,7 @@ FamilyDef::Roots roots(const Checkpoint& ckpt, const ModelSpec&) {
 void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t l, LayerSpec& L) {
   standard_attention(ckpt, s, l, L);
   const nlohmann::json& text = cfg.text;
-  const std::string label = (ckpt.dir() / "config.json").string();
-  const std::string where = ckpt.dir().string();
+  const std::string label = config_label(ckpt);
   const auto li = static_cast<size_t>(l);
   // no_rope_layers[l] == 1: the layer USES RoPE (the name is transformers'). Default: every
   // no_rope_layer_interval-th layer is NoPE. An empty list also means the default.
@@ -112,26 +111,9 @@ void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t
   if (s.n_experts <= 0 || s.top_k <= 0 || s.top_k > s.n_experts)
     throw Error(fmt::format("{}: MoE config needs 0 < num_experts_per_tok ({}) <= "
                             "num_local_experts ({})", label, s.top_k, s.n_experts));
-  L.router = ff + "router";
-  if (!ckpt.has(L.router + ".weight"))
-    throw Error(fmt::format("{}: router {}.weight is missing", where, L.router));
-  const uint64_t E = static_cast<uint64_t>(s.n_experts), H = static_cast<uint64_t>(s.hidden);
-  L.bmm_experts = true;
+  moe_router(ckpt, ff + "router", L);
+  bmm_experts(ckpt, s, ff, L);
   L.bmm_interleaved = false;
-  L.bmm_gate_up = bmm_ref(ckpt, ff + "experts.gate_up_proj", E, 0, H);
-  if (L.bmm_gate_up.n % 2 != 0)
-    throw Error(fmt::format("{}: {} has an odd 2I = {}", where, L.bmm_gate_up.module,
-                            L.bmm_gate_up.n));
-  const uint64_t inter = L.bmm_gate_up.n / 2;
-  L.bmm_down = bmm_ref(ckpt, ff + "experts.down_proj", E, H, inter);
-  for (uint64_t e = 0; e < E; ++e) {
-    ExpertRef x;
-    x.prefix = fmt::format("{}experts.{}", ff, e);
-    x.gate = {L.bmm_gate_up.module, "", 0, inter, H};
-    x.up = x.gate;
-    x.down = {L.bmm_down.module, "", 0, H, inter};
-    L.experts.push_back(std::move(x));
-  }
   // Llama4TextMoe always has a shared expert, added to the routed output without a gate.
   L.has_shared_expert = true;
   L.shared_gate = linear(ckpt, ff + "shared_expert.gate_proj");
@@ -141,17 +123,10 @@ void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t
 
 }  // namespace
 
-const FamilyDef& llama4_family() {
-  static const FamilyDef d = [] {
-    FamilyDef f{Family::Llama4, "llama4", {"llama4", "llama4_text"}};
-    f.text_config = true;
-    f.moe = true;
-    f.configure = configure;
-    f.roots = roots;
-    f.layer = layer;
-    return f;
-  }();
-  return d;
+FamilyDef llama4_family() {
+  return {.id = Family::Llama4, .name = "llama4", .model_types = {"llama4", "llama4_text"},
+          .text_config = true, .moe = true, .configure = configure, .roots = roots,
+          .layer = layer};
 }
 
 }  // namespace fp4kit::engine

@@ -13,14 +13,12 @@ namespace fp4kit::engine {
 namespace {
 
 void configure(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
-  const nlohmann::json& text = cfg.text;
-  const std::string label = (ckpt.dir() / "config.json").string();
-  if (!text.contains("rms_norm_eps")) s.eps = 1e-5f;
-  auto clip = text.find("clip_qkv");
-  if (clip != text.end() && !clip->is_null())
+  default_eps(cfg, s, 1e-5f);
+  auto clip = cfg.text.find("clip_qkv");
+  if (clip != cfg.text.end() && !clip->is_null())
     throw Error(fmt::format("{}: clip_qkv is set; the engine does not implement OLMoE's q/k/v "
-                            "clamping", label));
-  s.rope = RopeParams::from_config(text, cfg.rope_theta, static_cast<int>(s.head_dim), label);
+                            "clamping", config_label(ckpt)));
+  config_rope(ckpt, cfg, s);
   s.routing = Routing::SoftmaxTopk;
 }
 
@@ -32,15 +30,9 @@ void layer(const Checkpoint& ckpt, const ModelConfig&, ModelSpec& s, int64_t l, 
 
 }  // namespace
 
-const FamilyDef& olmoe_family() {
-  static const FamilyDef d = [] {
-    FamilyDef f{Family::Olmoe, "olmoe", {"olmoe"}};
-    f.moe = true;
-    f.configure = configure;
-    f.layer = layer;
-    return f;
-  }();
-  return d;
+FamilyDef olmoe_family() {
+  return {.id = Family::Olmoe, .name = "olmoe", .model_types = {"olmoe"}, .moe = true,
+          .configure = configure, .layer = layer};
 }
 
 }  // namespace fp4kit::engine

@@ -17,10 +17,10 @@ namespace {
 
 void configure(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
   const nlohmann::json& text = cfg.text;
-  const std::string label = (ckpt.dir() / "config.json").string();
+  const std::string label = config_label(ckpt);
   s.norm_one_plus = true;
   // Both configs default partial_rotary_factor to 0.25 (their __post_init__).
-  s.rope = RopeParams::from_config(text, cfg.rope_theta, static_cast<int>(s.head_dim), label, 0.25);
+  config_rope(ckpt, cfg, s, 0.25);
   if (s.rope.type != "default")
     throw Error(fmt::format("{}: rope type '{}' with {} is not supported by the engine (default)",
                             label, s.rope.type, cfg.model_type));
@@ -45,7 +45,7 @@ int positive(const nlohmann::json& text, const char* key, int64_t fallback,
 
 void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t l, LayerSpec& L) {
   const nlohmann::json& text = cfg.text;
-  const std::string label = (ckpt.dir() / "config.json").string();
+  const std::string label = config_label(ckpt);
   std::string lt = layer_type(cfg, l, s.n_layers, label);
   if (lt.empty()) {
     const int interval = positive(text, "full_attention_interval", 4, label);
@@ -97,27 +97,17 @@ void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t
   standard_moe(ckpt, s, L.prefix + "mlp.", false, L);
 }
 
-FamilyDef def(Family id, const char* name, std::vector<std::string> types) {
-  FamilyDef d{id, name, std::move(types)};
-  d.text_config = id == Family::Qwen3_5Moe;
-  d.moe = true;
-  d.configure = configure;
-  d.roots = roots;
-  d.layer = layer;
-  return d;
-}
-
 }  // namespace
 
-const FamilyDef& qwen3_next_family() {
-  static const FamilyDef d = def(Family::Qwen3Next, "qwen3_next", {"qwen3_next"});
-  return d;
+FamilyDef qwen3_next_family() {
+  return {.id = Family::Qwen3Next, .name = "qwen3_next", .model_types = {"qwen3_next"},
+          .moe = true, .configure = configure, .roots = roots, .layer = layer};
 }
 
-const FamilyDef& qwen3_5_moe_family() {
-  static const FamilyDef d =
-      def(Family::Qwen3_5Moe, "qwen3_5_moe", {"qwen3_5_moe", "qwen3_5_moe_text"});
-  return d;
+FamilyDef qwen3_5_moe_family() {
+  return {.id = Family::Qwen3_5Moe, .name = "qwen3_5_moe",
+          .model_types = {"qwen3_5_moe", "qwen3_5_moe_text"}, .text_config = true, .moe = true,
+          .configure = configure, .roots = roots, .layer = layer};
 }
 
 }  // namespace fp4kit::engine

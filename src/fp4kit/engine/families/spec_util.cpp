@@ -12,6 +12,18 @@
 
 namespace fp4kit::engine {
 
+std::string config_label(const Checkpoint& c) { return (c.dir() / "config.json").string(); }
+
+void config_rope(const Checkpoint& c, const ModelConfig& cfg, ModelSpec& s,
+                 double default_partial) {
+  s.rope = RopeParams::from_config(cfg.text, cfg.rope_theta, static_cast<int>(s.head_dim),
+                                   config_label(c), default_partial);
+}
+
+void default_eps(const ModelConfig& cfg, ModelSpec& s, float eps) {
+  if (!cfg.text.contains("rms_norm_eps")) s.eps = eps;
+}
+
 bool has_linear(const Checkpoint& c, const std::string& m) {
   return c.has(m + ".weight") || c.has(m + ".weight_packed");
 }
@@ -120,6 +132,33 @@ std::vector<int64_t> json_int_list(const nlohmann::json& j, const char* key, boo
   return out;
 }
 
+void moe_router(const Checkpoint& c, const std::string& module, LayerSpec& L) {
+  L.moe = true;
+  L.router = module;
+  if (!c.has(module + ".weight"))
+    throw Error(fmt::format("{}: router {}.weight is missing", c.dir().string(), module));
+}
+
+void bmm_experts(const Checkpoint& c, const ModelSpec& s, const std::string& block,
+                 LayerSpec& L) {
+  const auto E = static_cast<uint64_t>(s.n_experts), H = static_cast<uint64_t>(s.hidden);
+  L.bmm_experts = true;
+  L.bmm_gate_up = bmm_ref(c, block + "experts.gate_up_proj", E, 0, H);
+  if (L.bmm_gate_up.n % 2 != 0)
+    throw Error(fmt::format("{}: {} has an odd 2I = {}", c.dir().string(), L.bmm_gate_up.module,
+                            L.bmm_gate_up.n));
+  const uint64_t inter = L.bmm_gate_up.n / 2;
+  L.bmm_down = bmm_ref(c, block + "experts.down_proj", E, H, inter);
+  for (uint64_t e = 0; e < E; ++e) {
+    ExpertRef x;
+    x.prefix = fmt::format("{}experts.{}", block, e);
+    x.gate = {L.bmm_gate_up.module, "", 0, inter, H};
+    x.up = x.gate;
+    x.down = {L.bmm_down.module, "", 0, H, inter};
+    L.experts.push_back(std::move(x));
+  }
+}
+
 void standard_attention(const Checkpoint& ckpt, const ModelSpec& s, int64_t l, LayerSpec& L,
                         int q_factor) {
   const std::string a = L.prefix + "self_attn.";
@@ -137,10 +176,7 @@ void standard_attention(const Checkpoint& ckpt, const ModelSpec& s, int64_t l, L
 
 void standard_moe(const Checkpoint& ckpt, const ModelSpec& s, const std::string& block,
                   bool mixtral_names, LayerSpec& L) {
-  L.moe = true;
-  L.router = block + "gate";
-  if (!ckpt.has(L.router + ".weight"))
-    throw Error(fmt::format("{}: router {}.weight is missing", ckpt.dir().string(), L.router));
+  moe_router(ckpt, block + "gate", L);
   const std::string fused_gu = block + "experts.gate_up_proj";
   const bool fused = ckpt.has(fused_gu) && ckpt.has(block + "experts.down_proj");
   uint64_t inter = 0;

@@ -17,6 +17,16 @@ struct ModelConfig;
 
 namespace fp4kit::engine {
 
+// "<checkpoint>/config.json": how errors about config values name the file.
+std::string config_label(const Checkpoint& c);
+
+// s.rope from config.json (rope_parameters / rope_scaling, rope_theta) over s.head_dim, with the
+// family's partial_rotary_factor `default_partial` where config.json has none.
+void config_rope(const Checkpoint& c, const ModelConfig& cfg, ModelSpec& s,
+                 double default_partial = 1.0);
+// The config class's rms_norm_eps default `eps` where config.json has none.
+void default_eps(const ModelConfig& cfg, ModelSpec& s, float eps);
+
 bool has_linear(const Checkpoint& c, const std::string& module);
 // Shape [N, K] of a linear, whatever its storage (float, NVFP4 format A or B).
 std::pair<uint64_t, uint64_t> linear_shape(const Checkpoint& c, const std::string& module);
@@ -34,6 +44,14 @@ std::vector<int64_t> json_int_list(const nlohmann::json& j, const char* key, boo
 // count and, when known (> 0), the expected N and K.
 BmmRef bmm_ref(const Checkpoint& c, const std::string& module, uint64_t experts, uint64_t want_n,
                uint64_t want_k);
+
+// The layer is MoE with its router linear `module` (its .weight must exist).
+void moe_router(const Checkpoint& c, const std::string& module, LayerSpec& L);
+
+// BMM experts under `block` (gpt-oss mlp., Llama-4 feed_forward.): <block>experts.gate_up_proj
+// [E, H, 2I] and <block>experts.down_proj [E, I, H] (bmm_ref) and one ExpertRef per expert
+// (statistics names <block>experts.<e>, sizes gate/up [I, H], down [H, I]).
+void bmm_experts(const Checkpoint& c, const ModelSpec& s, const std::string& block, LayerSpec& L);
 
 // q/k/v/o_proj under <prefix>self_attn. with shapes checked against the spec's heads (q_proj
 // holds q_factor * heads * head_dim rows: 2 when it carries an output gate).
