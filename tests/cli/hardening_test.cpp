@@ -4,6 +4,8 @@
 // ever overwritten or deleted.
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -769,6 +771,71 @@ TEST(Hardening, NonFiniteValuesInKeptTensorsAreReportedByName) {
   const auto clean = run_command(quantize_cmd(make_src(tmp, "clean"), tmp / "q2", "--weights-only"));
   ASSERT_EQ(clean.exit_code, 0) << clean.output;
   EXPECT_FALSE(contains(clean.output, "NaN")) << clean.output;
+}
+
+// ---- 10. calibrate / eval read only what they use ------------------------------------------------
+
+// Runs `cmd` under /bin/sh and returns its exit code and the peak RSS (KiB) of the process tree
+// it waited for (getrusage of the child).
+std::pair<int, long> run_measuring_rss(const std::string& cmd) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", (cmd + " >/dev/null 2>&1").c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  struct rusage ru {};
+  ::wait4(pid, &status, 0, &ru);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ru.ru_maxrss};
+}
+
+TEST(Hardening, CalibrateAndEvalReadOnlyThePrefixTheyUse) {
+  TempDir tmp;
+  const auto src = make_src(tmp);
+  // 200 MB of token ids: a varied first part (the budget of 4 Mi ids plus some), then zeros
+  // (sparse: cheap to make). Reading it whole took ~600 MB of memory.
+  const uint64_t budget = uint64_t{1} << 22;
+  std::vector<uint16_t> ids(budget + 100000);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<uint16_t>((i * 7919 + i / 97) % 128);
+  const auto write_ids = [&](const std::string& name, uint64_t n) {
+    const fs::path p = tmp / name;
+    std::ofstream(p, std::ios::binary)
+        .write(reinterpret_cast<const char*>(ids.data()), static_cast<std::streamsize>(n * 2));
+    return p;
+  };
+  const fs::path big = write_ids("big.u16", ids.size());
+  fs::resize_file(big, 200u << 20);
+  // What each command needs, as a file of its own: the budget (calibrate), 2 x 16 + 1 (eval).
+  const fs::path calib_head = write_ids("calib.u16", budget), eval_head = write_ids("eval.u16", 33);
+  const auto calibrate = [&](const fs::path& data, const std::string& out) {
+    return bin() + " calibrate " + quote(src.string()) + " --data " + quote(data.string()) +
+           " --samples 4 --seq-len 32 --threads 1 -o " + quote((tmp / out).string());
+  };
+  const auto [rc, rss_kib] = run_measuring_rss(calibrate(big, "big.safetensors"));
+  ASSERT_EQ(rc, 0);
+  EXPECT_LT(rss_kib, 100 * 1024) << "calibrate's peak RSS on a 200 MB data file";
+  std::printf("peak RSS: calibrate %ld KiB\n", rss_kib);
+  ASSERT_EQ(run_command(calibrate(calib_head, "head.safetensors")).exit_code, 0);
+  const ActivationStats a = read_stats_file(tmp / "big.safetensors");
+  const ActivationStats b = read_stats_file(tmp / "head.safetensors");
+  EXPECT_EQ(a.input_amax, b.input_amax);
+  EXPECT_EQ(a.token_count, b.token_count);
+  EXPECT_FALSE(a.input_amax.empty());
+
+  const auto eval = [&](const fs::path& data) {
+    return bin() + " eval " + quote(src.string()) + " --data " + quote(data.string()) +
+           " --ctx 16 --chunks 2 --threads 1 --json";
+  };
+  const auto [erc, erss_kib] = run_measuring_rss(eval(big));
+  ASSERT_EQ(erc, 0);
+  EXPECT_LT(erss_kib, 100 * 1024) << "eval's peak RSS on a 200 MB data file";
+  std::printf("peak RSS: eval %ld KiB\n", erss_kib);
+  const auto e1 = run_command(eval(big) + " 2>/dev/null"), e2 = run_command(eval(eval_head) + " 2>/dev/null");
+  ASSERT_EQ(e1.exit_code, 0) << e1.output;
+  ASSERT_EQ(e2.exit_code, 0) << e2.output;
+  const auto j1 = nlohmann::json::parse(e1.output), j2 = nlohmann::json::parse(e2.output);
+  EXPECT_EQ(j1["ppl"], j2["ppl"]);
+  EXPECT_EQ(j1["tokens_scored"], 32);
 }
 
 }  // namespace

@@ -146,3 +146,60 @@ TEST(CalibrationWindows, TextAndPreTokenizedTinyStoriesGiveTheSameWindows) {
   EXPECT_NE(error_of([&] { load_calibration_data(big, &tok, opt); }).find("outside the tokenizer's vocabulary of 512"),
             std::string::npos);
 }
+
+TEST(CalibrationWindows, OnlyTheFirstBudgetOfTokensIsRead) {
+  TempDir dir;
+  std::string bytes;
+  for (int i = 0; i < 50; ++i) bytes += std::string{static_cast<char>(i), 0};
+  const auto path = write_file(dir, "s.u16", bytes);
+  CalibrationOptions opt;
+  opt.samples = 3;
+  opt.seq_len = 4;
+  opt.stream_budget = 20;  // windows spread over ids 0..19 only: i * 16 / 2
+  CalibrationSamples s = load_calibration_data(path, nullptr, opt);
+  EXPECT_EQ(s.stream_tokens, 20);
+  EXPECT_EQ(s.starts, (std::vector<int64_t>{0, 8, 16}));
+  EXPECT_EQ(std::vector<int32_t>(s.sample(2).begin(), s.sample(2).end()), (std::vector<int32_t>{16, 17, 18, 19}));
+  // N x L above the budget: N x L tokens are read (back to back windows).
+  opt.samples = 6;
+  s = load_calibration_data(path, nullptr, opt);
+  EXPECT_EQ(s.stream_tokens, 24);
+  EXPECT_EQ(s.starts, (std::vector<int64_t>{0, 4, 8, 12, 16, 20}));
+  // load_token_stream's max_tokens.
+  CalibrationOptions t;
+  t.max_tokens = 7;
+  EXPECT_EQ(load_token_stream(path, nullptr, t), (std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6}));
+}
+
+TEST(CalibrationText, DocumentsAreReadOnlyUntilTheBudgetIsReached) {
+  FP4KIT_REQUIRE_SHARED(model, "models/stories260k-llama");
+  FP4KIT_REQUIRE_SHARED(text, "text/tinystories_val.txt");
+  FP4KIT_REQUIRE_SHARED(u16, "text/tinystories_val.stories260k.u16");
+  const Tokenizer tok = Tokenizer::load(model);
+  CalibrationOptions opt;
+  opt.samples = 4;
+  opt.seq_len = 64;
+  opt.stream_budget = 3000;
+  const CalibrationSamples from_text = load_calibration_data(text, &tok, opt);
+  const CalibrationSamples from_ids = load_calibration_data(u16, &tok, opt);
+  EXPECT_EQ(from_text.stream_tokens, 3000);
+  EXPECT_LT(from_text.documents, 100);  // of 4300: reading stopped early
+  EXPECT_GT(from_text.documents, 1);
+  EXPECT_EQ(from_text.starts, (std::vector<int64_t>{0, 978, 1957, 2936}));  // i * 2936 / 3
+  EXPECT_EQ(from_text.ids, from_ids.ids);
+  // Text that ends without a newline and lines longer than the reader's 1 MiB block.
+  TempDir dir;
+  const std::string long_line(3u << 20, 'a');
+  const auto f = write_file(dir, "long.txt", "first\n\n" + long_line + "\nb\n\n\nlast");
+  const auto docs = read_text_documents(f);
+  ASSERT_EQ(docs.size(), 3u);
+  EXPECT_EQ(docs[0], "first");
+  EXPECT_EQ(docs[1], long_line + "\nb");
+  EXPECT_EQ(docs[2], "last");
+  const auto j = write_file(dir, "d.jsonl", "{\"text\": \"" + long_line + "\"}\n\n{\"text\": \"x\"}");
+  EXPECT_EQ(read_jsonl_documents(j, "text"), (std::vector<std::string>{long_line, "x"}));
+  // A bad byte's offset counts from the file's start, across blocks.
+  const auto bad = write_file(dir, "bad.txt", long_line + "\n\xff");
+  EXPECT_NE(error_of([&] { read_text_documents(bad); }).find("byte offset " + std::to_string(long_line.size() + 1)),
+            std::string::npos);
+}

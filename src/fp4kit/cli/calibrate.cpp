@@ -75,7 +75,7 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
                spec.n_layers,
                spec.n_experts > 0 ? fmt::format(", {} experts, top-{}", spec.n_experts, spec.top_k)
                                   : std::string());
-    fmt::print("data: {}: {} samples x {} tokens = {} tokens (stream of {} tokens)\n", o.data,
+    fmt::print("data: {}: {} samples x {} tokens = {} tokens (spread over the first {} tokens)\n", o.data,
                seqs.size(), samples.seq_len, tokens, samples.stream_tokens);
     fmt::print("device: {}\n", dev.description);
     fmt::print("{}\n", eng.memory_line(tokens, o.chunk, static_cast<size_t>(samples.seq_len)));

@@ -4,7 +4,9 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 
 #include "fp4kit/cli/commands.hpp"
 #include "fp4kit/cli/device.hpp"
@@ -65,6 +67,13 @@ EvalRun evaluate_job(const EvalArgs& o) {
   if (o.base_logits.empty()) {
     text::CalibrationOptions copt;
     copt.text_field = o.text_field;
+    // Read (and tokenize) only what is evaluated: --tokens, or --chunks windows of --ctx tokens
+    // plus the one each window predicts last; the whole file only when neither limits it.
+    size_t need = o.tokens, windows_need = 0;
+    if (o.chunks && !__builtin_mul_overflow(o.chunks, o.ctx, &windows_need) &&
+        windows_need < SIZE_MAX)
+      need = need ? std::min(need, windows_need + 1) : windows_need + 1;
+    copt.max_tokens = need <= static_cast<size_t>(INT64_MAX) ? static_cast<int64_t>(need) : 0;
     stream = engine::load_eval_stream(o.data, o.quant, copt);
     if (o.tokens && stream.size() > o.tokens) stream.resize(o.tokens);
   }

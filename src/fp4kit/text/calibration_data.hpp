@@ -13,8 +13,12 @@
 // The token stream is the concatenation of tokenizer.encode(document, add_special) over the
 // documents in file order (so Llama-2 style tokenizers put BOS before every document, Qwen none).
 //
+// Only the first max(N x L, kCalibrationStreamBudget) tokens of a file are read (documents are
+// read and encoded one at a time; reading stops at the one that reaches the budget, the stream is
+// cut there): a file truncated after that document gives the same windows.
+//
 // Window choice (deterministic, same inputs give the same windows): N windows of L tokens,
-// evenly spaced over the stream of T tokens: start_i = floor(i * (T - L) / (N - 1)) (start 0
+// evenly spaced over the stream of T tokens (T: the tokens read): start_i = floor(i * (T - L) / (N - 1)) (start 0
 // when N = 1), so the first window starts the stream and the last one ends it. Windows never
 // overlap; T < N * L is an error that says how many tokens the file gives.
 #include <cstdint>
@@ -35,19 +39,30 @@ enum class CalibrationFormat {
   TokensU32,
 };
 
+// Tokens of a calibration file that windows are chosen from (4 Mi tokens, about 16 MB of text;
+// shared/data's TinyStories validation set has 385k): more than any calibration set reads, and a
+// bound on memory and time for a file of any size.
+inline constexpr int64_t kCalibrationStreamBudget = int64_t{1} << 22;
+
 struct CalibrationOptions {
   CalibrationFormat format = CalibrationFormat::Auto;
   std::string text_field = "text";  // JSONL field (--text-field)
   int64_t samples = 128;            // N (--samples)
   int64_t seq_len = 512;            // L (--seq-len)
   bool add_special = true;          // tokenizer special tokens (e.g. BOS) around each document
+  // load_token_stream: read only the first max_tokens tokens (0: the whole file). Reading
+  // stops at the document that reaches it, so a huge file costs what is used.
+  int64_t max_tokens = 0;
+  // load_calibration_data: the windows are chosen in the first max(N x L, stream_budget) tokens
+  // (0: the whole file), so a 1 GB file is neither read nor tokenized whole.
+  int64_t stream_budget = kCalibrationStreamBudget;
 };
 
 struct CalibrationSamples {
   int64_t seq_len = 0;
   std::vector<int32_t> ids;     // samples() rows of seq_len ids, row-major
   std::vector<int64_t> starts;  // where each window starts in the token stream
-  int64_t stream_tokens = 0;    // T: tokens in the whole stream
+  int64_t stream_tokens = 0;    // T: tokens read (the file's first tokens, see above)
   int64_t documents = 0;        // documents read (0 for pre-tokenized files)
 
   int64_t samples() const { return static_cast<int64_t>(starts.size()); }
@@ -62,7 +77,7 @@ struct CalibrationSamples {
 CalibrationSamples load_calibration_data(const std::filesystem::path& path, const Tokenizer* tokenizer,
                                          const CalibrationOptions& options);
 
-// The building blocks, exposed for tests and for `eval`, which wants the whole stream.
+// The building blocks, exposed for tests and for `eval`, which reads the tokens it needs.
 CalibrationFormat resolve_format(const std::filesystem::path& path, CalibrationFormat requested);
 std::vector<std::string> read_text_documents(const std::filesystem::path& path);
 std::vector<std::string> read_jsonl_documents(const std::filesystem::path& path, const std::string& text_field);
