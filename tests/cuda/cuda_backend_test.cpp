@@ -158,7 +158,8 @@ TEST(CudaBackend, RoutingGatherScatterAndStatistics) {
   auto lg = P.put(random_floats(T * E, 15, 2.0f));
   auto bias = P.put(random_floats(E, 16, 0.1f));
   for (RouterKind kind : {RouterKind::SoftmaxTopk, RouterKind::TopkSoftmax,
-                          RouterKind::TopkSigmoid, RouterKind::SigmoidGroupTopk}) {
+                          RouterKind::TopkSigmoid, RouterKind::SigmoidGroupTopk,
+                          RouterKind::SoftmaxGroupTopk}) {
     RouterOptions oc;
     oc.kind = kind;
     oc.top_k = 6;
