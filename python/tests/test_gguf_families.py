@@ -16,6 +16,7 @@ Each family is checked twice, against references that are not fp4kit:
    for NVFP4 products and keeps K/V in F16).
 """
 import json
+import re
 import shutil
 
 import gguf
@@ -37,6 +38,18 @@ def tiled(n_groups: int, per_group: int, head_dim: int) -> np.ndarray:
     """convert_hf_to_gguf's _reorder_v_heads as an index: output head (j, g) <- source (g, j)."""
     idx = np.arange(n_groups * per_group * head_dim).reshape(n_groups, per_group, head_dim)
     return idx.transpose(1, 0, 2).reshape(-1)
+
+
+def qwen3next_transform(hf: str, v: np.ndarray, config: dict) -> np.ndarray:
+    """qwen3next: the same norms, A and conv1d as qwen35moe, but no head tiling (its graph
+    repeats key heads in transformers' grouped order); in_proj_qkvz / in_proj_ba as they are."""
+    if hf.endswith("norm.weight") and not hf.endswith("linear_attn.norm.weight"):
+        return np.float32(1) + v
+    if hf.endswith("A_log"):
+        return (-np.exp(v.astype(np.float64))).astype(np.float32)
+    if ".conv1d." in hf:
+        return v.squeeze(1)
+    return v
 
 
 def qwen35_transform(hf: str, v: np.ndarray, config: dict) -> np.ndarray:
@@ -66,18 +79,24 @@ def qwen35_transform(hf: str, v: np.ndarray, config: dict) -> np.ndarray:
     return v
 
 
+# family: (gguf-py architecture, transform, quantize flags, modules the GGUF plan keeps
+# unquantized because llama.cpp's graph ignores their .scale)
 FAMILIES = {
-    "qwen3_5_moe": (gguf.MODEL_ARCH.QWEN35MOE, qwen35_transform, ["--quantize-linear-attn"]),
+    "qwen3_5_moe": (gguf.MODEL_ARCH.QWEN35MOE, qwen35_transform, ["--quantize-linear-attn"], None),
+    # llama.cpp 0c1e570's qwen3next graph applies no .scale to the linear attention: the GGUF
+    # keeps it unquantized (direct) or as its exact F32 decode (repacked).
+    "qwen3_next": (gguf.MODEL_ARCH.QWEN3NEXT, qwen3next_transform, ["--quantize-linear-attn"],
+                   re.compile(r".*\.linear_attn\.")),
     # The multimodal wrapper of the real checkpoints: text under model.language_model., the
     # vision tower left out (llama.cpp reads it from a separate mmproj GGUF).
-    "qwen3_5_moe_vl": (gguf.MODEL_ARCH.QWEN35MOE, qwen35_transform, ["--quantize-linear-attn"]),
+    "qwen3_5_moe_vl": (gguf.MODEL_ARCH.QWEN35MOE, qwen35_transform, ["--quantize-linear-attn"],
+                       None),
 }
 
 
 def gguf_name(hf: str, arch, n_layers: int):
     """gguf-py's name for a Hugging Face tensor, with convert_hf_to_gguf's renames applied first
     (dt_bias -> dt_proj.bias); (name, expert or None)."""
-    import re
     expert = None
     m = re.match(r"(.*\.experts)\.(\d+)\.(.*)$", hf)
     if m:
@@ -94,7 +113,7 @@ def gguf_name(hf: str, arch, n_layers: int):
     return name, expert
 
 
-def expected(src, fmt_a, arch, transform, direct: bool) -> dict:
+def expected(src, fmt_a, arch, transform, direct: bool, unscaled=None) -> dict:
     """GGUF name -> float32 values. Repacked: format A's NVFP4 decode of every quantized linear
     (K % 64 != 0 ones too, written as that exact decode). Direct: the same where K % 64 == 0 and
     the source elsewhere (the GGUF plan keeps those unquantized)."""
@@ -108,7 +127,7 @@ def expected(src, fmt_a, arch, transform, direct: bool) -> dict:
         module = ckpt_name.removesuffix(".weight")
         hf = ckpt_name.replace("model.language_model.", "model.", 1)
         if (hf.endswith(".weight") and f"{module}.weight_scale" in a
-                and not (direct and t.shape[-1] % 64)):
+                and not (direct and (t.shape[-1] % 64 or (unscaled and unscaled.match(hf))))):
             v = dequant_format_a(a[ckpt_name], a[f"{module}.weight_scale"],
                                  a[f"{module}.weight_scale_2"].item())
         else:
@@ -159,10 +178,10 @@ def family_files(tmp_path_factory, fp4kit, shared_data):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("which", ["m.gguf", "direct.gguf"])
 def test_family_gguf_equals_nvfp4_checkpoint(family_files, family, which):
-    arch, transform, _ = FAMILIES[family]
+    arch, transform, _, unscaled = FAMILIES[family]
     root = family_files(family)
     got = read_gguf(root / which)
-    want = expected(root / "src", root / "a", arch, transform, which == "direct.gguf")
+    want = expected(root / "src", root / "a", arch, transform, which == "direct.gguf", unscaled)
     assert sorted(got) == sorted(want), (f"only in GGUF: {sorted(set(got) - set(want))}; "
                                          f"missing: {sorted(set(want) - set(got))}")
     n_nvfp4 = 0
@@ -172,6 +191,10 @@ def test_family_gguf_equals_nvfp4_checkpoint(family_files, family, which):
     assert n_nvfp4 >= 8, n_nvfp4
     reader = gguf.GGUFReader(root / which)
     assert reader.fields["general.architecture"].contents() == arch_name(arch)
+    if unscaled:
+        for t in reader.tensors:
+            if t.name.startswith(("blk.0.ssm_", "blk.2.ssm_")):
+                assert t.tensor_type != gguf.GGMLQuantizationType.NVFP4, t.name
 
 
 def arch_name(arch) -> str:

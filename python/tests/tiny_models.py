@@ -40,6 +40,19 @@ def qwen3_5_moe():
         shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2, **COMMON))
 
 
+def qwen3_next():
+    """Qwen3-Next: Gated DeltaNet with the fused in_proj_qkvz / in_proj_ba projections, gated
+    full attention, routed experts stored per expert, a gated shared expert."""
+    return transformers.Qwen3NextForCausalLM(transformers.Qwen3NextConfig(
+        hidden_size=64, num_hidden_layers=3,
+        layer_types=["linear_attention", "full_attention", "linear_attention"],
+        num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+        linear_value_head_dim=16, linear_conv_kernel_dim=4, moe_intermediate_size=32,
+        shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+        norm_topk_prob=True, **COMMON))
+
+
 def qwen3_5_moe_vl():
     """The multimodal wrapper real Qwen3.5/3.6-MoE checkpoints use: text under
     model.language_model., a (tiny) vision tower under model.visual. that stays unquantized."""
@@ -104,6 +117,7 @@ FAMILIES = {
     "qwen3_moe": qwen3_moe,
     "qwen3_5_moe": qwen3_5_moe,
     "qwen3_5_moe_vl": qwen3_5_moe_vl,
+    "qwen3_next": qwen3_next,
     "deepseek_v3": deepseek_v3,
     "gpt_oss": gpt_oss,
     "llama4": llama4,

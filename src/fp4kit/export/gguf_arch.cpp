@@ -19,6 +19,7 @@ const std::map<std::string, std::string>& mapped() {
       {"qwen2", "qwen2"},     {"qwen2_moe", "qwen2moe"}, {"qwen3", "qwen3"},
       {"qwen3_moe", "qwen3moe"}, {"olmoe", "olmoe"},
       {"qwen3_5_moe", "qwen35moe"}, {"qwen3_5_moe_text", "qwen35moe"},
+      {"qwen3_next", "qwen3next"},
   };
   return m;
 }
@@ -27,7 +28,7 @@ const std::map<std::string, std::string>& mapped() {
 // than renaming: fused/BMM experts, MLA's split kv_b, linear attention, ...).
 const std::map<std::string, std::string>& not_yet() {
   static const std::map<std::string, std::string> m = {
-      {"qwen3_next", "qwen3next"},     {"deepseek_v2", "deepseek2"},
+      {"deepseek_v2", "deepseek2"},
       {"deepseek_v3", "deepseek2"},    {"kimi_k2", "deepseek2"},
       {"glm4_moe", "glm4moe"},         {"gpt_oss", "gpt-oss"},
       {"llama4", "llama4"},            {"llama4_text", "llama4"},
@@ -85,7 +86,8 @@ GgufArch gguf_arch(const ModelConfig& c, const std::string& label) {
     // (qwen3moe and mixtral's llama: yes; qwen2moe, olmoe: no). A config that says otherwise
     // computes another function unless every expert is used.
     // Qwen3.5's transformers code renormalizes whatever the config says, as llama.cpp does.
-    const bool renorm = a == "qwen3moe" || a == "qwen35moe" || c.model_type == "mixtral";
+    const bool renorm =
+        a == "qwen3moe" || a == "qwen35moe" || a == "qwen3next" || c.model_type == "mixtral";
     const bool flag_read = c.model_type != "mixtral" && a != "qwen35moe";
     const bool all_used = c.num_experts_per_tok >= c.num_experts;
     if (c.num_experts > 0 && flag_read && c.norm_topk_prob != renorm && !all_used)
@@ -94,11 +96,24 @@ GgufArch gguf_arch(const ModelConfig& c, const std::string& label) {
           "weights: the GGUF would compute another function",
           label, c.norm_topk_prob ? "true" : "false", a, renorm ? "renormalizes" : "does not renormalize",
           c.num_experts_per_tok));
-    GgufArch arch{a, a == "llama", a == "qwen2moe" || a == "olmoe",
-                  a == "qwen2" || a == "qwen2moe" || a == "olmoe"};
-    if (a == "qwen35moe") {
+    GgufArch arch;
+    arch.name = a;
+    arch.permute_qk = a == "llama";
+    arch.needs_output = a == "qwen2moe" || a == "olmoe";
+    if (a == "qwen2" || a == "qwen2moe" || a == "olmoe")
+      arch.unscaled_globs = {"*.mlp.*"}, arch.unscaled_what = "MLP tensors";
+    if (a == "qwen35moe" || a == "qwen3next") {
       arch.zero_centred_norms = true;
       arch.post_attention_norm = "post_attention_norm";
+    }
+    if (a == "qwen3next") {
+      arch.unscaled_globs = {"*.linear_attn.*"};
+      arch.unscaled_what = "linear-attention tensors";
+      if (!c.mlp_only_layers.empty() || c.decoder_sparse_step > 1)
+        throw Error(fmt::format("{}: a Qwen3-Next with dense layers (mlp_only_layers, "
+                                "decoder_sparse_step): llama.cpp's qwen3next loader needs experts "
+                                "in every layer (llama.cpp 0c1e570)",
+                                label));
     }
     return arch;
   }
@@ -106,11 +121,11 @@ GgufArch gguf_arch(const ModelConfig& c, const std::string& label) {
     throw Error(fmt::format(
         "{}: model_type '{}' is llama.cpp's architecture '{}', whose GGUF layout fp4kit does not "
         "write yet (--format gguf writes llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, "
-        "qwen3_moe, qwen3_5_moe, olmoe); use --format modelopt and llama.cpp's convert_hf_to_gguf.py",
+        "qwen3_moe, qwen3_5_moe, qwen3_next, olmoe); use --format modelopt and llama.cpp's convert_hf_to_gguf.py",
         label, c.model_type, it->second));
   throw Error(fmt::format("{}: model_type '{}' has no llama.cpp architecture fp4kit knows; "
                           "--format gguf writes llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, "
-                          "qwen3_moe, qwen3_5_moe, olmoe",
+                          "qwen3_moe, qwen3_5_moe, qwen3_next, olmoe",
                           label, c.model_type.empty() ? "(none)" : c.model_type));
 }
 
@@ -155,8 +170,8 @@ void add_arch_metadata(GgufMetadata& m, const GgufArch& a, const ModelConfig& c,
                               "llama.cpp aborts on such a model",
                               sum, a.name, c.head_dim));
     m.add_i32s(p + "rope.dimension_sections", sections);
-    add_linear_attention_metadata(m, p, c);
   }
+  if (a.name == "qwen35moe" || a.name == "qwen3next") add_linear_attention_metadata(m, p, c);
   m.add_u32(p + "vocab_size", u32(c.vocab_size, "vocab_size"));
   if (c.num_experts > 0) {
     m.add_u32(p + "expert_count", u32(c.num_experts, "num_experts"));
@@ -201,7 +216,7 @@ std::string gguf_left_out(const std::string& hf) {
 }
 
 int64_t rope_dims(const ModelConfig& c, const GgufArch& a) {
-  if (a.name != "qwen35moe") return c.head_dim;
+  if (a.name != "qwen35moe" && a.name != "qwen3next") return c.head_dim;
   // partial_rotary_factor: rope_parameters (transformers 5) or top level; Qwen3.5's default 0.25.
   double f = 0.25;
   const nlohmann::json r = rope_scaling_of(c);
@@ -260,7 +275,7 @@ std::optional<GgufTarget> gguf_target(const std::string& hf_name, const GgufArch
     return finish(blk + "ffn_" + kind + "_exps");
   }
   if (rest.starts_with("linear_attn.")) {
-    if (a.name != "qwen35moe") return std::nullopt;
+    if (a.name != "qwen35moe" && a.name != "qwen3next") return std::nullopt;
     // llama.cpp tiles value heads over key heads where transformers groups them.
     const int64_t kh = text_int(c, "linear_num_key_heads");
     const int64_t vh = text_int(c, "linear_num_value_heads");
@@ -270,10 +285,15 @@ std::optional<GgufTarget> gguf_target(const std::string& hf_name, const GgufArch
       throw Error(fmt::format("config.json: linear_num_value_heads {} is not a multiple of "
                               "linear_num_key_heads {}",
                               vh, kh));
+    // qwen3next's graph repeats key heads in transformers' grouped order: nothing moves.
     auto tile = [&](int64_t head_dim, uint64_t offset, bool columns) {
-      if (kh != vh) t.tiling = {kh, vh / kh, head_dim, offset, columns};
+      if (kh != vh && a.name == "qwen35moe") t.tiling = {kh, vh / kh, head_dim, offset, columns};
     };
     const std::string part = rest.substr(12);
+    // Qwen3-Next's fused projections, read by qwen3next's graph in transformers' per-key-head
+    // [q, k, v, z] and [b, a] order (its "legacy" ssm_in path).
+    if (part == "in_proj_qkvz") return finish(blk + "ssm_in");
+    if (part == "in_proj_ba") return finish(blk + "ssm_ba");
     const uint64_t qk_rows = static_cast<uint64_t>(2 * kh * kd);
     if (part == "in_proj_qkv") return tile(vd, qk_rows, false), finish(blk + "attn_qkv");
     if (part == "in_proj_z") return tile(vd, 0, false), finish(blk + "attn_gate");

@@ -18,18 +18,17 @@ struct GgufArch {
                             // q/k rows are reordered (convert_hf_to_gguf's LlamaModel.permute)
   bool needs_output = false;  // its loader requires output.weight even with tied embeddings
                               // (qwen2moe, olmoe): the embedding is written a second time
-  // Its graph multiplies attention products by their .scale but not the MLP's (qwen2, qwen2moe,
-  // olmoe in llama.cpp 0c1e570, 2026-10-01): NVFP4 MLP weights would run unscaled, so the MLP
-  // stays unquantized (plan rule; F32 decode when repacking).
-  bool mlp_scale_ignored = false;
+  // Module globs whose products its graph does not multiply by their .scale (llama.cpp 0c1e570,
+  // 2026-10-01: the MLP of qwen2, qwen2moe, olmoe; the linear attention of qwen3next): NVFP4 weights there would run unscaled, so they stay unquantized (plan rules;
+  // F32 decode when repacking). `unscaled_what` names them in messages.
+  std::vector<std::string> unscaled_globs;
+  std::string unscaled_what;
   // Qwen3-Next / Qwen3.5 RMSNorms multiply by (1 + weight): the GGUF holds 1 + weight (F32),
   // except for the gated norm of the linear-attention layers (plain weight).
   bool zero_centred_norms = false;
   // post_attention_layernorm is "post_attention_norm" (qwen35moe, qwen3next), else "ffn_norm".
   std::string post_attention_norm = "ffn_norm";
 };
-// Module glob of the MLP whose .scale the architecture ignores.
-inline constexpr const char* kGgufMlpGlob = "*.mlp.*";
 
 // The architecture for a config; throws fp4kit::Error naming the model_type for families llama.cpp
 // has no architecture for, and for those fp4kit does not map to GGUF yet.

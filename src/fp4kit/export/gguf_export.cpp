@@ -401,12 +401,12 @@ void set_gguf_plan_options(PlanOptions& options, const ModelConfig& config,
   options.k_multiple = kGgmlNvfp4Block;
   options.k_multiple_why = " (llama.cpp's NVFP4 blocks hold 64 weights; written unquantized)";
   const GgufArch arch = gguf_arch(config, label);
-  if (arch.mlp_scale_ignored)
+  for (const auto& glob : arch.unscaled_globs)
     options.rules.push_back(
-        {Rule::Kind::Exclude, kGgufMlpGlob,
-         fmt::format("--format gguf (llama.cpp's {} graph does not apply the NVFP4 .scale of MLP "
-                     "tensors, llama.cpp 0c1e570)",
-                     arch.name)});
+        {Rule::Kind::Exclude, glob,
+         fmt::format("--format gguf (llama.cpp's {} graph does not apply the NVFP4 .scale of {}, "
+                     "llama.cpp 0c1e570)",
+                     arch.name, arch.unscaled_what)});
 }
 
 ExportResult export_gguf(const Plan& plan, const Checkpoint& source, const ModelConfig& config,
@@ -510,15 +510,17 @@ RepackResult repack_gguf(const Checkpoint& c, const ModelConfig& config, const f
         throw Error(fmt::format("{}.weight_scale: expected F8_E4M3 [{}, {}] for {} [{}, {}]",
                                 m.module, rows, cols / 16, name, rows, cols / 2));
       const bool input = c.has(m.module + (m.ct ? ".input_global_scale" : ".input_scale"));
-      const bool unscaled_mlp = arch.mlp_scale_ignored && glob_match(kGgufMlpGlob, m.module);
+      bool unscaled_mlp = false;
+      for (const auto& glob : arch.unscaled_globs)
+        unscaled_mlp = unscaled_mlp || glob_match(glob, m.module);
       Job j{0, m.module, &m, cols % kGgmlNvfp4Block != 0 || unscaled_mlp};
       if (j.dequantize) {
         j.piece = b.add_plain(m.module + ".weight", {rows, cols}, DType::F32);
         result.notes.push_back(fmt::format(
             "{}: {}, written as F32 (exact dequantization)", m.module,
-            unscaled_mlp ? fmt::format("llama.cpp's {} graph does not apply the .scale of MLP "
-                                       "tensors (llama.cpp 0c1e570)",
-                                       arch.name)
+            unscaled_mlp ? fmt::format("llama.cpp's {} graph does not apply the .scale of {} "
+                                       "(llama.cpp 0c1e570)",
+                                       arch.name, arch.unscaled_what)
                          : fmt::format("K={} is not a multiple of 64 (llama.cpp's NVFP4 block)",
                                        cols)));
       } else {
