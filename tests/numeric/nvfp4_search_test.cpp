@@ -155,6 +155,86 @@ TEST_P(Search, BytesIndependentOfThreadCount) {
   expect_same(run(bytes.data(), dt, d.rows, d.cols, s2, nullptr, true), one, "reference");
 }
 
+// A plain scalar exhaustive search, written here from the definition (nvfp4_search.hpp): every
+// code 1..126 scored with nvfp4_block_objective, strict improvement or a tie that is closer to the
+// max-based code (then the smaller code).
+uint8_t exhaustive_code(const float* w, float s2, const float* h) {
+  float bamax = 0.0f;
+  for (int i = 0; i < 16; ++i) bamax = std::max(bamax, std::fabs(w[i]));
+  const int base = nvfp4_max_scale_code(bamax, s2);
+  int best = 0;
+  float best_err = 0.0f;
+  for (int c = 1; c <= 126; ++c) {
+    const float e = nvfp4_block_objective(w, static_cast<uint8_t>(c), s2, h);
+    const bool closer = std::abs(c - base) < std::abs(best - base) ||
+                        (std::abs(c - base) == std::abs(best - base) && c < best);
+    if (best == 0 || e < best_err || (e == best_err && closer)) best = c, best_err = e;
+  }
+  return static_cast<uint8_t>(best);
+}
+
+// Blocks built to sit on the search's pruning edges: values on the E2M1 grid of a code c and of
+// c +- 8 (exact ties between octaves), on the E2M1 rounding boundaries, one value per block, equal
+// values, and plain Gaussian / heavy-tailed rows; the global scale spans 2^-40 .. 2^20.
+TEST(SearchRandomized, SimdEqualsPlainExhaustiveSearchOnEveryTarget) {
+  std::mt19937_64 rng(20261203);
+  std::normal_distribution<float> n01(0.0f, 1.0f);
+  const float grid[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  const float bounds[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+  size_t moved = 0, total = 0;
+  for (int round = 0; round < 24; ++round) {
+    const float s2 = std::ldexp(1.0f + static_cast<float>(rng() % 1024) / 1024.0f,
+                                static_cast<int>(rng() % 61) - 40);
+    const size_t rows = 16 + rng() % 33, cols = 16 * (1 + rng() % 6);
+    std::vector<float> w(rows * cols);
+    for (size_t b = 0; b < rows * cols / 16; ++b) {
+      float* x = &w[b * 16];
+      const int kind = static_cast<int>(rng() % 9);
+      const int code = 1 + static_cast<int>(rng() % 126);
+      const float d = e4m3_to_float(static_cast<uint8_t>(code)) * s2;
+      for (int i = 0; i < 16; ++i) {
+        const float sg = (rng() & 1) ? -1.0f : 1.0f;
+        switch (kind) {
+          case 0: x[i] = sg * d * grid[rng() % 8]; break;
+          case 1: x[i] = sg * d * ((rng() & 1) ? grid[rng() % 8] : 2.0f * grid[rng() % 4]); break;
+          case 2: x[i] = sg * d * bounds[rng() % 7]; break;
+          case 3: x[i] = sg * d * bounds[rng() % 7] * (1.0f + (static_cast<float>(rng() % 5) - 2.0f) * 0x1p-23f); break;
+          case 4: x[i] = i == 0 ? sg * d * 5.0f : 0.0f; break;
+          case 5: x[i] = d * 2.5f; break;
+          case 6: x[i] = d * n01(rng) / std::max(0.05f, std::fabs(n01(rng))); break;
+          case 7: x[i] = d * (i == 5 ? 6.0f : 0.5f * grid[rng() % 5]) * sg; break;
+          default: x[i] = d * 2.0f * n01(rng); break;
+        }
+      }
+    }
+    for (DType dt : {DType::F32, DType::BF16}) {
+      const auto bytes = to_dtype(w, dt);
+      std::vector<float> wd(w.size());
+      decode_to_f32(bytes.data(), dt, w.size(), wd.data());
+      std::vector<uint8_t> want(rows * cols / 16);
+      for (size_t b = 0; b < want.size(); ++b) want[b] = exhaustive_code(&wd[b * 16], s2, nullptr);
+      for (int64_t t : detail::nvfp4_simd_targets()) {
+        hwy::SetSupportedTargetsForTest(t);
+        const Enc got = run(bytes.data(), dt, rows, cols, s2, nullptr, false);
+        size_t bad = 0;
+        for (size_t b = 0; b < want.size(); ++b)
+          if (got.scales[b] != want[b] && bad++ < 3)
+            ADD_FAILURE() << hwy::TargetName(t) << " round " << round << " s2 " << s2 << " block "
+                          << b << ": " << int(got.scales[b]) << " vs exhaustive " << int(want[b]);
+        ASSERT_EQ(bad, 0u);
+      }
+      hwy::SetSupportedTargetsForTest(0);
+      for (size_t b = 0; b < want.size(); ++b) {
+        float bamax = 0.0f;
+        for (int i = 0; i < 16; ++i) bamax = std::max(bamax, std::fabs(wd[b * 16 + i]));
+        moved += want[b] != nvfp4_max_scale_code(bamax, s2);
+        ++total;
+      }
+    }
+  }
+  EXPECT_GT(moved, total / 10);  // the data must exercise the search, not only the max-based code
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, Search, ::testing::Values(DType::BF16, DType::F16, DType::F32));
 
 // The objective recomputed from the dequantized checkpoint (what a loader gets), in float64: equal

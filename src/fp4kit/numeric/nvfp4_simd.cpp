@@ -22,6 +22,7 @@
 #include "fp4kit/numeric/distortion.hpp"
 #include "fp4kit/numeric/dtype.hpp"
 #include "fp4kit/numeric/formats.hpp"
+#include "fp4kit/numeric/nvfp4_simd-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace fp4kit {
@@ -31,35 +32,6 @@ namespace hn = hwy::HWY_NAMESPACE;
 // At most one block (16 floats) per vector, so a block is a whole number of vectors.
 using DF = hn::CappedTag<float, 16>;
 using DI = hn::RebindToSigned<DF>;
-
-struct Bf16In {};
-struct F16In {};
-struct F32In {};
-
-HWY_INLINE hn::Vec<DF> LoadF32(DF df, const unsigned char* p, F32In) {
-  return hn::LoadU(df, reinterpret_cast<const float*>(p));
-}
-HWY_INLINE hn::Vec<DF> LoadF32(DF df, const unsigned char* p, Bf16In) {
-  const hn::Rebind<uint16_t, DF> d16;
-  const hn::RebindToUnsigned<DF> du;
-  const auto u = hn::PromoteTo(du, hn::LoadU(d16, reinterpret_cast<const uint16_t*>(p)));
-  return hn::BitCast(df, hn::ShiftLeft<16>(u));  // bf16 is the top half of a float32: exact
-}
-HWY_INLINE hn::Vec<DF> LoadF32(DF df, const unsigned char* p, F16In) {
-  // IEEE binary16 -> binary32 by hand (exact; the same on every target).
-  const hn::Rebind<uint16_t, DF> d16;
-  const hn::RebindToUnsigned<DF> du;
-  const DI di;
-  const auto h = hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(d16, reinterpret_cast<const uint16_t*>(p))));
-  const auto sign = hn::ShiftLeft<16>(hn::And(h, hn::Set(di, 0x8000)));
-  const auto em = hn::And(h, hn::Set(di, 0x7FFF));
-  const auto normal = hn::Add(hn::ShiftLeft<13>(em), hn::Set(di, 112 << 23));
-  const auto infnan = hn::Or(hn::ShiftLeft<13>(em), hn::Set(di, 0x7F800000));
-  const auto sub = hn::BitCast(di, hn::Mul(hn::ConvertTo(df, em), hn::Set(df, 0x1p-24f)));
-  auto mag = hn::IfThenElse(hn::Lt(em, hn::Set(di, 0x400)), sub, normal);
-  mag = hn::IfThenElse(hn::Gt(em, hn::Set(di, 0x7BFF)), infnan, mag);
-  return hn::BitCast(df, hn::Or(mag, sign));
-}
 
 constexpr size_t kChunkBlocks = 64;
 
@@ -149,27 +121,8 @@ HWY_INLINE bool QuantizeRow(const unsigned char* src, size_t cols, size_t esize,
     const auto vden = hn::Set(df, den), vs2 = hn::Set(df, s2);
     const auto one = hn::Set(df, 1.0f), zero = hn::Zero(df);
     for (size_t b = 0; b < nb; b += N) {
-      auto s = hn::Div(hn::Load(df, bamax + b), vden);
-      s = hn::IfThenElse(hn::Eq(s, zero), one, s);
-      s = hn::Min(hn::Max(s, hn::Set(df, 0x1p-9f)), hn::Set(df, 448.0f));
-      // E4M3 RNE of s in [2^-9, 448]. Normal: drop 20 mantissa bits with round-half-even; the
-      // carry runs into the exponent; code = (bits >> 20) - ((127 - 7) << 3).
-      const auto bits = hn::BitCast(di, s);
-      const auto odd = hn::And(hn::ShiftRight<20>(bits), hn::Set(di, 1));
-      const auto normal = hn::Sub(
-          hn::ShiftRight<20>(hn::Add(bits, hn::Add(hn::Set(di, 0x7FFFF), odd))), hn::Set(di, 960));
-      // Subnormal (s < 2^-6): code = round_half_even(s * 2^9) via the 2^23 trick (exact: s * 2^9
-      // is in [1, 8) and the float adds round to nearest even).
-      const auto t = hn::Mul(s, hn::Set(df, 512.0f));
-      const auto big = hn::Set(df, 8388608.0f);
-      const auto sub = hn::ConvertTo(di, hn::Sub(hn::Add(t, big), big));
-      const auto is_sub = hn::Lt(s, hn::Set(df, 0x1p-6f));
-      const auto code = hn::IfThenElse(hn::RebindMask(di, is_sub), sub, normal);
-      // Decode the code back to float: normal (code + 960) << 20, subnormal code * 2^-9.
-      const auto code_is_sub = hn::Lt(code, hn::Set(di, 8));
-      const auto dec_normal = hn::BitCast(df, hn::ShiftLeft<20>(hn::Add(code, hn::Set(di, 960))));
-      const auto dec_sub = hn::Mul(hn::ConvertTo(df, code), hn::Set(df, 0x1p-9f));
-      const auto sfv = hn::IfThenElse(hn::RebindMask(df, code_is_sub), dec_sub, dec_normal);
+      const auto code = MaxScaleCode(df, hn::Load(df, bamax + b), vden);
+      const auto sfv = DecodeE4m3(df, code);
       hn::Store(hn::Mul(sfv, vs2), df, dvals + b);
       hn::Store(sfv, df, sfvals + b);
       hn::Store(code, di, sfcodes + b);
