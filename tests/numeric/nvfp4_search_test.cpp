@@ -11,12 +11,15 @@
 #include <vector>
 
 #include "fp4kit/numeric/convert.hpp"
+#include "fp4kit/numeric/distortion.hpp"
 #include "fp4kit/numeric/formats.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/nvfp4_search.hpp"
 #include "fp4kit/numeric/nvfp4_search_simd.hpp"
 #include "fp4kit/numeric/nvfp4_simd.hpp"
 #include "fp4kit/numeric/parallel.hpp"
+
+#include "support/same_stats.hpp"
 
 #ifdef FP4KIT_HAVE_RAPIDCHECK
 #include <rapidcheck.h>
@@ -233,6 +236,41 @@ TEST(SearchRandomized, SimdEqualsPlainExhaustiveSearchOnEveryTarget) {
     }
   }
   EXPECT_GT(moved, total / 10);  // the data must exercise the search, not only the max-based code
+}
+
+// The error statistics measured while encoding the searched codes are nvfp4_distortion's numbers
+// for the written result, to the last bit, for MSE and Hessian, on every target and thread count
+// (rows not a multiple of the 16-row chunks), and the bytes are those written without them.
+TEST_P(Search, ErrorMeasuredWhileEncodingEqualsSecondPass) {
+  const DType dt = GetParam();
+  const float s2 = dt == DType::F16 ? 0x1p-8f : 0.0173f;
+  const Data d = make_data(53, 96, 61, s2 * 8);
+  const auto h = make_hessian(96, 62);
+  const auto bytes = to_dtype(d.v, dt);
+  for (const float* hp : {static_cast<const float*>(nullptr), h.data()}) {
+    const Enc plain = run(bytes.data(), dt, d.rows, d.cols, s2, hp, true);
+    const DistortionStats want = nvfp4_distortion(bytes.data(), dt, d.rows, d.cols,
+                                                  plain.packed.data(), plain.scales.data(), s2);
+    auto with_error = [&](const std::string& what) {
+      Enc e{std::vector<uint8_t>(d.rows * d.cols / 2), std::vector<uint8_t>(d.rows * d.cols / 16)};
+      DistortionStats got;
+      nvfp4_quantize_search(bytes.data(), dt, d.rows, d.cols, s2, ScaleSearch{hp}, e.packed.data(),
+                            e.scales.data(), &got);
+      expect_same(plain, e, what);
+      test::expect_same_stats(want, got, what);
+    };
+    for (int64_t t : detail::nvfp4_simd_targets()) {
+      hwy::SetSupportedTargetsForTest(t);
+      with_error(std::string(hp ? "hessian " : "mse ") + hwy::TargetName(t));
+    }
+    hwy::SetSupportedTargetsForTest(0);
+    for (int threads : {1, 3}) {
+      set_thread_count(threads);
+      with_error(std::to_string(threads) + " threads");
+    }
+    set_thread_count(0);
+    EXPECT_GT(want.rounded_to_zero, 0u);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, Search, ::testing::Values(DType::BF16, DType::F16, DType::F32));

@@ -15,6 +15,7 @@
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/nvfp4_simd.hpp"
 #include "fp4kit/numeric/parallel.hpp"
+#include "support/same_stats.hpp"
 
 namespace fp4kit {
 namespace {
@@ -225,15 +226,7 @@ TEST(Nvfp4SimdShapes, LongRowsAndOddBlockCounts) {
 // target, dataset kind (ties, zeros, subnormals, values rounded to zero, sums that overflow to
 // Inf), row count (not a multiple of the 16-row chunks) and thread count; and the codes written
 // with statistics are the codes written without.
-void expect_same_stats(const DistortionStats& want, const DistortionStats& got,
-                       const std::string& what) {
-  EXPECT_EQ(want.count, got.count) << what;
-  EXPECT_EQ(want.sum_sq_ref, got.sum_sq_ref) << what;
-  EXPECT_EQ(want.sum_sq_err, got.sum_sq_err) << what;
-  EXPECT_EQ(want.max_abs_err, got.max_abs_err) << what;
-  EXPECT_EQ(want.sign_flips, got.sign_flips) << what;
-  EXPECT_EQ(want.rounded_to_zero, got.rounded_to_zero) << what;
-}
+using test::expect_same_stats;
 
 TEST_P(Nvfp4Simd, ErrorMeasuredInKernelEqualsSecondPass) {
   const Dataset sets[] = {make_dataset(GetParam(), 1'001, 304, 17, true),

@@ -3,6 +3,7 @@
 #include "fp4kit/numeric/distortion.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -112,5 +113,26 @@ DistortionStats nvfp4_distortion(const void* src, DType dtype, size_t rows, size
   for (const auto& p : parts) total.merge(p);
   return total;
 }
+
+namespace detail {
+
+bool encode_row_chunks(size_t rows, size_t grain_rows,
+                       const std::function<bool(size_t r0, size_t r1, DistortionStats& stats)>& encode,
+                       DistortionStats& total) {
+  constexpr size_t kChunk = kDistortionChunkRows;
+  const size_t nchunks = (rows + kChunk - 1) / kChunk;
+  std::vector<DistortionStats> parts(nchunks);
+  std::atomic<bool> bad{false};
+  parallel_for(0, nchunks, (grain_rows + kChunk - 1) / kChunk, [&](size_t c0, size_t c1) {
+    for (size_t c = c0; c < c1 && !bad; ++c)
+      if (!encode(c * kChunk, std::min(rows, (c + 1) * kChunk), parts[c])) bad = true;
+  });
+  if (bad) return false;
+  total = DistortionStats{};
+  for (const auto& p : parts) total.merge(p);
+  return true;
+}
+
+}  // namespace detail
 
 }  // namespace fp4kit

@@ -3,6 +3,7 @@
 // accumulated per thread, merged, reported as relative RMSE and SQNR.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include "fp4kit/numeric/dtype.hpp"
 
@@ -43,6 +44,13 @@ struct RowLanes {
   float sum_sq_ref[16], sum_sq_err[16], max_abs_err[16], sign_flips[16], rounded_to_zero[16];
 };
 void fold_row(const RowLanes& lanes, size_t cols, DistortionStats& out);
+
+// Runs encode(r0, r1, stats) on all cores over the chunks of kDistortionChunkRows rows (tasks of
+// about grain_rows rows; the stats of each chunk start from zero) and sets `total` to the chunk
+// statistics merged in order. False, with `total` unspecified, when any call returned false.
+bool encode_row_chunks(size_t rows, size_t grain_rows,
+                       const std::function<bool(size_t r0, size_t r1, DistortionStats& stats)>& encode,
+                       DistortionStats& total);
 }  // namespace detail
 
 }  // namespace fp4kit

@@ -25,23 +25,12 @@ void quantize(const void* src, DType dtype, size_t rows, size_t cols, float s2, 
   // About 64 KiB of input per task: enough to amortize scheduling, small enough to balance.
   const size_t grain = 1 + (size_t{1} << 16) / (cols * esize + 1);
   if (error && simd) {
-    constexpr size_t kChunk = detail::kDistortionChunkRows;
-    const size_t nchunks = (rows + kChunk - 1) / kChunk;
-    std::vector<DistortionStats> parts(nchunks);
-    parallel_for(0, nchunks, (grain + kChunk - 1) / kChunk, [&](size_t c0, size_t c1) {
-      for (size_t c = c0; c < c1 && !bad; ++c) {
-        const size_t r0 = c * kChunk, r1 = std::min(rows, r0 + kChunk);
-        const auto* in = static_cast<const unsigned char*>(src) + r0 * cols * esize;
-        if (!detail::nvfp4_quantize_rows_simd(in, dtype, r1 - r0, cols, s2,
-                                              packed + r0 * (cols / 2),
-                                              scales + r0 * (cols / kNvfp4Block), &parts[c]))
-          bad = true;
-      }
-    });
-    if (bad) detail::throw_nonfinite(src, dtype, rows, cols);
-    DistortionStats total;
-    for (const auto& p : parts) total.merge(p);
-    *error = total;
+    const bool ok = detail::encode_row_chunks(rows, grain, [&](size_t r0, size_t r1, DistortionStats& st) {
+      return detail::nvfp4_quantize_rows_simd(static_cast<const unsigned char*>(src) + r0 * cols * esize,
+                                              dtype, r1 - r0, cols, s2, packed + r0 * (cols / 2),
+                                              scales + r0 * (cols / kNvfp4Block), &st);
+    }, *error);
+    if (!ok) detail::throw_nonfinite(src, dtype, rows, cols);
     return;
   }
   parallel_for(0, rows, grain, [&](size_t r0, size_t r1) {

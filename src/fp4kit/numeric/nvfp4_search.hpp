@@ -16,6 +16,8 @@
 
 namespace fp4kit {
 
+struct DistortionStats;
+
 // Hessian blocks of one matrix with K = cols: [cols/16][16][16] float32, row-major, symmetric.
 // nullptr selects the MSE objective; so does an all-zero H_j for its column block (channels no
 // token reached: every code would tie).
@@ -35,9 +37,12 @@ float nvfp4_block_objective(const float* w, uint8_t code, float s2, const float*
 uint8_t nvfp4_max_scale_code(float bamax, float s2);
 
 // Quantizes rows with searched block scales (all cores, SIMD with pruning; never depends on
-// thread count or instruction set). Same errors as nvfp4_quantize.
+// thread count or instruction set). Same errors as nvfp4_quantize. `error`: null, or set to the
+// statistics nvfp4_distortion would compute for the result (the same bits, measured while
+// encoding, as nvfp4_quantize_with_error).
 void nvfp4_quantize_search(const void* src, DType dtype, size_t rows, size_t cols, float s2,
-                           const ScaleSearch& search, uint8_t* packed, uint8_t* scales);
+                           const ScaleSearch& search, uint8_t* packed, uint8_t* scales,
+                           DistortionStats* error = nullptr);
 
 // Scalar reference: every candidate of every block, single-threaded (the definition).
 void nvfp4_quantize_search_ref(const void* src, DType dtype, size_t rows, size_t cols, float s2,

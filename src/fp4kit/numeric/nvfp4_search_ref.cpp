@@ -11,6 +11,7 @@
 
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/convert.hpp"
+#include "fp4kit/numeric/distortion.hpp"
 #include "fp4kit/numeric/formats.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/nvfp4_checks.hpp"
@@ -113,29 +114,39 @@ void nvfp4_quantize_search_ref(const void* src, DType dtype, size_t rows, size_t
 }
 
 void nvfp4_quantize_search(const void* src, DType dtype, size_t rows, size_t cols, float s2,
-                           const ScaleSearch& search, uint8_t* packed, uint8_t* scales) {
+                           const ScaleSearch& search, uint8_t* packed, uint8_t* scales,
+                           DistortionStats* error) {
   detail::check_nvfp4_args(dtype, cols, s2);
   const size_t esize = dtype_size(dtype);
   const bool simd = detail::nvfp4_search_simd_supports(dtype);
-  std::atomic<bool> bad{false};
-  // Rows in tasks of 16 (one lane group of the kernel): a search costs ~10x a plain encode.
+  // Tasks of whole lane groups (16 rows): a search costs ~10x a plain encode.
   const size_t grain = 16 * (1 + (size_t{1} << 13) / (cols * esize + 1));
-  parallel_for(0, rows, grain, [&](size_t r0, size_t r1) {
+  const auto rows_at = [&](size_t r0, size_t r1, DistortionStats* stats) {
     const auto* in = static_cast<const unsigned char*>(src) + r0 * cols * esize;
     uint8_t* p = packed + r0 * (cols / 2);
     uint8_t* s = scales + r0 * (cols / kNvfp4Block);
-    if (simd) {
-      if (!detail::nvfp4_search_rows_simd(in, dtype, r1 - r0, cols, s2, search.hessian, p, s))
-        bad = true;
-      return;
-    }
+    if (simd) return detail::nvfp4_search_rows_simd(in, dtype, r1 - r0, cols, s2, search.hessian, p, s,
+                                                    stats);
     try {
       nvfp4_quantize_search_ref(in, dtype, r1 - r0, cols, s2, search, p, s);
     } catch (const Error&) {
-      bad = true;  // re-reported below with the row index of the whole tensor
+      return false;  // re-reported below with the row index of the whole tensor
     }
+    return true;
+  };
+  if (error && simd) {
+    if (!detail::encode_row_chunks(rows, grain, [&](size_t r0, size_t r1, DistortionStats& st) {
+          return rows_at(r0, r1, &st);
+        }, *error))
+      detail::throw_nonfinite(src, dtype, rows, cols);
+    return;
+  }
+  std::atomic<bool> bad{false};
+  parallel_for(0, rows, grain, [&](size_t r0, size_t r1) {
+    if (!rows_at(r0, r1, nullptr)) bad = true;
   });
   if (bad) detail::throw_nonfinite(src, dtype, rows, cols);
+  if (error) *error = nvfp4_distortion(src, dtype, rows, cols, packed, scales, s2);
 }
 
 }  // namespace fp4kit

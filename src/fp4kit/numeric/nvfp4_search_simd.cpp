@@ -444,11 +444,12 @@ bool nvfp4_search_simd_supports(DType dtype) {
 }
 
 bool nvfp4_search_rows_simd(const void* src, DType dtype, size_t rows, size_t cols, float s2,
-                            const float* hessian, uint8_t* packed, uint8_t* scales) {
+                            const float* hessian, uint8_t* packed, uint8_t* scales,
+                            DistortionStats* stats) {
   if (!HWY_DYNAMIC_DISPATCH(SearchRows)(src, static_cast<int>(dtype), rows, cols, s2, hessian,
                                          scales))
     return false;
-  return nvfp4_encode_rows_simd(src, dtype, rows, cols, s2, scales, packed);
+  return nvfp4_encode_rows_simd(src, dtype, rows, cols, s2, scales, packed, stats);
 }
 
 }  // namespace detail

@@ -65,8 +65,10 @@ ScaleOutcome encode_scales(const SourceView& v, float s2, const QuantOptions& o,
     h = hessian_of(o, module, v.cols, out.fallback, out.detail);
     if (h.empty()) out.method = ScaleMethod::Mse;
   }
+  DistortionStats error;
   nvfp4_quantize_search(v.data, v.dtype, v.rows, v.cols, s2, ScaleSearch{h.empty() ? nullptr : h.data()},
-                        packed, scales);
+                        packed, scales, &error);
+  out.error = error;
   return out;
 }
 
