@@ -5,7 +5,9 @@ writing, then warm), against transformers' bf16 forward of the same model and to
 (weights resident; first and second pass), in the same run. Then `quantize --stats` of the result.
 
 Usage (on the GPU machine): python3 bench/cuda_calibrate_bench.py --bin DIR/bin --work /tmp/b
-Prints a markdown table (BENCHMARKS.md, "Calibration on the GPU").
+Prints a markdown table (BENCHMARKS.md, "Calibration on the GPU"). --no-prefetch-run adds a run
+with FP4KIT_CUDA_PREFETCH=0 (the cross-layer prefetch off) in the same process. The 1M-token
+bench of the issue: --samples 512 --seq-len 2048 --runs 1 --skip-quantize --batch 8.
 """
 import argparse
 import json
@@ -32,7 +34,7 @@ def sh(cmd, **kw):
     return p, wall
 
 
-def transformers_forward(model_dir, ids, samples, seq_len, batch):
+def transformers_forward(model_dir, ids, samples, seq_len, batch, passes):
     import torch
     import transformers
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -45,7 +47,7 @@ def transformers_forward(model_dir, ids, samples, seq_len, batch):
                            device="cuda")
     times = []
     with torch.no_grad():
-        for _ in range(3):
+        for _ in range(passes):
             torch.cuda.synchronize()
             t1 = time.perf_counter()
             for i in range(0, samples, batch):
@@ -64,6 +66,11 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--synth", choices=["torch", "fp4kit"], default="torch")
+    ap.add_argument("--runs", type=int, default=3, help="calibrate runs (the first right after "
+                    "writing the model when it is new)")
+    ap.add_argument("--skip-quantize", action="store_true")
+    ap.add_argument("--no-prefetch-run", action="store_true")
+    ap.add_argument("--passes", type=int, default=3, help="transformers forward passes")
 
     a = ap.parse_args()
     b = Path(a.bin)
@@ -88,27 +95,37 @@ def main():
     rows = []
     calib = [str(b / "fp4kit"), "calibrate", str(model), "--data", str(ids_path), "--samples",
              str(a.samples), "--seq-len", str(a.seq_len), "--device", "cuda"]
-    for label in ["first run after writing the model", "page cache warm", "page cache warm"]:
+    labels = ["first run (page cache as the model writer left it)"] + ["page cache warm"] * (a.runs - 1)
+    if a.no_prefetch_run:
+        labels.append("page cache warm, FP4KIT_CUDA_PREFETCH=0 (prefetch off)")
+    for label in labels:
+        env = dict(os.environ, FP4KIT_CUDA_PREFETCH="0" if "PREFETCH=0" in label else "1")
         p, wall = sh(["/usr/bin/time", "-f", "MAXRSS_KB %M"] + calib +
-                     ["-o", str(work / "s.safetensors")])
+                     ["-o", str(work / "s.safetensors")], env=env)
         m = re.search(r"time: ([\d.]+) s \(([\d.]+) s forward\)", p.stdout)
         rss = int(re.search(r"MAXRSS_KB (\d+)", p.stderr).group(1))
         rows.append((f"fp4kit calibrate --device cuda, whole process ({label})", wall,
                      float(m.group(2)), rss))
         if len(rows) == 1:
             print(p.stdout)
-    subprocess.run(["rm", "-rf", str(work / "q")])
-    _, qwall = sh([str(b / "fp4kit"), "quantize", str(model), str(work / "q"), "--stats",
-                   str(work / "s.safetensors")])
+    qwall = None
+    if not a.skip_quantize:
+        subprocess.run(["rm", "-rf", str(work / "q")])
+        _, qwall = sh([str(b / "fp4kit"), "quantize", str(model), str(work / "q"), "--stats",
+                       str(work / "s.safetensors")])
     result = {"rows": rows, "quantize_s": qwall}
     if not a.skip_transformers:
-        result["transformers"] = transformers_forward(str(model), ids, a.samples, a.seq_len, a.batch)
+        result["transformers"] = transformers_forward(str(model), ids, a.samples, a.seq_len, a.batch,
+                                                      a.passes)
     print(json.dumps(result, indent=1))
     print(f"\n| {a.samples} x {a.seq_len} = {tokens} tokens | wall s | forward s | tokens/s | peak RSS MB |")
     print("|---|---|---|---|---|")
     for label, wall, fwd, rss in rows:
         print(f"| {label} | {wall:.2f} | {fwd:.2f} | {tokens / fwd:.0f} | {rss / 1024:.0f} |")
-    print(f"| fp4kit quantize --stats (W4A4, CPU), whole process | {qwall:.2f} | | | |")
+    if qwall is not None:
+        print(f"| fp4kit quantize --stats (W4A4, CPU), whole process | {qwall:.2f} | | | |")
+        best = min(r[1] for r in rows if "PREFETCH=0" not in r[0])
+        print(f"| calibrate (fastest prefetch run) + quantize --stats | {best + qwall:.2f} | | | |")
     if "transformers" in result:
         t = result["transformers"]
         for i, f in enumerate(t["forward_s"]):

@@ -2,6 +2,9 @@
 each family fp4kit supports), calibrated and evaluated with `--device cpu` and `--device cuda`
 (TF32 default and --gpu-fp32), compared: per-linear amax and sums of squares, routed counts, PPL;
 then W4A4 quantize from each stats file: every weight and scale byte-equal, input_scale within 1%.
+Besides tiny_models.FAMILIES, the tiny models of the engine's own conformance tests for the
+families tiny_models lacks: GLM-4-MoE, OLMoE and DeepSeek-V3 with 16 experts in 4 groups
+(test_engine_mla_families.py), Qwen3-Next (test_engine_qwen3_next.py).
 
 Usage (GPU machine): python3 bench/cuda_family_check.py --bin DIR/bin --tiny python/tests [--work D]
 Prints one line per family and check; exits 1 if a check fails.
@@ -17,6 +20,39 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file
 from safetensors.torch import load_file as load_torch
+
+
+def import_test_module(name):
+    """A module of python/tests; pytest, if this machine lacks it, replaced by the few names the
+    modules use at import time (only their model builders are called here)."""
+    import importlib
+    import types
+    try:
+        import pytest  # noqa: F401
+    except ImportError:
+        stub = types.ModuleType("pytest")
+        stub.importorskip = importlib.import_module
+
+        class Mark:
+            def __getattr__(self, _):
+                return lambda *a, **k: (lambda f: f)
+        stub.mark = Mark()
+        stub.fixture = lambda *a, **k: a[0] if a and callable(a[0]) else (lambda f: f)
+        stub.param = lambda *a, **k: a
+        sys.modules["pytest"] = stub
+    return importlib.import_module(name)
+
+
+def extra_families():
+    """name -> save(path) for the families of the engine tests that tiny_models lacks."""
+    mla = import_test_module("test_engine_mla_families")
+    nxt = import_test_module("test_engine_qwen3_next")
+    return {
+        "glm4_moe": lambda p: mla.save_tiny_bf16("glm4_moe", p),
+        "olmoe": lambda p: mla.save_tiny_bf16("olmoe", p),
+        "deepseek_v3_groups": lambda p: mla.save_tiny_bf16("deepseek_v3", p),
+        "qwen3_next": lambda p: nxt.build("qwen3_next").save_pretrained(p),
+    }
 
 
 def run(cmd, env=None):
@@ -52,12 +88,16 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     ids = np.random.default_rng(0).integers(0, 256, 40000, dtype=np.uint16)
     ids.tofile(work / "ids.u16")
-    fams = a.families.split(",") if a.families else list(tiny_models.FAMILIES)
+    builders = extra_families()
+    fams = a.families.split(",") if a.families else list(tiny_models.FAMILIES) + list(builders)
     failed = []
     for fam in fams:
         d = work / fam
         if not d.exists():
-            tiny_models.save(fam, d)
+            if fam in builders:
+                builders[fam](d)
+            else:
+                tiny_models.save(fam, d)
         out = {}
         msgs = []
         for dev in ["cpu", "cuda", "cuda-fp32"]:
@@ -77,10 +117,19 @@ def main():
                 print(f"{fam}: {dev} FAILED: {'; '.join(msgs)}")
                 continue
             ea, es = worst(out[dev], out["cpu"])
-            same_routes = out[dev][2] == out["cpu"][2]
-            ok = ea < tol and es < tol and set(out[dev][0]) == set(out["cpu"][0]) and same_routes
+            # Routes: float32 products must route every token as the CPU engine does. Under TF32
+            # the router itself runs in float32, but its input comes through TF32 products
+            # (relative error ~1e-4), so a near-tie between two experts' logits may flip: at most
+            # 0.1% of the routes may move to another expert.
+            cpu_r, dev_r = out["cpu"][2], out[dev][2]
+            routes = sum(cpu_r.values())
+            moved = sum(abs(dev_r.get(e, 0) - n) for e, n in cpu_r.items()) // 2
+            routes_ok = set(cpu_r) == set(dev_r) and (moved == 0 if dev == "cuda-fp32"
+                                                      else moved <= 0.001 * routes)
+            ok = ea < tol and es < tol and set(out[dev][0]) == set(out["cpu"][0]) and routes_ok
             print(f"{fam}: calibrate {dev} vs cpu: {len(out['cpu'][0])} linears, worst amax {ea:.2e}, "
-                  f"worst sum of squares {es:.2e}, routed counts {'equal' if same_routes else 'DIFFER'}"
+                  f"worst sum of squares {es:.2e}, routed counts "
+                  f"{'equal' if moved == 0 else f'differ ({moved} of {routes} routes moved)'}"
                   f" -> {'ok' if ok else 'FAILED'} (tolerance {tol})")
             if not ok:
                 failed.append(f"{fam} {dev}")

@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "fp4kit/error.hpp"
+#include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 #ifdef FP4KIT_HAVE_CUDA
 #include "fp4kit/engine/cuda/cuda_backend.hpp"
@@ -79,7 +81,33 @@ struct Forward::Impl {
   std::unique_ptr<engine::Engine> cpu;  // the engine, on the CPU or the CUDA backend
   bool cuda = false;
   int device = 0;
+  size_t layer_stored = 0;  // the most stored bytes of one layer (what the GPU prefetch moves)
 };
+
+namespace {
+
+size_t max_layer_stored_bytes(const Checkpoint& c, const engine::ModelSpec& S) {
+  size_t most = 0;
+  for (size_t li = 0; li < S.layers.size(); ++li) {
+    size_t b = 0;
+    for (const std::string& n : engine::layer_tensors(c, S, li)) b += c.info(n).nbytes();
+    most = std::max(most, b);
+  }
+  return most;
+}
+
+// FP4KIT_GPU_MEMORY_LIMIT=BYTES: the device is taken to have at most BYTES free (to test the
+// memory check without a smaller GPU).
+size_t usable_free_bytes(size_t free_bytes) {
+  const char* lim = std::getenv("FP4KIT_GPU_MEMORY_LIMIT");
+  if (!lim || !*lim) return free_bytes;
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(lim, &end, 10);
+  if (*end != '\0') throw Error(fmt::format("FP4KIT_GPU_MEMORY_LIMIT={}: not a byte count", lim));
+  return std::min<size_t>(free_bytes, v);
+}
+
+}  // namespace
 
 Forward::Forward(const Device& d, const Checkpoint& ckpt, bool gpu_fp32)
     : impl_(std::make_unique<Impl>()) {
@@ -92,6 +120,7 @@ Forward::Forward(const Device& d, const Checkpoint& ckpt, bool gpu_fp32)
     bo.tf32 = !gpu_fp32;
     impl_->cpu = std::make_unique<engine::Engine>(
         ckpt, std::shared_ptr<engine::Backend>(engine::cuda::make_cuda_backend(bo)));
+    impl_->layer_stored = max_layer_stored_bytes(ckpt, impl_->cpu->spec());
     return;
   }
 #endif
@@ -108,9 +137,10 @@ std::string Forward::memory_line(size_t tokens, size_t chunk, size_t longest) co
   if (impl_->cuda)
     return fmt::format("GPU memory: activations about {:.1f} MiB (hidden states of all {} tokens "
                        "kept between layers), weights up to {:.1f} MiB uploaded at a time (one "
-                       "layer's attention / one expert)",
+                       "layer's attention / one expert; twice that reserved), plus up to {:.1f} "
+                       "MiB of stored weights of two layers prefetched while free memory allows",
                        mib(impl_->cpu->activation_bytes(tokens, chunk, longest)), tokens,
-                       mib(impl_->cpu->peak_weight_bytes()));
+                       mib(impl_->cpu->peak_weight_bytes()), mib(2 * impl_->layer_stored));
   return fmt::format("memory: activations about {:.1f} MiB (hidden states of all {} tokens kept "
                      "between layers), weights up to {:.1f} MiB decoded at a time (one layer / "
                      "one expert)",
@@ -129,11 +159,13 @@ void Forward::run(const std::vector<std::vector<int32_t>>& seqs, const engine::F
     const size_t need = impl_->cpu->activation_bytes(tokens, opt.chunk_tokens, longest) +
                         2 * impl_->cpu->peak_weight_bytes();
     const engine::cuda::DeviceInfo info = engine::cuda::device_info(impl_->device);
-    if (need + (size_t(512) << 20) > info.free_bytes)
+    const size_t free_b = usable_free_bytes(info.free_bytes);
+    if (need + (size_t(512) << 20) > free_b)
       throw Error(fmt::format("GPU cuda:{} ({}): the run needs about {:.2f} GiB (activations of {} "
                               "tokens and two uploads of weights) plus 0.5 GiB reserve, but "
-                              "only {:.2f} GiB is free; use fewer --samples or another device",
-                              impl_->device, info.name, gib(need), tokens, gib(info.free_bytes)));
+                              "only {:.2f} GiB is free{}; use fewer --samples or another device",
+                              impl_->device, info.name, gib(need), tokens, gib(free_b),
+                              free_b < info.free_bytes ? " (FP4KIT_GPU_MEMORY_LIMIT)" : ""));
   }
 #endif
   impl_->cpu->run(seqs, opt, stats, sink);

@@ -39,7 +39,7 @@ void Backend::linear(const Linear& L, const float* x, size_t rows, float* y) {
     fake_quant_activations(s.f(), rows, L.k, L.act_global_scale);
     in = s.f();
   }
-  gemm(in, rows, L.k, L.w.f(), L.n, y, L.bias.empty() ? nullptr : L.bias.f());
+  gemm(in, rows, L.k, L.w.f(), L.n, y, L.bias.empty() ? nullptr : L.bias.f(), L.exact);
 }
 
 }  // namespace fp4kit::engine

@@ -52,6 +52,9 @@ struct Linear {
   // > 0: a W4A4 checkpoint; the input is NVFP4 quantize-dequantized with this global scale first
   // (see act_quant.hpp), as Blackwell kernels do.
   float act_global_scale = 0.0f;
+  // Plain float32 products on every backend, never TF32/bf16 (routers: a near-tie between two
+  // experts' logits must pick the CPU engine's expert).
+  bool exact = false;
 };
 
 enum class RopeStyle {
@@ -128,6 +131,10 @@ class Backend {
   virtual Linear load_linear(const Checkpoint& ckpt, const LinearRef& ref, bool activations);
   virtual Linear load_bmm_expert(const Checkpoint& ckpt, const BmmRef& ref, size_t expert,
                                  bool activations);
+  // A hint: the next layer's blocks will load these checkpoint tensors. A device backend may start
+  // moving their stored bytes now, while the current layer computes (the numbers never depend on
+  // it). The CPU backend ignores it.
+  virtual void prefetch(const Checkpoint& ckpt, const std::vector<std::string>& tensors) {}
   virtual void download(const float* src, size_t n, float* host) const = 0;
   // Host-readable view of n floats at `src`, valid until the next host_view call (observers).
   // The CPU backend returns `src` itself.
@@ -140,9 +147,10 @@ class Backend {
                             float* dst, size_t dst_stride) = 0;
 
   // ---- linear algebra ----
-  // y[rows, n] = x[rows, k] * w[n, k]^T (+ bias[n]); bias may be null.
+  // y[rows, n] = x[rows, k] * w[n, k]^T (+ bias[n]); bias may be null. exact: plain float32
+  // products even where the backend otherwise uses faster, coarser math (TF32 on the GPU).
   virtual void gemm(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
-                    const float* bias) = 0;
+                    const float* bias, bool exact = false) = 0;
   // y = x W^T (+ b), x quantized first (into backend scratch, x untouched) for a W4A4 linear.
   void linear(const Linear& L, const float* x, size_t rows, float* y);
   // NVFP4 quantize-dequantize of the activation rows x [rows, k] in place (act_quant.hpp).

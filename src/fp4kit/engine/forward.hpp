@@ -79,6 +79,10 @@ class Engine {
   std::shared_ptr<Backend> be_;
 };
 
+// The checkpoint tensors of layer `li` (the names under its prefix), sorted: what the run asks
+// the backend to prefetch while the layer before computes.
+std::vector<std::string> layer_tensors(const Checkpoint& ckpt, const ModelSpec& spec, size_t li);
+
 // Greedy continuation (argmax, no sampling) of `prompt` for `steps` tokens, recomputing the
 // whole sequence each step (no KV cache: meant for tests on small models).
 std::vector<int32_t> greedy_generate(const Engine& engine, std::vector<int32_t> prompt,

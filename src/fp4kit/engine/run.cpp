@@ -18,6 +18,16 @@
 
 namespace fp4kit::engine {
 
+std::vector<std::string> layer_tensors(const Checkpoint& ckpt, const ModelSpec& S, size_t li) {
+  const std::string& prefix = S.layers[li].prefix;
+  const std::vector<std::string>& names = ckpt.tensor_names();  // sorted
+  std::vector<std::string> out;
+  for (auto it = std::lower_bound(names.begin(), names.end(), prefix);
+       it != names.end() && it->compare(0, prefix.size(), prefix) == 0; ++it)
+    out.push_back(*it);
+  return out;
+}
+
 Batch Batch::make(const std::vector<size_t>& lengths, size_t chunk) {
   Batch B;
   B.chunk_tokens = std::max<size_t>(chunk, 1);
@@ -123,6 +133,7 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
   const size_t T = batch.tokens;
   if (T == 0) return;
 
+  if (!S.layers.empty()) be.prefetch(ckpt_, layer_tensors(ckpt_, S, 0));
   Buffer hidden;
   {
     std::vector<float> h(T * H);
@@ -132,6 +143,11 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
   }
   const RunContext ctx{be, batch, obs, opt.all_experts};
   for (size_t li = 0; li < S.layers.size(); ++li) {
+    // The next layer's weights (or lm_head after the last) travel while this one computes.
+    if (li + 1 < S.layers.size())
+      be.prefetch(ckpt_, layer_tensors(ckpt_, S, li + 1));
+    else if (sink && !S.lm_head_tied && ckpt_.has(S.lm_head.module + ".weight"))
+      be.prefetch(ckpt_, {S.lm_head.module + ".weight"});
     for (const BlockLoader& load : layer_blocks(ckpt_, S, li, be, opt.simulate_activations))
       load()->forward(ctx, hidden.f());
     if (opt.on_layer) opt.on_layer(static_cast<int64_t>(li), static_cast<int64_t>(S.layers.size()));
@@ -149,11 +165,10 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
     std::vector<int32_t> all(head.n);
     std::iota(all.begin(), all.end(), 0);
     gather_rows(ckpt_, S.embed, all.data(), head.n, H, head.w.data());
-  } else {
-    head = load_linear(ckpt_, S.lm_head, false);  // lm_head is never quantized at run time
   }
-  if (head.k != H) throw Error(ckpt_.dir().string() + ": lm_head width does not match hidden_size");
-  const Linear lm = be.upload(std::move(head));
+  // lm_head is never quantized at run time
+  const Linear lm = S.lm_head_tied ? be.upload(std::move(head)) : be.load_linear(ckpt_, S.lm_head, false);
+  if (lm.k != H) throw Error(ckpt_.dir().string() + ": lm_head width does not match hidden_size");
   Buffer normed, logits;
   std::vector<float> host;
   for (size_t s = 0; s < seqs.size(); ++s) {

@@ -203,6 +203,7 @@ std::unique_ptr<Block> load_moe(const Checkpoint& ckpt, const ModelSpec& S, cons
   MoeWeights w;
   w.norm = be.upload(load_vector(ckpt, L.prefix + "post_attention_layernorm.weight", H));
   w.router = be.load_linear(ckpt, LinearRef{L.router, "", 0, E, H}, false);
+  w.router.exact = true;  // routing decisions as the CPU engine's, whatever the backend's math
   if (S.routing == Routing::SigmoidGroupTopk && ckpt.has(L.router + ".e_score_correction_bias"))
     w.selection_bias = be.upload(load_vector(ckpt, L.router + ".e_score_correction_bias", E));
   for (const ExpertRef& x : L.experts) w.expert_names.push_back(x.prefix);

@@ -56,7 +56,7 @@ class CpuBackend final : public Backend {
   }
 
   void gemm(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
-            const float* bias) override {
+            const float* bias, bool /*exact: float32 always*/) override {
     matmul_nt(x, rows, k, w, n, y, bias);
   }
   void fake_quant_activations(float* x, size_t rows, size_t k, float gs) override {

@@ -1,5 +1,6 @@
 #include "fp4kit/engine/cuda/cuda_backend.hpp"
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -11,6 +12,7 @@
 #include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/engine/cuda/device.hpp"
 #include "fp4kit/engine/cuda/kernels.hpp"
+#include "fp4kit/engine/cuda/prefetch.hpp"
 #include "fp4kit/engine/model_spec.hpp"
 #include "fp4kit/engine/rope.hpp"
 #include "fp4kit/engine/weights.hpp"
@@ -31,6 +33,10 @@ class CudaBackend final : public Backend {
     check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "mem pool");
     check(cudaMallocAsync(reinterpret_cast<void**>(&bad_), sizeof(int), s()), "cudaMallocAsync");
     check(cudaMemsetAsync(bad_, 0, sizeof(int), s()), "memset");
+    // FP4KIT_CUDA_PREFETCH=0 turns the cross-layer prefetch off (to measure what it gives).
+    const char* pf = std::getenv("FP4KIT_CUDA_PREFETCH");
+    if (!pf || std::string(pf) != "0")
+      pre_ = std::make_unique<Prefetcher>(o.device, s(), ctx_.copy());
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(s());
@@ -43,6 +49,10 @@ class CudaBackend final : public Backend {
   }
 
   const char* name() const override { return "cuda"; }
+
+  void prefetch(const Checkpoint& c, const std::vector<std::string>& tensors) override {
+    if (pre_) pre_->request(c, tensors);
+  }
 
   Buffer alloc(size_t bytes) override {
     void* p = nullptr;
@@ -95,8 +105,8 @@ class CudaBackend final : public Backend {
   }
 
   void gemm(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
-            const float* bias) override {
-    ctx_.gemm_nt(x, rows, k, w, n, y);
+            const float* bias, bool exact) override {
+    ctx_.gemm_nt(x, rows, k, w, n, y, false, exact);
     if (bias) add_bias(y, rows, n, bias, s());
   }
   void fake_quant_activations(float* x, size_t rows, size_t k, float gs) override {
@@ -191,12 +201,15 @@ class CudaBackend final : public Backend {
     const std::string& m = ref.module;
     const uint8_t* raw = nullptr;
     DType dt = DType::F32;
-    std::string release;
+    std::string tensor, release;
+    size_t offset = 0;  // bytes into the stored tensor
     if (!ref.tensor.empty()) {
       const auto& t = c.info(ref.tensor);
       if (t.dtype == DType::BF16 || t.dtype == DType::F16 || t.dtype == DType::F32) {
         dt = t.dtype;
-        raw = c.bytes(ref.tensor).data() + ref.row_begin * ref.cols * dtype_size(dt);
+        tensor = ref.tensor;
+        offset = ref.row_begin * ref.cols * dtype_size(dt);
+        raw = c.bytes(ref.tensor).data() + offset;
       }
     } else if (c.has(m + ".weight") && !c.has(m + ".weight_scale") &&
                !c.has(m + ".weight_scale_inv") && !c.has(m + ".weight_packed")) {
@@ -204,8 +217,8 @@ class CudaBackend final : public Backend {
       if ((t.dtype == DType::BF16 || t.dtype == DType::F16 || t.dtype == DType::F32) &&
           t.shape.size() == 2 && t.shape[0] == ref.rows && t.shape[1] == ref.cols) {
         dt = t.dtype;
-        raw = c.bytes(m + ".weight").data();
-        release = m + ".weight";
+        tensor = release = m + ".weight";
+        raw = c.bytes(tensor).data();
       }
     }
     if (!raw) return Backend::load_linear(c, ref, act);
@@ -215,12 +228,15 @@ class CudaBackend final : public Backend {
     L.k = ref.cols;
     const size_t count = L.n * L.k, bytes = count * dtype_size(dt);
     L.w = alloc(count * sizeof(float));
-    if (dt == DType::F32) {
+    const SrcType st = dt == DType::BF16 ? SrcType::BF16 : dt == DType::F16 ? SrcType::F16 : SrcType::F32;
+    if (const uint8_t* moved = pre_ ? pre_->acquire(c, tensor) : nullptr) {
+      to_f32(moved + offset, st, count, L.w.f(), s());  // already on the device (prefetch)
+    } else if (dt == DType::F32) {
       stage_bytes(raw, bytes, L.w.as<uint8_t>());
     } else {
       Buffer tmp = alloc(bytes);
       stage_bytes(raw, bytes, tmp.as<uint8_t>());
-      to_f32(tmp.as<void>(), dt == DType::BF16 ? SrcType::BF16 : SrcType::F16, count, L.w.f(), s());
+      to_f32(tmp.as<void>(), st, count, L.w.f(), s());
     }
     if (ref.tensor.empty() && c.has(m + ".bias")) L.bias = upload(load_vector(c, m + ".bias", L.n));
     if (!release.empty()) c.release(release);
@@ -288,7 +304,7 @@ class CudaBackend final : public Backend {
   // Host bytes (the mmap'd checkpoint) to the device through a ring of pinned chunks, copied in
   // by all cores while earlier chunks travel; in stream order with the kernels.
   void stage_bytes(const uint8_t* src, size_t bytes, uint8_t* dst) {
-    constexpr size_t kChunk = size_t(32) << 20, kPiece = size_t(1) << 20;
+    constexpr size_t kChunk = size_t(32) << 20;
     if (!pinned_[0]) {
       for (int i = 0; i < kRing; ++i) {
         check(cudaHostAlloc(&pinned_[i], kChunk, cudaHostAllocDefault), "cudaHostAlloc");
@@ -301,11 +317,7 @@ class CudaBackend final : public Backend {
       ring_next_ = (ring_next_ + 1) % kRing;
       check(cudaEventSynchronize(pinned_done_[i]), "staging");
       uint8_t* buf = static_cast<uint8_t*>(pinned_[i]);
-      const uint8_t* from = src + off;
-      parallel_for(0, (len + kPiece - 1) / kPiece, 1, [&](size_t b0, size_t b1) {
-        for (size_t b = b0; b < b1; ++b)
-          std::memcpy(buf + b * kPiece, from + b * kPiece, std::min(kPiece, len - b * kPiece));
-      });
+      parallel_copy(buf, src + off, len);
       check(cudaMemcpyAsync(dst + off, buf, len, cudaMemcpyHostToDevice, s()), "upload");
       check(cudaEventRecord(pinned_done_[i], s()), "event");
     }
@@ -390,6 +402,7 @@ class CudaBackend final : public Backend {
     size_t len = 0;
   };
   std::map<std::tuple<float, float>, Temp> temps_;
+  std::unique_ptr<Prefetcher> pre_;  // null: FP4KIT_CUDA_PREFETCH=0; destroyed first
 };
 
 }  // namespace
