@@ -94,6 +94,10 @@ FAMILIES = {
 }
 
 
+# tiny_models builders not in tiny_models.FAMILIES, added while a model is built.
+EXTRA_MODELS = {"qwen3_next": tiny_models.qwen3_next}
+
+
 def gguf_name(hf: str, arch, n_layers: int):
     """gguf-py's name for a Hugging Face tensor, with convert_hf_to_gguf's renames applied first
     (dt_bias -> dt_proj.bias); (name, expert or None)."""
@@ -150,12 +154,15 @@ def family_files(tmp_path_factory, fp4kit, shared_data):
     def get(family: str):
         if family not in cache:
             root = tmp_path_factory.mktemp(family)
-            common = tiny_models.COMMON
+            common, registered = tiny_models.COMMON, dict(tiny_models.FAMILIES)
             tiny_models.COMMON = dict(common, vocab_size=512)  # stories260K's tokenizer
+            tiny_models.FAMILIES.update(EXTRA_MODELS)
             try:
                 tiny_models.save(family, root / "src")
             finally:
                 tiny_models.COMMON = common
+                tiny_models.FAMILIES.clear()
+                tiny_models.FAMILIES.update(registered)
             config = json.loads((root / "src" / "config.json").read_text())
             if family.startswith("qwen3_5_moe"):
                 # M-RoPE sections that fit the tiny head (real configs: [11, 11, 10] of 64 rotary

@@ -42,7 +42,8 @@ def qwen3_5_moe():
 
 def qwen3_next():
     """Qwen3-Next: Gated DeltaNet with the fused in_proj_qkvz / in_proj_ba projections, gated
-    full attention, routed experts stored per expert, a gated shared expert."""
+    full attention, routed experts stored per expert, a gated shared expert. Not in FAMILIES
+    (whose every entry test_quantize_modelopt runs ModelOpt on): test_gguf_families.py adds it."""
     return transformers.Qwen3NextForCausalLM(transformers.Qwen3NextConfig(
         hidden_size=64, num_hidden_layers=3,
         layer_types=["linear_attention", "full_attention", "linear_attention"],
@@ -117,7 +118,6 @@ FAMILIES = {
     "qwen3_moe": qwen3_moe,
     "qwen3_5_moe": qwen3_5_moe,
     "qwen3_5_moe_vl": qwen3_5_moe_vl,
-    "qwen3_next": qwen3_next,
     "deepseek_v3": deepseek_v3,
     "gpt_oss": gpt_oss,
     "llama4": llama4,
