@@ -270,3 +270,44 @@ def test_llama_cpp_logits_match_fp4kit_eval(family_files, fp4kit, llama, shared_
     # and at a few positions a near-tie of the top-2 router flips an expert.
     assert np.median(err) < 0.1, np.median(err)
     assert (err < 0.25).mean() > 0.9, err
+
+
+def test_llama_cpp_reads_w4a4_input_scales_and_ignores_them(fp4kit, llama, shared_data,  # noqa: F811
+                                                             tmp_path):
+    """What llama.cpp (0c1e570) does with the `.input_scale` tensors of a W4A4 GGUF: its loader
+    creates every `<name>.input_scale` (llama-model.cpp's generic pass; a file tensor the loader
+    does not create fails the load with "wrong number of tensors"), so the W4A4 file loads; its
+    graph never reads them (build_lora_mm multiplies by `.scale` only; the CPU backend rounds
+    activations to Q8_0 on its own). Checked: the W4A4 GGUF loads, holds the input scales fp4kit
+    calibrated, and gives bit-identical logits after every input scale is multiplied by 1000."""
+    src = shared_data / "models" / "stories260k-mixtral-routed"
+    data = shared_data / "text" / "tinystories_val.stories260k.u16"
+    ids = tmp_path / "ids.u16"
+    ids.write_bytes(data.read_bytes()[:4096])
+    stats = tmp_path / "stats.safetensors"
+    run_checked([fp4kit, "calibrate", src, "--data", ids, "--samples", "4", "--seq-len", "64",
+                 "-o", stats])
+    out = tmp_path / "w4a4.gguf"
+    run_checked([fp4kit, "quantize", src, out, "--format", "gguf", "--stats", stats])
+    tokens = np.fromfile(data, "<u2")[:64]
+
+    def logits():
+        m = LlamaCpp(llama, out)
+        try:
+            return llama_cpp_logits(m, tokens)
+        finally:
+            m.close()
+
+    before = logits()
+    reader = gguf.GGUFReader(out, "r+")
+    scales = [t for t in reader.tensors if t.name.endswith(".input_scale")]
+    assert len(scales) >= 10 and all((np.asarray(t.data) > 0).all() for t in scales)
+    first = (scales[0].name, np.array(scales[0].data))
+    for t in scales:
+        t.data[...] = t.data * np.float32(1000)
+    del reader, scales
+    changed = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(out).tensors}[first[0]]
+    assert np.array_equal(changed, first[1] * np.float32(1000))  # the file itself changed
+    after = logits()
+    assert np.isfinite(before).all() and before.std() > 0.1
+    assert np.array_equal(before, after), "llama.cpp's logits depend on .input_scale"
