@@ -24,14 +24,21 @@ const std::map<std::string, std::string>& mapped() {
   return m;
 }
 
-// Families llama.cpp runs whose GGUF layout fp4kit does not write yet (their tensors need more
-// than renaming: fused/BMM experts, MLA's split kv_b, linear attention, ...).
-const std::map<std::string, std::string>& not_yet() {
-  static const std::map<std::string, std::string> m = {
-      {"deepseek_v2", "deepseek2"},
-      {"deepseek_v3", "deepseek2"},    {"kimi_k2", "deepseek2"},
-      {"glm4_moe", "glm4moe"},         {"gpt_oss", "gpt-oss"},
-      {"llama4", "llama4"},            {"llama4_text", "llama4"},
+// Families llama.cpp runs but not with NVFP4 experts: in llama.cpp 0c1e570 (2026-10-01, the
+// version the tests run) their graphs pass no .scale to build_moe_ffn (nor to the dense and shared
+// MLPs; deepseek2's MLA projections are plain ggml_mul_mat too): only attn_output and output are
+// scaled. NVFP4 experts would run unscaled, so fp4kit refuses them. model_type -> {architecture,
+// llama.cpp source file}.
+struct Unscaled { const char* arch; const char* file; };
+const std::map<std::string, Unscaled>& experts_unscaled() {
+  static const std::map<std::string, Unscaled> m = {
+      {"deepseek_v2", {"deepseek2", "src/models/deepseek2.cpp"}},
+      {"deepseek_v3", {"deepseek2", "src/models/deepseek2.cpp"}},
+      {"kimi_k2", {"deepseek2", "src/models/deepseek2.cpp"}},
+      {"glm4_moe", {"glm4moe", "src/models/glm4-moe.cpp"}},
+      {"gpt_oss", {"gpt-oss", "src/models/openai-moe.cpp"}},
+      {"llama4", {"llama4", "src/models/llama4.cpp"}},
+      {"llama4_text", {"llama4", "src/models/llama4.cpp"}},
   };
   return m;
 }
@@ -117,12 +124,17 @@ GgufArch gguf_arch(const ModelConfig& c, const std::string& label) {
     }
     return arch;
   }
-  if (auto it = not_yet().find(c.model_type); it != not_yet().end())
+  if (auto it = experts_unscaled().find(c.model_type); it != experts_unscaled().end())
     throw Error(fmt::format(
-        "{}: model_type '{}' is llama.cpp's architecture '{}', whose GGUF layout fp4kit does not "
-        "write yet (--format gguf writes llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, "
-        "qwen3_moe, qwen3_5_moe, qwen3_next, olmoe); use --format modelopt and llama.cpp's convert_hf_to_gguf.py",
-        label, c.model_type, it->second));
+        "{}: model_type '{}' is llama.cpp's architecture '{}', whose graph in llama.cpp 0c1e570 "
+        "applies the NVFP4 .scale only to attn_output and output, not to the routed experts "
+        "(nor the dense/shared MLP{}; {}): an NVFP4 GGUF would run them unscaled, so --format "
+        "gguf refuses it (--format gguf writes llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, "
+        "qwen3_moe, qwen3_5_moe, qwen3_next, olmoe); use --format modelopt (vLLM, SGLang, "
+        "TensorRT-LLM)",
+        label, c.model_type, it->second.arch,
+        std::string(it->second.arch) == "deepseek2" ? " and MLA projections" : "",
+        it->second.file));
   throw Error(fmt::format("{}: model_type '{}' has no llama.cpp architecture fp4kit knows; "
                           "--format gguf writes llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, "
                           "qwen3_moe, qwen3_5_moe, qwen3_next, olmoe",
