@@ -11,11 +11,31 @@ Same scale bytes except where two codes give the same loss to float rounding: Mo
 keeps the smallest code, fp4kit the one closest to the max-based code. Every differing block is
 checked to be such a tie: both choices' losses, recomputed in float64 from the dequantized
 blocks, agree to 1e-5 relative.
+
+--scales hessian against ModelOpt's local-Hessian method (model_calib.local_hessian_calibrate,
+which also needs Triton for its whole-model path on CPU): its own pieces, driven the way it drives
+them. Its _LocalHessianAccumulator is fed every linear's input, captured by a forward pre-hook as
+its _register_local_hessian_input_hooks does, from transformers' forward of the tiny Llama on
+the calibration windows; its normalized per-block X^T X must match `fp4kit calibrate --hessian
+raw`'s blocks / tokens (float32 forward on both sides: 1e-4 relative); then its
+NVFP4MSECalibrator, with the accumulator's local_hessian_error as metric, sweeps the 126 FP8
+codes per block of the original weights, with the global scale fp4kit wrote (q/k/v and gate/up
+share it there as in ModelOpt's tied global amax). Scale bytes must be equal except at near-ties:
+the two Hessians differ by float rounding and ModelOpt's einsum sums in another order, so a block
+may flip between two codes whose dw^T H dw agree to 1e-4 relative (checked in float64 with
+ModelOpt's H, for every differing block; at most 5 % of the blocks). The w4a4 Hessian (inputs
+after this linear's own NVFP4 activation quantization, as the kernels see them) is deliberately
+not ModelOpt's: its hook takes the input before the linear's input quantizer, so only `raw` is
+compared.
 """
 import numpy as np
 import torch
 
-from conftest import require_executable, run_checked, tool_path
+from safetensors.numpy import load_file
+from safetensors.torch import load_file as load_torch
+
+import tiny_models
+from conftest import fp4kit_bin, require_executable, run_checked, tool_path
 from modelopt.torch.quantization.calib.mse import NVFP4MSECalibrator
 from modelopt.torch.quantization.qtensor.nvfp4_tensor import NVFP4QTensor
 
@@ -28,10 +48,16 @@ def dequantize(packed: np.ndarray, scales: np.ndarray, s2: float, rows: int, col
     return E2M1[codes] * np.repeat(sf.reshape(rows, cols // 16), 16, axis=1) * s2
 
 
-def modelopt_mse_scales(w: torch.Tensor) -> np.ndarray:
+def modelopt_mse_scales(w: torch.Tensor, s2=None, error_func=None) -> np.ndarray:
+    """ModelOpt's FP8 scale sweep of w [rows, cols] (per-tensor s2 = amax / 2688 unless given),
+    with its default squared error or `error_func` as the metric."""
     blocks = w.reshape(-1, 16)
     global_amax = w.abs().max()
-    s2 = global_amax / (6 * 448)
+    if s2 is None:
+        s2 = global_amax / (6 * 448)
+    else:
+        s2 = torch.tensor(s2, dtype=torch.float32)
+        global_amax = s2 * (6 * 448)
 
     def quant_func(x, amax):
         sf = (amax.reshape(-1) / 6 / s2).clamp(2**-9, 448).to(torch.float8_e4m3fn)
@@ -42,7 +68,7 @@ def modelopt_mse_scales(w: torch.Tensor) -> np.ndarray:
         return torch.from_numpy(deq).float()
 
     cal = NVFP4MSECalibrator(amax=blocks.abs().amax(dim=1), global_amax=global_amax, axis=0,
-                             quant_func=quant_func)
+                             quant_func=quant_func, error_func=error_func)
     cal.collect(blocks)
     best = cal.compute_amax()
     return (best / 6 / s2).clamp(2**-9, 448).to(torch.float8_e4m3fn).view(torch.uint8).numpy()
@@ -81,3 +107,77 @@ def test_mse_scales_match_modelopts_fp8_sweep(tmp_path):
         mine = ((blocks[b] - fp4[b]) ** 2).sum()
         other = ((blocks[b] - their_deq) ** 2).sum()
         assert abs(mine - other) <= 1e-5 * max(mine, other), (b, got[b], want[b], mine, other)
+
+
+def test_hessian_scales_match_modelopts_local_hessian(tmp_path):
+    from modelopt.torch.quantization.model_calib import _LocalHessianAccumulator
+    from transformers import AutoModelForCausalLM
+
+    from test_quantize_modelopt import CALIB_IDS
+
+    fp4kit = require_executable(fp4kit_bin())
+    src = tiny_models.save("llama", tmp_path / "src")
+    ids = tmp_path / "ids.u32"
+    CALIB_IDS.numpy().astype("<u4").tofile(ids)
+    stats = tmp_path / "stats.safetensors"
+    run_checked([fp4kit, "calibrate", src, "--data", ids, "--samples", 4, "--seq-len", 32,
+                 "--hessian", "raw", "-o", stats])
+    run_checked([fp4kit, "quantize", src, tmp_path / "out", "--stats", stats, "--scales", "hessian",
+                 "--hessian-min-tokens", 0, "--verify", "none"])
+    ours_stats = load_file(stats)
+    out = {}
+    for f in sorted((tmp_path / "out").glob("*.safetensors")):
+        out.update(load_torch(f))
+
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    linears = {n: m for n, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and f"{n}.weight_scale" in out}
+    assert len(linears) == 14, sorted(linears)  # 2 layers x (q, k, v, o, gate, up, down)
+    acc = {n: _LocalHessianAccumulator(m.out_features, m.in_features, 16) for n, m in linears.items()}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: acc[n].accumulate(args[0]))
+             for n, m in linears.items()]
+    with torch.no_grad():
+        model(CALIB_IDS)
+    for h in hooks:
+        h.remove()
+
+    for name in linears:
+        tokens = int(ours_stats[f"{name}.token_count"].reshape(-1)[0])
+        assert tokens == acc[name].num_samples == CALIB_IDS.numel()
+        theirs_h = acc[name].normalized_hessian()
+        ours_h = torch.from_numpy(ours_stats[f"{name}.input_hessian_blocks"].reshape(theirs_h.shape)
+                                  / tokens).float()
+        scale = theirs_h.abs().amax()
+        assert torch.allclose(ours_h, theirs_h, rtol=1e-4, atol=1e-5 * float(scale)), name
+
+    # ModelOpt's Python sweep costs seconds per linear on CPU: q_proj (global scale shared with
+    # k and v, input after the norm) and down_proj (input = the MLP activation, K = 128).
+    blocks_total = blocks_differ = moved = 0
+    for name in ("model.layers.1.self_attn.q_proj", "model.layers.1.mlp.down_proj"):
+        lin, theirs_h = linears[name], acc[name].normalized_hessian()
+        w = lin.weight.detach()
+        rows, cols = w.shape
+        s2 = float(out[f"{name}.weight_scale_2"].reshape(-1)[0])
+        want = modelopt_mse_scales(w, s2, acc[name].build_error_func(keep_buffer=True))
+        got = out[f"{name}.weight_scale"].view(torch.uint8).numpy().reshape(-1)
+        base = (w.abs().reshape(-1, 16).amax(1) / 6 / s2).clamp(2**-9, 448)
+        moved += int((want != base.to(torch.float8_e4m3fn).view(torch.uint8).numpy()).sum())
+        blocks_total += want.size
+        h64 = theirs_h.double().numpy()
+        wb = w.double().numpy().reshape(rows, cols // 16, 16)
+        for b in np.flatnonzero(got != want):
+            blocks_differ += 1
+            r, j = divmod(int(b), cols // 16)
+            losses = []
+            for code in (got[b], want[b]):
+                sf = float(torch.tensor([code], dtype=torch.uint8).view(torch.float8_e4m3fn).float())
+                q, _, _ = NVFP4QTensor.quantize(w[r:r + 1, 16 * j:16 * j + 16].clone(), 16,
+                                                weights_scaling_factor=torch.tensor([[sf]]).to(torch.float8_e4m3fn),
+                                                weights_scaling_factor_2=torch.tensor(s2))
+                deq = dequantize(q._quantized_data.numpy(), np.array([code], np.uint8), s2, 1, 16)[0]
+                dw = wb[r, j] - deq
+                losses.append(dw @ h64[j] @ dw)
+            assert abs(losses[0] - losses[1]) <= 1e-4 * max(losses), (name, r, j, got[b], want[b], losses)
+    print(f"local-Hessian: {blocks_differ} of {blocks_total} blocks differ, {moved} moved from max")
+    assert moved > blocks_total // 5, "the Hessian search moved too few scales to compare"
+    assert blocks_differ <= blocks_total // 20, f"{blocks_differ} of {blocks_total} blocks differ"
