@@ -838,5 +838,28 @@ TEST(Hardening, CalibrateAndEvalReadOnlyThePrefixTheyUse) {
   EXPECT_EQ(j1["tokens_scored"], 32);
 }
 
+// ---- 12. a config.json nested without end -----------------------------------------------------
+
+TEST(Hardening, DeeplyNestedConfigIsRefusedBeforeAnyWork) {
+  TempDir tmp;
+  const auto src = make_src(tmp);
+  // 100k levels crashed (stack overflow) after the whole run, leaving OUT.partial behind.
+  std::string config = read_file(src / "config.json");
+  config.insert(config.rfind('}'), ", \"x\": " + std::string(100000, '[') + std::string(100000, ']'));
+  std::ofstream(src / "config.json", std::ios::trunc) << config;
+  for (const std::string& cmd :
+       {quantize_cmd(src, tmp / "out", "--weights-only"), bin() + " verify " + quote(src.string()),
+        bin() + " inspect " + quote(src.string()),
+        bin() + " eval " + quote(src.string()) + " --data " + quote(make_tokens(tmp).string())}) {
+    const auto r = run_command(cmd);
+    EXPECT_EQ(r.exit_code, 1) << cmd << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, "config.json") && contains(r.output, "nested deeper than 64"))
+        << cmd << "\n" << r.output;
+    EXPECT_FALSE(contains(r.output, "[1/")) << r.output;  // no tensor was processed
+  }
+  EXPECT_FALSE(fs::exists(tmp / "out"));
+  EXPECT_FALSE(fs::exists(tmp / "out.partial"));
+}
+
 }  // namespace
 }  // namespace fp4kit

@@ -3,6 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/safetensors_reader.hpp"
 #include "io/raw_safetensors.hpp"
@@ -267,6 +271,49 @@ TEST(SafetensorsReaderBad, MissingFileAndDirectory) {
               AllOf(HasSubstr("missing.safetensors"), HasSubstr("cannot open")));
   EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir.path()); }),
               HasSubstr("not a regular file"));
+}
+
+}  // namespace
+}  // namespace fp4kit
+
+namespace fp4kit {
+namespace {
+
+// A header of `n` one-byte U8 tensors back to back (names of real-checkpoint length).
+std::string many_tensor_header(size_t n) {
+  std::string h = "{";
+  for (size_t i = 0; i < n; ++i) {
+    if (i) h += ',';
+    h += "\"model.layers." + std::to_string(i / 384) + ".mlp.experts." + std::to_string(i % 384) +
+         ".down_proj.weight\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[" +
+         std::to_string(i) + "," + std::to_string(i + 1) + "]}";
+  }
+  return h + "}";
+}
+
+double best_parse_seconds(const std::string& header, size_t n) {
+  double best = 1e9;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto h = parse_safetensors_header(header, n, "f");
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    EXPECT_EQ(h.tensors.size(), n);
+  }
+  return best;
+}
+
+// Issue 14 item 11: 10k tensors took 0.5 s, 40k 18 s (quadratic). Ten times the tensors must
+// take about ten times as long, not a hundred (a generous 35x bound for a shared machine). The
+// limit on a header's size: SafetensorsReaderBad.HeaderLengthAbove100MB.
+TEST(SafetensorsReader, HeaderParsingIsLinearInTheTensorCount) {
+  const size_t small = 5000, large = 50000;
+  const std::string hs = many_tensor_header(small), hl = many_tensor_header(large);
+  ASSERT_LT(hl.size(), kMaxSafetensorsHeaderBytes);
+  const double ts = best_parse_seconds(hs, small), tl = best_parse_seconds(hl, large);
+  std::printf("header parse: %zu tensors %.3f s, %zu tensors %.3f s (ratio %.1f)\n", small, ts,
+              large, tl, tl / ts);
+  EXPECT_LT(tl, 35 * ts + 0.05);
+  EXPECT_LT(tl, 10.0);
 }
 
 }  // namespace
