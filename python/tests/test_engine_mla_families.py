@@ -230,6 +230,21 @@ def test_deepseek_v2_logits_match_transformers_fp32(variant, tmp_path):
     check_features_matter(model, inp, ref, rng, deepseek_v2_switches(model, variant))
 
 
+def test_deepseek_v2_gready_spelling_is_greedy(tmp_path):
+    """DeepSeek-V2's own configuration / modeling code (trust_remote_code) names plain top-k
+    "gready", its default, so configs written with it carry that spelling; transformers knows only
+    "greedy". fp4kit reads "gready" as greedy: its logits on that config.json match transformers'
+    on the "greedy" one (the same weights)."""
+    cfg = transformers.DeepseekV2Config(**DEEPSEEK_V2, **DEEPSEEK_V2_VARIANTS["lite_greedy"],
+                                        **COMMON)
+    model = random_fp32(cfg, tmp_path / "model", seed=6)
+    c = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert c["topk_method"] == "greedy"
+    c["topk_method"] = "gready"
+    (tmp_path / "model" / "config.json").write_text(json.dumps(c))
+    logits_vs_transformers(model, tmp_path / "model", 15, "deepseek_v2 (gready)", tmp_path)
+
+
 def test_deepseek_v2_refuses_unknown_topk_method(tmp_path):
     """transformers' DeepseekV2TopkRouter knows greedy and group_limited_greedy only (noaux_tc is
     V3's): another topk_method is refused, naming the file and the key."""

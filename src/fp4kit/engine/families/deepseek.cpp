@@ -3,7 +3,8 @@
 // first_k_dense_replace, then MoE with shared_experts. Layers past num_hidden_layers (the MTP
 // layer) are never read. Config defaults are DeepseekV2Config's / DeepseekV3Config's.
 // What V2 does differently (DeepseekV2TopkRouter, DeepseekV2RotaryEmbedding):
-//   - router: softmax over all experts; topk_method "greedy" = plain top-k, "group_limited_greedy"
+//   - router: softmax over all experts; topk_method "greedy" (DeepSeek's own code: "gready") =
+//     plain top-k, "group_limited_greedy"
 //     = the topk_group groups with the largest single score compete; weight = score x
 //     routed_scaling_factor (default 1), never renormalised (norm_topk_prob is not read); no
 //     e_score_correction_bias; scoring_func is not read (always softmax);
@@ -103,13 +104,15 @@ void configure_v2(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) 
   auto tm = text.find("topk_method");
   const std::string method =
       tm == text.end() || tm->is_null() ? "greedy" : (tm->is_string() ? tm->get<std::string>() : "");
-  if (method == "greedy") {
+  // "gready": how DeepSeek-V2's own configuration / modeling code (trust_remote_code) spells
+  // greedy, in its default and in the configs written with it; transformers knows only "greedy".
+  if (method == "greedy" || method == "gready") {
     s.routing = Routing::SoftmaxTopk;
     return;
   }
   if (method != "group_limited_greedy")
-    throw Error(fmt::format("{}: topk_method {} is not one DeepSeek-V2 defines (greedy, "
-                            "group_limited_greedy)", label, tm->dump()));
+    throw Error(fmt::format("{}: topk_method {} is not one DeepSeek-V2 defines (greedy or "
+                            "its spelling gready, group_limited_greedy)", label, tm->dump()));
   s.routing = Routing::SoftmaxGroupTopk;
   s.n_group = json_int(text, "n_group", 0);
   s.topk_group = json_int(text, "topk_group", 0);
