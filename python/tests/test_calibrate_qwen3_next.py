@@ -127,9 +127,17 @@ def test_qwen3_next_amax_and_w4a4_export_match_modelopt(tmp_path):
     import shutil
     from test_quantize_modelopt import DELIBERATE
 
-    tiny_models.FAMILIES.setdefault("qwen3_next", qwen3_next_model)
-    run = get_run("qwen3_next", "w4a4", tmp_path / "runs")  # ModelOpt's export and amax
-    src, theirs = run.src, run.input_amax
+    # This test's model (tiny_models.FAMILIES holds no qwen3_next: test_quantize_modelopt runs
+    # ModelOpt on every entry), registered while it is built.
+    registered = dict(tiny_models.FAMILIES)
+    tiny_models.FAMILIES["qwen3_next"] = qwen3_next_model
+    try:
+        src = tiny_models.save("qwen3_next", tmp_path / "src")
+    finally:
+        tiny_models.FAMILIES.clear()
+        tiny_models.FAMILIES.update(registered)
+    run = get_run("qwen3_next", "w4a4", tmp_path / "runs", src=src)  # ModelOpt's export, amax
+    theirs = run.input_amax
     ours = amax_of(fp4kit_calibrate(src, tmp_path))
     # transformers' own forward, hooked at every nn.Linear input, in float32 (what fp4kit computes:
     # equal to float rounding) and in bf16 (what ModelOpt sees).
