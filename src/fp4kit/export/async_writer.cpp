@@ -16,25 +16,21 @@ AsyncWriter::~AsyncWriter() {
 
 void AsyncWriter::write(std::string name, std::vector<uint8_t> data) {
   const uint64_t size = data.size();
-  push(Item{std::move(name), std::move(data), {}, {}, false, true, size});
+  push(Item{std::move(name), std::move(data), {}, {}}, size);
 }
 
 void AsyncWriter::write_part(std::string name, std::vector<uint8_t> data, bool last) {
   const uint64_t size = data.size();
-  push(Item{std::move(name), std::move(data), {}, {}, true, last, size});
+  push(Item{std::move(name), std::move(data), {}, {}, true, last}, size);
 }
 
 void AsyncWriter::write_borrowed(std::string name, std::span<const uint8_t> data,
                                  std::function<void()> done) {
-  // Borrowed bytes are the source's file pages: queued, they take no memory (nothing has touched
-  // them), so they do not count against the bound. Only the one being written is mapped (and
-  // released by `done`), so memory stays within the bound plus the largest borrowed tensor, and
-  // the stream quantizes the next tensors while large kept ones (embeddings) are copied.
-  push(Item{std::move(name), {}, data, std::move(done), false, true, 0});
+  // Borrowed bytes live in the source mapping: they count towards RSS while queued too.
+  push(Item{std::move(name), {}, data, std::move(done)}, data.size());
 }
 
-void AsyncWriter::push(Item item) {
-  const uint64_t size = item.counted;
+void AsyncWriter::push(Item item, uint64_t size) {
   std::unique_lock<std::mutex> lock(mu_);
   // Admit one item even when it alone exceeds the bound, otherwise wait for room.
   cv_.wait(lock, [&] { return error_ || in_flight_ == 0 || in_flight_ + size <= max_in_flight_; });
@@ -61,7 +57,7 @@ void AsyncWriter::run() {
       queue_.pop_front();
       busy_ = true;
     }
-    const uint64_t size = item.counted;
+    const uint64_t size = item.owned.empty() ? item.borrowed.size() : item.owned.size();
     try {
       if (!error_) {
         const std::span<const uint8_t> bytes =

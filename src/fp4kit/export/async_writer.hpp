@@ -1,7 +1,6 @@
 #pragma once
 // Overlaps writing with quantization: a writer thread drains a queue bounded by bytes in flight,
-// so the stream never holds more than `max_in_flight` bytes of finished output (borrowed source
-// bytes are not counted: see write_borrowed).
+// so the stream never holds more than `max_in_flight` bytes of finished output.
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -40,9 +39,8 @@ class AsyncWriter {
     std::function<void()> done;
     bool part = false;  // a piece of a tensor; `last` closes it
     bool last = true;
-    uint64_t counted = 0;  // bytes counted against max_in_flight
   };
-  void push(Item item);
+  void push(Item item, uint64_t size);
   void run();
 
   CheckpointWriter& writer_;
