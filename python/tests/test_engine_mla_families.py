@@ -106,11 +106,16 @@ def set_attr(objs, name, value):
     return lambda: [setattr(o, name, v) for o, v in zip(objs, old)]
 
 
-def deepseek_switches(model, variant):
+def mla_parts(model):
+    """The attention modules and the routers of a DeepSeek model (dense and MoE layers both)."""
     layers = model.model.layers
-    attn = [l.self_attn for l in layers]
     routers = [l.mlp.gate for l in layers if hasattr(l.mlp, "gate")]
     assert routers and len(routers) < len(layers), "needs dense and MoE layers"
+    return [l.self_attn for l in layers], routers
+
+
+def deepseek_switches(model, variant):
+    attn, routers = mla_parts(model)
 
     def flip_rope_pairing(m):
         return set_attr([m.config], "rope_interleave", not m.config.rope_interleave)
@@ -171,10 +176,7 @@ def neox_rotary_emb(xq, xk, freqs_cis):
 
 def deepseek_v2_switches(model, variant):
     import transformers.models.deepseek_v2.modeling_deepseek_v2 as v2
-    layers = model.model.layers
-    attn = [l.self_attn for l in layers]
-    routers = [l.mlp.gate for l in layers if hasattr(l.mlp, "gate")]
-    assert routers and len(routers) < len(layers), "needs dense and MoE layers"
+    attn, routers = mla_parts(model)
 
     def other_pairing(m):
         old = v2.apply_rotary_emb

@@ -64,6 +64,23 @@ RefRoute ref_route(const float* lg, size_t E, const std::vector<float>& bias, si
   return r;
 }
 
+// Token t's K routes in `r` against `want`: the same experts, weights within 1e-6 relative (the
+// order within the k is free: transformers' topk is unsorted).
+void expect_routes(const Routes& r, size_t t, const RefRoute& want, double tol) {
+  const size_t K = r.k;
+  std::vector<std::pair<int, double>> a, b;
+  for (size_t j = 0; j < K; ++j) {
+    a.emplace_back(r.expert[t * K + j], r.weight[t * K + j]);
+    b.emplace_back(want.idx[j], want.w[j]);
+  }
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  for (size_t j = 0; j < K; ++j) {
+    EXPECT_EQ(a[j].first, b[j].first) << "token " << t;
+    EXPECT_NEAR(a[j].second, b[j].second, tol * std::max(1.0, std::fabs(b[j].second)));
+  }
+}
+
 // 16 experts in 4 groups, top-2 groups, top-3 experts, with a selection bias large enough to
 // change which experts win (checked), normalised or not, scaled by routed_scaling_factor.
 TEST(MlaOps, GroupLimitedSigmoidRouterMatchesFloat64Reference) {
@@ -89,17 +106,7 @@ TEST(MlaOps, GroupLimitedSigmoidRouterMatchesFloat64Reference) {
     const std::vector<float> zero(E, 0.0f);
     for (size_t t = 0; t < T; ++t) {
       const RefRoute want = ref_route(logits.data() + t * E, E, bias, G, TG, K, norm, 2.5);
-      std::vector<std::pair<int, double>> a, b;
-      for (size_t j = 0; j < K; ++j) {
-        a.emplace_back(r.expert[t * K + j], r.weight[t * K + j]);
-        b.emplace_back(want.idx[j], want.w[j]);
-      }
-      std::sort(a.begin(), a.end());
-      std::sort(b.begin(), b.end());
-      for (size_t j = 0; j < K; ++j) {
-        EXPECT_EQ(a[j].first, b[j].first) << "token " << t;
-        EXPECT_NEAR(a[j].second, b[j].second, 1e-6 * std::max(1.0, std::fabs(b[j].second)));
-      }
+      expect_routes(r, t, want, 1e-6);
       if (norm) {
         double sum = 0;
         for (size_t j = 0; j < K; ++j) sum += r.weight[t * K + j];
@@ -193,17 +200,8 @@ TEST(MlaOps, DeepseekV2SoftmaxRoutersMatchFloat64Reference) {
     for (size_t t = 0; t < T; ++t) {
       const RefRoute want =
           ref_route_v2(logits.data() + t * E, E, grouped ? G : 1, grouped ? TG : 1, K, 16.0);
-      std::vector<std::pair<int, double>> a, b;
-      for (size_t j = 0; j < K; ++j) {
-        a.emplace_back(r.expert[t * K + j], r.weight[t * K + j]);
-        b.emplace_back(want.idx[j], want.w[j]);
-      }
-      std::sort(a.begin(), a.end());
-      std::sort(b.begin(), b.end());
-      for (size_t j = 0; j < K; ++j) {
-        EXPECT_EQ(a[j].first, b[j].first) << "token " << t << " grouped " << grouped;
-        EXPECT_NEAR(a[j].second, b[j].second, 1e-5 * std::max(1.0, b[j].second));
-      }
+      SCOPED_TRACE(grouped ? "group_limited_greedy" : "greedy");
+      expect_routes(r, t, want, 1e-5);
       if (grouped) {
         const RefRoute plain = ref_route_v2(logits.data() + t * E, E, 1, 1, K, 16.0);
         auto sorted = [](std::vector<int> v) { std::sort(v.begin(), v.end()); return v; };

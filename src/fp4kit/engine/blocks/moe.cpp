@@ -184,13 +184,9 @@ std::unique_ptr<Block> load_moe(const Checkpoint& ckpt, const ModelSpec& S, cons
       break;
     case Routing::TopkSoftmax: c.router.kind = RouterKind::TopkSoftmax; break;
     case Routing::SigmoidGroupTopk:
-      c.router.kind = RouterKind::SigmoidGroupTopk;
-      c.router.n_group = static_cast<size_t>(S.n_group);
-      c.router.topk_group = static_cast<size_t>(S.topk_group);
-      c.router.scaling = S.routed_scaling;
-      break;
     case Routing::SoftmaxGroupTopk:
-      c.router.kind = RouterKind::SoftmaxGroupTopk;
+      c.router.kind = S.routing == Routing::SigmoidGroupTopk ? RouterKind::SigmoidGroupTopk
+                                                             : RouterKind::SoftmaxGroupTopk;
       c.router.n_group = static_cast<size_t>(S.n_group);
       c.router.topk_group = static_cast<size_t>(S.topk_group);
       c.router.scaling = S.routed_scaling;
