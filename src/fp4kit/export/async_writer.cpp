@@ -3,7 +3,17 @@
 namespace fp4kit {
 
 AsyncWriter::AsyncWriter(CheckpointWriter& writer, uint64_t max_in_flight)
-    : writer_(writer), max_in_flight_(max_in_flight), thread_([this] { run(); }) {}
+    : writer_(&writer), max_in_flight_(max_in_flight), thread_([this] { run(); }) {}
+
+AsyncWriter::AsyncWriter(uint64_t max_in_flight)
+    : writer_(nullptr), max_in_flight_(max_in_flight), thread_([this] { run(); }) {}
+
+void AsyncWriter::post(std::function<void()> job, uint64_t size) {
+  Item item;
+  item.job = std::move(job);
+  item.job_size = size;
+  push(std::move(item), size);
+}
 
 AsyncWriter::~AsyncWriter() {
   {
@@ -57,15 +67,19 @@ void AsyncWriter::run() {
       queue_.pop_front();
       busy_ = true;
     }
-    const uint64_t size = item.owned.empty() ? item.borrowed.size() : item.owned.size();
+    const uint64_t size = item.job     ? item.job_size
+                          : item.owned.empty() ? item.borrowed.size()
+                                               : item.owned.size();
     try {
-      if (!error_) {
+      if (!error_ && item.job) {
+        item.job();
+      } else if (!error_) {
         const std::span<const uint8_t> bytes =
             item.owned.empty() ? item.borrowed : std::span<const uint8_t>(item.owned);
         if (item.part)
-          writer_.write_part(item.name, bytes, item.last);
+          writer_->write_part(item.name, bytes, item.last);
         else
-          writer_.write(item.name, bytes);
+          writer_->write(item.name, bytes);
         if (item.done) item.done();
       }
     } catch (...) {

@@ -1,6 +1,7 @@
 #pragma once
 // Overlaps writing with quantization: a writer thread drains a queue bounded by bytes in flight,
-// so the stream never holds more than `max_in_flight` bytes of finished output.
+// so the stream never holds more than `max_in_flight` bytes of finished output. The queue holds
+// tensors for a CheckpointWriter, or jobs (--format gguf: repack and write one piece).
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -19,6 +20,7 @@ namespace fp4kit {
 class AsyncWriter {
  public:
   AsyncWriter(CheckpointWriter& writer, uint64_t max_in_flight);
+  explicit AsyncWriter(uint64_t max_in_flight);  // jobs only
   ~AsyncWriter();  // joins; never throws
 
   // Queues an owned buffer.
@@ -28,6 +30,8 @@ class AsyncWriter {
   // Queues a borrowed span (must outlive the write); `done` runs after it was written.
   void write_borrowed(std::string name, std::span<const uint8_t> data,
                       std::function<void()> done = {});
+  // Queues a job holding `size` bytes of output (run on the writer thread, in order).
+  void post(std::function<void()> job, uint64_t size);
   // Waits until everything is written; rethrows the writer thread's first error.
   void drain();
 
@@ -39,11 +43,13 @@ class AsyncWriter {
     std::function<void()> done;
     bool part = false;  // a piece of a tensor; `last` closes it
     bool last = true;
+    std::function<void()> job = nullptr;  // instead of a tensor
+    uint64_t job_size = 0;
   };
   void push(Item item, uint64_t size);
   void run();
 
-  CheckpointWriter& writer_;
+  CheckpointWriter* writer_;
   uint64_t max_in_flight_;
   uint64_t in_flight_ = 0;
   std::deque<Item> queue_;

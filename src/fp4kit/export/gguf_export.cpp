@@ -10,6 +10,7 @@
 #include <set>
 
 #include "fp4kit/error.hpp"
+#include "fp4kit/export/async_writer.hpp"
 #include "fp4kit/export/gguf_arch.hpp"
 #include "fp4kit/export/gguf_tokenizer.hpp"
 #include "fp4kit/io/gguf_file.hpp"
@@ -336,27 +337,44 @@ std::string tied_output_source(const GgufArch& arch, const Checkpoint& c) {
   return "model.embed_tokens.weight";
 }
 
+// Output waiting for the GGUF writer thread (repack + pwrite run there, beside quantization).
+constexpr uint64_t kGgufInFlight = 256ull << 20;
+
 class GgufSink : public EntrySink {
  public:
-  GgufSink(GgufBuilder& b, const std::vector<size_t>& piece_of, const Checkpoint& source,
-           const Plan& plan, size_t tied_entry, size_t tied_piece)
-      : b_(b), piece_of_(piece_of), source_(source), plan_(plan), tied_entry_(tied_entry),
-        tied_piece_(tied_piece) {}
+  GgufSink(GgufBuilder& b, AsyncWriter& async, const std::vector<size_t>& piece_of,
+           const Checkpoint& source, const Plan& plan, size_t tied_entry, size_t tied_piece)
+      : b_(b), async_(async), piece_of_(piece_of), source_(source), plan_(plan),
+        tied_entry_(tied_entry), tied_piece_(tied_piece) {}
   void quantized(size_t entry, QuantizedWeight&& q) override {
-    b_.put_nvfp4(piece_of_.at(entry), q.packed.data(), q.scales.data(), q.s2, q.input_scale);
+    auto w = std::make_shared<QuantizedWeight>(std::move(q));
+    const size_t piece = piece_of_.at(entry);
+    async_.post([this, w, piece] {
+      b_.put_nvfp4(piece, w->packed.data(), w->scales.data(), w->s2, w->input_scale);
+    }, w->packed.size() + w->scales.size());
   }
   void copied(size_t entry, std::span<const uint8_t> bytes) override {
-    b_.put_plain(piece_of_.at(entry), bytes.data());
-    if (entry == tied_entry_) b_.put_plain(tied_piece_, bytes.data());
-    source_.release(plan_.entries[entry].source.tensor);
+    // Borrowed from the source mapping until written; released then.
+    const std::string tensor = plan_.entries[entry].source.tensor;
+    const size_t piece = piece_of_.at(entry), tied = entry == tied_entry_ ? tied_piece_ : kNone;
+    async_.post([this, bytes, piece, tied, tensor] {
+      b_.put_plain(piece, bytes.data());
+      if (tied != kNone) b_.put_plain(tied, bytes.data());
+      source_.release(tensor);
+    }, bytes.size());
   }
   void dequantized(size_t entry, std::vector<uint8_t>&& bf16) override {
-    b_.put_plain(piece_of_.at(entry), bf16.data());
-    if (entry == tied_entry_) b_.put_plain(tied_piece_, bf16.data());
+    auto v = std::make_shared<std::vector<uint8_t>>(std::move(bf16));
+    const size_t piece = piece_of_.at(entry), tied = entry == tied_entry_ ? tied_piece_ : kNone;
+    async_.post([this, v, piece, tied] {
+      b_.put_plain(piece, v->data());
+      if (tied != kNone) b_.put_plain(tied, v->data());
+    }, v->size());
   }
 
  private:
   GgufBuilder& b_;
+  AsyncWriter& async_;
   const std::vector<size_t>& piece_of_;
   const Checkpoint& source_;
   const Plan& plan_;
@@ -455,8 +473,12 @@ ExportResult export_gguf(const Plan& plan, const Checkpoint& source, const Model
   add_computed_tensors(b, arch, config);
   b.open(file, file_metadata(arch, source, config));
   ExportResult result;
-  GgufSink sink(b, piece_of, source, plan, tied_entry, tied_piece);
-  result.entries = run_stream(plan, source, order, input_scales, options, sink, progress);
+  {
+    AsyncWriter async(kGgufInFlight);
+    GgufSink sink(b, async, piece_of, source, plan, tied_entry, tied_piece);
+    result.entries = run_stream(plan, source, order, input_scales, options, sink, progress);
+    async.drain();
+  }
   b.finish();
   result.files.push_back(file.filename());
   result.bytes_written = b.bytes_written();
