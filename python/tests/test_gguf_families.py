@@ -337,3 +337,35 @@ def test_families_whose_llama_cpp_experts_ignore_scale_are_refused(fp4kit, tmp_p
     assert f"'{arch}'" in proc.stderr and source in proc.stderr, proc.stderr
     assert "unscaled" in proc.stderr, proc.stderr
     assert not out.exists() and not (tmp_path / "m.gguf.partial").exists()
+
+
+def test_qwen35_fused_experts_give_the_same_gguf(family_files, fp4kit, tmp_path):
+    """Real Qwen3.5/3.6 checkpoints store routed experts fused (experts.gate_up_proj [E, 2I, H],
+    experts.down_proj [E, H, I]): the GGUF from that layout holds the same tensors, byte for byte,
+    as the one from per-expert tensors (here down_proj, K = 32, is kept whole: it is already
+    llama.cpp's stacked ffn_down_exps)."""
+    root = family_files("qwen3_5_moe")
+    src = tmp_path / "fused"
+    src.mkdir()
+    for f in (root / "src").iterdir():
+        if f.suffix == ".json":
+            shutil.copy(f, src / f.name)
+    t = load_file(root / "src" / "model.safetensors")
+    config = json.loads((root / "src" / "config.json").read_text())
+    for layer in range(config["num_hidden_layers"]):
+        x = f"model.layers.{layer}.mlp.experts."
+        n = config["num_experts"]
+        t[x + "gate_up_proj"] = torch.stack([torch.cat([t.pop(f"{x}{e}.gate_proj.weight"),
+                                                        t.pop(f"{x}{e}.up_proj.weight")])
+                                             for e in range(n)]).contiguous()
+        t[x + "down_proj"] = torch.stack([t.pop(f"{x}{e}.down_proj.weight")
+                                          for e in range(n)]).contiguous()
+    from safetensors.torch import save_file
+    save_file(t, src / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "fused.gguf"
+    run_checked([fp4kit, "quantize", src, out, "--format", "gguf", "--weights-only",
+                 *FAMILIES["qwen3_5_moe"][2]])
+    got = {x.name: np.array(x.data) for x in gguf.GGUFReader(out).tensors}
+    want = {x.name: np.array(x.data) for x in gguf.GGUFReader(root / "direct.gguf").tensors}
+    assert sorted(got) == sorted(want)
+    assert [k for k in got if not np.array_equal(got[k], want[k])] == []

@@ -248,6 +248,10 @@ std::optional<GgufTarget> gguf_target(const std::string& hf_name, const GgufArch
   GgufTarget t;
   // Gated DeltaNet parameters without a .weight suffix.
   const bool bare = hf.ends_with(".linear_attn.A_log") || hf.ends_with(".linear_attn.dt_bias");
+  // A fused 3-D down_proj [E, H, I] (transformers 5 / Qwen3.5 checkpoints) kept whole by the plan
+  // is already llama.cpp's stacked ffn_down_exps (ne {I, H, E}). A kept fused gate_up_proj would
+  // need splitting and has no name here.
+  if (hf.ends_with(".mlp.experts.down_proj") && ndim == 3) hf += ".weight";
   if (!bare) {
     if (const auto dot = hf.rfind('.'); dot != std::string::npos) {
       suffix = hf.substr(dot);  // ".weight" / ".bias"
@@ -324,6 +328,7 @@ std::optional<GgufTarget> gguf_target(const std::string& hf_name, const GgufArch
     if (part == "dt_bias") return tile(1, 0, true), finish(blk + "ssm_dt.bias");
     return std::nullopt;
   }
+  if (rest == "mlp.experts.down_proj") return finish(blk + "ffn_down_exps");
   static const std::map<std::string, std::string> names = {
       {"input_layernorm", "attn_norm"},
       {"self_attn.q_proj", "attn_q"},
