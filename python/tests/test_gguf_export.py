@@ -87,6 +87,21 @@ def read_gguf(path: Path) -> dict:
     return out
 
 
+def add_value(out: dict, stacked: dict, name: str, expert, v: np.ndarray):
+    """A tensor's expected values: whole, or one expert's slice of a stacked tensor."""
+    if expert is None:
+        out[name] = v
+    else:
+        stacked.setdefault(name, {})[expert] = v
+
+
+def stack_experts(out: dict, stacked: dict) -> dict:
+    """Experts stacked [E, N, K] in expert order, as llama.cpp reads them; returns out."""
+    for name, experts in stacked.items():
+        out[name] = np.stack([experts[e] for e in range(len(experts))])
+    return out
+
+
 def expected_from_checkpoints(src: Path, fmt_a: Path, arch) -> dict:
     """GGUF name -> float32 values: format A's NVFP4 decode where K % 64 == 0, else the source."""
     config = json.loads((src / "config.json").read_text())
@@ -104,12 +119,8 @@ def expected_from_checkpoints(src: Path, fmt_a: Path, arch) -> dict:
         name, expert = gguf_name(hf, arch, config["num_hidden_layers"])
         if arch == gguf.MODEL_ARCH.LLAMA and name.endswith(("attn_q.weight", "attn_k.weight")):
             v = permute_rope(v, heads if "attn_q" in name else kv_heads)
-        if expert is None:
-            out[name] = v
-        else:
-            stacked.setdefault(name, {})[expert] = v
-    for name, experts in stacked.items():
-        out[name] = np.stack([experts[e] for e in range(len(experts))])
+        add_value(out, stacked, name, expert, v)
+    stack_experts(out, stacked)
     if arch in (gguf.MODEL_ARCH.QWEN2MOE, gguf.MODEL_ARCH.OLMOE) and "output.weight" not in out:
         out["output.weight"] = out["token_embd.weight"]  # their loaders require output.weight
     return out
@@ -150,17 +161,23 @@ def assert_bitwise(got: np.ndarray, want: np.ndarray, what: str):
                             f"{diff[0]}: {got.flat[diff[0]]} != {want.flat[diff[0]]}")
 
 
+def assert_same_tensors(got: dict, want: dict, label: str) -> int:
+    """The GGUF's tensors (read_gguf) are the expected ones, each equal bit for bit; returns how
+    many are NVFP4."""
+    assert sorted(got) == sorted(want), (f"only in GGUF: {sorted(set(got) - set(want))}; "
+                                         f"missing: {sorted(set(want) - set(got))}")
+    for tensor, (ttype, values) in got.items():
+        assert_bitwise(values, want[tensor], f"{label} {tensor} ({ttype.name})")
+    return sum(ttype == gguf.GGMLQuantizationType.NVFP4 for ttype, _ in got.values())
+
+
 @pytest.mark.parametrize("name", sorted(SHARED))
 def test_gguf_equals_nvfp4_checkpoint_bit_for_bit(outputs, shared_data, name):
     src = shared_data / "models" / name
     got = read_gguf(outputs(name, "gguf"))
     want = expected_from_checkpoints(src, outputs(name, "a-as-gguf"), SHARED[name])
-    assert sorted(got) == sorted(want), (f"only in GGUF: {sorted(set(got) - set(want))}; "
-                                         f"missing: {sorted(set(want) - set(got))}")
-    n_nvfp4 = 0
+    n_nvfp4 = assert_same_tensors(got, want, name)
     for tensor, (ttype, values) in got.items():
-        assert_bitwise(values, want[tensor], f"{name} {tensor} ({ttype.name})")
-        n_nvfp4 += ttype == gguf.GGMLQuantizationType.NVFP4
         if tensor.endswith("_norm.weight") or values.ndim == 1 or "ffn_gate_inp" in tensor:
             assert ttype == gguf.GGMLQuantizationType.F32, f"{tensor}: {ttype.name}"
     assert n_nvfp4 >= 15, f"{name}: only {n_nvfp4} NVFP4 tensors"

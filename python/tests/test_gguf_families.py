@@ -27,8 +27,9 @@ from safetensors.torch import load_file
 
 import tiny_models
 from conftest import run_checked
-from test_gguf_export import assert_bitwise, dequant_format_a, read_gguf
-from test_gguf_llama_cpp import CTX, LlamaCpp, llama  # noqa: F401 (fixture)
+from test_gguf_export import (add_value, assert_same_tensors, dequant_format_a, read_gguf,
+                              stack_experts)
+from test_gguf_llama_cpp import CTX, LlamaCpp, assert_ppl_close, llama  # noqa: F401 (fixture)
 
 WINDOWS = 4
 TOKENIZER = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
@@ -138,13 +139,8 @@ def expected(src, fmt_a, arch, transform, direct: bool, unscaled=None) -> dict:
             v = t.float().numpy()
         v = transform(hf, v, config)
         name, expert = gguf_name(hf, arch, config["num_hidden_layers"])
-        if expert is None:
-            out[name] = v
-        else:
-            stacked.setdefault(name, {})[expert] = v
-    for name, experts in stacked.items():
-        out[name] = np.stack([experts[e] for e in range(len(experts))])
-    return out
+        add_value(out, stacked, name, expert, v)
+    return stack_experts(out, stacked)
 
 
 @pytest.fixture(scope="module")
@@ -189,13 +185,7 @@ def test_family_gguf_equals_nvfp4_checkpoint(family_files, family, which):
     root = family_files(family)
     got = read_gguf(root / which)
     want = expected(root / "src", root / "a", arch, transform, which == "direct.gguf", unscaled)
-    assert sorted(got) == sorted(want), (f"only in GGUF: {sorted(set(got) - set(want))}; "
-                                         f"missing: {sorted(set(want) - set(got))}")
-    n_nvfp4 = 0
-    for name, (ttype, values) in got.items():
-        assert_bitwise(values, want[name], f"{family} {which} {name} ({ttype.name})")
-        n_nvfp4 += ttype == gguf.GGMLQuantizationType.NVFP4
-    assert n_nvfp4 >= 8, n_nvfp4
+    assert assert_same_tensors(got, want, f"{family} {which}") >= 8
     reader = gguf.GGUFReader(root / which)
     assert reader.fields["general.architecture"].contents() == arch_name(arch)
     if unscaled:
@@ -220,29 +210,10 @@ def test_llama_cpp_runs_family_like_fp4kit_eval(family_files, fp4kit, llama, sha
     ours = json.loads(proc.stdout)["ppl"]["value"]
     m = LlamaCpp(llama, root / "m.gguf")
     try:
-        nll, count = 0.0, 0
-        for i in range(WINDOWS):
-            s, n = m.nll(stream[i * CTX: i * CTX + CTX + 1])
-            nll, count = nll + s, count + n
+        theirs = m.ppl(stream, WINDOWS)
     finally:
         m.close()
-    theirs = float(np.exp(nll / count))
-    print(f"{family}: llama.cpp PPL {theirs:.4f}, fp4kit eval PPL {ours:.4f}")
-    assert np.isfinite(theirs) and theirs > 1
-    assert abs(theirs / ours - 1) < 0.01, (theirs, ours)
-
-
-def llama_cpp_logits(m: LlamaCpp, ids: np.ndarray) -> np.ndarray:
-    """Logits at every position of one fresh sequence."""
-    ll, b = m.ll, m.batch
-    ll.llama_memory_clear(ll.llama_get_memory(m.ctx), True)
-    b.n_tokens = len(ids)
-    for k, t in enumerate(ids):
-        b.token[k], b.pos[k], b.n_seq_id[k], b.logits[k] = int(t), k, 1, 1
-        b.seq_id[k][0] = 0
-    assert ll.llama_decode(m.ctx, b) == 0
-    return np.stack([np.ctypeslib.as_array(ll.llama_get_logits_ith(m.ctx, k), shape=(m.n_vocab,))
-                     .astype(np.float32) for k in range(len(ids))])
+    assert_ppl_close(family, theirs, ours)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -258,7 +229,7 @@ def test_llama_cpp_logits_match_fp4kit_eval(family_files, fp4kit, llama, shared_
     ours = np.fromfile(tmp_path / "l.f32", np.float32).reshape(100, -1)
     m = LlamaCpp(llama, root / "m.gguf")
     try:
-        theirs = llama_cpp_logits(m, ids[:100])
+        theirs = m.logits(ids[:100])
     finally:
         m.close()
     spread = ours.std()
@@ -294,7 +265,7 @@ def test_llama_cpp_reads_w4a4_input_scales_and_ignores_them(fp4kit, llama, share
     def logits():
         m = LlamaCpp(llama, out)
         try:
-            return llama_cpp_logits(m, tokens)
+            return m.logits(tokens)
         finally:
             m.close()
 

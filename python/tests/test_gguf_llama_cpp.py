@@ -69,27 +69,44 @@ class LlamaCpp:
         assert n >= 0
         return list(buf[:n])
 
-    def nll(self, window: np.ndarray) -> tuple:
-        """Summed -log p(window[k+1] | window[:k+1]) over k, from a fresh sequence."""
-        ll, b, inp = self.ll, self.batch, window[:-1]
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        """Logits (float32) at every position of `ids`, decoded as one fresh sequence."""
+        ll, b = self.ll, self.batch
         ll.llama_memory_clear(ll.llama_get_memory(self.ctx), True)
-        b.n_tokens = len(inp)
-        for k, t in enumerate(inp):
+        b.n_tokens = len(ids)
+        for k, t in enumerate(ids):
             b.token[k], b.pos[k], b.n_seq_id[k], b.logits[k] = int(t), k, 1, 1
             b.seq_id[k][0] = 0
-        assert ll.llama_decode(self.ctx, b) == 0
-        total = 0.0
-        for k in range(len(inp)):
-            lg = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, k),
-                                       shape=(self.n_vocab,)).astype(np.float64)
-            m = lg.max()
-            total -= lg[window[k + 1]] - m - np.log(np.exp(lg - m).sum())
-        return total, len(inp)
+        assert self.ll.llama_decode(self.ctx, b) == 0
+        return np.stack([np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, k),
+                                               shape=(self.n_vocab,)).astype(np.float32)
+                         for k in range(len(ids))])
+
+    def nll(self, window: np.ndarray) -> tuple:
+        """Summed -log p(window[k+1] | window[:k+1]) over k, from a fresh sequence."""
+        lg = self.logits(window[:-1]).astype(np.float64)
+        m = lg.max(axis=1, keepdims=True)
+        logp = lg - m - np.log(np.exp(lg - m).sum(axis=1, keepdims=True))
+        return -logp[np.arange(len(lg)), window[1:]].sum(), len(lg)
+
+    def ppl(self, stream: np.ndarray, windows: int) -> float:
+        """Perplexity over `windows` windows of CTX + 1 tokens of `stream`."""
+        nll, count = 0.0, 0
+        for i in range(windows):
+            s, n = self.nll(stream[i * CTX: i * CTX + CTX + 1])
+            nll, count = nll + s, count + n
+        return float(np.exp(nll / count))
 
     def close(self):
         self.ll.llama_batch_free(self.batch)
         self.ll.llama_free(self.ctx)
         self.ll.llama_model_free(self.model)
+
+
+def assert_ppl_close(label: str, theirs: float, ours: float):
+    print(f"{label}: llama.cpp PPL {theirs:.4f}, fp4kit eval PPL {ours:.4f}")
+    assert np.isfinite(theirs) and theirs > 1
+    assert abs(theirs / ours - 1) < 0.01, (theirs, ours)
 
 
 def nonzero_shared_expert_gate(src: Path, dst: Path):
@@ -135,13 +152,7 @@ def test_llama_cpp_runs_the_gguf_like_fp4kit_eval(fp4kit, llama, shared_data, tm
         blocks = [b.strip() for b in text if b.strip()][:20]
         got_ids = [t for b in blocks for t in m.tokenize(b)]
         assert got_ids == full[: len(got_ids)].tolist()
-        nll, count = 0.0, 0
-        for i in range(WINDOWS):
-            s, n = m.nll(stream[i * CTX: i * CTX + CTX + 1])
-            nll, count = nll + s, count + n
+        theirs = m.ppl(stream, WINDOWS)
     finally:
         m.close()
-    theirs = float(np.exp(nll / count))
-    print(f"{name}: llama.cpp PPL {theirs:.4f}, fp4kit eval PPL {ours:.4f}")
-    assert np.isfinite(theirs) and theirs > 1
-    assert abs(theirs / ours - 1) < 0.01, (theirs, ours)
+    assert_ppl_close(name, theirs, ours)
