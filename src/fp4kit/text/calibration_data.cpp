@@ -271,11 +271,12 @@ CalibrationSamples load_calibration_data(const std::filesystem::path& path, cons
   // an ordinary calibration file, a bounded prefix of a huge one.
   CalibrationOptions read = options;
   int64_t needed = 0;
-  if (options.samples > 0 && options.seq_len > 0 &&
-      !__builtin_mul_overflow(options.samples, options.seq_len, &needed))
+  if (__builtin_mul_overflow(options.samples, options.seq_len, &needed))
+    throw Error(path.string() + ": --samples " + std::to_string(options.samples) + " x --seq-len " +
+                std::to_string(options.seq_len) +
+                " is too large for any file (more than 2^63 tokens)");
+  if (options.samples > 0 && options.seq_len > 0)
     read.max_tokens = options.stream_budget > 0 ? std::max(needed, options.stream_budget) : 0;
-  else
-    read.max_tokens = options.stream_budget;  // the window check below refuses the sizes
   const std::vector<int32_t> stream = load_token_stream(path, tokenizer, read, &out.documents);
   out.stream_tokens = static_cast<int64_t>(stream.size());
   out.seq_len = options.seq_len;
