@@ -20,6 +20,13 @@ std::filesystem::path write_file(const TempDir& dir, const std::string& name, co
   return path;
 }
 
+// s.u16 holding the ids 0, 1, ..., 49.
+std::filesystem::path write_ids_0_to_49(const TempDir& dir) {
+  std::string bytes;
+  for (int i = 0; i < 50; ++i) bytes += std::string{static_cast<char>(i), 0};
+  return write_file(dir, "s.u16", bytes);
+}
+
 std::string error_of(const std::function<void()>& f) {
   try {
     f();
@@ -100,9 +107,7 @@ TEST(CalibrationWindows, EvenlySpacedFromStartToEnd) {
 
 TEST(CalibrationWindows, PreTokenizedFileGivesTheChosenSlices) {
   TempDir dir;
-  std::string bytes;
-  for (int i = 0; i < 50; ++i) bytes += std::string{static_cast<char>(i), 0};
-  const auto path = write_file(dir, "s.u16", bytes);
+  const auto path = write_ids_0_to_49(dir);
   CalibrationOptions opt;
   opt.samples = 3;
   opt.seq_len = 4;
@@ -149,9 +154,7 @@ TEST(CalibrationWindows, TextAndPreTokenizedTinyStoriesGiveTheSameWindows) {
 
 TEST(CalibrationWindows, OnlyTheFirstBudgetOfTokensIsRead) {
   TempDir dir;
-  std::string bytes;
-  for (int i = 0; i < 50; ++i) bytes += std::string{static_cast<char>(i), 0};
-  const auto path = write_file(dir, "s.u16", bytes);
+  const auto path = write_ids_0_to_49(dir);
   CalibrationOptions opt;
   opt.samples = 3;
   opt.seq_len = 4;
