@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
-#include <regex>
 #include <thread>
 
 #include "fp4kit/cli/commands.hpp"
@@ -25,25 +24,6 @@
 #include "fp4kit/text/utf8.hpp"
 
 namespace fp4kit::cli {
-namespace {
-
-// 1 / input_scale per linear, input_scale = amax / 2688 (quantize's default form); a routed
-// expert's amax is the max over the experts of its layer with the same projection (spec: one
-// input_scale per MoE layer and projection), which also covers experts no token reached.
-std::map<std::string, float> w4a4_act_global_scales(const ActivationStats& st) {
-  static const std::regex expert(R"(\.experts\.[0-9]+\.)");
-  std::map<std::string, float> group_amax;
-  for (const auto& [m, a] : st.input_amax) {
-    float& g = group_amax[std::regex_replace(m, expert, ".experts.*.")];
-    g = std::max(g, a);
-  }
-  std::map<std::string, float> gs;
-  for (const auto& [m, a] : st.input_amax)
-    gs[m] = 1.0f / nvfp4_global_scale(group_amax[std::regex_replace(m, expert, ".experts.*.")]);
-  return gs;
-}
-
-}  // namespace
 
 CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
   set_thread_count(o.threads);
@@ -106,7 +86,7 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
     // Second pass: the same forward, with each linear's input quantized as a W4A4 kernel would
     // with the input_scale quantize writes (routed experts: the max over the layer's experts).
     engine::StatsCollector second;
-    second.collect_hessian(w4a4_act_global_scales(stats.result()), o.full_xtx);
+    second.collect_hessian(engine::w4a4_act_global_scales(stats.result()), o.full_xtx);
     if (!o.quiet) fmt::print("--hessian w4a4: second pass over the data (quantized inputs)\n");
     eng.run(seqs, fo, &second, {});
     stats = std::move(second);

@@ -82,8 +82,22 @@ Command add_quantize(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   sub->add_flag("--gptq", args->gptq,
                 "GPTQ on top of the chosen block scales (they stay fixed): codes chosen column by "
-                "column with error feedback; needs --stats from `calibrate --hessian ... "
-                "--full-xtx`; a linear without usable X^T X keeps its plain codes (reported)");
+                "column with error feedback; needs --data FILE, or --stats from `calibrate "
+                "--hessian ... --full-xtx`; a linear without usable X^T X keeps its plain codes "
+                "(reported)");
+  sub->add_option("--data", args->data,
+                  "calibration text (text, JSONL or .u16/.u32 ids) for --gptq / --scales hessian: "
+                  "the engine runs the model layer by layer and quantizes each layer with its own "
+                  "X^T X (memory: one layer's X^T X); W4A4 still needs --stats for input scales");
+  sub->add_option("--samples", args->samples, "--data: number of windows (default 128)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--seq-len", args->seq_len, "--data: tokens per window (default 512)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--text-field", args->text_field, "--data: JSONL field holding the text");
+  sub->add_flag("--gptq-sequential", args->gptq_sequential,
+                "--gptq --data: each layer's inputs come from the layers before it already "
+                "quantized (W4A4: and their inputs), as the output will run; default: from the "
+                "unquantized model (the same bytes as calibrate --full-xtx + --stats)");
   sub->add_option("--gptq-damp", args->gptq_damp,
                   "GPTQ dampening: H += damp * mean(diag H) * I (default 0.01)")
       ->check(CLI::Range(0.0, 10.0));

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "fp4kit/cli/quantize_job.hpp"
+#include "fp4kit/cli/gptq_layers.hpp"
 #include "fp4kit/cli/progress.hpp"
 #include "fp4kit/cli/size_arg.hpp"
 #include "fp4kit/error.hpp"
@@ -34,6 +35,7 @@ namespace {
 void check_outputs(const QuantizeArgs& a) {
   const std::vector<InputPath> inputs = {{a.source, "source checkpoint"},
                                          {a.stats, "--stats file"},
+                                         {a.data, "--data file"},
                                          {a.recipe, "--recipe file"},
                                          {a.out, "output directory OUT"},
                                          {a.out.empty() ? "" : a.out + ".partial", "OUT.partial"}};
@@ -154,6 +156,19 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
     throw UsageError("quantize: --weights-only takes no --stats (weight-only output has no "
                      "activation scales; only --scales hessian and --gptq read the stats file): drop one "
                      "of the two");
+  const bool layer_pass = !a.data.empty();
+  if (layer_pass && !a.gptq && a.scales != "hessian")
+    throw UsageError("quantize: --data feeds --gptq or --scales hessian (X^T X per layer from the "
+                     "engine); add one of them, or drop --data");
+  if (a.gptq_sequential && !(a.gptq && layer_pass))
+    throw UsageError("quantize: --gptq-sequential runs GPTQ layer by layer over calibration "
+                     "text: it needs --gptq and --data FILE");
+  if (layer_pass && a.weights_only && !a.stats.empty())
+    throw UsageError("quantize: with --data and --weights-only the stats file is not read (X^T X "
+                     "comes from the engine, and W4A16 has no input scales): drop --stats");
+  if (!layer_pass && (a.samples != 128 || a.seq_len != 512 || a.text_field != "text"))
+    throw UsageError("quantize: --samples, --seq-len and --text-field choose the windows of "
+                     "--data: add --data FILE or drop them");
   check_outputs(a);
 
   auto source = Checkpoint::open(a.source);
@@ -212,14 +227,16 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
       if (outcome) outcome->warnings.push_back(w);
     }
   }
-  if (a.gptq) {
+  if (a.gptq && !layer_pass) {
     if (a.stats.empty() || stats.xtx.empty())
-      throw Error("quantize --gptq needs a stats file with X^T X (<module>.input_xtx): run\n"
+      throw Error("quantize --gptq needs X^T X per linear: pass --data FILE (calibration text; "
+                  "the engine gathers it layer by layer), or a stats file with X^T X "
+                  "(<module>.input_xtx) from\n"
                   "  fp4kit calibrate " + a.source + " --data FILE --hessian raw|w4a4 --full-xtx "
                   "-o stats.safetensors\nand pass --stats stats.safetensors");
     eo.quant.stats = &stats;
   }
-  if (eo.quant.scales == ScaleMethod::Hessian) {
+  if (eo.quant.scales == ScaleMethod::Hessian && !layer_pass) {
     if (a.stats.empty())
       throw Error("quantize: --scales hessian needs a stats file with Hessian blocks: run\n"
                   "  fp4kit calibrate " + a.source + " --data FILE --hessian -o stats.safetensors\n"
@@ -247,6 +264,21 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
           "and pass --stats stats.safetensors, or quantize weights only with --weights-only "
           "(W4A16_NVFP4 / NVFP4A16).");
     input_scales = compute_input_scales(plan, stats, eo.quant, a.stats);
+  }
+
+  LayerPassResult layers;
+  if (layer_pass) {
+    LayerPassArgs la;
+    la.data = a.data;
+    la.text_field = a.text_field;
+    la.samples = a.samples;
+    la.seq_len = a.seq_len;
+    la.sequential = a.gptq_sequential;
+    la.w4a4_stats = a.weights_only ? nullptr : &stats;
+    la.scratch_dir = std::filesystem::absolute(a.out).parent_path().string();
+    la.quiet = a.quiet;
+    layers = run_layer_pass(*source, plan, input_scales, eo.quant, la);
+    eo.quant.codes = layers.codes.get();
   }
 
   if (gguf) return run_gguf_quantize(a, *source, config, plan, input_scales, eo.quant, t0, outcome);
@@ -296,6 +328,12 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
     fmt::print("wrote {} ({} format, {})\n", a.out, a.format,
                a.weights_only ? "weights-only W4A16" : "W4A4");
     fmt::print("{}", format_summary(summary));
+    if (layer_pass)
+      fmt::print("  gptq layer pass: {} layers, {} linears, {} tokens, {:.2f} s; X^T X held at "
+                 "once: at most {:.2f} MiB (one layer), {:.2f} MiB for all layers together\n",
+                 layers.layers, layers.linears, layers.tokens, layers.seconds,
+                 static_cast<double>(layers.peak_stats_bytes) / (1 << 20),
+                 static_cast<double>(layers.total_stats_bytes) / (1 << 20));
     if (a.verify != "none")
       fmt::print("  verify ({}): passed, {} warning(s)\n", a.verify,
                  vr.count(verify::Finding::Warning));
@@ -305,6 +343,14 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
                              {"tensors", entries_json(plan, result)},
                              {"summary", summary_json(summary)}};
     if (a.verify != "none") report["verify"] = vr.to_json();
+    if (layer_pass)
+      report["gptq_layer_pass"] = {{"sequential", a.gptq_sequential},
+                                   {"layers", layers.layers},
+                                   {"linears", layers.linears},
+                                   {"tokens", layers.tokens},
+                                   {"peak_stats_bytes", layers.peak_stats_bytes},
+                                   {"total_stats_bytes", layers.total_stats_bytes},
+                                   {"seconds", layers.seconds}};
     if (!a.report.empty()) write_json_file(a.report, report);
     if (outcome) outcome->report = std::move(report);
   }

@@ -40,6 +40,10 @@ struct QuantizeArgs {
   int64_t hessian_min_tokens = 1024;
   bool gptq = false;
   double gptq_damp = 0.01;
+  // --data: X^T X per layer from the engine (gptq_layers.hpp) instead of a stats file.
+  std::string data, text_field = "text";
+  int64_t samples = 128, seq_len = 512;
+  bool gptq_sequential = false;
   bool allow_destroyed = false;
 };
 

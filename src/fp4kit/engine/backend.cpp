@@ -22,6 +22,8 @@ Linear Backend::upload(LinearWeights&& w) {
 }
 
 Linear Backend::load_linear(const Checkpoint& ckpt, const LinearRef& ref, bool act) {
+  LinearWeights w;
+  if (overlay_ && overlay_->find(ref, act, w)) return upload(std::move(w));
   return upload(engine::load_linear(ckpt, ref, act));
 }
 

@@ -109,6 +109,16 @@ struct Routes {
   std::vector<float> weight;
 };
 
+// Linears served from memory instead of the checkpoint (quantize --gptq-sequential runs a layer
+// again with the weights it just quantized): Backend::load_linear asks it first; a backend that
+// overrides load_linear hands the call to Backend::load_linear while an overlay is set.
+class WeightOverlay {
+ public:
+  virtual ~WeightOverlay() = default;
+  // True, with `out` filled, when `ref` is served from here.
+  virtual bool find(const LinearRef& ref, bool activations, LinearWeights& out) const = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -135,6 +145,8 @@ class Backend {
   // moving their stored bytes now, while the current layer computes (the numbers never depend on
   // it). The CPU backend ignores it.
   virtual void prefetch(const Checkpoint& ckpt, const std::vector<std::string>& tensors) {}
+  // Null (the default) or linears load_linear takes from `overlay` (it must outlive its use).
+  void set_overlay(const WeightOverlay* overlay) { overlay_ = overlay; }
   virtual void download(const float* src, size_t n, float* host) const = 0;
   // Host-readable view of n floats at `src`, valid until the next host_view call (observers).
   // The CPU backend returns `src` itself.
@@ -229,6 +241,7 @@ class Backend {
 
  protected:
   Buffer scratch_;  // linear(): the quantized copy of a W4A4 input
+  const WeightOverlay* overlay_ = nullptr;
 };
 
 // The CPU backend (cpu/cpu_backend.cpp); process-wide, stateless apart from scratch.

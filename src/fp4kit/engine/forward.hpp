@@ -54,6 +54,8 @@ struct ForwardOptions {
 // Called once per sequence, in order, with its logits [len, vocab].
 using LogitsSink = std::function<void(size_t seq, const float* logits, size_t len, size_t vocab)>;
 
+class ForwardPass;
+
 class Engine {
  public:
   // `backend` null: the CPU backend.
@@ -76,7 +78,30 @@ class Engine {
  private:
   const Checkpoint& ckpt_;
   ModelSpec spec_;
+  friend class ForwardPass;
   std::shared_ptr<Backend> be_;
+};
+
+// One forward pass driven a layer at a time (Engine::run is: construct, every layer in order,
+// finish). `quantize --gptq --data` runs a layer, quantizes it, and may run it again from the
+// same input with the quantized weights (save / restore).
+class ForwardPass {
+ public:
+  // `logits`: finish() will be called (lm_head is prefetched after the last layer).
+  ForwardPass(const Engine& engine, const std::vector<std::vector<int32_t>>& sequences,
+              const ForwardOptions& opt, bool logits = false);
+  ~ForwardPass();
+  // Runs layer `layer` over the hidden states (hidden += its blocks' outputs).
+  void run_layer(size_t layer, ActivationObserver* observer);
+  // Keeps a copy of the hidden states; restore() puts it back.
+  void save();
+  void restore();
+  // The final norm and lm_head, one sequence at a time.
+  void finish(const LogitsSink& sink);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 // The checkpoint tensors of layer `li` (the names under its prefix), sorted: what the run asks

@@ -119,43 +119,80 @@ size_t Engine::peak_weight_bytes() const {
   return peak * sizeof(float);
 }
 
-void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOptions& opt,
-                 ActivationObserver* obs, const LogitsSink& sink) const {
-  const ModelSpec& S = spec_;
-  Backend& be = *be_;
+struct ForwardPass::Impl {
+  const Engine& engine;
+  const std::vector<std::vector<int32_t>>& seqs;
+  ForwardOptions opt;
+  bool logits = false;
+  Batch batch;
+  Buffer hidden, saved;
+};
+
+ForwardPass::ForwardPass(const Engine& engine, const std::vector<std::vector<int32_t>>& seqs,
+                         const ForwardOptions& opt, bool logits)
+    : impl_(std::make_unique<Impl>(Impl{engine, seqs, opt, logits, {}, {}, {}})) {
+  const ModelSpec& S = engine.spec_;
+  Backend& be = *engine.be_;
+  const Checkpoint& ckpt = engine.ckpt_;
   const size_t H = static_cast<size_t>(S.hidden);
   std::vector<size_t> lengths(seqs.size());
   for (size_t s = 0; s < seqs.size(); ++s) {
     if (seqs[s].empty()) throw Error("engine: empty sequence " + std::to_string(s));
     lengths[s] = seqs[s].size();
   }
-  const Batch batch = Batch::make(lengths, opt.chunk_tokens);
-  const size_t T = batch.tokens;
+  impl_->batch = Batch::make(lengths, opt.chunk_tokens);
+  const size_t T = impl_->batch.tokens;
   if (T == 0) return;
+  if (!S.layers.empty()) be.prefetch(ckpt, layer_tensors(ckpt, S, 0));
+  std::vector<float> h(T * H);
+  for (size_t s = 0; s < seqs.size(); ++s)
+    gather_rows(ckpt, S.embed, seqs[s].data(), seqs[s].size(), H,
+                h.data() + impl_->batch.offsets[s] * H);
+  impl_->hidden = be.upload(std::move(h));
+}
 
-  if (!S.layers.empty()) be.prefetch(ckpt_, layer_tensors(ckpt_, S, 0));
-  Buffer hidden;
-  {
-    std::vector<float> h(T * H);
-    for (size_t s = 0; s < seqs.size(); ++s)
-      gather_rows(ckpt_, S.embed, seqs[s].data(), seqs[s].size(), H, h.data() + batch.offsets[s] * H);
-    hidden = be.upload(std::move(h));
-  }
-  const RunContext ctx{be, batch, obs, opt.all_experts};
-  for (size_t li = 0; li < S.layers.size(); ++li) {
-    // The next layer's weights (or lm_head after the last) travel while this one computes.
-    if (li + 1 < S.layers.size())
-      be.prefetch(ckpt_, layer_tensors(ckpt_, S, li + 1));
-    else if (sink && !S.lm_head_tied && ckpt_.has(S.lm_head.module + ".weight"))
-      be.prefetch(ckpt_, {S.lm_head.module + ".weight"});
-    for (const BlockLoader& load : layer_blocks(ckpt_, S, li, be, opt.simulate_activations))
-      load()->forward(ctx, hidden.f());
-    if (opt.on_layer) opt.on_layer(static_cast<int64_t>(li), static_cast<int64_t>(S.layers.size()));
-  }
-  if (!sink) return;
+ForwardPass::~ForwardPass() = default;
 
-  // ---- final norm and lm_head, one sequence at a time ----
-  const Buffer fn = be.upload(load_vector(ckpt_, S.final_norm, H));
+void ForwardPass::run_layer(size_t li, ActivationObserver* obs) {
+  const Engine& e = impl_->engine;
+  const ModelSpec& S = e.spec_;
+  const Checkpoint& ckpt = e.ckpt_;
+  Backend& be = *e.be_;
+  if (impl_->batch.tokens == 0) return;
+  // The next layer's weights (or lm_head after the last) travel while this one computes.
+  if (li + 1 < S.layers.size())
+    be.prefetch(ckpt, layer_tensors(ckpt, S, li + 1));
+  else if (impl_->logits && !S.lm_head_tied && ckpt.has(S.lm_head.module + ".weight"))
+    be.prefetch(ckpt, {S.lm_head.module + ".weight"});
+  const RunContext ctx{be, impl_->batch, obs, impl_->opt.all_experts};
+  for (const BlockLoader& load : layer_blocks(ckpt, S, li, be, impl_->opt.simulate_activations))
+    load()->forward(ctx, impl_->hidden.f());
+}
+
+void ForwardPass::save() {
+  Backend& be = *impl_->engine.be_;
+  const size_t n = impl_->hidden.floats();
+  be.ensure(impl_->saved, n);
+  be.copy(impl_->hidden.f(), n, impl_->saved.f());
+}
+
+void ForwardPass::restore() {
+  if (impl_->saved.empty() && !impl_->hidden.empty())
+    throw Error("engine: restore() without save() (internal error)");
+  impl_->engine.be_->copy(impl_->saved.f(), impl_->hidden.floats(), impl_->hidden.f());
+}
+
+void ForwardPass::finish(const LogitsSink& sink) {
+  const Engine& e = impl_->engine;
+  const ModelSpec& S = e.spec_;
+  Backend& be = *e.be_;
+  const Checkpoint& ckpt = e.ckpt_;
+  const auto& seqs = impl_->seqs;
+  const Batch& batch = impl_->batch;
+  const Buffer& hidden = impl_->hidden;
+  const size_t H = static_cast<size_t>(S.hidden);
+  if (batch.tokens == 0) return;
+  const Buffer fn = be.upload(load_vector(ckpt, S.final_norm, H));
   LinearWeights head;
   if (S.lm_head_tied) {
     head.module = S.lm_head.module;
@@ -164,11 +201,11 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
     head.w.resize(head.n * head.k);
     std::vector<int32_t> all(head.n);
     std::iota(all.begin(), all.end(), 0);
-    gather_rows(ckpt_, S.embed, all.data(), head.n, H, head.w.data());
+    gather_rows(ckpt, S.embed, all.data(), head.n, H, head.w.data());
   }
   // lm_head is never quantized at run time
-  const Linear lm = S.lm_head_tied ? be.upload(std::move(head)) : be.load_linear(ckpt_, S.lm_head, false);
-  if (lm.k != H) throw Error(ckpt_.dir().string() + ": lm_head width does not match hidden_size");
+  const Linear lm = S.lm_head_tied ? be.upload(std::move(head)) : be.load_linear(ckpt, S.lm_head, false);
+  if (lm.k != H) throw Error(ckpt.dir().string() + ": lm_head width does not match hidden_size");
   Buffer normed, logits;
   std::vector<float> host;
   for (size_t s = 0; s < seqs.size(); ++s) {
@@ -182,6 +219,17 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
     be.download(logits.f(), n * lm.n, host.data());
     sink(s, host.data(), n, lm.n);
   }
+}
+
+void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOptions& opt,
+                 ActivationObserver* obs, const LogitsSink& sink) const {
+  ForwardPass pass(*this, seqs, opt, static_cast<bool>(sink));
+  const auto n = static_cast<int64_t>(spec_.layers.size());
+  for (size_t li = 0; li < spec_.layers.size(); ++li) {
+    pass.run_layer(li, obs);
+    if (opt.on_layer) opt.on_layer(static_cast<int64_t>(li), n);
+  }
+  if (sink) pass.finish(sink);
 }
 
 std::vector<int32_t> greedy_generate(const Engine& engine, std::vector<int32_t> seq, size_t steps) {

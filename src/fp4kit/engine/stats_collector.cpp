@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <regex>
 
 #include "fp4kit/engine/act_quant.hpp"
 #include "fp4kit/engine/cpu/ops.hpp"
+#include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 #include "fp4kit/error.hpp"
 
@@ -131,6 +133,35 @@ ActivationStats StatsCollector::result() const {
   }
   s.routed_tokens = routed_;
   return s;
+}
+
+ActivationStats StatsCollector::take() {
+  const std::lock_guard<std::mutex> lock(mu_.m);
+  ActivationStats s;
+  for (auto& [m, a] : acc_) {
+    s.input_amax[m] = a.amax;
+    s.input_sq_sum[m] = std::move(a.sq);
+    s.token_count[m] = a.count;
+    if (!a.hess.empty()) s.hessian_blocks[m] = std::move(a.hess);
+    if (!a.xtx.empty()) s.xtx[m] = std::move(a.xtx);
+  }
+  s.routed_tokens = std::move(routed_);
+  acc_.clear();
+  routed_.clear();
+  return s;
+}
+
+std::map<std::string, float> w4a4_act_global_scales(const ActivationStats& st) {
+  static const std::regex expert(R"(\.experts\.[0-9]+\.)");
+  std::map<std::string, float> group_amax;
+  for (const auto& [m, a] : st.input_amax) {
+    float& g = group_amax[std::regex_replace(m, expert, ".experts.*.")];
+    g = std::max(g, a);
+  }
+  std::map<std::string, float> gs;
+  for (const auto& [m, a] : st.input_amax)
+    gs[m] = 1.0f / nvfp4_global_scale(group_amax[std::regex_replace(m, expert, ".experts.*.")]);
+  return gs;
 }
 
 }  // namespace fp4kit::engine

@@ -35,6 +35,9 @@ class StatsCollector : public ActivationObserver {
 
   // Statistics so far (metadata left for the caller to fill).
   ActivationStats result() const;
+  // The same, moved out: the collector starts over empty (quantize --gptq --data takes each
+  // layer's statistics when the layer is done, so that memory holds one layer's X^T X).
+  ActivationStats take();
 
  private:
   struct Acc {
@@ -60,5 +63,11 @@ class StatsCollector : public ActivationObserver {
   };
   Mutex mu_;
 };
+
+// 1 / input_scale per linear, input_scale = amax / 2688 (quantize's default form): the global
+// scales W4A4 kernels quantize each linear's input with (collect_hessian). A routed expert's
+// amax is the max over the experts of its layer with the same projection (spec: one input_scale
+// per MoE layer and projection), which also covers experts no token reached.
+std::map<std::string, float> w4a4_act_global_scales(const ActivationStats& stats);
 
 }  // namespace fp4kit::engine

@@ -7,6 +7,7 @@
 #include "fp4kit/error.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/nvfp4_search.hpp"
+#include "fp4kit/quant/code_store.hpp"
 #include "fp4kit/quant/gptq.hpp"
 
 namespace fp4kit {
@@ -76,6 +77,12 @@ ScaleOutcome encode_scales(const SourceView& v, float s2, const QuantOptions& o,
 
 ScaleOutcome encode_weight(const SourceView& v, float s2, const QuantOptions& o,
                            const std::string& module, uint8_t* packed, uint8_t* scales) {
+  if (o.codes) {
+    ScaleOutcome stored;
+    if (o.codes->get(module, s2, v.rows * v.cols / 2, v.rows * v.cols / kNvfp4Block, packed,
+                     scales, stored))
+      return stored;
+  }
   ScaleOutcome out = encode_scales(v, s2, o, module, packed, scales);
   if (!o.gptq) return out;
   const std::vector<double>* xtx = nullptr;
@@ -84,7 +91,10 @@ ScaleOutcome encode_weight(const SourceView& v, float s2, const QuantOptions& o,
     if (it != o.stats->xtx.end()) xtx = &it->second;
   }
   if (!xtx) {
-    out.gptq_fallback = "no X^T X for this linear in the stats file (calibrate --full-xtx)";
+    out.gptq_fallback =
+        o.codes ? "not in the engine's layer pass (outside the decoder layers, or 3-D experts)"
+                : "no X^T X for this linear (no calibration token reached it, or the stats file "
+                  "lacks it: calibrate --full-xtx)";
     return out;
   }
   out.gptq_fallback = gptq_encode(v, s2, scales, *xtx, GptqOptions{o.gptq_damp}, packed);

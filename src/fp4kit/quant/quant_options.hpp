@@ -7,6 +7,8 @@
 
 namespace fp4kit {
 
+class CodeStore;
+
 enum class OutputFormat { ModelOpt, CompressedTensors };
 
 // How block scales are chosen (issue 15): max = amax_b / 6 rounded to E4M3 (ModelOpt, byte for
@@ -32,6 +34,9 @@ struct QuantOptions {
   // GPTQ on top of the chosen scales (needs <m>.input_xtx in the stats); dampening fraction.
   bool gptq = false;
   double gptq_damp = 0.01;
+  // quantize --gptq --data: the codes and block scales the engine's layer pass chose (with each
+  // layer's X^T X); a tensor found there is taken as stored instead of encoded.
+  const CodeStore* codes = nullptr;
   // A tensor that quantization destroys (DistortionStats::destroyed) fails the run, whatever the
   // verify level; true commits it anyway (only to compare with tools that write such tensors).
   bool allow_destroyed = false;

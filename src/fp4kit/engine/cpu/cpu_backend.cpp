@@ -34,6 +34,7 @@ class CpuBackend final : public Backend {
   }
   // Decoded straight into a buffer of this backend (no zero-filled vector first).
   Linear load_linear(const Checkpoint& ckpt, const LinearRef& ref, bool act) override {
+    if (overlay_) return Backend::load_linear(ckpt, ref, act);  // weights from memory first
     Buffer w = alloc(ref.rows * ref.cols * sizeof(float));
     Linear L = Backend::upload(load_linear_into(ckpt, ref, act, w.f()));
     L.w = std::move(w);

@@ -198,6 +198,7 @@ class CudaBackend final : public Backend {
 
   // ---- weights: BF16/F16/F32 as stored, widened on the GPU (other storages: base class)
   Linear load_linear(const Checkpoint& c, const LinearRef& ref, bool act) override {
+    if (overlay_) return Backend::load_linear(c, ref, act);  // weights from memory first
     const std::string& m = ref.module;
     const uint8_t* raw = nullptr;
     DType dt = DType::F32;
