@@ -6,6 +6,10 @@
 # (input scales, Hessian blocks, X^T X): 64 x 256 tokens from token 100,000 on (disjoint), as
 # bench/quality_table.sh. W4A16 uses `calibrate --hessian raw --full-xtx`, W4A4 `--hessian w4a4`.
 # VARIANTS (";"-separated quantize options) picks the rows, default: the five scale variants.
+# A variant holding the word DATA runs GPTQ layer by layer over the calibration text instead of
+# the stats file's X^T X: DATA becomes --data <calibration tokens> --samples 64 --seq-len 256
+# (W4A16: no --stats; W4A4: --stats for the input scales only), e.g. "--gptq DATA;--gptq
+# --gptq-sequential DATA".
 # Usage: [VARIANTS="..."] bench/quality_scales.sh [fp4kit binary] [shared-data-dir] [models...]
 set -euo pipefail
 B=${1:-build/fp4kit}
@@ -37,9 +41,16 @@ for m in $models; do
     IFS=';' read -ra vs <<< "$VARIANTS"
     for v in "${vs[@]}"; do
       rm -rf "$W/q"
+      m2=$mode
+      label=${v//DATA/--data}
+      # W4A16 reads the stats file only for hessian scales or GPTQ from its X^T X.
+      if [[ $a = w4a16 && ( " $v " == *" DATA "* || ( $v != *hessian* && $v != *--gptq* ) ) ]]; then
+        m2="--weights-only"
+      fi
+      v=${v//DATA/--data $W/calib.u16 --samples 64 --seq-len 256}
       # shellcheck disable=SC2086
-      "$B" quantize "$src" "$W/q" $mode $v > /dev/null 2>&1
-      row "$m" "$a $v" "$W/q"
+      "$B" quantize "$src" "$W/q" $m2 $v > /dev/null 2>&1
+      row "$m" "$a $label" "$W/q"
     done
   done
 done
