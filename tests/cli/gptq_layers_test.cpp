@@ -2,7 +2,9 @@
 // routed Mixtral: the same bytes as `calibrate --full-xtx` + `quantize --gptq --stats` (W4A16
 // with Hessian scales, W4A4); the statistics held at once are one layer's (against the sizes the
 // whole-model stats file holds); experts that no token reached keep their plain codes, reported;
-// --gptq-sequential changes later layers but not the first (whose inputs are the embeddings).
+// --gptq-sequential changes later layers but not the first (whose inputs are the embeddings),
+// and its layer 1 equals GPTQ from the X^T X that `calibrate --full-xtx` measures on a checkpoint
+// whose layer 0 is the sequential output's (layer 1 sees what the quantized layer 0 computes).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -10,6 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/io/checkpoint_fingerprint.hpp"
+#include "fp4kit/io/safetensors_writer.hpp"
 #include "fp4kit/io/stats_file.hpp"
 #include "support/checkpoint_values.hpp"
 #include "support/run_command.hpp"
@@ -170,6 +174,54 @@ TEST(GptqLayers, SequentialKeepsTheFirstLayerAndChangesLaterOnes) {
   }
   EXPECT_EQ(first, 16u);
   EXPECT_GT(later_differ, 10u);
+}
+
+TEST(GptqLayers, SequentialLayerOneSeesTheQuantizedLayerZero) {
+  GPTQ_FIXTURE(f);
+  const std::string d = f.data_args(4, 64);
+  f.quantize("s", "--weights-only --gptq --gptq-sequential " + d);
+  auto src = Checkpoint::open(f.model);
+  auto seq = Checkpoint::open(f.tmp / "s");
+  // The hybrid: layer 0's quantized linears as the sequential run wrote them, the rest as source.
+  std::vector<TensorSpec> specs;
+  std::vector<std::pair<const Checkpoint*, std::string>> from;
+  for (const auto& n : src->tensor_names()) {
+    const Checkpoint* c = src.get();
+    if (n.starts_with("model.layers.0.") && seq->has(n) && seq->info(n).dtype == DType::U8) c = seq.get();
+    specs.push_back({n, c->info(n).dtype, c->info(n).shape});
+    from.emplace_back(c, n);
+    if (c == seq.get())
+      for (const std::string part : {"_scale", "_scale_2"}) {
+        specs.push_back({n + part, seq->info(n + part).dtype, seq->info(n + part).shape});
+        from.emplace_back(seq.get(), n + part);
+      }
+  }
+  ASSERT_EQ(specs.size(), src->tensor_names().size() + 2 * 16);
+  const fs::path hybrid = f.tmp / "hybrid";
+  fs::create_directories(hybrid);
+  {
+    CheckpointWriter w(hybrid, specs);
+    for (const auto& [c, n] : from) w.write(n, c->bytes(n));
+    w.finish();
+  }
+  fs::copy_file(f.model / "config.json", hybrid / "config.json");
+  const fs::path st = f.tmp / "hybrid.st";
+  f.run("calibrate " + quote(hybrid.string()) + " " + d + " --hessian raw --full-xtx -o " +
+        quote(st.string()));
+  {  // the hybrid's statistics, presented as the source's (quantize refuses another model's)
+    ActivationStats h = read_stats_file(st);
+    h.metadata["source_fingerprint"] = checkpoint_fingerprint(*src);
+    write_stats_file(st, h);
+  }
+  f.quantize("r", "--weights-only --gptq --stats " + quote(st.string()));
+  auto r = Checkpoint::open(f.tmp / "r");
+  size_t compared = 0;
+  for (const auto& n : seq->tensor_names())
+    if (n.starts_with("model.layers.1.") && seq->info(n).dtype == DType::U8) {
+      EXPECT_EQ(testing::bytes_of(*seq, n), testing::bytes_of(*r, n)) << n;
+      ++compared;
+    }
+  EXPECT_EQ(compared, 16u);
 }
 
 TEST(GptqLayers, UsageErrors) {
