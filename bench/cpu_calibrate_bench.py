@@ -5,9 +5,13 @@ token ids, in one run. Default model: the issue's (4 layers, hidden 2048, 32/4 h
 128 experts of 768, top-8, vocab 151936; 6.2 GB), written here with random N(0, 0.02) bf16
 weights (norms 1) by a streaming safetensors writer (seconds, where fp4kit-synth takes minutes).
 
-Usage: python bench/cpu_calibrate_bench.py --fp4kit build/fp4kit [--threads 16] [--layers 4]
-         [--samples 16] [--seq-len 512] [--batch 8] [--work /tmp/fp4kit-cpu-bench]
-Prints a markdown table row (BENCHMARKS.md, "CPU engine vs transformers").
+Usage: python bench/cpu_calibrate_bench.py --fp4kit build/fp4kit [--baseline OLD_FP4KIT]
+         [--threads 16] [--layers 4] [--samples 16] [--seq-len 512] [--batch 8]
+         [--work /tmp/fp4kit-cpu-bench]
+Prints a markdown table, one row per fp4kit build (BENCHMARKS.md, "CPU engine vs transformers").
+--baseline: another fp4kit build (e.g. main before a change) run on the same model and tokens in
+the same run; the largest relative difference of its statistics (input_amax, input_sumsq) from
+--fp4kit's is printed too (different product shapes round differently: float32 rounding only).
 """
 import argparse
 import json
@@ -100,6 +104,7 @@ def write_model(path: Path, layers, experts, hidden=2048, heads=32, kv_heads=4, 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--fp4kit", required=True)
+    ap.add_argument("--baseline", help="another fp4kit build run in the same run")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--experts", type=int, default=128)
@@ -118,29 +123,84 @@ def main():
     np.random.default_rng(1).integers(0, 151936, a.samples * a.seq_len,
                                       dtype=np.uint32).tofile(ids_path)
     tokens = a.samples * a.seq_len
-    cmd = [a.fp4kit, "calibrate", str(model), "--data", str(ids_path), "--samples",
-           str(a.samples), "--seq-len", str(a.seq_len), "--threads", str(a.threads),
-           "--device", "cpu", "-o", str(work / "stats.safetensors")]
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    f_wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        sys.exit(p.stdout + p.stderr)
-    f_fwd = float(re.search(r"time: [\d.]+ s \(([\d.]+) s forward\)", p.stdout).group(1))
+
+    def run_fp4kit(binary, stats):
+        cmd = [binary, "calibrate", str(model), "--data", str(ids_path), "--samples",
+               str(a.samples), "--seq-len", str(a.seq_len), "--threads", str(a.threads),
+               "--device", "cpu", "-o", str(stats)]
+        if stats.exists():
+            stats.unlink()
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            sys.exit(p.stdout + p.stderr)
+        print(p.stdout, end="", flush=True)
+        # FP4KIT_ENGINE_PROFILE=1 in the environment: the engine's time per phase (stderr)
+        print("".join(l + "\n" for l in p.stderr.splitlines() if l.startswith("profile:")),
+              end="", flush=True)
+        fwd = float(re.search(r"time: [\d.]+ s \(([\d.]+) s forward\)", p.stdout).group(1))
+        return fwd, wall
+
+    builds = [("fp4kit", a.fp4kit, work / "stats.safetensors")]
+    if a.baseline:
+        builds.insert(0, ("baseline", a.baseline, work / "stats-baseline.safetensors"))
+    results = [(label, *run_fp4kit(b, st)) for label, b, st in builds]
     p = subprocess.run([sys.executable, "-c", CHILD, str(model), str(ids_path), str(a.samples),
                         str(a.seq_len), str(a.threads), str(a.batch)], capture_output=True,
                        text=True)
     if p.returncode != 0:
         sys.exit(p.stdout + p.stderr)
     t = json.loads(p.stdout.strip().splitlines()[-1])
-    print("| model | tokens | threads | fp4kit calibrate forward s (tok/s) | fp4kit whole process s "
-          "| transformers fp32 forward s (tok/s) | forward speed fp4kit / transformers |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| Qwen3-MoE {a.layers} layers, {a.experts} experts | {a.samples} x {a.seq_len} | "
-          f"{a.threads} | {f_fwd:.1f} ({tokens / f_fwd:.0f}) | {f_wall:.1f} | "
-          f"{t['forward_s']:.1f} ({tokens / t['forward_s']:.0f}) | "
-          f"{t['forward_s'] / f_fwd:.2f} |", flush=True)
+    if a.baseline:
+        print("largest relative difference baseline vs fp4kit statistics: "
+              + ", ".join(f"{k} {v:.3g}" for k, v in
+                          stats_difference(builds[0][2], builds[1][2]).items()))
+    print("| model | tokens | threads | build | fp4kit calibrate forward s (tok/s) | fp4kit whole "
+          "process s | transformers fp32 forward s (tok/s) | forward speed fp4kit / "
+          "transformers |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, f_fwd, f_wall in results:
+        print(f"| Qwen3-MoE {a.layers} layers, {a.experts} experts | {a.samples} x {a.seq_len} | "
+              f"{a.threads} | {label} | {f_fwd:.1f} ({tokens / f_fwd:.0f}) | {f_wall:.1f} | "
+              f"{t['forward_s']:.1f} ({tokens / t['forward_s']:.0f}) | "
+              f"{t['forward_s'] / f_fwd:.2f} |", flush=True)
 
+
+def read_safetensors(path):
+    """name -> numpy array (F32 / F64 / I64 tensors of a stats file)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    types = {"F32": np.float32, "F64": np.float64, "I64": np.int64}
+    out = {}
+    for name, v in header.items():
+        if name == "__metadata__" or v["dtype"] not in types:
+            continue
+        b, e = v["data_offsets"]
+        out[name] = np.frombuffer(data[b:e], dtype=types[v["dtype"]]).reshape(v["shape"])
+    return out
+
+
+def stats_difference(path_a, path_b):
+    """Per kind of statistic (the tensor name's last part), the largest |a - b| / max|a| over
+    the tensors; the routed token counts must be equal."""
+    a, b = read_safetensors(path_a), read_safetensors(path_b)
+    if a.keys() != b.keys():
+        sys.exit(f"statistics files hold different tensors: {sorted(a.keys() ^ b.keys())[:5]}")
+    worst = {}
+    for name, x in a.items():
+        y = b[name]
+        kind = name.rsplit(".", 1)[-1]
+        if x.dtype == np.int64:
+            if not np.array_equal(x, y):
+                sys.exit(f"{name}: routed counts differ between the builds")
+            continue
+        scale = float(np.max(np.abs(x.astype(np.float64)))) or 1.0
+        d = float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))) / scale
+        worst[kind] = max(worst.get(kind, 0.0), d)
+    return worst
 
 if __name__ == "__main__":
     main()

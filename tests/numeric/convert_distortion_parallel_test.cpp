@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "fp4kit/error.hpp"
@@ -109,6 +110,47 @@ TEST(Parallel, CoversTheRangeOnceAndHonoursThreadCount) {
   set_thread_count(0);
   EXPECT_GE(thread_count(), 1);
   parallel_for(5, 5, 1, [](size_t, size_t) { FAIL() << "empty range must not call the body"; });
+}
+
+TEST(Parallel, TasksRunOnceEachAndTheirParallelForRunsInline) {
+  for (int threads : {1, 3, 0}) {
+    set_thread_count(threads);
+    constexpr size_t n = 200;
+    std::vector<std::atomic<int>> hits(n);
+    std::atomic<int> not_inline{0}, outside{0};
+    EXPECT_FALSE(in_parallel_task());
+    parallel_tasks(n, [&](size_t i) {
+      ++hits[i];
+      if (!in_parallel_task()) ++outside;
+      const auto me = std::this_thread::get_id();
+      // A task's parallel_for stays on the task's thread, in one call over the whole range.
+      int calls = 0;
+      parallel_for(0, 100'000, 1, [&](size_t b, size_t e) {
+        ++calls;
+        if (std::this_thread::get_id() != me || b != 0 || e != 100'000) ++not_inline;
+      });
+      if (calls != 1) ++not_inline;
+    });
+    EXPECT_FALSE(in_parallel_task());
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << i;
+    EXPECT_EQ(not_inline.load(), 0);
+    EXPECT_EQ(outside.load(), 0);
+  }
+  set_thread_count(0);
+}
+
+TEST(Parallel, ATaskExceptionReachesTheCallerAndStopsNewTasks) {
+  set_thread_count(2);
+  std::atomic<int> started{0};
+  EXPECT_THROW(parallel_tasks(10'000,
+                              [&](size_t i) {
+                                ++started;
+                                if (i == 3) throw Error("task 3 failed");
+                              }),
+               Error);
+  EXPECT_LT(started.load(), 10'000);
+  EXPECT_FALSE(in_parallel_task());
+  set_thread_count(0);
 }
 
 }  // namespace

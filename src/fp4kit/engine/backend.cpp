@@ -31,6 +31,10 @@ Linear Backend::load_bmm_expert(const Checkpoint& ckpt, const BmmRef& ref, size_
   return upload(engine::load_bmm_expert(ckpt, ref, e, act));
 }
 
+Linear Backend::load_linear_pair(const Checkpoint&, const LinearRef&, const LinearRef&, bool) {
+  return {};
+}
+
 void Backend::linear(const Linear& L, const float* x, size_t rows, float* y) {
   const float* in = x;
   Buffer own;  // concurrent callers: a scratch of this call's own

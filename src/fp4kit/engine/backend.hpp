@@ -147,6 +147,12 @@ class Backend {
   virtual void prefetch(const Checkpoint& ckpt, const std::vector<std::string>& tensors) {}
   // Null (the default) or linears load_linear takes from `overlay` (it must outlive its use).
   void set_overlay(const WeightOverlay* overlay) { overlay_ = overlay; }
+  // Two linears of the same input (gate and up) stacked into one [a.rows + b.rows, cols] linear,
+  // a's rows first, so that one product reads the input once; or an empty Linear (w empty) when
+  // the backend keeps them apart (the default) or they cannot share one product (widths,
+  // activation scales or biases differ). The module name is a's.
+  virtual Linear load_linear_pair(const Checkpoint& ckpt, const LinearRef& a, const LinearRef& b,
+                                  bool activations);
   virtual void download(const float* src, size_t n, float* host) const = 0;
   // Host-readable view of n floats at `src`, valid until the next host_view call (observers).
   // The CPU backend returns `src` itself.

@@ -12,6 +12,7 @@
 #include "fp4kit/engine/blocks/block.hpp"
 #include "fp4kit/engine/blocks/moe.hpp"
 #include "fp4kit/engine/families/family.hpp"
+#include "fp4kit/engine/profile.hpp"
 #include "fp4kit/engine/weights.hpp"
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
@@ -165,8 +166,15 @@ void ForwardPass::run_layer(size_t li, ActivationObserver* obs) {
   else if (impl_->logits && !S.lm_head_tied && ckpt.has(S.lm_head.module + ".weight"))
     be.prefetch(ckpt, {S.lm_head.module + ".weight"});
   const RunContext ctx{be, impl_->batch, obs, impl_->opt.all_experts};
-  for (const BlockLoader& load : layer_blocks(ckpt, S, li, be, impl_->opt.simulate_activations))
-    load()->forward(ctx, impl_->hidden.f());
+  for (const BlockLoader& load : layer_blocks(ckpt, S, li, be, impl_->opt.simulate_activations)) {
+    std::unique_ptr<Block> block;
+    {
+      const profile::Scope p("block load (weights decoded)");
+      block = load();
+    }
+    const profile::Scope p("block forward");
+    block->forward(ctx, impl_->hidden.f());
+  }
 }
 
 void ForwardPass::save() {
@@ -229,6 +237,7 @@ void Engine::run(const std::vector<std::vector<int32_t>>& seqs, const ForwardOpt
     pass.run_layer(li, obs);
     if (opt.on_layer) opt.on_layer(static_cast<int64_t>(li), n);
   }
+  profile::print_and_reset();
   if (sink) pass.finish(sink);
 }
 

@@ -10,8 +10,12 @@ void GatedMlp::run(const RunContext& ctx, const float* x, size_t rows, float* ou
   Backend& be = ctx.be;
   const size_t I = inter();
   if (kind != Kind::Separate) {
-    // One module (the 3-D gate_up_proj) reads x: observed once, not once per half.
-    ctx.observe({&gate.module}, x, rows, gate.k);
+    // One module (the 3-D gate_up_proj) reads x: observed once, not once per half; or gate and
+    // up stacked into one linear.
+    if (stacked)
+      ctx.observe({&gate.module, &up.module}, x, rows, gate.k);
+    else
+      ctx.observe({&gate.module}, x, rows, gate.k);
     be.ensure(u, rows * 2 * I);
     be.ensure(g, rows * I);
     be.linear(gate, x, rows, u.f());
@@ -34,8 +38,17 @@ void GatedMlp::run(const RunContext& ctx, const float* x, size_t rows, float* ou
 GatedMlp load_gated_mlp(const Checkpoint& c, const LinearRef& g, const LinearRef& u,
                         const LinearRef& d, Backend& be, bool act) {
   GatedMlp m;
-  m.gate = be.load_linear(c, g, act);
-  m.up = be.load_linear(c, u, act);
+  m.gate = be.load_linear_pair(c, g, u, act);
+  if (!m.gate.w.empty()) {
+    m.kind = GatedMlp::Kind::FusedSplit;  // silu(first I) * (last I)
+    m.stacked = true;
+    m.up.module = u.module;
+    m.up.n = u.rows;
+    m.up.k = u.cols;
+  } else {
+    m.gate = be.load_linear(c, g, act);
+    m.up = be.load_linear(c, u, act);
+  }
   m.down = be.load_linear(c, d, act);
   return m;
 }

@@ -17,6 +17,9 @@ struct GatedMlp {
   enum class Kind { Separate, FusedInterleaved, FusedSplit };
   Kind kind = Kind::Separate;
   Linear gate, up, down;  // fused: `gate` is gate_up [2I, H], `up` unused
+  // FusedSplit from separate gate / up linears stacked by the backend (load_linear_pair):
+  // `up` carries only the up module's name, observed with gate's.
+  bool stacked = false;
   float alpha = 0.0f, limit = 0.0f;  // FusedInterleaved: clamped SwiGLU parameters
 
   size_t inter() const { return down.k; }
@@ -26,7 +29,8 @@ struct GatedMlp {
            Buffer& u) const;
 };
 
-// gate/up/down as three linears (a dense MLP, a per-expert or fused-3-D expert, a shared expert).
+// gate/up/down as three linears (a dense MLP, a per-expert or fused-3-D expert, a shared expert);
+// gate and up as one stacked linear where the backend stacks them (Backend::load_linear_pair).
 GatedMlp load_gated_mlp(const Checkpoint& ckpt, const LinearRef& gate, const LinearRef& up,
                         const LinearRef& down, Backend& be, bool activations);
 

@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
+#include "fp4kit/engine/profile.hpp"
 #include "fp4kit/engine/weights.hpp"
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/numeric/parallel.hpp"
@@ -16,6 +18,7 @@ size_t moe_round_tokens(size_t top_k, size_t hidden) {
 }
 
 void MoeBlock::forward(const RunContext& ctx, float* hidden) {
+  const profile::Scope whole("moe: whole block forward");
   Backend& be = ctx.be;
   const size_t H = cfg_.hidden, T = ctx.batch.tokens, E = w_.expert_names.size();
   const size_t chunk = std::max<size_t>(ctx.batch.chunk_tokens, 1);
@@ -80,10 +83,14 @@ void MoeBlock::forward(const RunContext& ctx, float* hidden) {
         return rows_r[a].size() > rows_r[b].size();
       });
       Buffer y = be.alloc(std::max<size_t>(offset[E], 1) * H * sizeof(float));
+      std::optional<profile::Scope> tasks_wall(std::in_place, "moe: expert tasks (wall)");
       parallel_tasks(order.size(), [&](size_t i) {
         const size_t e = order[i];
         const std::vector<uint32_t>& rows = rows_r[e];
+        std::optional<profile::Scope> load_time(std::in_place, "moe: expert load (thread sum)");
         const GatedMlp mlp = w_.load_expert(e);
+        load_time.reset();
+        const profile::Scope run_time("moe: expert products (thread sum)");
         Buffer xin, g, u;
         for (size_t i0 = 0; i0 < rows.size(); i0 += chunk) {
           const size_t n = std::min(chunk, rows.size() - i0);
@@ -93,6 +100,8 @@ void MoeBlock::forward(const RunContext& ctx, float* hidden) {
           mlp.run(ctx, xin.f(), n, y.f() + (offset[e] + i0) * H, g, u);
         }
       });
+      tasks_wall.reset();
+      const profile::Scope combine("moe: outputs added");
       for (size_t e = 0; e < E; ++e)
         if (!rows_r[e].empty())
           be.scatter_add_rows(out.f(), H, rows_r[e].data(), rows_r[e].size(),

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <numeric>
 
 #include "fp4kit/engine/act_quant.hpp"
@@ -15,14 +17,69 @@
 namespace fp4kit::engine {
 namespace {
 
+// Large buffers are kept for reuse when freed: the engine allocates the same shapes over and over
+// (every expert's weights and activations), and fresh memory costs a page fault per page on
+// first touch (expensive under sandboxed kernels, and serialised across threads). Sizes are
+// rounded up to 1/8 of their power of two; at most kMaxCached bytes wait in the pool.
+class BufferPool {
+ public:
+  static BufferPool& get() {
+    static BufferPool* pool = new BufferPool;  // never destroyed: buffers may outlive statics
+    return *pool;
+  }
+  static size_t size_class(size_t floats) {
+    if (floats < kMinFloats) return floats;
+    size_t p = 1;
+    while (p * 2 <= floats) p *= 2;
+    const size_t g = p / 8;
+    return (floats + g - 1) / g * g;
+  }
+  std::shared_ptr<float[]> take(size_t floats) {
+    const size_t n = size_class(floats);
+    if (n < kMinFloats) return std::shared_ptr<float[]>(new float[n]);
+    float* p = nullptr;
+    {
+      const std::lock_guard<std::mutex> lock(mu_);
+      const auto it = free_.find(n);
+      if (it != free_.end()) {
+        p = it->second;
+        free_.erase(it);
+        cached_ -= n;
+      }
+    }
+    if (!p) p = new float[n];
+    return std::shared_ptr<float[]>(p, [this, n](float* q) { give(q, n); });
+  }
+
+ private:
+  static constexpr size_t kMinFloats = size_t(1) << 16;              // 256 KiB
+  static constexpr size_t kMaxCached = (size_t(1) << 30) / sizeof(float);  // 1 GiB
+  void give(float* p, size_t n) {
+    {
+      const std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + n <= kMaxCached) {
+        free_.emplace(n, p);
+        cached_ += n;
+        return;
+      }
+    }
+    delete[] p;
+  }
+  std::mutex mu_;
+  std::multimap<size_t, float*> free_;
+  size_t cached_ = 0;  // floats
+};
+
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
   bool concurrent_ops() const override { return true; }  // stateless but for linear()'s scratch
 
-  // Uninitialised, as device memory is (no page-touching memset of every scratch buffer).
+  // Uninitialised, as device memory is (no page-touching memset of every scratch buffer), and
+  // reused from the pool where one of the same size class was freed.
   Buffer alloc(size_t bytes) override {
-    std::shared_ptr<float[]> mem(new float[(bytes + sizeof(float) - 1) / sizeof(float)]);
+    std::shared_ptr<float[]> mem =
+        BufferPool::get().take((bytes + sizeof(float) - 1) / sizeof(float));
     void* p = mem.get();
     return Buffer(std::move(mem), p, bytes);
   }
@@ -37,6 +94,19 @@ class CpuBackend final : public Backend {
     if (overlay_) return Backend::load_linear(ckpt, ref, act);  // weights from memory first
     Buffer w = alloc(ref.rows * ref.cols * sizeof(float));
     Linear L = Backend::upload(load_linear_into(ckpt, ref, act, w.f()));
+    L.w = std::move(w);
+    return L;
+  }
+  Linear load_linear_pair(const Checkpoint& ckpt, const LinearRef& a, const LinearRef& b,
+                          bool act) override {
+    if (overlay_ || a.cols != b.cols) return {};  // overlay: each through load_linear
+    Buffer w = alloc((a.rows + b.rows) * a.cols * sizeof(float));
+    LinearWeights la = load_linear_into(ckpt, a, act, w.f());
+    const LinearWeights lb = load_linear_into(ckpt, b, act, w.f() + a.rows * a.cols);
+    if (la.act_global_scale != lb.act_global_scale || !la.bias.empty() || !lb.bias.empty())
+      return {};
+    la.n = a.rows + b.rows;
+    Linear L = Backend::upload(std::move(la));
     L.w = std::move(w);
     return L;
   }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -363,16 +364,28 @@ Routes route_topk(const float* logits, size_t T, size_t E, const RouterOptions& 
 
 bool column_amax_sumsq(const float* x, size_t rows, size_t k, float* colmax, double* sumsq) {
   std::atomic<bool> bad{false};
-  parallel_for(0, k, 16, [&](size_t c0, size_t c1) {
-    bool local_bad = false;
-    for (size_t r = 0; r < rows; ++r) {
-      const float* xr = x + r * k;
-      for (size_t c = c0; c < c1; ++c) {
-        const float v = xr[c];
-        if (!std::isfinite(v)) local_bad = true;
-        colmax[c] = std::max(colmax[c], std::fabs(v));
-        sumsq[c] += static_cast<double>(v) * v;
+  // Blocks of kCols columns accumulated in local arrays (no aliasing with x: the loops
+  // vectorise); each column's sum is still added in row order.
+  constexpr size_t kCols = 64;
+  parallel_for(0, (k + kCols - 1) / kCols, 1, [&](size_t b0, size_t b1) {
+    int local_bad = 0;
+    for (size_t b = b0; b < b1; ++b) {
+      const size_t c0 = b * kCols, nc = std::min(kCols, k - c0);
+      float mx[kCols];
+      double sq[kCols];
+      std::copy_n(colmax + c0, nc, mx);
+      std::copy_n(sumsq + c0, nc, sq);
+      for (size_t r = 0; r < rows; ++r) {
+        const float* xr = x + r * k + c0;
+        for (size_t c = 0; c < nc; ++c) {
+          const float a = std::fabs(xr[c]);
+          local_bad |= !(a <= std::numeric_limits<float>::max());  // NaN or Inf
+          mx[c] = std::max(mx[c], a);
+          sq[c] += static_cast<double>(xr[c]) * xr[c];
+        }
       }
+      std::copy_n(mx, nc, colmax + c0);
+      std::copy_n(sq, nc, sumsq + c0);
     }
     if (local_bad) bad.store(true);
   });
