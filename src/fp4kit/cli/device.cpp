@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/numeric/parallel.hpp"
@@ -42,7 +43,8 @@ CLI::Validator device_validator() {
 
 Device resolve_device(const std::string& arg, bool gpu_fp32) {
   Device d;
-  const std::string cpu_desc = fmt::format("cpu ({} threads)", thread_count());
+  const std::string cpu_desc =
+      fmt::format("cpu ({} threads, OpenBLAS {})", thread_count(), engine::blas_core_name());
   if (arg == "cpu") {
     d.description = cpu_desc;
     return d;

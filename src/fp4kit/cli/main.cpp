@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "fp4kit/cli/commands.hpp"
+#include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/output_dir.hpp"
 
@@ -53,6 +54,13 @@ void handle_termination_signals() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // OpenBLAS fell back to its generic kernels on a CPU it did not recognise (cpu/ops.hpp): run
+  // again with OPENBLAS_CORETYPE naming the CPU's kernels (read by OpenBLAS only when it loads).
+  // The device line of calibrate / eval names the kernels in use. If exec fails, go on as is.
+  if (const std::string core = fp4kit::engine::blas_coretype_override(); !core.empty()) {
+    ::setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
+    ::execv("/proc/self/exe", argv);
+  }
   // A file-size limit or a full quota must surface as a write error with a message, not a kill.
   std::signal(SIGXFSZ, SIG_IGN);
   handle_termination_signals();

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <iterator>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -14,6 +16,7 @@
 #include "fp4kit/numeric/parallel.hpp"
 
 extern "C" void openblas_set_num_threads(int num_threads);
+extern "C" char* openblas_get_corename(void);
 
 namespace fp4kit::engine {
 
@@ -21,6 +24,30 @@ void set_blas_threads(int /*n*/) {
   // OpenBLAS always runs single-threaded; the engine parallelises over fixed tiles itself, so
   // every output element is computed by the same kernel path whatever the thread count.
   openblas_set_num_threads(1);
+}
+
+std::string blas_core_name() {
+  const char* c = openblas_get_corename();
+  return c ? c : "unknown";
+}
+
+std::string blas_coretype_override() {
+  if (std::getenv("OPENBLAS_CORETYPE")) return {};  // the user's choice
+  static const char* const kOld[] = {"Unknown", "Katmai", "Coppermine", "Northwood", "Prescott",
+                                     "Banias", "Atom", "Core2", "Penryn", "Dunnington",
+                                     "Nehalem"};
+  const std::string core = blas_core_name();
+  if (std::none_of(std::begin(kOld), std::end(kOld),
+                   [&](const char* o) { return core == o; }))
+    return {};
+#if defined(__x86_64__) && defined(__GNUC__)
+  // __builtin_cpu_supports checks the OS saves the registers too (XGETBV), as OpenBLAS does.
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
+  return {};
 }
 
 namespace {

@@ -2,6 +2,7 @@
 // The float32 building blocks of the CPU forward pass. Matrix products go through OpenBLAS
 // (sgemm on all cores); the rest is plain loops spread over the TBB pool with parallel_for.
 #include <cstddef>
+#include <string>
 
 #include "fp4kit/engine/backend.hpp"
 
@@ -10,6 +11,16 @@ namespace fp4kit::engine {
 // Keeps OpenBLAS single-threaded (the engine runs fixed tiles on the TBB pool instead); the
 // argument is ignored and kept for callers that state their thread count.
 void set_blas_threads(int n);
+
+// OpenBLAS picks its kernels from CPUID when it loads. Under some sandboxes (gVisor on the lent
+// H200 machine) it does not recognise the CPU and falls back to its generic SSE3 "Prescott"
+// kernels: single-threaded sgemm 28.7 GFLOP/s there against torch's 116. Returns the
+// OPENBLAS_CORETYPE (OpenBLAS's documented override, read only when it loads) that names the
+// kernels this CPU and OS run (SkylakeX with AVX-512, Haswell with AVX2 + FMA) when OpenBLAS
+// fell back to a pre-AVX core and the variable is unset; empty otherwise.
+std::string blas_coretype_override();
+// The OpenBLAS kernels in use ("SkylakeX", "Haswell", "Prescott", ...).
+std::string blas_core_name();
 
 // y[rows, n] = x[rows, k] * w[n, k]^T (+ bias[n]). Row-major, w as stored in checkpoints.
 // Output tiles of 256 columns by 64-512 rows (chosen from the shape, ops.cpp), each one
