@@ -7,7 +7,10 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <random>
+#include <thread>
 
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
@@ -281,6 +284,57 @@ TEST(CheckpointWriter, PiecesThatDoNotAddUpAreErrors) {
     w.write_part("a", as_bytes("abcd"), false);
     EXPECT_THAT(error_of([&] { w.finish(); }), HasSubstr("tensor \"a\" was only partly written (4 of 8 bytes)"));
   }
+}
+
+// Positional writing: places taken in the declared order (one tensor in pieces, an empty one),
+// then the bytes written by 4 threads in a shuffled order across 4 shards: the same files as the
+// sequential writes (whose bytes ExactBytesOfOneFile checks against the format).
+TEST(CheckpointWriter, PositionalWritesFromSeveralThreadsGiveTheSameFiles) {
+  std::vector<TensorSpec> specs;
+  for (int i = 0; i < 40; ++i)
+    specs.push_back({fmt::format("t{}", i), DType::U8, {static_cast<uint64_t>(i == 7 ? 0 : 1000 + 37 * i)}});
+  TempDir seq, par;
+  {
+    CheckpointWriter w(seq.path(), specs, 20'000);
+    write_all(w, specs);
+  }
+  std::vector<std::string> data;
+  for (size_t k = 0; k < specs.size(); ++k) data.push_back(payload(specs[k].nbytes(), static_cast<int>(k)));
+  CheckpointWriter w(par.path(), specs, 20'000);
+  std::vector<std::pair<CheckpointWriter::Slot, std::span<const uint8_t>>> jobs;
+  for (size_t k = 0; k < specs.size(); ++k) {
+    const auto bytes = as_bytes(data[k]);
+    if (k == 3) {  // in two pieces
+      jobs.emplace_back(w.reserve(specs[k].name, 100, false), bytes.subspan(0, 100));
+      jobs.emplace_back(w.reserve(specs[k].name, bytes.size() - 100, true), bytes.subspan(100));
+    } else {
+      jobs.emplace_back(w.reserve(specs[k].name, bytes.size(), true), bytes);
+    }
+  }
+  EXPECT_THAT(error_of([&] { w.reserve("t0", 1, true); }), HasSubstr("after all declared tensors"));
+  std::shuffle(jobs.begin(), jobs.end(), std::mt19937(42));
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (size_t j = t; j < jobs.size(); j += 4) w.write_at(jobs[j].first, jobs[j].second);
+    });
+  for (auto& t : threads) t.join();
+  w.finish();
+  ASSERT_EQ(w.files().size(), 5u);  // 4 shards + index
+  for (const auto& f : w.files())
+    EXPECT_EQ(read_file(par / f.filename().string()), read_file(seq / f.filename().string())) << f;
+}
+
+// A place taken but never written is an error at finish, naming the file; a slot of the wrong
+// size is refused.
+TEST(CheckpointWriterMisuse, ReservedButNotWritten) {
+  TempDir d;
+  CheckpointWriter w(d.path(), {{"a", DType::U8, {4}}, {"b", DType::U8, {2}}});
+  const auto a = w.reserve("a", 4, true);
+  EXPECT_THAT(error_of([&] { w.write_at(a, as_bytes("abc")); }), HasSubstr("3 bytes for a slot of 4"));
+  w.write("b", as_bytes("xy"));
+  EXPECT_THAT(error_of([&] { w.finish(); }),
+              AllOf(HasSubstr("model.safetensors"), HasSubstr("a reserved tensor was not written")));
 }
 
 }  // namespace

@@ -1,18 +1,20 @@
 #include "fp4kit/export/async_writer.hpp"
 
+#include <algorithm>
+
 namespace fp4kit {
 
-AsyncWriter::AsyncWriter(CheckpointWriter& writer, uint64_t max_in_flight)
-    : writer_(&writer), max_in_flight_(max_in_flight), thread_([this] { run(); }) {}
+AsyncWriter::AsyncWriter(CheckpointWriter& writer, uint64_t max_in_flight, unsigned threads)
+    : writer_(&writer), max_in_flight_(max_in_flight) {
+  start(threads);
+}
 
-AsyncWriter::AsyncWriter(uint64_t max_in_flight)
-    : writer_(nullptr), max_in_flight_(max_in_flight), thread_([this] { run(); }) {}
+AsyncWriter::AsyncWriter(uint64_t max_in_flight) : writer_(nullptr), max_in_flight_(max_in_flight) {
+  start(1);
+}
 
-void AsyncWriter::post(std::function<void()> job, uint64_t size) {
-  Item item;
-  item.job = std::move(job);
-  item.job_size = size;
-  push(std::move(item), size);
+void AsyncWriter::start(unsigned threads) {
+  for (unsigned i = 0; i < std::max(1u, threads); ++i) threads_.emplace_back([this] { run(); });
 }
 
 AsyncWriter::~AsyncWriter() {
@@ -21,30 +23,39 @@ AsyncWriter::~AsyncWriter() {
     stop_ = true;
   }
   cv_.notify_all();
-  thread_.join();
+  for (auto& t : threads_) t.join();
+}
+
+void AsyncWriter::post(std::function<void()> job, uint64_t size) {
+  Item item;
+  item.job = std::move(job);
+  item.job_size = size;
+  push(std::move(item));
 }
 
 void AsyncWriter::write(std::string name, std::vector<uint8_t> data) {
-  const uint64_t size = data.size();
-  push(Item{std::move(name), std::move(data), {}, {}}, size);
+  push(Item{std::move(name), std::move(data), {}, {}});
 }
 
 void AsyncWriter::write_part(std::string name, std::vector<uint8_t> data, bool last) {
-  const uint64_t size = data.size();
-  push(Item{std::move(name), std::move(data), {}, {}, true, last}, size);
+  push(Item{std::move(name), std::move(data), {}, {}, last});
 }
 
 void AsyncWriter::write_borrowed(std::string name, std::span<const uint8_t> data,
                                  std::function<void()> done) {
   // Borrowed bytes live in the source mapping: they count towards RSS while queued too.
-  push(Item{std::move(name), {}, data, std::move(done)}, data.size());
+  push(Item{std::move(name), {}, data, std::move(done)});
 }
 
-void AsyncWriter::push(Item item, uint64_t size) {
+void AsyncWriter::push(Item item) {
+  const uint64_t size = item.size();
   std::unique_lock<std::mutex> lock(mu_);
   // Admit one item even when it alone exceeds the bound, otherwise wait for room.
   cv_.wait(lock, [&] { return error_ || in_flight_ == 0 || in_flight_ + size <= max_in_flight_; });
   if (error_) std::rethrow_exception(error_);
+  // A tensor's place in the output is taken here, in the order of the calls (which checks the
+  // order and the size).
+  if (!item.job) item.slot = writer_->reserve(item.name, size, item.last);
   in_flight_ += size;
   queue_.push_back(std::move(item));
   cv_.notify_all();
@@ -52,34 +63,30 @@ void AsyncWriter::push(Item item, uint64_t size) {
 
 void AsyncWriter::drain() {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return error_ || (queue_.empty() && !busy_); });
+  cv_.wait(lock, [&] { return error_ || (queue_.empty() && busy_ == 0); });
   if (error_) std::rethrow_exception(error_);
 }
 
 void AsyncWriter::run() {
   for (;;) {
     Item item;
+    bool skip;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;
       item = std::move(queue_.front());
       queue_.pop_front();
-      busy_ = true;
+      ++busy_;
+      skip = static_cast<bool>(error_);
     }
-    const uint64_t size = item.job     ? item.job_size
-                          : item.owned.empty() ? item.borrowed.size()
-                                               : item.owned.size();
     try {
-      if (!error_ && item.job) {
+      if (!skip && item.job) {
         item.job();
-      } else if (!error_) {
+      } else if (!skip) {
         const std::span<const uint8_t> bytes =
             item.owned.empty() ? item.borrowed : std::span<const uint8_t>(item.owned);
-        if (item.part)
-          writer_->write_part(item.name, bytes, item.last);
-        else
-          writer_->write(item.name, bytes);
+        writer_->write_at(item.slot, bytes);
         if (item.done) item.done();
       }
     } catch (...) {
@@ -88,8 +95,8 @@ void AsyncWriter::run() {
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
-      in_flight_ -= size;
-      busy_ = false;
+      in_flight_ -= item.size();
+      --busy_;
     }
     cv_.notify_all();
   }

@@ -1,7 +1,9 @@
 #pragma once
-// Overlaps writing with quantization: a writer thread drains a queue bounded by bytes in flight,
-// so the stream never holds more than `max_in_flight` bytes of finished output. The queue holds
-// tensors for a CheckpointWriter, or jobs (--format gguf: repack and write one piece).
+// Overlaps writing with quantization: writer threads drain a queue bounded by bytes in flight, so
+// the stream never holds more than `max_in_flight` bytes of finished output. The queue holds
+// tensors for a CheckpointWriter, each given its place in the output when queued (in order) and
+// written there by one of several threads in parallel; or jobs (--format gguf: repack and write
+// one piece), run in order on one thread.
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -19,8 +21,8 @@ namespace fp4kit {
 
 class AsyncWriter {
  public:
-  AsyncWriter(CheckpointWriter& writer, uint64_t max_in_flight);
-  explicit AsyncWriter(uint64_t max_in_flight);  // jobs only
+  AsyncWriter(CheckpointWriter& writer, uint64_t max_in_flight, unsigned threads = 4);
+  explicit AsyncWriter(uint64_t max_in_flight);  // jobs only (one thread)
   ~AsyncWriter();  // joins; never throws
 
   // Queues an owned buffer.
@@ -32,7 +34,7 @@ class AsyncWriter {
                       std::function<void()> done = {});
   // Queues a job holding `size` bytes of output (run on the writer thread, in order).
   void post(std::function<void()> job, uint64_t size);
-  // Waits until everything is written; rethrows the writer thread's first error.
+  // Waits until everything is written; rethrows the writer threads' first error.
   void drain();
 
  private:
@@ -41,12 +43,16 @@ class AsyncWriter {
     std::vector<uint8_t> owned;
     std::span<const uint8_t> borrowed;
     std::function<void()> done;
-    bool part = false;  // a piece of a tensor; `last` closes it
-    bool last = true;
+    bool last = true;  // a piece of a tensor closes it
+    CheckpointWriter::Slot slot;
     std::function<void()> job = nullptr;  // instead of a tensor
     uint64_t job_size = 0;
+    uint64_t size() const {
+      return job ? job_size : owned.empty() ? borrowed.size() : owned.size();
+    }
   };
-  void push(Item item, uint64_t size);
+  void push(Item item);
+  void start(unsigned threads);
   void run();
 
   CheckpointWriter* writer_;
@@ -56,9 +62,9 @@ class AsyncWriter {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
-  bool busy_ = false;
+  unsigned busy_ = 0;
   std::exception_ptr error_;
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace fp4kit

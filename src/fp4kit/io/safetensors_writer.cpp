@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -34,17 +35,14 @@ uint64_t TensorSpec::nbytes() const {
 
 namespace {
 
-// Small tensors are gathered into one large write; big ones go straight from the caller's
-// memory to the kernel (no extra copy).
-constexpr size_t kBufferBytes = 8u << 20;
-// Write-behind: every kWritebackWindow bytes the kernel is told to start writing them out
-// (asynchronously: the disk gets a deep queue from the first window on, and the final fsync has
-// only what the disk has not caught up with yet). Dirty data stays bounded: bytes more than
-// dirty_lag() behind the write position are waited for (a 1 TB model must not fill RAM with dirty
-// pages and stall in the kernel's dirty throttling), and, when the whole checkpoint is large next
-// to RAM, dropped from the page cache once on disk.
+// Write-behind: every kWritebackWindow bytes that arrived in a shard, the kernel is told to start
+// writing them out (asynchronously: the disk gets a deep queue from the first window on, and the
+// final fsync has only what the disk has not caught up with yet). Dirty data stays bounded: bytes
+// more than dirty_lag() behind are waited for (a 1 TB model must not fill RAM with dirty pages and
+// stall in the kernel's dirty throttling), and, when the whole checkpoint is large next to RAM,
+// dropped from the page cache once on disk.
 constexpr uint64_t kWritebackWindow = 32ull << 20;
-// Closed shards are fsynced by background threads; at most this many at once.
+// Completed shards are fsynced by background threads; at most this many at once.
 constexpr size_t kMaxPendingSyncs = 4;
 
 uint64_t physical_ram() {
@@ -71,6 +69,22 @@ struct ShardLayout {
   uint64_t data_bytes = 0;
 };
 
+// A shard's file while it is written: bytes arrive from several threads, in any order.
+struct ShardFile {
+  int fd = -1;
+  fs::path path;
+  uint64_t data_start = 0;  // 8 + header length
+  uint64_t total = 0;       // data_start + data bytes: the file's size
+  // Guarded by Impl::mu.
+  uint64_t arrived = 0;  // bytes written so far (the shard is complete at `total`)
+  uint64_t high = 0;     // end of the furthest write
+  // Guarded by `wb`: the write-behind state, and the hand-off of fd to the fsync thread.
+  std::mutex wb;
+  uint64_t kicked = 0;   // [0, kicked) has been handed to writeback
+  uint64_t settled = 0;  // [0, settled) is on disk (and, for a large checkpoint, dropped)
+  bool handed_off = false;
+};
+
 }  // namespace
 
 struct CheckpointWriter::Impl {
@@ -78,53 +92,66 @@ struct CheckpointWriter::Impl {
   std::vector<TensorSpec> specs;
   std::vector<uint64_t> sizes;
   std::vector<size_t> shard_of;
+  std::vector<uint64_t> offset_in_shard;  // of each tensor, from its shard's data start
   std::vector<ShardLayout> shards;
   std::map<std::string, std::string> metadata;
   std::vector<fs::path> files;
 
+  // reserve()'s state: one caller at a time.
   size_t next = 0;         // next tensor expected
-  uint64_t part_done = 0;  // bytes of tensor `next` written so far by write_part
-  size_t open_shard = 0;   // index of the shard open in fd (valid when fd >= 0)
-  size_t shards_done = 0;  // shards fully written and synced
-  int fd = -1;
-  fs::path open_path;
-  uint64_t file_pos = 0;  // bytes written to the open file
-  uint64_t kicked = 0;    // [0, kicked) has been handed to writeback
-  uint64_t settled = 0;   // [0, settled) is on disk and dropped from the page cache
-  std::vector<uint8_t> buffer;
+  uint64_t part_done = 0;  // bytes of tensor `next` reserved so far by pieces
   bool finished = false;
   bool writing_done = false;  // finish_writing() ran: only wait_durable() is left
-  bool failed = false;
+  std::atomic<bool> failed{false};
   uint64_t lag = dirty_lag();
   bool drop_cache = false;  // the checkpoint is large next to RAM: keep the page cache small
 
-  // fsync + close of closed shards, in background threads (the stream goes on meanwhile).
+  // One per shard, made up front (write_at() on other threads reads them while reserve() opens
+  // the next); opened in order, the first `opened`.
+  std::vector<std::unique_ptr<ShardFile>> files_open;
+  size_t opened = 0;
+  std::mutex mu;
+
+  // fsync + close of completed shards, in background threads (the stream goes on meanwhile).
   std::deque<std::thread> syncs;
-  std::mutex sync_mu;
+  std::mutex syncs_mu;
+  std::mutex error_mu;
   std::exception_ptr sync_error;
 
   void start_sync(int f, fs::path path) {
-    while (syncs.size() >= kMaxPendingSyncs) {
-      syncs.front().join();
-      syncs.pop_front();
+    for (;;) {
+      std::thread oldest;
+      {
+        std::lock_guard<std::mutex> lock(syncs_mu);
+        if (syncs.size() < kMaxPendingSyncs) {
+          syncs.emplace_back([this, f, path = std::move(path)] {
+            const int rc = ::fsync(f), err = errno;
+            const int crc = ::close(f), cerr = errno;
+            if (rc == 0 && crc == 0) return;
+            std::lock_guard<std::mutex> elock(error_mu);
+            if (!sync_error)
+              sync_error = std::make_exception_ptr(Error(fmt::format(
+                  "{}: {} failed: {}", path.string(), rc != 0 ? "fsync" : "close",
+                  std::strerror(rc != 0 ? err : cerr))));
+          });
+          return;
+        }
+        oldest = std::move(syncs.front());
+        syncs.pop_front();
+      }
+      oldest.join();
     }
-    syncs.emplace_back([this, f, path = std::move(path)] {
-      const int rc = ::fsync(f), err = errno;
-      const int crc = ::close(f), cerr = errno;
-      if (rc == 0 && crc == 0) return;
-      std::lock_guard<std::mutex> lock(sync_mu);
-      if (!sync_error)
-        sync_error = std::make_exception_ptr(Error(fmt::format(
-            "{}: {} failed: {}", path.string(), rc != 0 ? "fsync" : "close",
-            std::strerror(rc != 0 ? err : cerr))));
-    });
   }
   void join_syncs() {
-    for (auto& t : syncs) t.join();
-    syncs.clear();
+    std::deque<std::thread> all;
+    {
+      std::lock_guard<std::mutex> lock(syncs_mu);
+      all.swap(syncs);
+    }
+    for (auto& t : all) t.join();
   }
   void rethrow_sync_error() {
-    std::lock_guard<std::mutex> lock(sync_mu);
+    std::lock_guard<std::mutex> lock(error_mu);
     if (sync_error) {
       failed = true;
       std::rethrow_exception(sync_error);
@@ -167,85 +194,106 @@ struct CheckpointWriter::Impl {
     return h;
   }
 
-  void write_all(const uint8_t* p, size_t n) {
+  // Writes all of `data` at `offset` (any thread); a failure marks the writer failed.
+  void pwrite_all(ShardFile& s, const uint8_t* p, size_t n, uint64_t offset) {
     while (n > 0) {
-      ssize_t w = ::write(fd, p, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        int err = errno;
+      const ssize_t w = ::pwrite(s.fd, p, n, static_cast<off_t>(offset));
+      if (w <= 0) {
+        if (w < 0 && errno == EINTR) continue;
+        const int err = w < 0 ? errno : ENOSPC;
         failed = true;
-        throw Error(fmt::format("{}: write failed: {}", open_path.string(), std::strerror(err)));
+        throw Error(fmt::format("{}: write failed: {}", s.path.string(), std::strerror(err)));
       }
       p += w;
       n -= static_cast<size_t>(w);
-      file_pos += static_cast<uint64_t>(w);
+      offset += static_cast<uint64_t>(w);
     }
-    write_behind();
   }
-  void write_behind() {
-    if (file_pos - kicked < kWritebackWindow) return;
-    // Start writeback of the new window (asynchronous).
-    if (::sync_file_range(fd, static_cast<off_t>(kicked), static_cast<off_t>(file_pos - kicked),
+
+  // Counts `n` bytes ending at `end` as arrived in shard `k`: starts write-behind, and hands a
+  // completed shard to a background fsync.
+  void arrived(size_t k, uint64_t end, uint64_t n) {
+    ShardFile& s = *files_open[k];
+    bool complete;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      s.arrived += n;
+      s.high = std::max(s.high, end);
+      complete = s.arrived == s.total;
+    }
+    if (complete)
+      close_shard(s);
+    else
+      write_behind(s);
+  }
+
+  void write_behind(ShardFile& s) {
+    std::unique_lock<std::mutex> wb(s.wb, std::try_to_lock);
+    if (!wb.owns_lock() || s.handed_off) return;  // another thread is at it
+    uint64_t high;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      high = s.high;
+    }
+    if (high < s.kicked + kWritebackWindow) return;
+    // Start writeback of the new window (asynchronous; pages of it still to come are written
+    // by a later window or the fsync).
+    if (::sync_file_range(s.fd, static_cast<off_t>(s.kicked), static_cast<off_t>(high - s.kicked),
                           SYNC_FILE_RANGE_WRITE) != 0)
       return;  // not supported here: the fsync at the end still makes the file durable
-    kicked = file_pos;
+    s.kicked = high;
     // Wait for everything more than `lag` behind, then (large checkpoints) drop those pages.
-    if (kicked - settled > lag) {
-      const uint64_t upto = kicked - lag;
-      if (::sync_file_range(fd, static_cast<off_t>(settled), static_cast<off_t>(upto - settled),
+    if (s.kicked - s.settled > lag) {
+      const uint64_t upto = s.kicked - lag;
+      if (::sync_file_range(s.fd, static_cast<off_t>(s.settled),
+                            static_cast<off_t>(upto - s.settled),
                             SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
                                 SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
-        int err = errno;
+        const int err = errno;
         failed = true;
-        throw Error(fmt::format("{}: writing to disk failed: {}", open_path.string(),
-                                std::strerror(err)));
+        throw Error(
+            fmt::format("{}: writing to disk failed: {}", s.path.string(), std::strerror(err)));
       }
       if (drop_cache)
-        ::posix_fadvise(fd, static_cast<off_t>(settled), static_cast<off_t>(upto - settled),
+        ::posix_fadvise(s.fd, static_cast<off_t>(s.settled), static_cast<off_t>(upto - s.settled),
                         POSIX_FADV_DONTNEED);
-      settled = upto;
+      s.settled = upto;
     }
-  }
-  void flush() {
-    if (!buffer.empty()) write_all(buffer.data(), buffer.size());
-    buffer.clear();
-  }
-  void append(std::span<const uint8_t> data) {
-    if (data.size() >= kBufferBytes / 2) {
-      flush();
-      write_all(data.data(), data.size());
-      return;
-    }
-    if (buffer.size() + data.size() > kBufferBytes) flush();
-    buffer.insert(buffer.end(), data.begin(), data.end());
   }
 
-  void open_next_shard() {
-    const ShardLayout& s = shards[shards_done];
-    open_path = dir / s.file_name;
-    fd = ::open(open_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      failed = true;
-      throw Error(fmt::format("{}: cannot create: {}", open_path.string(), std::strerror(errno)));
-    }
-    open_shard = shards_done;
-    file_pos = kicked = settled = 0;
-    files.push_back(open_path);
-    const std::string h = header_for(s);
-    uint8_t len[8];
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(uint64_t(h.size()) >> (8 * i));
-    append({len, 8});
-    append({reinterpret_cast<const uint8_t*>(h.data()), h.size()});
-  }
-
-  // Hands the shard to a background fsync (wait_durable() waits for it and reports failures).
-  void close_shard() {
-    flush();
+  // Every byte of the shard arrived: hand it to a background fsync (wait_durable() waits for it
+  // and reports failures).
+  void close_shard(ShardFile& s) {
+    std::lock_guard<std::mutex> wb(s.wb);
     // Start write-out of the tail now, so the fsync finds it under way.
-    ::sync_file_range(fd, static_cast<off_t>(kicked), 0, SYNC_FILE_RANGE_WRITE);
-    start_sync(fd, open_path);
-    fd = -1;
-    ++shards_done;
+    ::sync_file_range(s.fd, static_cast<off_t>(s.kicked), 0, SYNC_FILE_RANGE_WRITE);
+    s.handed_off = true;
+    const int f = s.fd;
+    s.fd = -1;
+    start_sync(f, s.path);
+  }
+
+  // Creates shard k's file and writes its header (reserve()'s thread).
+  void open_shard(size_t k) {
+    const ShardLayout& layout = shards[k];
+    ShardFile* s = files_open[k].get();
+    s->path = dir / layout.file_name;
+    s->fd = ::open(s->path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (s->fd < 0) {
+      failed = true;
+      throw Error(fmt::format("{}: cannot create: {}", s->path.string(), std::strerror(errno)));
+    }
+    files.push_back(s->path);
+    const std::string h = header_for(layout);
+    std::string head(8, '\0');
+    for (int i = 0; i < 8; ++i) head[i] = static_cast<char>(uint64_t(h.size()) >> (8 * i));
+    head += h;
+    s->data_start = head.size();
+    s->total = head.size() + layout.data_bytes;
+    ShardFile& ref = *s;
+    opened = k + 1;
+    pwrite_all(ref, reinterpret_cast<const uint8_t*>(head.data()), head.size(), 0);
+    arrived(k, head.size(), head.size());
   }
 };
 
@@ -279,6 +327,7 @@ CheckpointWriter::CheckpointWriter(fs::path dir, std::vector<TensorSpec> tensors
       cur = &shards.back();
     }
     cur->tensors.push_back(i);
+    m.offset_in_shard.push_back(cur->data_bytes);
     cur->data_bytes += m.sizes[i];
     m.shard_of.push_back(shards.size() - 1);
   }
@@ -288,7 +337,7 @@ CheckpointWriter::CheckpointWriter(fs::path dir, std::vector<TensorSpec> tensors
                                  : fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, n);
   m.shards = std::move(shards);
   for (const auto& s : m.shards) m.header_for(s);  // reject bad names now, not mid-stream
-  m.buffer.reserve(kBufferBytes);
+  for (size_t k = 0; k < m.shards.size(); ++k) m.files_open.push_back(std::make_unique<ShardFile>());
   uint64_t total = 0;
   for (uint64_t sz : m.sizes) total += sz;
   m.drop_cache = total > physical_ram() / 8;
@@ -297,7 +346,8 @@ CheckpointWriter::CheckpointWriter(fs::path dir, std::vector<TensorSpec> tensors
 CheckpointWriter::~CheckpointWriter() {
   if (!impl_) return;
   impl_->join_syncs();
-  if (impl_->fd >= 0) ::close(impl_->fd);  // unfinished: the OutputDir discards it
+  for (auto& s : impl_->files_open)
+    if (s->fd >= 0) ::close(s->fd);  // unfinished: the OutputDir discards it
 }
 
 void CheckpointWriter::write(std::string_view name, std::span<const uint8_t> data) {
@@ -306,32 +356,47 @@ void CheckpointWriter::write(std::string_view name, std::span<const uint8_t> dat
 
 void CheckpointWriter::write_part(std::string_view name, std::span<const uint8_t> data,
                                   bool last) {
+  write_at(reserve(name, data.size(), last), data);
+}
+
+CheckpointWriter::Slot CheckpointWriter::reserve(std::string_view name, uint64_t size,
+                                                 bool last) {
   Impl& m = *impl_;
   m.rethrow_sync_error();
   if (m.failed) throw Error(fmt::format("tensor \"{}\": the writer failed earlier", name));
-  if (m.finished || m.next >= m.specs.size())
+  if (m.finished || m.writing_done || m.next >= m.specs.size())
     throw Error(fmt::format("tensor \"{}\" written after all declared tensors", name));
   const TensorSpec& t = m.specs[m.next];
   if (t.name != name)
     throw Error(fmt::format("tensor \"{}\" written out of order: \"{}\" is next{}", name, t.name,
                             m.part_done ? " (and only partly written)" : ""));
-  const uint64_t total = m.part_done + data.size();
-  if (total > m.sizes[m.next] || (last && total != m.sizes[m.next]))
+  const uint64_t total = m.part_done + size;
+  if (total > m.sizes[m.next] || total < size || (last && total != m.sizes[m.next]))
     throw Error(fmt::format("tensor \"{}\": {} bytes written but {} {} needs {}", name,
                             total, dtype_name(t.dtype),
                             fmt::format("[{}]", fmt::join(t.shape, ",")),
                             m.sizes[m.next]));
-  if (m.part_done == 0) {
-    const size_t shard = m.shard_of[m.next];
-    if (m.fd >= 0 && m.open_shard != shard) m.close_shard();
-    if (m.fd < 0) m.open_next_shard();
-  }
-  m.append(data);
+  const size_t shard = m.shard_of[m.next];
+  while (m.opened <= shard) m.open_shard(m.opened);
+  Slot slot{shard, m.files_open[shard]->data_start + m.offset_in_shard[m.next] + m.part_done,
+            size};
   m.part_done = total;
   if (last) {
     m.part_done = 0;
     ++m.next;
   }
+  return slot;
+}
+
+void CheckpointWriter::write_at(const Slot& slot, std::span<const uint8_t> data) {
+  Impl& m = *impl_;
+  if (data.size() != slot.size)
+    throw Error(fmt::format("{} bytes for a slot of {} (internal error)", data.size(), slot.size));
+  if (m.failed) throw Error("checkpoint writer: it failed earlier");
+  if (data.empty()) return;
+  ShardFile& s = *m.files_open[slot.shard];
+  m.pwrite_all(s, data.data(), data.size(), slot.offset);
+  m.arrived(slot.shard, slot.offset + data.size(), data.size());
 }
 
 void CheckpointWriter::finish() {
@@ -349,8 +414,14 @@ void CheckpointWriter::finish_writing() {
   if (m.next < m.specs.size())
     throw Error(fmt::format("tensor \"{}\" was declared but never written ({} of {} missing)",
                             m.specs[m.next].name, m.specs.size() - m.next, m.specs.size()));
-  if (m.fd < 0 && m.shards_done == 0) m.open_next_shard();  // no tensors: a header-only file
-  if (m.fd >= 0) m.close_shard();
+  if (m.opened == 0) m.open_shard(0);  // no tensors: a header-only file
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    for (size_t k = 0; k < m.opened; ++k)
+      if (const auto& s = m.files_open[k]; s->arrived != s->total)
+        throw Error(fmt::format("{}: {} of {} bytes arrived (a reserved tensor was not written)",
+                                s->path.string(), s->arrived, s->total));
+  }
 
   if (m.shards.size() > 1) {
     nlohmann::json index;

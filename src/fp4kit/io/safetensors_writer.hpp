@@ -1,6 +1,8 @@
 #pragma once
 // Streaming writer of a (sharded) safetensors checkpoint: the output tensors (name, dtype, shape)
-// are declared up front, then their bytes arrive one tensor at a time in that order.
+// are declared up front, which fixes every tensor's offset; then their bytes arrive in that order
+// (write/write_part), or are placed in that order (reserve) and written at their offsets by
+// several threads at once (write_at).
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -37,6 +39,17 @@ class CheckpointWriter {
   // Appends the next tensor in pieces (a tensor too large to hold in memory at once); `last`
   // closes it, and the pieces must then add up to its byte size exactly.
   void write_part(std::string_view name, std::span<const uint8_t> data, bool last);
+  // Positional writing: reserve() takes the next tensor (or piece) in the declared order, with the
+  // same checks as write_part, and says where its bytes go; write_at() then writes them there and
+  // may run on any thread, concurrently with other write_at() calls and reserve(). A shard's fsync
+  // starts (in the background) once all its bytes arrived. write_part = reserve + write_at.
+  struct Slot {
+    size_t shard = 0;
+    uint64_t offset = 0;  // in the shard's file
+    uint64_t size = 0;
+  };
+  Slot reserve(std::string_view name, uint64_t size, bool last);
+  void write_at(const Slot& slot, std::span<const uint8_t> data);
   // Checks that every tensor arrived, writes the index, fsyncs. Throws on any failure.
   // = finish_writing() + wait_durable().
   void finish();
