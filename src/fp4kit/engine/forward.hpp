@@ -34,6 +34,12 @@ class ActivationObserver {
   virtual void linear_column_stats(const std::vector<const std::string*>& modules,
                                    const float* colmax, const double* sumsq, size_t rows,
                                    size_t k) {}
+  // Expert `expert` of the 3-D BMM expert tensor `module` (gpt-oss) reads x [rows, k]: besides
+  // linear_input, which sees it under `module` (shared by all experts), for an observer that
+  // keeps per-expert statistics and says so.
+  virtual bool wants_bmm_expert_rows() const { return false; }
+  virtual void bmm_expert_input(const std::string& module, uint64_t expert, const float* x,
+                                size_t rows, size_t k) {}
   // True when linear_input may be called from several threads at once for DIFFERENT modules
   // (then blocks may run independent experts side by side).
   virtual bool concurrent() const { return false; }

@@ -6,6 +6,7 @@
 
 #include "fp4kit/engine/act_quant.hpp"
 #include "fp4kit/engine/cpu/ops.hpp"
+#include "fp4kit/io/stats_file.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 #include "fp4kit/error.hpp"
@@ -23,7 +24,16 @@ void StatsCollector::linear_input(const std::vector<const std::string*>& modules
                 " (the model produced NaN/Inf on this data)");
   const float amax = *std::max_element(colmax.begin(), colmax.end());
   for (const std::string* m : modules) add_reduced(*m, amax, sq, static_cast<int64_t>(rows));
-  if (hessian_) add_hessian(modules, x, rows, k);
+  if (hessian_) add_hessian(modules, x, rows, k, acc_);
+}
+
+void StatsCollector::bmm_expert_input(const std::string& module, uint64_t expert, const float* x,
+                                      size_t rows, size_t k) {
+  if (!hessian_) return;
+  const std::string name = bmm_expert_stats_name(module, expert);
+  add_hessian({&name}, x, rows, k, expert_acc_, &module);
+  const std::lock_guard<std::mutex> lock(mu_.m);
+  expert_acc_[name].count += static_cast<int64_t>(rows);
 }
 
 void StatsCollector::linear_column_stats(const std::vector<const std::string*>& modules,
@@ -54,16 +64,18 @@ void StatsCollector::collect_hessian(std::map<std::string, float> act_global_sca
 }
 
 void StatsCollector::add_hessian(const std::vector<const std::string*>& modules, const float* x,
-                                 size_t rows, size_t k) {
+                                 size_t rows, size_t k, std::map<std::string, Acc>& into,
+                                 const std::string* gs_module) {
   if (k % 16 != 0) return;  // such a linear stays unquantized
   // Modules sharing this input (q/k/v, gate/up) with the same global scale share one sum.
   std::map<float, std::vector<const std::string*>> by_gs;
   for (const std::string* m : modules) {
     float gs = 0.0f;  // 0: inputs as they are
     if (!act_gs_.empty()) {
-      const auto it = act_gs_.find(*m);
+      const std::string& key = gs_module ? *gs_module : *m;
+      const auto it = act_gs_.find(key);
       if (it == act_gs_.end())
-        throw Error("calibration: no activation global scale for " + *m +
+        throw Error("calibration: no activation global scale for " + key +
                     " (the first pass saw no input for it)");
       gs = it->second;
     }
@@ -92,7 +104,7 @@ void StatsCollector::add_hessian(const std::vector<const std::string*>& modules,
       }
     });
     std::vector<double> full;
-    if (full_) {  // each task owns whole rows of X^T X
+    if (full_ && &into == &acc_) {  // each task owns whole rows of X^T X
       full.assign(k * k, 0.0);
       parallel_for(0, k, 1, [&](size_t a0, size_t a1) {
         for (size_t a = a0; a < a1; ++a)
@@ -106,10 +118,10 @@ void StatsCollector::add_hessian(const std::vector<const std::string*>& modules,
     }
     const std::lock_guard<std::mutex> lock(mu_.m);
     for (const std::string* m : mods) {
-      Acc& acc = acc_[*m];
+      Acc& acc = into[*m];
       if (acc.hess.empty()) acc.hess.assign(k * 16, 0.0);
       for (size_t i = 0; i < h.size(); ++i) acc.hess[i] += h[i];
-      if (full_) {
+      if (!full.empty()) {
         if (acc.xtx.empty()) acc.xtx.assign(k * k, 0.0);
         for (size_t i = 0; i < full.size(); ++i) acc.xtx[i] += full[i];
       }
@@ -131,6 +143,10 @@ ActivationStats StatsCollector::result() const {
     if (!a.hess.empty()) s.hessian_blocks[m] = a.hess;
     if (!a.xtx.empty()) s.xtx[m] = a.xtx;
   }
+  for (const auto& [m, a] : expert_acc_) {
+    s.token_count[m] = a.count;
+    s.hessian_blocks[m] = a.hess;
+  }
   s.routed_tokens = routed_;
   return s;
 }
@@ -145,8 +161,13 @@ ActivationStats StatsCollector::take() {
     if (!a.hess.empty()) s.hessian_blocks[m] = std::move(a.hess);
     if (!a.xtx.empty()) s.xtx[m] = std::move(a.xtx);
   }
+  for (auto& [m, a] : expert_acc_) {
+    s.token_count[m] = a.count;
+    s.hessian_blocks[m] = std::move(a.hess);
+  }
   s.routed_tokens = std::move(routed_);
   acc_.clear();
+  expert_acc_.clear();
   routed_.clear();
   return s;
 }

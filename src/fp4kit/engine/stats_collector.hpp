@@ -27,6 +27,10 @@ class StatsCollector : public ActivationObserver {
   bool wants_column_stats() const override { return !hessian_; }
   void linear_column_stats(const std::vector<const std::string*>& modules, const float* colmax,
                            const double* sumsq, size_t rows, size_t k) override;
+  // With Hessian blocks: also each BMM expert's own (bmm_expert_stats_name), for --scales hessian.
+  bool wants_bmm_expert_rows() const override { return hessian_; }
+  void bmm_expert_input(const std::string& module, uint64_t expert, const float* x, size_t rows,
+                        size_t k) override;
   bool concurrent() const override { return true; }  // one module's sums stay in call order
   // Statistics reduced elsewhere (the GPU backend): `rows` rows entering `module` whose largest
   // |x| is `amax` and whose per-channel sums of x^2 are `sq`; accumulated as linear_input does.
@@ -47,11 +51,15 @@ class StatsCollector : public ActivationObserver {
     std::vector<double> hess;  // [k/16][16][16]
     std::vector<double> xtx;   // [k][k] (full)
   };
+  // Into `into` (acc_, or expert_acc_ for BMM experts); the activation global scale of each
+  // module is looked up under `gs_module` when given (a BMM expert: its tensor's).
   void add_hessian(const std::vector<const std::string*>& modules, const float* x, size_t rows,
-                   size_t k);
+                   size_t k, std::map<std::string, Acc>& into,
+                   const std::string* gs_module = nullptr);
   bool hessian_ = false, full_ = false;
   std::map<std::string, float> act_gs_;
   std::map<std::string, Acc> acc_;
+  std::map<std::string, Acc> expert_acc_;  // BMM experts: Hessian blocks and token count only
   std::map<std::string, int64_t> routed_;
   // Guards the maps above (column sums are computed outside it); a moved or copied collector
   // gets a mutex of its own.

@@ -176,4 +176,10 @@ ActivationStats read_stats_file(const fs::path& path) {
   return st;
 }
 
+std::string bmm_expert_stats_name(const std::string& module, uint64_t expert) {
+  const size_t dot = module.rfind('.');
+  if (dot == std::string::npos) return fmt::format("{}.{}", expert, module);
+  return fmt::format("{}.{}{}", module.substr(0, dot), expert, module.substr(dot));
+}
+
 }  // namespace fp4kit

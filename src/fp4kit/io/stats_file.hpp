@@ -41,4 +41,10 @@ ActivationStats read_stats_file(const std::filesystem::path& path);
 // Atomic: writes path.partial then renames.
 void write_stats_file(const std::filesystem::path& path, const ActivationStats& stats);
 
+// The stats name of expert `expert` of a 3-D BMM expert tensor (gpt-oss): its input statistics
+// (amax, sums) are the tensor's, shared by all experts under `module`, but its Hessian blocks and
+// token count are its own, under "<parent>.<expert>.<leaf>" for module "<parent>.<leaf>"
+// (model.layers.0.mlp.experts.gate_up_proj -> model.layers.0.mlp.experts.3.gate_up_proj).
+std::string bmm_expert_stats_name(const std::string& module, uint64_t expert);
+
 }  // namespace fp4kit

@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "fp4kit/error.hpp"
+#include "fp4kit/io/stats_file.hpp"
 #include "fp4kit/numeric/formats.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
 #include "fp4kit/numeric/parallel.hpp"
@@ -241,8 +242,6 @@ float bmm_amax(const Checkpoint& ckpt, const PlanEntry& e) {
 DistortionStats bmm_quantize(const Checkpoint& ckpt, const PlanEntry& e, float s2,
                              const QuantOptions& options, ScaleOutcome& outcome,
                              const BmmExpertBytes& on_expert, std::vector<uint8_t>& scales) {
-  QuantOptions o = options;
-  o.stats = nullptr;  // no per-expert Hessian for 3-D experts: hessian -> mse (outcome says so)
   const BmmSource s = bmm_source(ckpt, e);
   if (s.k % kNvfp4Block != 0)
     throw Error(fmt::format("module '{}': K = {} is not a multiple of 16 (plan error)", e.name,
@@ -251,18 +250,26 @@ DistortionStats bmm_quantize(const Checkpoint& ckpt, const PlanEntry& e, float s
   scales.resize(s.experts * scales_per);
   std::vector<uint8_t> values, expert_packed(packed_per), expert_scales(scales_per);
   DistortionStats total;
+  uint64_t fell_back = 0;
+  ScaleOutcome first_fallback;
   for (uint64_t x = 0; x < s.experts; ++x) {
     const SourceView v = bmm_expert_view(ckpt, e, x, values);
     try {
-      outcome = encode_weight(v, s2, o, e.name, expert_packed.data(), expert_scales.data());
-      if (outcome.method != options.scales)
-        outcome.fallback = "3-D BMM experts: no per-expert Hessian statistics";
+      // Per-expert statistics (Hessian blocks, token count) under the expert's own stats name.
+      const std::string stats_name = bmm_expert_stats_name(e.name, x);
+      outcome = encode_weight(v, s2, options, stats_name, expert_packed.data(),
+                              expert_scales.data());
+      if (outcome.method != options.scales && fell_back++ == 0) {
+        first_fallback = outcome;
+        first_fallback.detail = stats_name + (outcome.detail.empty() ? "" : ": " + outcome.detail);
+      }
     } catch (const Error& err) {
       throw Error(fmt::format("module '{}' (source tensor '{}', expert {}): {}", e.name,
                               e.source.tensor, x, err.what()));
     }
-    total.merge(nvfp4_distortion(v.data, v.dtype, v.rows, v.cols, expert_packed.data(),
-                                 expert_scales.data(), s2));
+    total.merge(outcome.error ? *outcome.error
+                              : nvfp4_distortion(v.data, v.dtype, v.rows, v.cols,
+                                                 expert_packed.data(), expert_scales.data(), s2));
     // [N, K/2] -> [K/2, N] and [N, K/16] -> [K/16, N]: bytes, as ModelOpt transposes back.
     std::vector<uint8_t> packed(packed_per);
     transpose_bytes(expert_packed.data(), s.n, s.k / 2, 1, packed.data());
@@ -274,6 +281,12 @@ DistortionStats bmm_quantize(const Checkpoint& ckpt, const PlanEntry& e, float s
     if (s.scales) release_expert(ckpt, *s.scales, s.experts, x);
     on_expert(x, std::move(packed));
   }
+  if (fell_back > 0) {  // the report's one line for the tensor says how many experts and why
+    outcome = first_fallback;
+    outcome.fallback = fmt::format("{} of {} experts: {}", fell_back, s.experts,
+                                   first_fallback.fallback);
+  }
+  outcome.error = total;
   return total;
 }
 

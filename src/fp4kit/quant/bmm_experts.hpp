@@ -29,8 +29,9 @@ float bmm_amax(const Checkpoint& ckpt, const PlanEntry& entry);
 // `on_expert` as soon as they are ready (so the caller can write them out), the scales into
 // `scales` [E, K/16, N] (resized). Returns the error over all experts.
 using BmmExpertBytes = std::function<void(uint64_t expert, std::vector<uint8_t>&& packed)>;
-// Block scales by options.scales; the stats file has no per-expert Hessian for these 3-D
-// tensors, so hessian uses mse here (said in `outcome`).
+// Block scales by options.scales; hessian takes each expert's Hessian blocks and token count
+// from the stats file under bmm_expert_stats_name(module, expert) (calibrate --hessian writes
+// them); an expert without them uses mse, and `outcome` says how many experts did and why.
 DistortionStats bmm_quantize(const Checkpoint& ckpt, const PlanEntry& entry, float s2,
                              const QuantOptions& options, ScaleOutcome& outcome,
                              const BmmExpertBytes& on_expert, std::vector<uint8_t>& scales);

@@ -52,6 +52,13 @@ struct RunContext {
                   " (the model produced NaN/Inf on this data)");
     obs->linear_column_stats(modules, colmax.data(), sumsq.data(), rows, k);
   }
+  // x [rows, k] (backend memory) read by expert `expert` (>= 0) of the 3-D BMM tensor `module`.
+  void observe_bmm_expert(const std::string& module, int64_t expert, const float* x, size_t rows,
+                          size_t k) const {
+    if (obs && expert >= 0 && obs->wants_bmm_expert_rows())
+      obs->bmm_expert_input(module, static_cast<uint64_t>(expert), be.host_view(x, rows * k),
+                            rows, k);
+  }
 };
 
 class Block {

@@ -16,6 +16,7 @@ void GatedMlp::run(const RunContext& ctx, const float* x, size_t rows, float* ou
       ctx.observe({&gate.module, &up.module}, x, rows, gate.k);
     else
       ctx.observe({&gate.module}, x, rows, gate.k);
+    ctx.observe_bmm_expert(gate.module, bmm_expert, x, rows, gate.k);
     be.ensure(u, rows * 2 * I);
     be.ensure(g, rows * I);
     be.linear(gate, x, rows, u.f());
@@ -32,6 +33,7 @@ void GatedMlp::run(const RunContext& ctx, const float* x, size_t rows, float* ou
     be.silu_mul(g.f(), u.f(), rows * I);
   }
   ctx.observe({&down.module}, g.f(), rows, I);
+  ctx.observe_bmm_expert(down.module, bmm_expert, g.f(), rows, I);
   be.linear(down, g.f(), rows, out);
 }
 

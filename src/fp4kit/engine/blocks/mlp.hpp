@@ -21,6 +21,7 @@ struct GatedMlp {
   // `up` carries only the up module's name, observed with gate's.
   bool stacked = false;
   float alpha = 0.0f, limit = 0.0f;  // FusedInterleaved: clamped SwiGLU parameters
+  int64_t bmm_expert = -1;  // an expert of 3-D BMM tensors: its index (per-expert statistics)
 
   size_t inter() const { return down.k; }
   // out [rows, hidden] = the MLP of x [rows, hidden]; observes the gate/up input (once: the

@@ -221,6 +221,7 @@ std::unique_ptr<Block> load_moe(const Checkpoint& ckpt, const ModelSpec& S, cons
       m.kind = L.bmm_interleaved ? GatedMlp::Kind::FusedInterleaved : GatedMlp::Kind::FusedSplit;
       m.alpha = S.swiglu_alpha;
       m.limit = S.swiglu_limit;
+      m.bmm_expert = static_cast<int64_t>(e);
       return m;
     };
     // Every expert read: drop the layer's 3-D tensors from memory.
