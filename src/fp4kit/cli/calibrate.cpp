@@ -50,6 +50,8 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
     seqs.emplace_back(s.begin(), s.end());
   }
   const size_t tokens = seqs.size() * static_cast<size_t>(samples.seq_len);
+  // A GPU wants fewer, larger products (and fewer stream syncs for the statistics).
+  const size_t chunk = o.chunk > 0 ? o.chunk : dev.cuda ? 16384 : 2048;
   if (!o.quiet) {
     fmt::print("calibrate: {} ({}, {} layers{})\n", o.src, engine::family_name(spec.family),
                spec.n_layers,
@@ -58,7 +60,7 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
     fmt::print("data: {}: {} samples x {} tokens = {} tokens (spread over the first {} tokens)\n", o.data,
                seqs.size(), samples.seq_len, tokens, samples.stream_tokens);
     fmt::print("device: {}\n", dev.description);
-    fmt::print("{}\n", eng.memory_line(tokens, o.chunk, static_cast<size_t>(samples.seq_len)));
+    fmt::print("{}\n", eng.memory_line(tokens, chunk, static_cast<size_t>(samples.seq_len)));
     if (o.all_experts) fmt::print("--all-experts: every routed expert runs on every token (statistics only)\n");
   }
 
@@ -72,7 +74,7 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
   engine::ForwardOptions fo;
   fo.all_experts = o.all_experts;
   fo.simulate_activations = false;  // statistics describe the unquantized model
-  fo.chunk_tokens = o.chunk;
+  fo.chunk_tokens = chunk;
   fo.on_layer = [&](int64_t l, int64_t n) {
     if (o.on_layer) o.on_layer(l + 1, n);
     if (o.quiet) return;
@@ -163,7 +165,7 @@ Command add_calibrate(CLI::App& app) {
       ->check(device_validator());
   sub->add_flag("--gpu-fp32", o->gpu_fp32,
                 "GPU: plain float32 matrix products instead of TF32 (slower, closer to the CPU)");
-  sub->add_option("--chunk-tokens", o->chunk, "tokens per block of the linears (default 2048)")
+  sub->add_option("--chunk-tokens", o->chunk, "tokens per block of the linears (default 2048 on the CPU, 16384 on a GPU)")
       ->check(CLI::PositiveNumber)
       ->group("");
   return {sub, [o]() {

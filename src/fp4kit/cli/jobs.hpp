@@ -38,7 +38,7 @@ struct CalibrateArgs {
   std::string hessian;
   bool full_xtx = false;  // with hessian: also all of X^T X per linear (quantize --gptq)
   int threads = 0;
-  size_t chunk = 2048;
+  size_t chunk = 0;  // tokens per block of the linears; 0: 2048 on the CPU, 16384 on a GPU
   bool quiet = false;
   std::function<void(int64_t layers_done, int64_t layers)> on_layer;  // after each layer
 };

@@ -153,6 +153,8 @@ class Backend {
   // activation scales or biases differ). The module name is a's.
   virtual Linear load_linear_pair(const Checkpoint& ckpt, const LinearRef& a, const LinearRef& b,
                                   bool activations);
+  // n host floats into backend memory at dst (host may be reused as soon as it returns).
+  virtual void write(float* dst, const float* host, size_t n) = 0;
   virtual void download(const float* src, size_t n, float* host) const = 0;
   // Host-readable view of n floats at `src`, valid until the next host_view call (observers).
   // The CPU backend returns `src` itself.

@@ -16,6 +16,7 @@
 #include "fp4kit/engine/weights.hpp"
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/numeric/parallel.hpp"
 
 namespace fp4kit::engine {
 
@@ -145,11 +146,21 @@ ForwardPass::ForwardPass(const Engine& engine, const std::vector<std::vector<int
   const size_t T = impl_->batch.tokens;
   if (T == 0) return;
   if (!S.layers.empty()) be.prefetch(ckpt, layer_tensors(ckpt, S, 0));
-  std::vector<float> h(T * H);
-  for (size_t s = 0; s < seqs.size(); ++s)
-    gather_rows(ckpt, S.embed, seqs[s].data(), seqs[s].size(), H,
-                h.data() + impl_->batch.offsets[s] * H);
-  impl_->hidden = be.upload(std::move(h));
+  // The embeddings, in pieces of about 64 MiB gathered on all cores and written into backend
+  // memory (no host copy of all T x H floats).
+  impl_->hidden = be.alloc(T * H * sizeof(float));
+  std::vector<int32_t> ids;
+  ids.reserve(T);
+  for (const auto& q : seqs) ids.insert(ids.end(), q.begin(), q.end());
+  const size_t piece = std::max<size_t>(1, (size_t(64) << 20) / (H * sizeof(float)));
+  std::vector<float> h(std::min(T, piece) * H);
+  for (size_t r0 = 0; r0 < T; r0 += piece) {
+    const size_t n = std::min(piece, T - r0);
+    parallel_for(0, n, 64, [&](size_t a, size_t b) {
+      gather_rows(ckpt, S.embed, ids.data() + r0 + a, b - a, H, h.data() + a * H);
+    });
+    be.write(impl_->hidden.f() + r0 * H, h.data(), n * H);
+  }
 }
 
 ForwardPass::~ForwardPass() = default;

@@ -83,6 +83,9 @@ class CpuBackend final : public Backend {
     void* p = mem.get();
     return Buffer(std::move(mem), p, bytes);
   }
+  void write(float* dst, const float* host, size_t n) override {
+    std::memcpy(dst, host, n * sizeof(float));
+  }
   Buffer upload(std::vector<float>&& host) override {
     auto mem = std::make_shared<std::vector<float>>(std::move(host));
     void* p = mem->data();

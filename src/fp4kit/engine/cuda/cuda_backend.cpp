@@ -1,5 +1,6 @@
 #include "fp4kit/engine/cuda/cuda_backend.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -81,6 +82,10 @@ class CudaBackend final : public Backend {
     check(cudaMemcpyAsync(b.f(), host.data(), b.bytes(), cudaMemcpyHostToDevice, s()), "upload");
     return b;
   }
+  void write(float* dst, const float* host, size_t n) override {
+    stage_bytes(reinterpret_cast<const uint8_t*>(host), n * sizeof(float),
+                reinterpret_cast<uint8_t*>(dst));
+  }
   void download(const float* src, size_t n, float* host) const override {
     if (n == 0) return;
     check(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, s()), "download");
@@ -158,9 +163,43 @@ class CudaBackend final : public Backend {
     }
     scale_rows_by_position(q, len, stride, width, positions(len), t.buf.f(), s());
   }
+  // Attention as products: scores = scale Q_h K_g^T of every head of a kv group in one batched
+  // cuBLAS call (K shared: stride 0), probabilities by attention_softmax (causal mask, window,
+  // chunk, sinks), then out_h = P_h V_g the same way, both in plain float32 whatever the math
+  // mode (TF32 probabilities moved near-tie routes of later MoE layers); heads in passes of at most 2^28 scores
+  // (1 GiB). Sequences longer than 16384 (a head's scores alone above 1 GiB) use the kernel that
+  // walks the keys per query.
   void attention(const float* q, size_t q_stride, const float* k, const float* v,
                  size_t kv_stride, size_t len, int nh, int nkv, int d, const AttentionOptions& o,
                  float* out, size_t out_stride) override {
+    const size_t per_head = len * len, max_scores = size_t(1) << 28;
+    if (len >= 2 && per_head <= max_scores && nkv > 0 && nh % nkv == 0) {
+      const int dv = o.v_dim > 0 ? o.v_dim : d;
+      const size_t vs = o.v_stride > 0 ? o.v_stride : kv_stride;
+      const int G = nh / nkv, L = static_cast<int>(len);
+      const int pass = static_cast<int>(std::min<size_t>(nh, max_scores / per_head));
+      ensure(scores_, static_cast<size_t>(pass) * per_head);
+      float* S = scores_.f();
+      for (int h0 = 0; h0 < nh; h0 += pass) {
+        const int h1 = std::min(nh, h0 + pass);
+        for (int g = h0 / G; g * G < h1; ++g) {  // the kv groups with heads in [h0, h1)
+          const int a = std::max(h0, g * G), b = std::min(h1, (g + 1) * G);
+          ctx_.gemm_batched(true, false, L, L, d, o.scale, k + size_t(g) * d,
+                            static_cast<int>(kv_stride), 0, q + size_t(a) * d,
+                            static_cast<int>(q_stride), d, S + size_t(a - h0) * per_head, L,
+                            static_cast<long long>(per_head), b - a, true);
+        }
+        attention_softmax(S, h1 - h0, L, o.window, o.chunk, o.sinks, h0, s());
+        for (int g = h0 / G; g * G < h1; ++g) {
+          const int a = std::max(h0, g * G), b = std::min(h1, (g + 1) * G);
+          ctx_.gemm_batched(false, false, dv, L, L, 1.0f, v + size_t(g) * dv,
+                            static_cast<int>(vs), 0, S + size_t(a - h0) * per_head, L,
+                            static_cast<long long>(per_head), out + size_t(a) * dv,
+                            static_cast<int>(out_stride), dv, b - a, true);
+        }
+      }
+      return;
+    }
     causal_attention(q, q_stride, k, v, kv_stride, nullptr, 1, static_cast<int>(len), nh, nkv, d,
                      o.scale, o.window, o.chunk, o.sinks, out, out_stride, s(), o.v_dim,
                      o.v_stride);
@@ -395,7 +434,7 @@ class CudaBackend final : public Backend {
   Context ctx_;
   int* bad_ = nullptr;
   std::vector<float> view_;
-  Buffer staged_[3], stats_scratch_, stats_out_, pos_;
+  Buffer staged_[3], stats_scratch_, stats_out_, pos_, scores_;
   size_t pos_len_ = 0;
   std::map<std::tuple<int, int, std::vector<float>, float>, Table> ropes_;
   struct Temp {

@@ -24,6 +24,12 @@ struct Cublas {
                                    cudaDataType, int, const void*, void*, cudaDataType, int,
                                    cublasComputeType_t, cublasGemmAlgo_t);
   GemmEx gemm_ex = nullptr;
+  using GemmBatched = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t,
+                                         int, int, int, const void*, const void*, cudaDataType,
+                                         int, long long, const void*, cudaDataType, int,
+                                         long long, const void*, void*, cudaDataType, int,
+                                         long long, int, cublasComputeType_t, cublasGemmAlgo_t);
+  GemmBatched gemm_batched = nullptr;
   decltype(&cublasGetStatusString) status_string = nullptr;
 };
 
@@ -60,6 +66,8 @@ const Cublas& cublas() {
     api.set_stream = reinterpret_cast<decltype(api.set_stream)>(sym("cublasSetStream_v2"));
     api.set_math = reinterpret_cast<decltype(api.set_math)>(sym("cublasSetMathMode"));
     api.gemm_ex = reinterpret_cast<decltype(api.gemm_ex)>(sym("cublasGemmEx"));
+    api.gemm_batched =
+        reinterpret_cast<decltype(api.gemm_batched)>(sym("cublasGemmStridedBatchedEx"));
     api.status_string = reinterpret_cast<decltype(api.status_string)>(sym("cublasGetStatusString"));
   });
   if (!failure.empty()) throw Error(failure);
@@ -151,6 +159,21 @@ void Context::gemm_nt(const float* x, size_t rows, size_t k, const float* w, siz
                               static_cast<int>(w_kn ? n : k), x, CUDA_R_32F, static_cast<int>(k),
                               &zero, y, CUDA_R_32F, static_cast<int>(n), ct, CUBLAS_GEMM_DEFAULT),
              "gemm");
+}
+
+void Context::gemm_batched(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                           const float* A, int lda, long long sa, const float* B, int ldb,
+                           long long sb, float* C, int ldc, long long sc, int batch, bool exact) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  const float zero = 0.0f;
+  const cublasComputeType_t ct =
+      (math_ == Math::Tf32 && !exact) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  check_blas(cublas().gemm_batched(static_cast<cublasHandle_t>(blas_),
+                                   trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                   trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, &alpha, A,
+                                   CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, &zero, C,
+                                   CUDA_R_32F, ldc, sc, batch, ct, CUBLAS_GEMM_DEFAULT),
+             "batched gemm");
 }
 
 void Context::sync() { check(cudaStreamSynchronize(compute_), "synchronize"); }

@@ -93,6 +93,12 @@ class Context {
   // mode (routers).
   void gemm_nt(const float* x, size_t rows, size_t k, const float* w, size_t n, float* y,
                bool w_kn = false, bool exact = false);
+  // cuBLAS's column-major C_b = alpha op(A_b) op(B_b) for b < batch, A_b = A + b * sa (likewise
+  // B, C; a stride of 0 shares one matrix), on the compute stream, in the context's math
+  // (exact: plain float32 always).
+  void gemm_batched(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* A,
+                    int lda, long long sa, const float* B, int ldb, long long sb, float* C, int ldc,
+                    long long sc, int batch, bool exact = false);
   void sync();
 
  private:

@@ -222,6 +222,48 @@ __global__ void attention_kernel(const float* __restrict__ q, size_t qs,
   }
 }
 
+// ---------------------------------------------------------------- attention probabilities
+// One block per score row; the block's partial max / sum combined through shared memory.
+template <bool kMax>
+__device__ float block_reduce(float v) {
+  __shared__ float part[32];
+  for (int o = 16; o > 0; o >>= 1) {
+    const float w = __shfl_xor_sync(0xffffffffu, v, o);
+    v = kMax ? fmaxf(v, w) : v + w;
+  }
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  __syncthreads();  // `part` may still be read by a previous call
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  v = lane < warps ? part[lane] : (kMax ? -INFINITY : 0.0f);
+  for (int o = 16; o > 0; o >>= 1) {
+    const float w = __shfl_xor_sync(0xffffffffu, v, o);
+    v = kMax ? fmaxf(v, w) : v + w;
+  }
+  return v;
+}
+
+__global__ void attention_softmax_kernel(float* s, int len, int window, int chunk,
+                                         const float* sinks, int head0) {
+  const size_t r = blockIdx.x;
+  const int i = static_cast<int>(r % len), h = head0 + static_cast<int>(r / len);
+  float* row = s + r * size_t(len);
+  int j0 = 0;
+  if (window > 0) j0 = max(j0, i - window + 1);
+  if (chunk > 0) j0 = max(j0, (i / chunk) * chunk);
+  float m = -INFINITY;
+  for (int j = j0 + threadIdx.x; j <= i; j += blockDim.x) m = fmaxf(m, row[j]);
+  m = block_reduce<true>(m);
+  if (sinks) m = fmaxf(m, sinks[h]);
+  float l = 0.0f;
+  for (int j = j0 + threadIdx.x; j <= i; j += blockDim.x) l += expf(row[j] - m);
+  l = block_reduce<false>(l);
+  if (sinks) l += expf(sinks[h] - m);
+  const float inv = 1.0f / l;
+  for (int j = threadIdx.x; j < len; j += blockDim.x)
+    row[j] = (j >= j0 && j <= i) ? expf(row[j] - m) * inv : 0.0f;
+}
+
 // ---------------------------------------------------------------- statistics
 constexpr int kStatRows = 64;  // rows per block of the column statistics
 // ---------------------------------------------------------------- backend ops
@@ -460,6 +502,14 @@ void causal_attention(const float* q, size_t q_stride, const float* k, const flo
   else FP4KIT_ATT(8);
 #undef FP4KIT_ATT
   check_launch("causal_attention");
+}
+
+void attention_softmax(float* s, int heads, int len, int window, int chunk, const float* sinks,
+                       int head0, cudaStream_t st) {
+  if (heads == 0 || len == 0) return;
+  attention_softmax_kernel<<<static_cast<unsigned>(size_t(heads) * len), 256, 0, st>>>(
+      s, len, window, chunk, sinks, head0);
+  check_launch("attention_softmax");
 }
 
 void fill(float* x, size_t n, float value, cudaStream_t s) {
