@@ -230,13 +230,14 @@ def calibrate(
     threads: int = 0,
     device: str = "auto",
     gpu_fp32: bool = False,
-    chunk_tokens: int = 2048,
+    chunk_tokens: int = 0,
     progress: Optional[Progress] = None,
 ) -> CalibrateResult:
     """``fp4kit calibrate SRC --data DATA -o OUT``: activation statistics for W4A4 ``quantize``.
 
     ``hessian`` (``"raw"`` or ``"w4a4"``) also collects what ``quantize(scales="hessian")``
-    needs. ``progress`` is called after each layer as ``progress(layers_done, layers)``.
+    needs. ``chunk_tokens``: tokens per block of the linears (0: 2048 on the CPU, 16384 on a
+    GPU). ``progress`` is called after each layer as ``progress(layers_done, layers)``.
     """
     r = json.loads(_core.calibrate(
         src=_path(src), data=_path(data), out=_path(out), samples=samples, seq_len=seq_len,
