@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <thread>
@@ -146,6 +147,9 @@ TEST(Parallel, ATaskExceptionReachesTheCallerAndStopsNewTasks) {
                               [&](size_t i) {
                                 ++started;
                                 if (i == 3) throw Error("task 3 failed");
+                                // Slow enough that the other worker cannot run the remaining
+                                // 9996 tasks while task 3's exception unwinds (slow under qemu).
+                                std::this_thread::sleep_for(std::chrono::microseconds(200));
                               }),
                Error);
   EXPECT_LT(started.load(), 10'000);
