@@ -57,6 +57,39 @@ class QuantizeE2E : public ::testing::Test {
   SyntheticMoeSpec spec = testing::small_moe_spec();
 };
 
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// The write path's environment switches (io/write_tuning.hpp) change speed, never bytes; a
+// malformed one is refused before anything is written; FP4KIT_TIMINGS=1 prints the phases in
+// the order they happen (the shards are fsynced before the commit).
+TEST_F(QuantizeE2E, WriteSwitchesKeepTheBytesAndTimingsListThePhases) {
+  const fs::path src = tmp / "src", a = tmp / "a", b = tmp / "b", c = tmp / "c";
+  write_synthetic_moe(src, spec);
+  const auto ra = run_command(quantize_cmd(src, a, "--weights-only"));
+  ASSERT_EQ(ra.exit_code, 0) << ra.output;
+  EXPECT_EQ(ra.output.find("timing:"), std::string::npos) << ra.output;
+  const auto rb = run_command("FP4KIT_TIMINGS=1 FP4KIT_WRITERS=1 FP4KIT_KEPT_PIECE_MIB=1 "
+                              "FP4KIT_WB_WINDOW_MIB=1 FP4KIT_WB_LAG_MIB=2 " +
+                              quantize_cmd(src, b, "--weights-only"));
+  ASSERT_EQ(rb.exit_code, 0) << rb.output;
+  EXPECT_EQ(slurp(a / "model.safetensors"), slurp(b / "model.safetensors"));
+  size_t at = 0;
+  for (const char* phase : {"quantize starts", "stream starts", "writer drained", "verify done",
+                            "shards fsynced", "committed", "total"}) {
+    const size_t p = rb.output.find(phase, at);
+    ASSERT_NE(p, std::string::npos) << phase << " (in order) in:\n" << rb.output;
+    at = p;
+  }
+  const auto rc = run_command("FP4KIT_WRITERS=0 " + quantize_cmd(src, c, "--weights-only"));
+  EXPECT_EQ(rc.exit_code, 1) << rc.output;
+  EXPECT_NE(rc.output.find("FP4KIT_WRITERS='0'"), std::string::npos) << rc.output;
+  EXPECT_FALSE(fs::exists(c));
+  EXPECT_FALSE(fs::exists(tmp / "c.partial"));
+}
+
 TEST_F(QuantizeE2E, Qwen3MoeWeightsOnlyModelOpt) {
   const fs::path src = tmp / "src", out = tmp / "out";
   write_synthetic_moe(src, spec);

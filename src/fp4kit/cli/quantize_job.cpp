@@ -17,6 +17,8 @@
 #include "fp4kit/io/output_dir.hpp"
 #include "fp4kit/io/output_file.hpp"
 #include "fp4kit/io/path_identity.hpp"
+#include "fp4kit/io/phase_trace.hpp"
+#include "fp4kit/io/write_tuning.hpp"
 #include "fp4kit/io/stats_file.hpp"
 #include "fp4kit/model/config.hpp"
 #include "fp4kit/numeric/parallel.hpp"
@@ -150,6 +152,7 @@ int run_gguf_quantize(const QuantizeArgs& a, const Checkpoint& source, const Mod
 
 int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
   const auto t0 = std::chrono::steady_clock::now();
+  trace_phase("quantize starts");
   if (a.threads > 0) set_thread_count(a.threads);
   if (!a.dry_run && a.out.empty()) throw UsageError("quantize: OUT is required (or use --dry-run)");
   if (a.weights_only && !a.stats.empty() && a.scales != "hessian" && !a.gptq)
@@ -170,8 +173,10 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
     throw UsageError("quantize: --samples, --seq-len and --text-field choose the windows of "
                      "--data: add --data FILE or drop them");
   check_outputs(a);
+  write_tuning();  // a malformed FP4KIT_WRITERS & co. is an error before anything is read
 
   auto source = Checkpoint::open(a.source);
+  trace_phase("source opened");
   for (const auto& w : source->warnings())
     if (!a.quiet) fmt::print(stderr, "fp4kit: warning: {}\n", w);
   const ModelConfig config =
@@ -284,6 +289,7 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
   if (gguf) return run_gguf_quantize(a, *source, config, plan, input_scales, eo.quant, t0, outcome);
 
   OutputDir out(a.out, source->dir(), a.force);
+  trace_phase("plan built, OUT.partial made");
   Progress progress(planned_source_bytes(plan, *source));
   // Check the output like a loader would before it gets its final name, while the shards' fsyncs
   // are under way (commit() below renames only after everything is durable).
@@ -298,6 +304,8 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
       plan, *source, input_scales, eo, out.partial(),
       [&](size_t done, size_t total, const EntryResult& r) {
         const PlanEntry& e = plan.entries[r.entry];
+        if (timings_enabled() && (done <= 3 || done % (total / 4 + 1) == 0))
+          trace_phase(fmt::format("stream: {} of {} done ({})", done, total, e.name).c_str());
         if (a.on_progress) return a.on_progress(done, total, e.name, r.bytes_in);
         if (a.quiet) return;
         std::string detail = fmt::format("{} ({}) {} -> {} bytes", action_name(e.action),
@@ -320,6 +328,8 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
     }
   }
   out.commit();
+  trace_phase("committed (OUT renamed, parent fsynced)");
+  trace_totals();
 
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

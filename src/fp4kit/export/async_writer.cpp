@@ -1,12 +1,17 @@
 #include "fp4kit/export/async_writer.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
+
+#include "fp4kit/io/phase_trace.hpp"
+#include "fp4kit/io/write_tuning.hpp"
 
 namespace fp4kit {
 
 AsyncWriter::AsyncWriter(CheckpointWriter& writer, uint64_t max_in_flight, unsigned threads)
     : writer_(&writer), max_in_flight_(max_in_flight) {
-  start(threads);
+  start(threads ? threads : write_tuning().writers);
 }
 
 AsyncWriter::AsyncWriter(uint64_t max_in_flight) : writer_(nullptr), max_in_flight_(max_in_flight) {
@@ -47,11 +52,37 @@ void AsyncWriter::write_borrowed(std::string name, std::span<const uint8_t> data
   push(Item{std::move(name), {}, data, std::move(done)});
 }
 
+void AsyncWriter::write_borrowed_pieces(std::string name, std::span<const uint8_t> data,
+                                        uint64_t piece, std::function<void()> done) {
+  if (piece == 0 || data.size() <= piece)
+    return write_borrowed(std::move(name), data, std::move(done));
+  const size_t n = static_cast<size_t>((data.size() + piece - 1) / piece);
+  // The last piece to be written (in any order) runs `done`.
+  auto left = std::make_shared<std::atomic<size_t>>(n);
+  auto fin = std::make_shared<std::function<void()>>(std::move(done));
+  for (size_t i = 0; i < n; ++i) {
+    const size_t b = static_cast<size_t>(i * piece);
+    const size_t e = std::min(data.size(), static_cast<size_t>(b + piece));
+    Item item;
+    item.name = name;
+    item.borrowed = data.subspan(b, e - b);
+    item.done = [left, fin] {
+      if (left->fetch_sub(1) == 1 && *fin) (*fin)();
+    };
+    item.last = i + 1 == n;
+    push(std::move(item));
+  }
+}
+
 void AsyncWriter::push(Item item) {
   const uint64_t size = item.size();
   std::unique_lock<std::mutex> lock(mu_);
   // Admit one item even when it alone exceeds the bound, otherwise wait for room.
-  cv_.wait(lock, [&] { return error_ || in_flight_ == 0 || in_flight_ + size <= max_in_flight_; });
+  auto room = [&] { return error_ || in_flight_ == 0 || in_flight_ + size <= max_in_flight_; };
+  if (!room()) {
+    TraceScope trace(TraceTotal::StreamBlocked);
+    cv_.wait(lock, room);
+  }
   if (error_) std::rethrow_exception(error_);
   // A tensor's place in the output is taken here, in the order of the calls (which checks the
   // order and the size).

@@ -21,7 +21,8 @@ namespace fp4kit {
 
 class AsyncWriter {
  public:
-  AsyncWriter(CheckpointWriter& writer, uint64_t max_in_flight, unsigned threads = 4);
+  // threads = 0: write_tuning().writers (io/write_tuning.hpp).
+  AsyncWriter(CheckpointWriter& writer, uint64_t max_in_flight, unsigned threads = 0);
   explicit AsyncWriter(uint64_t max_in_flight);  // jobs only (one thread)
   ~AsyncWriter();  // joins; never throws
 
@@ -32,6 +33,10 @@ class AsyncWriter {
   // Queues a borrowed span (must outlive the write); `done` runs after it was written.
   void write_borrowed(std::string name, std::span<const uint8_t> data,
                       std::function<void()> done = {});
+  // Queues a borrowed tensor in pieces of at most `piece` bytes, which several writer threads
+  // copy at once; `done` runs once, after every piece was written.
+  void write_borrowed_pieces(std::string name, std::span<const uint8_t> data, uint64_t piece,
+                             std::function<void()> done = {});
   // Queues a job holding `size` bytes of output (run on the writer thread, in order).
   void post(std::function<void()> job, uint64_t size);
   // Waits until everything is written; rethrows the writer threads' first error.

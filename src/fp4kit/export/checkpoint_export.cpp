@@ -10,6 +10,8 @@
 #include "fp4kit/export/async_writer.hpp"
 #include "fp4kit/export/output_layout.hpp"
 #include "fp4kit/export/quant_config.hpp"
+#include "fp4kit/io/phase_trace.hpp"
+#include "fp4kit/io/write_tuning.hpp"
 
 namespace fp4kit {
 
@@ -79,7 +81,8 @@ class WriterSink : public EntrySink {
     const OutputTensor& t = layout_[it->second];
     const std::string tensor = plan_.entries[entry].source.tensor;
     const Checkpoint* src = &source_;
-    writer_.write_borrowed(t.spec.name, bytes, [src, tensor] { src->release(tensor); });
+    writer_.write_borrowed_pieces(t.spec.name, bytes, write_tuning().kept_piece_bytes,
+                                  [src, tensor] { src->release(tensor); });
   }
 
  private:
@@ -136,8 +139,11 @@ ExportResult export_checkpoint(const Plan& plan, const Checkpoint& source,
     AsyncWriter async(writer, options.max_in_flight_bytes);
     WriterSink sink(layout, source, plan, async,
                     options.quant.format == OutputFormat::CompressedTensors);
+    trace_phase("stream starts");
     result.entries = run_stream(plan, source, order, input_scales, options.quant, sink, progress);
+    trace_phase("stream done (every tensor quantized or queued)");
     async.drain();
+    trace_phase("writer drained (every byte in the page cache)");
   }
   writer.finish_writing();  // the shards' fsyncs run in the background from here
   for (const auto& f : writer.files()) result.files.push_back(f.filename());
@@ -155,8 +161,11 @@ ExportResult export_checkpoint(const Plan& plan, const Checkpoint& source,
   if (options.quant.format == OutputFormat::ModelOpt)
     write_json(dir / "hf_quant_config.json", hf_quant_config(plan, options.quant));
   copy_sidecars(source, dir);
+  trace_phase("config and sidecars written");
   if (while_syncing) while_syncing();
+  trace_phase("verify done (while fsyncing)");
   writer.wait_durable();
+  trace_phase("shards fsynced");
   return result;
 }
 

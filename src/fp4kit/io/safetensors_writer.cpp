@@ -19,6 +19,8 @@
 
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/file_sync.hpp"
+#include "fp4kit/io/phase_trace.hpp"
+#include "fp4kit/io/write_tuning.hpp"
 
 namespace fp4kit {
 
@@ -35,13 +37,13 @@ uint64_t TensorSpec::nbytes() const {
 
 namespace {
 
-// Write-behind: every kWritebackWindow bytes that arrived in a shard, the kernel is told to start
-// writing them out (asynchronously: the disk gets a deep queue from the first window on, and the
-// final fsync has only what the disk has not caught up with yet). Dirty data stays bounded: bytes
+// Write-behind: every writeback_window() bytes (32 MiB) that arrived in a shard, the kernel is
+// told to start writing them out (asynchronously: the disk gets a deep queue from the first window
+// on, and the final fsync has only what the disk has not caught up with yet). Dirty data stays bounded: bytes
 // more than dirty_lag() behind are waited for (a 1 TB model must not fill RAM with dirty pages and
 // stall in the kernel's dirty throttling), and, when the whole checkpoint is large next to RAM,
 // dropped from the page cache once on disk.
-constexpr uint64_t kWritebackWindow = 32ull << 20;
+uint64_t writeback_window() { return write_tuning().writeback_window; }
 // Completed shards are fsynced by background threads; at most this many at once.
 constexpr size_t kMaxPendingSyncs = 4;
 
@@ -52,7 +54,8 @@ uint64_t physical_ram() {
 }
 // 1 GiB, or RAM / 16 on a small machine (never below two windows).
 uint64_t dirty_lag() {
-  return std::max(2 * kWritebackWindow, std::min(uint64_t{1} << 30, physical_ram() / 16));
+  if (write_tuning().dirty_lag) return std::max(2 * writeback_window(), write_tuning().dirty_lag);
+  return std::max(2 * writeback_window(), std::min(uint64_t{1} << 30, physical_ram() / 16));
 }
 
 std::string json_string(const std::string& s, std::string_view what) {
@@ -196,6 +199,7 @@ struct CheckpointWriter::Impl {
 
   // Writes all of `data` at `offset` (any thread); a failure marks the writer failed.
   void pwrite_all(ShardFile& s, const uint8_t* p, size_t n, uint64_t offset) {
+    TraceScope trace(TraceTotal::WriterCopy);
     while (n > 0) {
       const ssize_t w = ::pwrite(s.fd, p, n, static_cast<off_t>(offset));
       if (w <= 0) {
@@ -235,7 +239,7 @@ struct CheckpointWriter::Impl {
       std::lock_guard<std::mutex> lock(mu);
       high = s.high;
     }
-    if (high < s.kicked + kWritebackWindow) return;
+    if (high < s.kicked + writeback_window()) return;
     // Start writeback of the new window (asynchronous; pages of it still to come are written
     // by a later window or the fsync).
     if (::sync_file_range(s.fd, static_cast<off_t>(s.kicked), static_cast<off_t>(high - s.kicked),
@@ -244,6 +248,7 @@ struct CheckpointWriter::Impl {
     s.kicked = high;
     // Wait for everything more than `lag` behind, then (large checkpoints) drop those pages.
     if (s.kicked - s.settled > lag) {
+      TraceScope trace(TraceTotal::WritebackWait);
       const uint64_t upto = s.kicked - lag;
       if (::sync_file_range(s.fd, static_cast<off_t>(s.settled),
                             static_cast<off_t>(upto - s.settled),
