@@ -109,7 +109,107 @@ size_t usable_free_bytes(size_t free_bytes) {
   return std::min<size_t>(free_bytes, v);
 }
 
+enum class Placement { Auto, Resident, Host };
+
+// FP4KIT_ACTIVATIONS=auto|resident|host: where the hidden states live between layers (auto: the
+// memory plan decides; the numbers are the same either way).
+Placement placement() {
+  const char* v = std::getenv("FP4KIT_ACTIVATIONS");
+  const std::string a = v ? v : "";
+  if (a.empty() || a == "auto") return Placement::Auto;
+  if (a == "resident") return Placement::Resident;
+  if (a == "host") return Placement::Host;
+  throw Error("FP4KIT_ACTIVATIONS=" + a + ": must be auto, resident or host");
+}
+
+struct Shape {
+  size_t tokens = 0, chunk = 0, longest = 0;
+};
+
 }  // namespace
+
+// The memory plan of one run: resident or host-held, and the line that says which and why.
+struct Forward::Plan {
+  bool host = false;
+  std::string line;
+};
+
+Forward::Plan Forward::plan(size_t tokens, size_t chunk, size_t longest) const {
+  const engine::Engine& e = *impl_->cpu;
+  const Placement want = placement();
+  const size_t group = std::min(tokens, std::max(e.group_tokens(chunk), std::max(chunk, longest)));
+  const size_t host_bytes = tokens * static_cast<size_t>(e.spec().hidden) * sizeof(float);
+  auto resident_line = [&](const char* mem, const char* why) {
+    return fmt::format("{}: resident{} (hidden states of all {} tokens kept in {} between "
+                       "layers): activations about {:.1f} MiB, weights up to {:.1f} MiB {} at a "
+                       "time (one layer's attention / one expert",
+                       mem, why, tokens, impl_->cuda ? "GPU memory" : "memory",
+                       mib(e.activation_bytes(tokens, chunk, longest)),
+                       mib(e.peak_weight_bytes()), impl_->cuda ? "uploaded" : "decoded");
+  };
+  auto host_line = [&](const char* mem, const std::string& why) {
+    return fmt::format("{}: host-held ({}): the hidden states of all {} tokens ({:.1f} MiB) stay "
+                       "in host memory, each layer runs over groups of at most {} tokens, one "
+                       "group at a time in {}: activations about {:.1f} MiB, weights up to {:.1f} "
+                       "MiB {} at a time (a layer's blocks at once",
+                       mem, why, tokens, mib(host_bytes), group,
+                       impl_->cuda ? "GPU memory" : "backend memory",
+                       mib(e.activation_bytes(tokens, chunk, longest, true)),
+                       mib(e.peak_weight_bytes(true)), impl_->cuda ? "uploaded" : "decoded");
+  };
+  Plan p;
+  if (!impl_->cuda) {
+    p.host = want == Placement::Host;
+    p.line = p.host ? host_line("memory", "FP4KIT_ACTIVATIONS=host") + ")"
+                    : resident_line("memory", "") + ")";
+    return p;
+  }
+#ifdef FP4KIT_HAVE_CUDA
+  // Stated up front, checked against what the device has free: the activations plus two
+  // uploads' worth of weights (one in use, the next arriving) and a reserve.
+  const size_t reserve = size_t(512) << 20;
+  const size_t need_res = e.activation_bytes(tokens, chunk, longest) + 2 * e.peak_weight_bytes();
+  const size_t need_host =
+      e.activation_bytes(tokens, chunk, longest, true) + 2 * e.peak_weight_bytes(true);
+  const engine::cuda::DeviceInfo info = engine::cuda::device_info(impl_->device);
+  const size_t free_b = usable_free_bytes(info.free_bytes);
+  const std::string limited = free_b < info.free_bytes ? " (FP4KIT_GPU_MEMORY_LIMIT)" : "";
+  const std::string tail = fmt::format("; twice that reserved), plus up to {:.1f} MiB of stored "
+                                       "weights of two layers prefetched while free memory "
+                                       "allows; {:.2f} GiB free{}",
+                                       mib(2 * impl_->layer_stored), gib(free_b), limited);
+  const bool res_fits = need_res + reserve <= free_b, host_fits = need_host + reserve <= free_b;
+  if (want == Placement::Resident || (want == Placement::Auto && res_fits)) {
+    if (!res_fits)
+      throw Error(fmt::format("GPU cuda:{} ({}): FP4KIT_ACTIVATIONS=resident: the run needs about "
+                              "{:.2f} GiB (activations of {} tokens and two uploads of weights) "
+                              "plus 0.5 GiB reserve, but only {:.2f} GiB is free{}",
+                              impl_->device, info.name, gib(need_res), tokens, gib(free_b),
+                              limited));
+    p.line = resident_line("GPU memory plan", want == Placement::Resident
+                                                  ? ", FP4KIT_ACTIVATIONS=resident" : "") +
+             tail;
+    return p;
+  }
+  if (!host_fits)
+    throw Error(fmt::format(
+        "GPU cuda:{} ({}): the run needs about {:.2f} GiB with the hidden states of all {} tokens "
+        "on the GPU, and {:.2f} GiB with them in host memory (groups of {} tokens on the GPU, a "
+        "layer's blocks of weights at once, twice), plus 0.5 GiB reserve, but only {:.2f} GiB is "
+        "free{}; use a smaller --chunk, fewer --samples or another device",
+        impl_->device, info.name, gib(need_res), tokens, gib(need_host), group, gib(free_b),
+        limited));
+  p.host = true;
+  p.line = host_line("GPU memory plan",
+                     want == Placement::Host
+                         ? std::string("FP4KIT_ACTIVATIONS=host")
+                         : fmt::format("resident would need {:.2f} GiB + 0.5 GiB reserve, "
+                                       "{:.2f} GiB free{}",
+                                       gib(need_res), gib(free_b), limited)) +
+           tail;
+#endif
+  return p;
+}
 
 Forward::Forward(const Device& d, const Checkpoint& ckpt, bool gpu_fp32)
     : impl_(std::make_unique<Impl>()) {
@@ -136,50 +236,34 @@ const engine::ModelSpec& Forward::spec() const {
 }
 
 std::string Forward::memory_line(size_t tokens, size_t chunk, size_t longest) const {
-  if (impl_->cuda)
-    return fmt::format("GPU memory: activations about {:.1f} MiB (hidden states of all {} tokens "
-                       "kept between layers), weights up to {:.1f} MiB uploaded at a time (one "
-                       "layer's attention / one expert; twice that reserved), plus up to {:.1f} "
-                       "MiB of stored weights of two layers prefetched while free memory allows",
-                       mib(impl_->cpu->activation_bytes(tokens, chunk, longest)), tokens,
-                       mib(impl_->cpu->peak_weight_bytes()), mib(2 * impl_->layer_stored));
-  return fmt::format("memory: activations about {:.1f} MiB (hidden states of all {} tokens kept "
-                     "between layers), weights up to {:.1f} MiB decoded at a time (one layer / "
-                     "one expert)",
-                     mib(impl_->cpu->activation_bytes(tokens, chunk, longest)), tokens,
-                     mib(impl_->cpu->peak_weight_bytes()));
+  return plan(tokens, chunk, longest).line;
 }
 
 void Forward::run(const std::vector<std::vector<int32_t>>& seqs, const engine::ForwardOptions& opt,
                   engine::StatsCollector* stats, const engine::LogitsSink& sink) {
-#ifdef FP4KIT_HAVE_CUDA
-  if (impl_->cuda) {
-    // Stated up front, checked against what the device has free: the activations of all tokens
-    // plus two uploads' worth of weights (one in use, the next arriving).
-    size_t tokens = 0, longest = 0;
-    for (const auto& q : seqs) tokens += q.size(), longest = std::max(longest, q.size());
-    const size_t need = impl_->cpu->activation_bytes(tokens, opt.chunk_tokens, longest) +
-                        2 * impl_->cpu->peak_weight_bytes();
-    const engine::cuda::DeviceInfo info = engine::cuda::device_info(impl_->device);
-    const size_t free_b = usable_free_bytes(info.free_bytes);
-    if (need + (size_t(512) << 20) > free_b)
-      throw Error(fmt::format("GPU cuda:{} ({}): the run needs about {:.2f} GiB (activations of {} "
-                              "tokens and two uploads of weights) plus 0.5 GiB reserve, but "
-                              "only {:.2f} GiB is free{}; use fewer --samples or another device",
-                              impl_->device, info.name, gib(need), tokens, gib(free_b),
-                              free_b < info.free_bytes ? " (FP4KIT_GPU_MEMORY_LIMIT)" : ""));
-  }
-#endif
-  impl_->cpu->run(seqs, opt, stats, sink);
+  size_t tokens = 0, longest = 0;
+  for (const auto& q : seqs) tokens += q.size(), longest = std::max(longest, q.size());
+  engine::ForwardOptions o = opt;
+  o.host_activations = plan(tokens, opt.chunk_tokens, longest).host;
+  impl_->cpu->run(seqs, o, stats, sink);
 }
 
 std::function<engine::EvalOptions::Runner(const Checkpoint&)> eval_runner(const Device& d,
                                                                           bool gpu_fp32) {
-  if (!d.cuda) return {};
+  if (!d.cuda && placement() != Placement::Host) return {};
   return [d, gpu_fp32](const Checkpoint& c) -> engine::EvalOptions::Runner {
     auto f = std::make_shared<Forward>(d, c, gpu_fp32);
-    return [f](const std::vector<std::vector<int32_t>>& s, const engine::ForwardOptions& o,
-               const engine::LogitsSink& sink) { f->run(s, o, nullptr, sink); };
+    auto stated = std::make_shared<bool>(false);
+    return [f, stated](const std::vector<std::vector<int32_t>>& s,
+                       const engine::ForwardOptions& o, const engine::LogitsSink& sink) {
+      if (!*stated) {  // the plan of the first forward (the others are no larger)
+        size_t tokens = 0, longest = 0;
+        for (const auto& q : s) tokens += q.size(), longest = std::max(longest, q.size());
+        fmt::print(stderr, "fp4kit: eval: {}\n", f->memory_line(tokens, o.chunk_tokens, longest));
+        *stated = true;
+      }
+      f->run(s, o, nullptr, sink);
+    };
   };
 }
 

@@ -35,12 +35,19 @@ class Forward {
   Forward(const Device& d, const Checkpoint& ckpt, bool gpu_fp32);
   ~Forward();
   const engine::ModelSpec& spec() const;
-  // One line about the memory the run will take.
+  // One line about the memory the run will take: the plan, resident or host-held (the hidden
+  // states between layers in host memory, one group of tokens at a time on the device), which
+  // and why. On a GPU it is checked against free memory (FP4KIT_GPU_MEMORY_LIMIT caps it): the
+  // hidden states stay resident when that fits, else host-held, else an error naming the
+  // numbers. FP4KIT_ACTIVATIONS=resident|host forces one (also on the CPU, for tests).
   std::string memory_line(size_t tokens, size_t chunk, size_t longest) const;
+  // Runs with the plan's placement (ForwardOptions::host_activations).
   void run(const std::vector<std::vector<int32_t>>& seqs, const engine::ForwardOptions& opt,
            engine::StatsCollector* stats, const engine::LogitsSink& sink);
 
  private:
+  struct Plan;
+  Plan plan(size_t tokens, size_t chunk, size_t longest) const;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -1,8 +1,11 @@
 #pragma once
 // The layer-by-layer forward pass in float32 (run.cpp; families/ say which blocks a layer holds,
 // blocks/ compute them on a Backend). Only one layer's weights are decoded at a time
-// (MoE layers: one expert at a time); the hidden states of all tokens of all sequences stay in
-// memory between layers. Used by `fp4kit calibrate` (activation statistics) and `fp4kit eval`.
+// (MoE layers: one expert at a time). Each layer runs over groups of whole sequences, one group
+// after another (ForwardOptions::group_tokens); the hidden states of all tokens stay between layers
+// in backend memory (resident) or in host memory (host-held: one group at a time in backend
+// memory), with the same numbers either way. Used by `fp4kit calibrate` (activation statistics)
+// and `fp4kit eval`.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -53,6 +56,16 @@ struct ForwardOptions {
   bool simulate_activations = true;
   // Tokens per block for the linears (whole sequences are kept together for attention).
   size_t chunk_tokens = 2048;
+  // Tokens per layer step: every block of a layer runs over groups of consecutive whole spans of
+  // at most this many tokens (a longer span is a group of its own), one group after another; the
+  // MoE block routes and runs its experts per group. 0: Engine::group_tokens(chunk_tokens). The
+  // numbers depend on it (products per group), never on host_activations.
+  size_t group_tokens = 0;
+  // Host-held mode: the hidden states [tokens, hidden] stay in host memory between layers; each
+  // layer's blocks are loaded once, then each group is written into backend memory, run through
+  // them and read back. Backend memory then holds one group's activations instead of all tokens'.
+  // Statistics and logits are byte-identical to the resident mode (false).
+  bool host_activations = false;
   // Called after each layer with (layer index, layers).
   std::function<void(int64_t, int64_t)> on_layer;
 };
@@ -74,12 +87,18 @@ class Engine {
   void run(const std::vector<std::vector<int32_t>>& sequences, const ForwardOptions& opt,
            ActivationObserver* observer, const LogitsSink& sink) const;
 
-  // Bytes of activations kept in memory for `tokens` tokens (hidden states, MoE buffers, one
-  // block of intermediate values); weights come on top (one layer, or one expert).
-  size_t activation_bytes(size_t tokens, size_t chunk_tokens, size_t longest_sequence) const;
-  // The most float32 weight bytes decoded at once (attention of a layer + its dense MLP or one
-  // expert and the shared expert; or lm_head at the end).
-  size_t peak_weight_bytes() const;
+  // ForwardOptions::group_tokens = 0: chunk_tokens, or for a model with MoE layers at least the
+  // MoE block's round of experts side by side (moe_round_tokens: 512 MiB of expert outputs).
+  size_t group_tokens(size_t chunk_tokens) const;
+  // Bytes of activations kept in backend memory for `tokens` tokens (resident: the hidden states
+  // of all tokens; host_held: those of one group, the rest in host memory), plus one group's MoE
+  // buffers and one block of intermediate values; weights come on top.
+  size_t activation_bytes(size_t tokens, size_t chunk_tokens, size_t longest_sequence,
+                          bool host_held = false, size_t group_tokens = 0) const;
+  // The most float32 weight bytes decoded at once: resident, one block (a layer's attention, its
+  // dense MLP, or one expert and the shared expert; or lm_head at the end); host_held, all blocks
+  // of a layer at once (attention + dense MLP or one expert and the shared expert).
+  size_t peak_weight_bytes(bool host_held = false) const;
 
  private:
   const Checkpoint& ckpt_;
@@ -99,7 +118,8 @@ class ForwardPass {
   ~ForwardPass();
   // Runs layer `layer` over the hidden states (hidden += its blocks' outputs).
   void run_layer(size_t layer, ActivationObserver* observer);
-  // Keeps a copy of the hidden states; restore() puts it back.
+  // Keeps a copy of the hidden states (where they live: backend or host memory); restore() puts
+  // it back.
   void save();
   void restore();
   // The final norm and lm_head, one sequence at a time.

@@ -1,6 +1,10 @@
 // The layer loop: embeddings, each layer's blocks in turn (families/), the final norm and lm_head,
-// on the engine's backend. Per layer, one block's weights at a time; the hidden states of all
-// tokens of all sequences stay in backend memory between layers.
+// on the engine's backend. Each layer runs over groups of whole sequences (batch_groups), one
+// after another. Resident mode: per layer one block's weights at a time, run over every group;
+// the hidden states of all tokens stay in backend memory. Host-held mode: the hidden states stay
+// in host memory; per layer all its blocks are loaded, then each group is written into backend
+// memory, run through them and read back. Every group sees the same ops in both modes, and each
+// module's statistics arrive in group order in both, so the numbers are the same bytes.
 #include "fp4kit/engine/forward.hpp"
 
 #include <algorithm>
@@ -53,12 +57,49 @@ Batch Batch::make(const std::vector<size_t>& lengths, size_t chunk) {
   return B;
 }
 
+std::vector<BatchGroup> batch_groups(const Batch& b, size_t group_tokens) {
+  const size_t G = std::max<size_t>(group_tokens, 1);
+  std::vector<BatchGroup> out;
+  for (size_t i = 0; i < b.spans.size();) {
+    size_t j = i, rows = 0;
+    while (j < b.spans.size() && (j == i || rows + b.spans[j].rows <= G)) rows += b.spans[j++].rows;
+    BatchGroup g;
+    g.row0 = b.spans[i].row0;
+    g.seq0 = b.spans[i].seq0;
+    Batch& sub = g.batch;
+    sub.chunk_tokens = b.chunk_tokens;
+    sub.tokens = rows;
+    const size_t q0 = b.spans[i].seq0, q1 = b.spans[j - 1].seq1;
+    for (size_t q = q0; q <= q1; ++q) sub.offsets.push_back(b.offsets[q] - g.row0);
+    for (size_t k = i; k < j; ++k) {
+      Batch::Span sp = b.spans[k];
+      sp.row0 -= g.row0;
+      sp.seq0 -= q0;
+      sp.seq1 -= q0;
+      sub.spans.push_back(sp);
+    }
+    out.push_back(std::move(g));
+    i = j;
+  }
+  return out;
+}
+
 Engine::Engine(const Checkpoint& ckpt, std::shared_ptr<Backend> backend)
     : ckpt_(ckpt),
       spec_(ModelSpec::from_checkpoint(ckpt)),
       be_(backend ? std::move(backend) : std::shared_ptr<Backend>(make_cpu_backend())) {}
 
-size_t Engine::activation_bytes(size_t tokens, size_t chunk, size_t longest) const {
+size_t Engine::group_tokens(size_t chunk) const {
+  chunk = std::max<size_t>(chunk, 1);
+  const bool any_moe = std::any_of(spec_.layers.begin(), spec_.layers.end(),
+                                   [](const LayerSpec& L) { return L.moe; });
+  if (!any_moe) return chunk;
+  const auto k = static_cast<size_t>(std::max<int64_t>(spec_.top_k, 1));
+  return std::max(chunk, moe_round_tokens(k, static_cast<size_t>(spec_.hidden)));
+}
+
+size_t Engine::activation_bytes(size_t tokens, size_t chunk, size_t longest, bool host_held,
+                                size_t group) const {
   const size_t H = static_cast<size_t>(spec_.hidden);
   // The mixer's per-token intermediates: q (and its gate), k, v; or a Gated DeltaNet's
   // q|k|v before and after the convolution, z, the core output, g and beta; or MLA's q and keys
@@ -86,18 +127,20 @@ size_t Engine::activation_bytes(size_t tokens, size_t chunk, size_t longest) con
   const bool any_moe = std::any_of(spec_.layers.begin(), spec_.layers.end(),
                                    [](const LayerSpec& L) { return L.moe; });
   const size_t block = std::max(chunk, longest);
-  size_t floats = tokens * H;                          // hidden states
-  if (any_moe) floats += 2 * tokens * H + tokens * static_cast<size_t>(spec_.n_experts);
+  // The rows of one group: spans of at most the group's tokens, or one longer span.
+  const size_t rows = std::min(tokens, std::max(group > 0 ? group : group_tokens(chunk), block));
+  size_t floats = (host_held ? rows : tokens) * H;     // hidden states (all, or one group's)
+  if (any_moe) floats += 2 * rows * H + rows * static_cast<size_t>(spec_.n_experts);
   if (any_moe && be_->concurrent_ops()) {  // experts side by side: their outputs (moe.hpp)
     const auto k = static_cast<size_t>(std::max<int64_t>(spec_.top_k, 1));
-    floats += std::min(tokens, std::max(chunk, moe_round_tokens(k, H))) * k * H;
+    floats += std::min(rows, std::max(chunk, moe_round_tokens(k, H))) * k * H;
   }
   floats += block * (2 * H + qkv + 4 * inter);         // one block's intermediates
   floats += longest * static_cast<size_t>(spec_.vocab);  // one sequence's logits
   return floats * sizeof(float);
 }
 
-size_t Engine::peak_weight_bytes() const {
+size_t Engine::peak_weight_bytes(bool host_held) const {
   auto sz = [](const LinearRef& r) { return static_cast<size_t>(r.rows * r.cols); };
   size_t peak = static_cast<size_t>(spec_.lm_head.rows * spec_.lm_head.cols);
   for (const auto& L : spec_.layers) {
@@ -116,7 +159,7 @@ size_t Engine::peak_weight_bytes() const {
       if (L.has_shared_expert)
         mlp = std::max(mlp, sz(L.shared_gate) + sz(L.shared_up) + sz(L.shared_down));
     }
-    peak = std::max(peak, std::max(attn, mlp));
+    peak = std::max(peak, host_held ? attn + mlp : std::max(attn, mlp));
   }
   return peak * sizeof(float);
 }
@@ -127,31 +170,65 @@ struct ForwardPass::Impl {
   ForwardOptions opt;
   bool logits = false;
   Batch batch;
-  Buffer hidden, saved;
+  std::vector<BatchGroup> groups;
+  size_t H = 0;
+  Buffer hidden, saved;  // resident: [tokens, hidden] in backend memory
+  // host-held: [tokens, hidden] in host memory, and one group's rows in backend memory
+  std::unique_ptr<float[]> host, host_saved;
+  Buffer window;
+
+  bool host_held() const { return opt.host_activations; }
+  // Group g's rows in backend memory: resident, a pointer into `hidden`; host-held, `window`
+  // after the group's rows are written into it.
+  float* enter(size_t g) {
+    const BatchGroup& G = groups[g];
+    if (!host_held()) return hidden.f() + G.row0 * H;
+    Backend& be = *engine.be_;
+    be.ensure(window, G.batch.tokens * H);
+    be.write(window.f(), host.get() + G.row0 * H, G.batch.tokens * H);
+    return window.f();
+  }
+  // Host-held: group g's rows (in `window`) back into host memory.
+  void leave(size_t g) {
+    const BatchGroup& G = groups[g];
+    if (host_held())
+      engine.be_->download(window.f(), G.batch.tokens * H, host.get() + G.row0 * H);
+  }
 };
 
 ForwardPass::ForwardPass(const Engine& engine, const std::vector<std::vector<int32_t>>& seqs,
                          const ForwardOptions& opt, bool logits)
-    : impl_(std::make_unique<Impl>(Impl{engine, seqs, opt, logits, {}, {}, {}})) {
+    : impl_(std::make_unique<Impl>(Impl{engine, seqs, opt, logits, {}, {}, 0, {}, {}, {}, {}, {}})) {
   const ModelSpec& S = engine.spec_;
   Backend& be = *engine.be_;
   const Checkpoint& ckpt = engine.ckpt_;
   const size_t H = static_cast<size_t>(S.hidden);
+  impl_->H = H;
   std::vector<size_t> lengths(seqs.size());
   for (size_t s = 0; s < seqs.size(); ++s) {
     if (seqs[s].empty()) throw Error("engine: empty sequence " + std::to_string(s));
     lengths[s] = seqs[s].size();
   }
   impl_->batch = Batch::make(lengths, opt.chunk_tokens);
+  impl_->groups = batch_groups(
+      impl_->batch, opt.group_tokens > 0 ? opt.group_tokens : engine.group_tokens(opt.chunk_tokens));
   const size_t T = impl_->batch.tokens;
   if (T == 0) return;
   if (!S.layers.empty()) be.prefetch(ckpt, layer_tensors(ckpt, S, 0));
-  // The embeddings, in pieces of about 64 MiB gathered on all cores and written into backend
-  // memory (no host copy of all T x H floats).
-  impl_->hidden = be.alloc(T * H * sizeof(float));
   std::vector<int32_t> ids;
   ids.reserve(T);
   for (const auto& q : seqs) ids.insert(ids.end(), q.begin(), q.end());
+  if (impl_->host_held()) {  // the embeddings straight into host memory
+    impl_->host.reset(new float[T * H]);
+    float* h = impl_->host.get();
+    parallel_for(0, T, 64, [&](size_t a, size_t b) {
+      gather_rows(ckpt, S.embed, ids.data() + a, b - a, H, h + a * H);
+    });
+    return;
+  }
+  // The embeddings, in pieces of about 64 MiB gathered on all cores and written into backend
+  // memory (no host copy of all T x H floats).
+  impl_->hidden = be.alloc(T * H * sizeof(float));
   const size_t piece = std::max<size_t>(1, (size_t(64) << 20) / (H * sizeof(float)));
   std::vector<float> h(std::min(T, piece) * H);
   for (size_t r0 = 0; r0 < T; r0 += piece) {
@@ -166,51 +243,84 @@ ForwardPass::ForwardPass(const Engine& engine, const std::vector<std::vector<int
 ForwardPass::~ForwardPass() = default;
 
 void ForwardPass::run_layer(size_t li, ActivationObserver* obs) {
-  const Engine& e = impl_->engine;
+  Impl& I = *impl_;
+  const Engine& e = I.engine;
   const ModelSpec& S = e.spec_;
   const Checkpoint& ckpt = e.ckpt_;
   Backend& be = *e.be_;
-  if (impl_->batch.tokens == 0) return;
+  if (I.batch.tokens == 0) return;
   // The next layer's weights (or lm_head after the last) travel while this one computes.
   if (li + 1 < S.layers.size())
     be.prefetch(ckpt, layer_tensors(ckpt, S, li + 1));
-  else if (impl_->logits && !S.lm_head_tied && ckpt.has(S.lm_head.module + ".weight"))
+  else if (I.logits && !S.lm_head_tied && ckpt.has(S.lm_head.module + ".weight"))
     be.prefetch(ckpt, {S.lm_head.module + ".weight"});
-  const RunContext ctx{be, impl_->batch, obs, impl_->opt.all_experts};
-  for (const BlockLoader& load : layer_blocks(ckpt, S, li, be, impl_->opt.simulate_activations)) {
-    std::unique_ptr<Block> block;
-    {
-      const profile::Scope p("block load (weights decoded)");
-      block = load();
+  auto load = [](const BlockLoader& loader) {
+    const profile::Scope p("block load (weights decoded)");
+    return loader();
+  };
+  const std::vector<BlockLoader> loaders =
+      layer_blocks(ckpt, S, li, be, I.opt.simulate_activations);
+  if (!I.host_held()) {
+    for (const BlockLoader& loader : loaders) {
+      const std::unique_ptr<Block> block = load(loader);
+      const profile::Scope p("block forward");
+      for (size_t g = 0; g < I.groups.size(); ++g)
+        block->forward(RunContext{be, I.groups[g].batch, obs, I.opt.all_experts}, I.enter(g));
     }
-    const profile::Scope p("block forward");
-    block->forward(ctx, impl_->hidden.f());
+    return;
+  }
+  std::vector<std::unique_ptr<Block>> blocks;
+  for (const BlockLoader& loader : loaders) blocks.push_back(load(loader));
+  for (size_t g = 0; g < I.groups.size(); ++g) {
+    float* h = nullptr;
+    {
+      const profile::Scope p("host-held group written");
+      h = I.enter(g);
+    }
+    {
+      const profile::Scope p("block forward");
+      for (const std::unique_ptr<Block>& block : blocks)
+        block->forward(RunContext{be, I.groups[g].batch, obs, I.opt.all_experts}, h);
+    }
+    const profile::Scope p("host-held group read back");
+    I.leave(g);
   }
 }
 
 void ForwardPass::save() {
-  Backend& be = *impl_->engine.be_;
-  const size_t n = impl_->hidden.floats();
-  be.ensure(impl_->saved, n);
-  be.copy(impl_->hidden.f(), n, impl_->saved.f());
+  Impl& I = *impl_;
+  if (I.host_held()) {
+    const size_t n = I.batch.tokens * I.H;
+    if (!I.host_saved) I.host_saved.reset(new float[n]);
+    std::copy(I.host.get(), I.host.get() + n, I.host_saved.get());
+    return;
+  }
+  Backend& be = *I.engine.be_;
+  const size_t n = I.hidden.floats();
+  be.ensure(I.saved, n);
+  be.copy(I.hidden.f(), n, I.saved.f());
 }
 
 void ForwardPass::restore() {
-  if (impl_->saved.empty() && !impl_->hidden.empty())
+  Impl& I = *impl_;
+  if (I.host_held()) {
+    if (!I.host_saved && I.host) throw Error("engine: restore() without save() (internal error)");
+    std::copy(I.host_saved.get(), I.host_saved.get() + I.batch.tokens * I.H, I.host.get());
+    return;
+  }
+  if (I.saved.empty() && !I.hidden.empty())
     throw Error("engine: restore() without save() (internal error)");
-  impl_->engine.be_->copy(impl_->saved.f(), impl_->hidden.floats(), impl_->hidden.f());
+  I.engine.be_->copy(I.saved.f(), I.hidden.floats(), I.hidden.f());
 }
 
 void ForwardPass::finish(const LogitsSink& sink) {
-  const Engine& e = impl_->engine;
+  Impl& I = *impl_;
+  const Engine& e = I.engine;
   const ModelSpec& S = e.spec_;
   Backend& be = *e.be_;
   const Checkpoint& ckpt = e.ckpt_;
-  const auto& seqs = impl_->seqs;
-  const Batch& batch = impl_->batch;
-  const Buffer& hidden = impl_->hidden;
-  const size_t H = static_cast<size_t>(S.hidden);
-  if (batch.tokens == 0) return;
+  const size_t H = I.H;
+  if (I.batch.tokens == 0) return;
   const Buffer fn = be.upload(load_vector(ckpt, S.final_norm, H));
   LinearWeights head;
   if (S.lm_head_tied) {
@@ -227,16 +337,22 @@ void ForwardPass::finish(const LogitsSink& sink) {
   if (lm.k != H) throw Error(ckpt.dir().string() + ": lm_head width does not match hidden_size");
   Buffer normed, logits;
   std::vector<float> host;
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    const size_t n = seqs[s].size();
-    be.ensure(normed, n * H);
-    be.rms_norm(hidden.f() + batch.offsets[s] * H, n, H, fn.f(), S.eps, normed.f(),
-                S.norm_one_plus);
-    be.ensure(logits, n * lm.n);
-    be.gemm(normed.f(), n, H, lm.w.f(), lm.n, logits.f(), lm.bias.empty() ? nullptr : lm.bias.f());
-    host.resize(n * lm.n);
-    be.download(logits.f(), n * lm.n, host.data());
-    sink(s, host.data(), n, lm.n);
+  // One sequence at a time, group by group (host-held: each group written into backend memory).
+  for (size_t g = 0; g < I.groups.size(); ++g) {
+    const Batch& sub = I.groups[g].batch;
+    const float* h = I.enter(g);
+    const size_t first = I.groups[g].seq0;
+    for (size_t q = 0; q < sub.sequences(); ++q) {
+      const size_t n = sub.length(q);
+      be.ensure(normed, n * H);
+      be.rms_norm(h + sub.offsets[q] * H, n, H, fn.f(), S.eps, normed.f(), S.norm_one_plus);
+      be.ensure(logits, n * lm.n);
+      be.gemm(normed.f(), n, H, lm.w.f(), lm.n, logits.f(),
+              lm.bias.empty() ? nullptr : lm.bias.f());
+      host.resize(n * lm.n);
+      be.download(logits.f(), n * lm.n, host.data());
+      sink(first + q, host.data(), n, lm.n);
+    }
   }
 }
 

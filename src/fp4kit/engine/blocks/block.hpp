@@ -31,6 +31,15 @@ struct Batch {
   size_t length(size_t s) const { return offsets[s + 1] - offsets[s]; }
 };
 
+// A layer step (ForwardOptions::group_tokens): consecutive whole spans of a batch, as a batch of
+// its own (rows from 0) that starts at row `row0` and sequence `seq0` of the whole.
+struct BatchGroup {
+  size_t row0 = 0, seq0 = 0;
+  Batch batch;
+};
+// The groups of at most group_tokens rows (a longer span alone), in row order, covering `b`.
+std::vector<BatchGroup> batch_groups(const Batch& b, size_t group_tokens);
+
 struct RunContext {
   Backend& be;
   const Batch& batch;
