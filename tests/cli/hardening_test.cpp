@@ -775,9 +775,14 @@ TEST(Hardening, NonFiniteValuesInKeptTensorsAreReportedByName) {
 
 // ---- 10. calibrate / eval read only what they use ------------------------------------------------
 
-// Runs `cmd` under /bin/sh and returns its exit code and the peak RSS (KiB) of the process tree
-// it waited for (getrusage of the child).
-std::pair<int, long> run_measuring_rss(const std::string& cmd) {
+// Runs `cmd` under /bin/sh and returns its exit code, the peak RSS (KiB) and the CPU seconds
+// (user + system) of the process tree it waited for (getrusage of the child).
+struct Measured {
+  int exit_code;
+  long rss_kib;
+  double cpu_s;
+};
+Measured run_measuring_rss(const std::string& cmd) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::execl("/bin/sh", "sh", "-c", (cmd + " >/dev/null 2>&1").c_str(), static_cast<char*>(nullptr));
@@ -786,7 +791,9 @@ std::pair<int, long> run_measuring_rss(const std::string& cmd) {
   int status = 0;
   struct rusage ru {};
   ::wait4(pid, &status, 0, &ru);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ru.ru_maxrss};
+  const double cpu = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                     1e-6 * static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ru.ru_maxrss, cpu};
 }
 
 TEST(Hardening, CalibrateAndEvalReadOnlyThePrefixTheyUse) {
@@ -811,7 +818,7 @@ TEST(Hardening, CalibrateAndEvalReadOnlyThePrefixTheyUse) {
     return bin() + " calibrate " + quote(src.string()) + " --data " + quote(data.string()) +
            " --samples 4 --seq-len 32 --threads 1 -o " + quote((tmp / out).string());
   };
-  const auto [rc, rss_kib] = run_measuring_rss(calibrate(big, "big.safetensors"));
+  const auto [rc, rss_kib, cpu_unused] = run_measuring_rss(calibrate(big, "big.safetensors"));
   ASSERT_EQ(rc, 0);
   EXPECT_LT(rss_kib, 100 * 1024) << "calibrate's peak RSS on a 200 MB data file";
   std::printf("peak RSS: calibrate %ld KiB\n", rss_kib);
@@ -826,7 +833,7 @@ TEST(Hardening, CalibrateAndEvalReadOnlyThePrefixTheyUse) {
     return bin() + " eval " + quote(src.string()) + " --data " + quote(data.string()) +
            " --ctx 16 --chunks 2 --threads 1 --json";
   };
-  const auto [erc, erss_kib] = run_measuring_rss(eval(big));
+  const auto [erc, erss_kib, ecpu_unused] = run_measuring_rss(eval(big));
   ASSERT_EQ(erc, 0);
   EXPECT_LT(erss_kib, 100 * 1024) << "eval's peak RSS on a 200 MB data file";
   std::printf("peak RSS: eval %ld KiB\n", erss_kib);
@@ -836,6 +843,46 @@ TEST(Hardening, CalibrateAndEvalReadOnlyThePrefixTheyUse) {
   const auto j1 = nlohmann::json::parse(e1.output), j2 = nlohmann::json::parse(e2.output);
   EXPECT_EQ(j1["ppl"], j2["ppl"]);
   EXPECT_EQ(j1["tokens_scored"], 32);
+}
+
+// A single document of 40 MB without a newline (no paragraph break anywhere): it was read and
+// tokenized whole (1.4 GB peak RSS, 17 s); now only the pieces the budget needs are.
+TEST(Hardening, CalibrateReadsAHugeDocumentWithoutNewlinesInPieces) {
+  FP4KIT_REQUIRE_SHARED(model, "models/stories260k-llama");
+  FP4KIT_REQUIRE_SHARED(wiki, "text/wikitext2_test.txt");
+  TempDir tmp;
+  std::string text = read_file(wiki);
+  for (char& c : text)
+    if (c == '\n' || c == '\r') c = ' ';
+  const fs::path big = tmp / "one-line.txt";
+  {
+    std::ofstream f(big, std::ios::binary);
+    for (size_t written = 0; written < (40u << 20); written += text.size()) f << text;
+  }
+  // The prefix that holds the stream budget (4 Mi stories260K tokens, about 10 MB here), plus
+  // margin: the same windows, so the same statistics.
+  const fs::path head = tmp / "head.txt";
+  {
+    std::ifstream in(big, std::ios::binary);
+    std::string prefix(16u << 20, '\0');
+    in.read(prefix.data(), static_cast<std::streamsize>(prefix.size()));
+    std::ofstream(head, std::ios::binary) << prefix;
+  }
+  const auto calibrate = [&](const fs::path& data, const std::string& out) {
+    return bin() + " calibrate " + quote(model.string()) + " --data " + quote(data.string()) +
+           " --samples 4 --seq-len 32 --threads 1 -o " + quote((tmp / out).string());
+  };
+  const auto [rc, rss_kib, cpu_s] = run_measuring_rss(calibrate(big, "big.safetensors"));
+  ASSERT_EQ(rc, 0);
+  std::printf("40 MB line: calibrate peak RSS %ld KiB, %.2f s CPU\n", rss_kib, cpu_s);
+  EXPECT_LT(rss_kib, 150 * 1024) << "calibrate's peak RSS on a 40 MB line";
+  // CPU time, not wall time: other jobs on the machine do not count.
+  EXPECT_LT(cpu_s, 8.0) << "calibrate's CPU time on a 40 MB line (reading and tokenizing it whole took 17 s)";
+  ASSERT_EQ(run_command(calibrate(head, "head.safetensors")).exit_code, 0);
+  const ActivationStats a = read_stats_file(tmp / "big.safetensors");
+  const ActivationStats b = read_stats_file(tmp / "head.safetensors");
+  EXPECT_EQ(a.input_amax, b.input_amax);
+  EXPECT_FALSE(a.input_amax.empty());
 }
 
 // ---- 12. a config.json nested without end -----------------------------------------------------

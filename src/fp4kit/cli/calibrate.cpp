@@ -12,6 +12,7 @@
 #include "fp4kit/cli/jobs.hpp"
 #include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/engine/data_source.hpp"
+#include "fp4kit/text/piece_encoder.hpp"
 #include "fp4kit/engine/forward.hpp"
 #include "fp4kit/engine/stats_collector.hpp"
 #include "fp4kit/error.hpp"
@@ -50,6 +51,8 @@ CalibrateOutcome run_calibrate_job(const CalibrateArgs& o) {
     seqs.emplace_back(s.begin(), s.end());
   }
   const size_t tokens = seqs.size() * static_cast<size_t>(samples.seq_len);
+  if (const auto w = text::forced_cuts_warning(o.data, samples.forced_cuts); !w.empty() && !o.quiet)
+    fmt::print(stderr, "fp4kit: warning: {}\n", w);
   // A GPU wants fewer, larger products (and fewer stream syncs for the statistics).
   const size_t chunk = o.chunk > 0 ? o.chunk : dev.cuda ? 16384 : 2048;
   if (!o.quiet) {

@@ -10,6 +10,7 @@
 #include "fp4kit/engine/backend.hpp"
 #include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/engine/data_source.hpp"
+#include "fp4kit/text/piece_encoder.hpp"
 #include "fp4kit/engine/forward.hpp"
 #include "fp4kit/engine/stats_collector.hpp"
 #include "fp4kit/engine/weights.hpp"
@@ -122,6 +123,8 @@ LayerPassResult run_layer_pass(const Checkpoint& source, const Plan& plan,
     seqs.emplace_back(s.begin(), s.end());
   }
 
+  if (const auto w = text::forced_cuts_warning(a.data, samples.forced_cuts); !w.empty() && !a.quiet)
+    fmt::print(stderr, "fp4kit: warning: {}\n", w);
   LayerPassResult r;
   r.codes = std::make_unique<CodeStore>(a.scratch_dir);
   r.layers = spec.layers.size();

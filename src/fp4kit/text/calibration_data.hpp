@@ -13,9 +13,10 @@
 // The token stream is the concatenation of tokenizer.encode(document, add_special) over the
 // documents in file order (so Llama-2 style tokenizers put BOS before every document, Qwen none).
 //
-// Only the first max(N x L, kCalibrationStreamBudget) tokens of a file are read (documents are
-// read and encoded one at a time; reading stops at the one that reaches the budget, the stream is
-// cut there): a file truncated after that document gives the same windows.
+// Only the first max(N x L, kCalibrationStreamBudget) tokens of a file are read: the file is read
+// in 1 MiB blocks and encoded as it is read (token_reader.hpp), a document longer than 1 MiB in
+// pieces cut where the tokenizer splits anyway (piece_encoder.hpp states the rule), and reading
+// stops at the block that reaches the budget: a file truncated after that gives the same windows.
 //
 // Window choice (deterministic, same inputs give the same windows): N windows of L tokens,
 // evenly spaced over the stream of T tokens (T: the tokens read): start_i = floor(i * (T - L) / (N - 1)) (start 0
@@ -51,7 +52,7 @@ struct CalibrationOptions {
   int64_t seq_len = 512;            // L (--seq-len)
   bool add_special = true;          // tokenizer special tokens (e.g. BOS) around each document
   // load_token_stream: read only the first max_tokens tokens (0: the whole file). Reading
-  // stops at the document that reaches it, so a huge file costs what is used.
+  // stops at the block that reaches it, so a huge file costs what is used.
   int64_t max_tokens = 0;
   // load_calibration_data: the windows are chosen in the first max(N x L, stream_budget) tokens
   // (0: the whole file), so a 1 GB file is neither read nor tokenized whole.
@@ -64,6 +65,7 @@ struct CalibrationSamples {
   std::vector<int64_t> starts;  // where each window starts in the token stream
   int64_t stream_tokens = 0;    // T: tokens read (the file's first tokens, see above)
   int64_t documents = 0;        // documents read (0 for pre-tokenized files)
+  uint64_t forced_cuts = 0;     // long documents cut where the tokenizer was not seen to split
 
   int64_t samples() const { return static_cast<int64_t>(starts.size()); }
   std::span<const int32_t> sample(int64_t i) const {

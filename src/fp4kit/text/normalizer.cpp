@@ -62,7 +62,7 @@ void Normalizer::add(const nlohmann::json& j, const std::string& file) {
   }
 }
 
-std::string Normalizer::apply(std::string_view input) const {
+std::string Normalizer::apply(std::string_view input, bool at_start, bool at_end) const {
   std::string s(input);
   for (const Step& step : steps_) {
     switch (step.kind) {
@@ -73,10 +73,10 @@ std::string Normalizer::apply(std::string_view input) const {
       case Kind::Lowercase: s = to_lower_unicode(s); break;
       case Kind::Prepend:
         // Hugging Face prepends only to non-empty text.
-        if (!s.empty()) s = step.a + s;
+        if (at_start && !s.empty()) s = step.a + s;
         break;
       case Kind::Append:
-        if (!s.empty()) s += step.a;
+        if (at_end && !s.empty()) s += step.a;
         break;
       case Kind::ReplaceString: s = replace_all(s, step.a, step.b); break;
       case Kind::ReplaceRegex: {
@@ -91,7 +91,7 @@ std::string Normalizer::apply(std::string_view input) const {
         s = std::move(out);
         break;
       }
-      case Kind::Strip: s = std::string(strip_whitespace(s, step.left, step.right)); break;
+      case Kind::Strip: s = std::string(strip_whitespace(s, step.left && at_start, step.right && at_end)); break;
     }
   }
   return s;

@@ -23,7 +23,10 @@ class Normalizer {
   Normalizer(Normalizer&&) noexcept;
   Normalizer& operator=(Normalizer&&) noexcept;
 
-  std::string apply(std::string_view s) const;
+  // at_start / at_end: whether `s` begins / ends the stretch being normalized. A long document
+  // encoded in parts (text/piece_encoder.hpp) passes false where a part continues the stretch:
+  // Prepend and left Strip act only at its start, Append and right Strip only at its end.
+  std::string apply(std::string_view s, bool at_start = true, bool at_end = true) const;
   bool empty() const { return steps_.empty(); }
 
  private:

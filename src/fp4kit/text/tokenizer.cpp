@@ -163,13 +163,19 @@ void Tokenizer::Impl::encode_text(std::string_view text, bool at_input_start, st
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special) const {
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() / 3 + 8);
+  encode_part(text, true, true, add_special, ids);
+  return ids;
+}
+
+void Tokenizer::encode_part(std::string_view text, bool begins, bool ends, bool add_special,
+                            std::vector<int32_t>& ids) const {
   const Impl& im = *impl_;
   if (const size_t bad = find_invalid_utf8(text); bad != std::string_view::npos)
     throw Error("tokenizer " + im.json_path.string() + ": input text is not valid UTF-8 (byte offset " +
                 std::to_string(bad) + ")");
-  std::vector<int32_t> ids;
-  ids.reserve(text.size() / 3 + 8);
-  if (add_special) ids = im.frame.prefix;
+  if (add_special && begins) ids.insert(ids.end(), im.frame.prefix.begin(), im.frame.prefix.end());
 
   // Same order as HF: raw-text added tokens, then normalization of the stretches between them,
   // then added tokens that match the normalized text, then pre-tokenizer and model.
@@ -180,8 +186,9 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special) 
       ids.push_back(seg.id);
       continue;
     }
-    const std::string normalized = im.normalizer.apply(text.substr(seg.begin, seg.end - seg.begin));
-    const bool at_start = seg.begin == 0;
+    const bool at_start = begins && seg.begin == 0;
+    const std::string normalized = im.normalizer.apply(text.substr(seg.begin, seg.end - seg.begin),
+                                                       seg.begin > 0 || begins, seg.end < text.size() || ends);
     if (im.normalized_matcher.empty()) {
       im.encode_text(normalized, at_start, ids);
       continue;
@@ -191,8 +198,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special) 
       else im.encode_text(std::string_view(normalized).substr(sub.begin, sub.end - sub.begin), at_start && sub.begin == 0, ids);
     }
   }
-  if (add_special) ids.insert(ids.end(), im.frame.suffix.begin(), im.frame.suffix.end());
-  return ids;
+  if (add_special && ends) ids.insert(ids.end(), im.frame.suffix.begin(), im.frame.suffix.end());
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {

@@ -44,6 +44,14 @@ class Tokenizer {
   // tokens (BOS for Llama-2 style tokenizers, nothing for Qwen).
   std::vector<int32_t> encode(std::string_view text, bool add_special = true) const;
 
+  // Appends the ids of one part of a longer text. `begins` / `ends`: whether the part begins /
+  // ends the text (where the special prefix / suffix go when add_special, and where the
+  // normalizer's Prepend / Append / Strip and Metaspace's prepend_scheme "first" act). The
+  // text's ids are its parts' ids concatenated when every cut falls where the pipeline splits
+  // anyway; text/piece_encoder.hpp chooses such cuts. encode(t, s) = encode_part(t, true, true, s).
+  void encode_part(std::string_view text, bool begins, bool ends, bool add_special,
+                   std::vector<int32_t>& out) const;
+
   // Unknown ids are skipped (as HF does); skip_special drops special added tokens.
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
 
