@@ -49,6 +49,24 @@ TEST(HostHeldCli, CalibrateStatsFileSameBytesAsResident) {
   }
 }
 
+TEST(HostHeldCli, TooLittleHostMemoryIsRefusedWithTheNumbers) {
+  FP4KIT_REQUIRE_SHARED(dense, "models/stories260k-llama");
+  FP4KIT_REQUIRE_SHARED(data, "text/tinystories_val.stories260k.u16");
+  testing::TempDir tmp;
+  // 16 x 64 tokens of hidden 64: 256 KiB of hidden states; 100000 bytes available.
+  const auto r = run_command("FP4KIT_ACTIVATIONS=host FP4KIT_HOST_MEMORY_LIMIT=100000 " +
+                             testing::fp4kit_binary() + " calibrate " + quote(dense.string()) +
+                             " --data " + quote(data.string()) + " --samples 16 --seq-len 64 -o " +
+                             quote((tmp / "s.safetensors").string()));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("host-held activations: the hidden states of all 1024 tokens need 0.25 "
+                          "MiB of host memory, but only 0.10 MiB is available (MemAvailable, "
+                          "FP4KIT_HOST_MEMORY_LIMIT)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(tmp / "s.safetensors"));
+}
+
 TEST(HostHeldCli, EvalLogitsSameBytesAsResidentAndBadSettingIsAnError) {
   FP4KIT_REQUIRE_SHARED(dense, "models/stories260k-llama");
   FP4KIT_REQUIRE_SHARED(data, "text/tinystories_val.stories260k.u16");

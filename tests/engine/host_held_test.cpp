@@ -159,40 +159,38 @@ TEST(BatchGroups, WholeSpansInOrderAtMostTheGroupUnlessOneSpan) {
   }
 }
 
-TEST(HostHeld, Qwen3MoeThreeLayersSameBytesAsResident) {
-  testing::TempDir tmp;
+// A small synthetic checkpoint of `type` (4 heads of 16, 2 kv heads, hidden 64, top-2 experts of
+// 32), written into `dir`.
+std::filesystem::path tiny_model(const std::filesystem::path& dir, const std::string& type,
+                                 int64_t layers, int64_t experts, int64_t vocab) {
   SyntheticMoeSpec s;
-  s.layers = 3;
+  s.model_type = type;
+  s.layers = layers;
   s.hidden = 64;
   s.heads = 4;
   s.kv_heads = 2;
   s.head_dim = 16;
-  s.experts = 6;
+  s.experts = experts;
   s.top_k = 2;
   s.moe_intermediate = 32;
-  s.vocab = 96;
-  write_synthetic_moe(tmp / "m", s);
-  check_model(tmp / "m");
+  s.vocab = vocab;
+  write_synthetic_moe(dir, s);
+  return dir;
+}
+
+TEST(HostHeld, Qwen3MoeThreeLayersSameBytesAsResident) {
+  testing::TempDir tmp;
+  check_model(tiny_model(tmp / "m", "qwen3_moe", 3, 6, 96));
 }
 
 TEST(HostHeld, MixtralAllExpertsSameBytesAsResident) {
   testing::TempDir tmp;
-  SyntheticMoeSpec s;
-  s.model_type = "mixtral";
-  s.layers = 2;
-  s.hidden = 64;
-  s.heads = 4;
-  s.kv_heads = 2;
-  s.head_dim = 16;
-  s.experts = 4;
-  s.top_k = 2;
-  s.moe_intermediate = 32;
-  s.vocab = 80;
-  write_synthetic_moe(tmp / "m", s);
-  check_model(tmp / "m", /*all_experts=*/true);
+  check_model(tiny_model(tmp / "m", "mixtral", 2, 4, 80), /*all_experts=*/true);
 }
 
 TEST(HostHeld, DeepseekMlaDenseAndSharedExpertSameBytesAsResident) {
+  // DeepSeek-V3's MLA (its own dims: 128 heads, q-LoRA 1536), a dense layer, then MoE with a
+  // shared expert and the grouped sigmoid router; FP8 linears.
   testing::TempDir tmp;
   SyntheticMoeSpec s;
   s.model_type = "deepseek_v3";
@@ -200,7 +198,6 @@ TEST(HostHeld, DeepseekMlaDenseAndSharedExpertSameBytesAsResident) {
   s.dense_layers = 1;
   s.hidden = 128;
   s.experts = 16;
-  s.top_k = 2;
   s.moe_intermediate = 64;
   s.vocab = 64;
   write_synthetic_moe(tmp / "m", s);
@@ -214,17 +211,7 @@ TEST(HostHeld, Qwen2MoeGatedSharedExpertSameBytesAsResident) {
 
 TEST(HostHeld, SaveRestoreKeepsTheHostCopy) {
   testing::TempDir tmp;
-  SyntheticMoeSpec s;
-  s.layers = 2;
-  s.hidden = 64;
-  s.heads = 4;
-  s.kv_heads = 2;
-  s.head_dim = 16;
-  s.experts = 4;
-  s.moe_intermediate = 32;
-  s.vocab = 64;
-  write_synthetic_moe(tmp / "m", s);
-  auto ckpt = Checkpoint::open(tmp / "m");
+  auto ckpt = Checkpoint::open(tiny_model(tmp / "m", "qwen3_moe", 2, 4, 64));
   const Engine eng(*ckpt);
   const auto seqs = make_sequences(64);
   ForwardOptions opt;

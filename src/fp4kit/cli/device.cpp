@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
+#include <fstream>
 
 #include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/error.hpp"
@@ -98,15 +100,20 @@ size_t max_layer_stored_bytes(const Checkpoint& c, const engine::ModelSpec& S) {
   return most;
 }
 
-// FP4KIT_GPU_MEMORY_LIMIT=BYTES: the device is taken to have at most BYTES free (to test the
-// memory check without a smaller GPU).
-size_t usable_free_bytes(size_t free_bytes) {
-  const char* lim = std::getenv("FP4KIT_GPU_MEMORY_LIMIT");
-  if (!lim || !*lim) return free_bytes;
+// FP4KIT_<WHAT>_MEMORY_LIMIT=BYTES caps `avail` (to test the memory checks without a smaller
+// GPU or host).
+size_t limited(const char* var, size_t avail) {
+  const char* lim = std::getenv(var);
+  if (!lim || !*lim) return avail;
   char* end = nullptr;
   const unsigned long long v = std::strtoull(lim, &end, 10);
-  if (*end != '\0') throw Error(fmt::format("FP4KIT_GPU_MEMORY_LIMIT={}: not a byte count", lim));
-  return std::min<size_t>(free_bytes, v);
+  if (*end != '\0') throw Error(fmt::format("{}={}: not a byte count", var, lim));
+  return std::min<size_t>(avail, v);
+}
+
+// FP4KIT_GPU_MEMORY_LIMIT=BYTES: the device is taken to have at most BYTES free.
+size_t usable_free_bytes(size_t free_bytes) {
+  return limited("FP4KIT_GPU_MEMORY_LIMIT", free_bytes);
 }
 
 enum class Placement { Auto, Resident, Host };
@@ -122,9 +129,30 @@ Placement placement() {
   throw Error("FP4KIT_ACTIVATIONS=" + a + ": must be auto, resident or host");
 }
 
-struct Shape {
-  size_t tokens = 0, chunk = 0, longest = 0;
-};
+// MemAvailable of /proc/meminfo in bytes (SIZE_MAX where there is none), capped by
+// FP4KIT_HOST_MEMORY_LIMIT=BYTES.
+size_t host_available_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key, unit;
+  size_t kib = 0, avail = 0;
+  while (f >> key >> kib >> unit)
+    if (key == "MemAvailable:") {
+      avail = kib * 1024;
+      break;
+    }
+  return limited("FP4KIT_HOST_MEMORY_LIMIT", avail > 0 ? avail : SIZE_MAX);
+}
+
+// Host-held: the hidden states of all tokens must fit in the host's available memory.
+void check_host_memory(size_t host_bytes, size_t tokens) {
+  const size_t avail = host_available_bytes();
+  if (host_bytes > avail)
+    throw Error(fmt::format("host-held activations: the hidden states of all {} tokens need {:.2f} "
+                            "MiB of host memory, but only {:.2f} MiB is available (MemAvailable{}); "
+                            "use fewer --samples",
+                            tokens, mib(host_bytes), mib(avail),
+                            std::getenv("FP4KIT_HOST_MEMORY_LIMIT") ? ", FP4KIT_HOST_MEMORY_LIMIT" : ""));
+}
 
 }  // namespace
 
@@ -160,6 +188,7 @@ Forward::Plan Forward::plan(size_t tokens, size_t chunk, size_t longest) const {
   Plan p;
   if (!impl_->cuda) {
     p.host = want == Placement::Host;
+    if (p.host) check_host_memory(host_bytes, tokens);
     p.line = p.host ? host_line("memory", "FP4KIT_ACTIVATIONS=host") + ")"
                     : resident_line("memory", "") + ")";
     return p;
@@ -173,11 +202,11 @@ Forward::Plan Forward::plan(size_t tokens, size_t chunk, size_t longest) const {
       e.activation_bytes(tokens, chunk, longest, true) + 2 * e.peak_weight_bytes(true);
   const engine::cuda::DeviceInfo info = engine::cuda::device_info(impl_->device);
   const size_t free_b = usable_free_bytes(info.free_bytes);
-  const std::string limited = free_b < info.free_bytes ? " (FP4KIT_GPU_MEMORY_LIMIT)" : "";
+  const std::string capped = free_b < info.free_bytes ? " (FP4KIT_GPU_MEMORY_LIMIT)" : "";
   const std::string tail = fmt::format("; twice that reserved), plus up to {:.1f} MiB of stored "
                                        "weights of two layers prefetched while free memory "
                                        "allows; {:.2f} GiB free{}",
-                                       mib(2 * impl_->layer_stored), gib(free_b), limited);
+                                       mib(2 * impl_->layer_stored), gib(free_b), capped);
   const bool res_fits = need_res + reserve <= free_b, host_fits = need_host + reserve <= free_b;
   if (want == Placement::Resident || (want == Placement::Auto && res_fits)) {
     if (!res_fits)
@@ -185,7 +214,7 @@ Forward::Plan Forward::plan(size_t tokens, size_t chunk, size_t longest) const {
                               "{:.2f} GiB (activations of {} tokens and two uploads of weights) "
                               "plus 0.5 GiB reserve, but only {:.2f} GiB is free{}",
                               impl_->device, info.name, gib(need_res), tokens, gib(free_b),
-                              limited));
+                              capped));
     p.line = resident_line("GPU memory plan", want == Placement::Resident
                                                   ? ", FP4KIT_ACTIVATIONS=resident" : "") +
              tail;
@@ -198,14 +227,15 @@ Forward::Plan Forward::plan(size_t tokens, size_t chunk, size_t longest) const {
         "layer's blocks of weights at once, twice), plus 0.5 GiB reserve, but only {:.2f} GiB is "
         "free{}; use a smaller --chunk, fewer --samples or another device",
         impl_->device, info.name, gib(need_res), tokens, gib(need_host), group, gib(free_b),
-        limited));
+        capped));
+  check_host_memory(host_bytes, tokens);
   p.host = true;
   p.line = host_line("GPU memory plan",
                      want == Placement::Host
                          ? std::string("FP4KIT_ACTIVATIONS=host")
                          : fmt::format("resident would need {:.2f} GiB + 0.5 GiB reserve, "
                                        "{:.2f} GiB free{}",
-                                       gib(need_res), gib(free_b), limited)) +
+                                       gib(need_res), gib(free_b), capped)) +
            tail;
 #endif
   return p;
