@@ -61,10 +61,22 @@ LinearWeights load_linear(const Checkpoint& c, const LinearRef& ref, bool activa
 
 LinearWeights load_linear_into(const Checkpoint& c, const LinearRef& ref, bool activations,
                                float* w) {
+  const StoredLinear s = describe_linear(c, ref, activations);
   LinearWeights L;
   L.module = ref.module;
   L.n = ref.rows;
   L.k = ref.cols;
+  decode_linear(c, s, L.n, L.k, w);
+  L.nvfp4 = s.nvfp4;
+  L.act_global_scale = s.act_global_scale;
+  if (!s.release.empty()) c.release(s.release);
+  if (s.bias) L.bias = load_vector(c, ref.module + ".bias", L.n);
+  return L;
+}
+
+StoredLinear describe_linear(const Checkpoint& c, const LinearRef& ref, bool activations) {
+  StoredLinear S;
+  const size_t n = ref.rows, k = ref.cols;
   const std::string& m = ref.module;
   if (!ref.tensor.empty()) {
     // A row range of a fused 3-D expert tensor (always high precision: loaders refuse quantized
@@ -74,49 +86,34 @@ LinearWeights load_linear_into(const Checkpoint& c, const LinearRef& ref, bool a
       throw Error(fmt::format("{}: fused expert tensor {} has dtype {}; only float dtypes are "
                               "supported for fused experts", c.dir().string(), ref.tensor,
                               dtype_name(t.dtype)));
-    const size_t es = dtype_size(t.dtype);
-    auto bytes = c.bytes(ref.tensor);
-    decode_to_f32(bytes.data() + ref.row_begin * ref.cols * es, t.dtype, L.n * L.k, w);
-    return L;
+    S.tensor = ref.tensor;
+    S.dtype = t.dtype;
+    S.offset = ref.row_begin * ref.cols * dtype_size(t.dtype);
+    return S;
   }
   if (c.has(m + ".weight_packed")) {  // format B (compressed-tensors)
-    check_nvfp4_shapes(c, m + ".weight_packed", m + ".weight_scale", L.n, L.k);
-    const float gs = positive_scale(c, m + ".weight_global_scale");
-    const uint8_t* packed = c.bytes(m + ".weight_packed").data();
-    const uint8_t* scales = c.bytes(m + ".weight_scale").data();
-    // vLLM's dequantize_to_dtype: e2m1 * (fp32(scale) / global_scale).
-    const size_t nb = L.k / 16;
-    parallel_for(0, L.n, 64, [&](size_t r0, size_t r1) {
-      for (size_t r = r0; r < r1; ++r) {
-        for (size_t b = 0; b < nb; ++b) {
-          const float s = e4m3_to_float(scales[r * nb + b]) / gs;
-          for (size_t i = 0; i < 16; ++i) {
-            const size_t col = b * 16 + i;
-            const uint8_t byte = packed[r * (L.k / 2) + col / 2];
-            const uint8_t code = (col % 2 == 0) ? (byte & 0x0F) : (byte >> 4);
-            w[r * L.k + col] = e2m1_to_float(code) * s;
-          }
-        }
-      }
-    });
-    L.nvfp4 = true;
+    check_nvfp4_shapes(c, m + ".weight_packed", m + ".weight_scale", n, k);
+    S.kind = StoredLinear::Kind::Nvfp4Div;
+    S.tensor = S.release = m + ".weight_packed";
+    S.scales = m + ".weight_scale";
+    S.s2 = positive_scale(c, m + ".weight_global_scale");
+    S.nvfp4 = true;
     if (activations && c.has(m + ".input_global_scale"))
-      L.act_global_scale = positive_scale(c, m + ".input_global_scale");
-    c.release(m + ".weight_packed");
+      S.act_global_scale = positive_scale(c, m + ".input_global_scale");
   } else {
     const std::string wname = m + ".weight";
     const auto& t = c.info(wname);
+    S.tensor = S.release = wname;
     if (t.dtype == DType::U8 && c.has(m + ".weight_scale")) {  // format A (ModelOpt)
-      check_nvfp4_shapes(c, wname, m + ".weight_scale", L.n, L.k);
-      const float s2 = positive_scale(c, m + ".weight_scale_2");
-      nvfp4_dequantize(c.bytes(wname).data(), c.bytes(m + ".weight_scale").data(), L.n, L.k, s2,
-                       w);
-      L.nvfp4 = true;
-      if (activations && c.has(m + ".input_scale")) {
-        L.act_global_scale = 1.0f / positive_scale(c, m + ".input_scale");  // vLLM: input_scale_inv
-      }
+      check_nvfp4_shapes(c, wname, m + ".weight_scale", n, k);
+      S.kind = StoredLinear::Kind::Nvfp4;
+      S.scales = m + ".weight_scale";
+      S.s2 = positive_scale(c, m + ".weight_scale_2");
+      S.nvfp4 = true;
+      if (activations && c.has(m + ".input_scale"))
+        S.act_global_scale = 1.0f / positive_scale(c, m + ".input_scale");  // vLLM: input_scale_inv
     } else if (t.dtype == DType::F8_E4M3 && c.has(m + ".weight_scale_inv") &&
-               t.shape.size() == 2 && t.shape[0] == L.n && t.shape[1] == L.k) {
+               t.shape.size() == 2 && t.shape[0] == n && t.shape[1] == k) {
       // FP8 with 128x128 block scales (DeepSeek-V3, Qwen3-FP8; spec 8): the values calibration
       // must see are fp8 * scale_inv of the block. A grid that is not [ceil(n/128), ceil(k/128)]
       // (another block size) is an error, never a silent misread.
@@ -124,51 +121,99 @@ LinearWeights load_linear_into(const Checkpoint& c, const LinearRef& ref, bool a
       const auto& si = c.info(sname);
       if (si.shape.size() != 2)
         throw Error(fmt::format("{}: {} must be 2-D", c.dir().string(), sname));
-      Fp8BlockScales s{c.bytes(sname).data(), si.dtype, si.shape[0], si.shape[1], 128, 128};
-      fp8_block_dequantize(c.bytes(wname).data(), 0, L.n, L.n, L.k, s, w, wname);
+      S.kind = StoredLinear::Kind::Fp8Block;
+      S.scales = sname;
+      S.grid = Fp8BlockScales{c.bytes(sname).data(), si.dtype, si.shape[0], si.shape[1], 128, 128};
+      check_fp8_block_scales(S.grid, n, k, sname);
     } else {
       if (!dtype_is_float(t.dtype) || c.has(m + ".weight_scale_inv") ||
           (c.has(m + ".weight_scale") && t.dtype != DType::U8))
         throw Error(fmt::format("{}: {} has dtype {} with scales the engine cannot decode "
                                 "(supported: BF16/F16/F32 and NVFP4)", c.dir().string(), wname,
                                 dtype_name(t.dtype)));
-      if (t.shape.size() != 2 || t.shape[0] != L.n || t.shape[1] != L.k)
+      if (t.shape.size() != 2 || t.shape[0] != n || t.shape[1] != k)
         throw Error(fmt::format("{}: {} has an unexpected shape", c.dir().string(), wname));
-      decode_to_f32(c.bytes(wname).data(), t.dtype, L.n * L.k, w);
+      S.dtype = t.dtype;
     }
-    c.release(wname);
   }
-  if (c.has(m + ".bias")) L.bias = load_vector(c, m + ".bias", L.n);
-  return L;
+  S.bias = c.has(m + ".bias");
+  return S;
+}
+
+void decode_linear(const Checkpoint& c, const StoredLinear& s, size_t n, size_t k, float* w) {
+  const uint8_t* bytes = c.bytes(s.tensor).data();
+  switch (s.kind) {
+    case StoredLinear::Kind::Float:
+      decode_to_f32(bytes + s.offset, s.dtype, n * k, w);
+      break;
+    case StoredLinear::Kind::Nvfp4:
+      nvfp4_dequantize(bytes, c.bytes(s.scales).data(), n, k, s.s2, w);
+      break;
+    case StoredLinear::Kind::Nvfp4Div: {
+      const uint8_t* scales = c.bytes(s.scales).data();
+      // vLLM's dequantize_to_dtype: e2m1 * (fp32(scale) / global_scale).
+      const size_t nb = k / 16;
+      parallel_for(0, n, 64, [&](size_t r0, size_t r1) {
+        for (size_t r = r0; r < r1; ++r) {
+          for (size_t b = 0; b < nb; ++b) {
+            const float sc = e4m3_to_float(scales[r * nb + b]) / s.s2;
+            for (size_t i = 0; i < 16; ++i) {
+              const size_t col = b * 16 + i;
+              const uint8_t byte = bytes[r * (k / 2) + col / 2];
+              const uint8_t code = (col % 2 == 0) ? (byte & 0x0F) : (byte >> 4);
+              w[r * k + col] = e2m1_to_float(code) * sc;
+            }
+          }
+        }
+      });
+      break;
+    }
+    case StoredLinear::Kind::Fp8Block:
+      fp8_block_dequantize(bytes, 0, n, n, k, s.grid, w, s.tensor);
+      break;
+  }
 }
 
 LinearWeights load_bmm_expert(const Checkpoint& c, const BmmRef& ref, size_t expert,
                               bool activations) {
+  const StoredBmmExpert s = describe_bmm_expert(c, ref, expert, activations);
   LinearWeights L;
   L.module = ref.module;
   L.n = ref.n;
   L.k = ref.k;
   L.w.resize(L.n * L.k);
+  decode_bmm_expert(c, s, L.n, L.k, L.w.data());
+  L.nvfp4 = s.nvfp4;
+  L.act_global_scale = s.act_global_scale;
+  L.bias = load_bmm_expert_bias(c, ref, expert);
+  return L;
+}
+
+StoredBmmExpert describe_bmm_expert(const Checkpoint& c, const BmmRef& ref, size_t expert,
+                                    bool activations) {
+  StoredBmmExpert S;
+  S.storage = ref.storage;
   const std::string& m = ref.module;
-  const size_t n = L.n, k = L.k;
+  const size_t n = ref.n, k = ref.k;
   switch (ref.storage) {
     case BmmRef::Storage::Mxfp4: {
       // [E, N, K/32, 16] + [E, N, K/32]: expert e's N * K/32 blocks are contiguous.
       const size_t groups = n * (k / kMxfp4Block);
-      const uint8_t* blocks = c.bytes(m + "_blocks").data() + expert * groups * 16;
-      const uint8_t* scales = c.bytes(m + "_scales").data() + expert * groups;
-      mxfp4_dequantize(blocks, scales, groups, L.w.data(), m + "_scales");
+      S.tensor = m + "_blocks";
+      S.scales = m + "_scales";
+      S.offset = expert * groups * 16;
+      S.scales_offset = expert * groups;
+      if (c.info(S.tensor).nbytes() < S.offset + groups * 16 ||
+          c.info(S.scales).nbytes() < S.scales_offset + groups)
+        throw Error(fmt::format("{}: {} / {} hold no expert {} of [{}, {}]", c.dir().string(),
+                                S.tensor, S.scales, expert, n, k));
       break;
     }
     case BmmRef::Storage::Float: {
       const auto& t = c.info(m);
-      const size_t es = dtype_size(t.dtype);
-      std::vector<float> kn(k * n);  // source[e] is [K, N]
-      decode_to_f32(c.bytes(m).data() + expert * k * n * es, t.dtype, k * n, kn.data());
-      parallel_for(0, n, 64, [&](size_t r0, size_t r1) {
-        for (size_t r = r0; r < r1; ++r)
-          for (size_t col = 0; col < k; ++col) L.w[r * k + col] = kn[col * n + r];
-      });
+      S.tensor = m;
+      S.dtype = t.dtype;
+      S.offset = expert * k * n * dtype_size(t.dtype);  // source[e] is [K, N]
       break;
     }
     case BmmRef::Storage::Nvfp4: {
@@ -177,32 +222,60 @@ LinearWeights load_bmm_expert(const Checkpoint& c, const BmmRef& ref, size_t exp
       if (sc.shape.size() != 3 || sc.shape[1] * 16 != k || sc.shape[2] != n)
         throw Error(fmt::format("{}: {}_weight_scale must be [E, {}, {}]", c.dir().string(), m,
                                 k / 16, n));
-      const uint8_t* codes = c.bytes(m).data() + expert * (k / 2) * n;
-      const uint8_t* scales = c.bytes(m + "_weight_scale").data() + expert * (k / 16) * n;
-      std::vector<uint8_t> packed(n * (k / 2)), sc_nk(n * (k / 16));
-      for (size_t j = 0; j < k / 2; ++j)
-        for (size_t r = 0; r < n; ++r) packed[r * (k / 2) + j] = codes[j * n + r];
-      for (size_t j = 0; j < k / 16; ++j)
-        for (size_t r = 0; r < n; ++r) sc_nk[r * (k / 16) + j] = scales[j * n + r];
-      nvfp4_dequantize(packed.data(), sc_nk.data(), n, k, positive_scale(c, m + "_weight_scale_2"),
-                       L.w.data());
-      L.nvfp4 = true;
-      if (activations && c.has(m + "_input_scale")) {
-        L.act_global_scale = 1.0f / positive_scale(c, m + "_input_scale");
-      }
+      S.tensor = m;
+      S.scales = m + "_weight_scale";
+      S.offset = expert * (k / 2) * n;
+      S.scales_offset = expert * (k / 16) * n;
+      S.s2 = positive_scale(c, m + "_weight_scale_2");
+      S.nvfp4 = true;
+      if (activations && c.has(m + "_input_scale"))
+        S.act_global_scale = 1.0f / positive_scale(c, m + "_input_scale");
       break;
     }
   }
-  const std::string bname = m + "_bias";
-  if (c.has(bname)) {
-    const auto& b = c.info(bname);
-    if (!dtype_is_float(b.dtype) || b.shape.size() != 2 || b.shape[1] != n || expert >= b.shape[0])
-      throw Error(fmt::format("{}: {} must be a float [E, {}] tensor", c.dir().string(), bname, n));
-    L.bias.resize(n);
-    decode_to_f32(c.bytes(bname).data() + expert * n * dtype_size(b.dtype), b.dtype, n,
-                  L.bias.data());
+  return S;
+}
+
+void decode_bmm_expert(const Checkpoint& c, const StoredBmmExpert& s, size_t n, size_t k,
+                       float* w) {
+  const uint8_t* bytes = c.bytes(s.tensor).data() + s.offset;
+  switch (s.storage) {
+    case BmmRef::Storage::Mxfp4:
+      mxfp4_dequantize(bytes, c.bytes(s.scales).data() + s.scales_offset,
+                       n * (k / kMxfp4Block), w, s.scales);
+      break;
+    case BmmRef::Storage::Float: {
+      std::vector<float> kn(k * n);
+      decode_to_f32(bytes, s.dtype, k * n, kn.data());
+      parallel_for(0, n, 64, [&](size_t r0, size_t r1) {
+        for (size_t r = r0; r < r1; ++r)
+          for (size_t col = 0; col < k; ++col) w[r * k + col] = kn[col * n + r];
+      });
+      break;
+    }
+    case BmmRef::Storage::Nvfp4: {
+      const uint8_t* scales = c.bytes(s.scales).data() + s.scales_offset;
+      std::vector<uint8_t> packed(n * (k / 2)), sc_nk(n * (k / 16));
+      for (size_t j = 0; j < k / 2; ++j)
+        for (size_t r = 0; r < n; ++r) packed[r * (k / 2) + j] = bytes[j * n + r];
+      for (size_t j = 0; j < k / 16; ++j)
+        for (size_t r = 0; r < n; ++r) sc_nk[r * (k / 16) + j] = scales[j * n + r];
+      nvfp4_dequantize(packed.data(), sc_nk.data(), n, k, s.s2, w);
+      break;
+    }
   }
-  return L;
+}
+
+std::vector<float> load_bmm_expert_bias(const Checkpoint& c, const BmmRef& ref, size_t expert) {
+  const std::string bname = ref.module + "_bias";
+  if (!c.has(bname)) return {};
+  const auto& b = c.info(bname);
+  const size_t n = ref.n;
+  if (!dtype_is_float(b.dtype) || b.shape.size() != 2 || b.shape[1] != n || expert >= b.shape[0])
+    throw Error(fmt::format("{}: {} must be a float [E, {}] tensor", c.dir().string(), bname, n));
+  std::vector<float> bias(n);
+  decode_to_f32(c.bytes(bname).data() + expert * n * dtype_size(b.dtype), b.dtype, n, bias.data());
+  return bias;
 }
 
 LinearWeights take_rows(const LinearWeights& w, const std::vector<size_t>& rows) {

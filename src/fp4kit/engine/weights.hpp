@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "fp4kit/engine/model_spec.hpp"
+#include "fp4kit/numeric/source_formats.hpp"
 
 namespace fp4kit {
 class Checkpoint;
@@ -33,6 +34,52 @@ LinearWeights load_linear(const Checkpoint& ckpt, const LinearRef& ref, bool act
 // LinearWeights has an empty `w` (a backend decoding into its own memory).
 LinearWeights load_linear_into(const Checkpoint& ckpt, const LinearRef& ref, bool activations,
                                float* w);
+
+// How a linear is stored: what load_linear_into decodes, after every check it makes (shapes,
+// dtypes, per-tensor scales, the FP8 scale grid). A device backend moves these tensors' bytes and
+// decodes them to the same floats; decode_linear is the host's decoding.
+struct StoredLinear {
+  enum class Kind {
+    Float,     // `tensor` of dtype `dtype` (any float dtype), n * k values from byte `offset`
+    Nvfp4,     // `tensor` U8 [n, k/2] codes, `scales` E4M3 [n, k/16]: e2m1 * scale * s2 (ModelOpt)
+    Nvfp4Div,  // the same layout, compressed-tensors: e2m1 * (scale / s2), s2 = weight_global_scale
+    Fp8Block,  // `tensor` F8_E4M3 [n, k], `scales` the checked scale_inv grid `grid` (128 x 128)
+  };
+  Kind kind = Kind::Float;
+  std::string tensor, scales;
+  DType dtype = DType::F32;  // Float
+  size_t offset = 0;         // Float: bytes into `tensor` (a row range of fused experts)
+  float s2 = 0.0f;           // Nvfp4, Nvfp4Div
+  Fp8BlockScales grid;       // Fp8Block (data points into the checkpoint)
+  float act_global_scale = 0.0f;
+  bool nvfp4 = false;
+  bool bias = false;         // <module>.bias belongs to the linear
+  std::string release;       // the tensor to release once decoded (empty: none)
+};
+StoredLinear describe_linear(const Checkpoint& ckpt, const LinearRef& ref, bool activations);
+// w [n, k] from the stored bytes (the host's decoding of load_linear).
+void decode_linear(const Checkpoint& ckpt, const StoredLinear& s, size_t n, size_t k, float* w);
+
+// Expert `expert` of a BMM expert tensor as stored (load_bmm_expert's checks made): the bytes of
+// that expert start at `offset` of `tensor` (and `scales_offset` of `scales`). Mxfp4: `tensor` =
+// <module>_blocks, `scales` = <module>_scales, n * k / 32 blocks; Float: `tensor` [K, N] of
+// `dtype`; Nvfp4: `tensor` U8 [K/2, N] codes, `scales` E4M3 [K/16, N], times s2.
+struct StoredBmmExpert {
+  BmmRef::Storage storage = BmmRef::Storage::Float;
+  std::string tensor, scales;
+  DType dtype = DType::F32;
+  size_t offset = 0, scales_offset = 0;
+  float s2 = 0.0f;
+  float act_global_scale = 0.0f;
+  bool nvfp4 = false;
+};
+StoredBmmExpert describe_bmm_expert(const Checkpoint& ckpt, const BmmRef& ref, size_t expert,
+                                    bool activations);
+// w [n, k] (the linear's layout) from the stored bytes, on the host.
+void decode_bmm_expert(const Checkpoint& ckpt, const StoredBmmExpert& s, size_t n, size_t k,
+                       float* w);
+// `<module>_bias`[expert] (n floats), or empty when the tensor has none.
+std::vector<float> load_bmm_expert_bias(const Checkpoint& ckpt, const BmmRef& ref, size_t expert);
 
 // Expert `expert` of a gpt-oss BMM expert tensor as a linear [N, K] (the transpose of the stored
 // [K, N]; MXFP4 blocks already hold [N, K]) with its bias row `<module>_bias`[expert]. Gate/up stay
