@@ -11,7 +11,9 @@
 #include <fmt/format.h>
 
 #include "fp4kit/engine/cpu/ops.hpp"
+#include "fp4kit/engine/cuda/decode_kernels.hpp"
 #include "fp4kit/engine/cuda/device.hpp"
+#include "fp4kit/engine/cuda/gdn_kernels.hpp"
 #include "fp4kit/engine/cuda/kernels.hpp"
 #include "fp4kit/engine/cuda/prefetch.hpp"
 #include "fp4kit/engine/model_spec.hpp"
@@ -205,81 +207,59 @@ class CudaBackend final : public Backend {
                      o.v_stride);
   }
 
-  // ---- Gated DeltaNet: on the host with the CPU backend's code (inputs downloaded, the
-  // output uploaded), the same numbers as the CPU engine; kernels for these are future work.
+  // ---- Gated DeltaNet (gdn_kernels.hpp)
   void causal_conv1d_silu(const float* x, size_t len, size_t channels, size_t stride,
                           const float* weight, size_t K, float* out) override {
-    const auto hx = fetch(x, (len - 1) * stride + channels), hw = fetch(weight, channels * K);
-    std::vector<float> ho(len * channels);
-    cpu_->causal_conv1d_silu(hx.data(), len, channels, stride, hw.data(), K, ho.data());
-    put(ho, out);
+    cuda::causal_conv1d_silu(x, len, channels, stride, weight, K, out, s());
   }
   void gdn_gates(float* a, float* b, size_t rows, size_t heads, const float* A_log,
                  const float* dt_bias) override {
-    auto ha = fetch(a, rows * heads), hb = fetch(b, rows * heads);
-    const auto hA = fetch(A_log, heads), hd = fetch(dt_bias, heads);
-    cpu_->gdn_gates(ha.data(), hb.data(), rows, heads, hA.data(), hd.data());
-    put(ha, a);
-    put(hb, b);
+    cuda::gdn_gates(a, b, rows, heads, A_log, dt_bias, s());
   }
   void gated_delta_rule(const float* q, const float* k, size_t qk_stride, const float* v,
                         size_t v_stride, const float* g, const float* beta, size_t len, int nk,
                         int nv, int dk, int dv, bool chunked, float* out) override {
-    const size_t qk_n = (len - 1) * qk_stride + size_t(nk) * dk;
-    const auto hq = fetch(q, qk_n), hk = fetch(k, qk_n);
-    const auto hv = fetch(v, (len - 1) * v_stride + size_t(nv) * dv);
-    const auto hg = fetch(g, len * nv), hb = fetch(beta, len * nv);
-    std::vector<float> ho(len * size_t(nv) * dv);
-    cpu_->gated_delta_rule(hq.data(), hk.data(), qk_stride, hv.data(), v_stride, hg.data(),
-                           hb.data(), len, nk, nv, dk, dv, chunked, ho.data());
-    put(ho, out);
+    ensure(gdn_scratch_, gated_delta_scratch_floats(len, nk, nv, dk, dv, chunked));
+    cuda::gated_delta_rule(q, k, qk_stride, v, v_stride, g, beta, len, nk, nv, dk, dv, chunked,
+                           out, gdn_scratch_.f(), s());
   }
 
-  // ---- weights: BF16/F16/F32 as stored, widened on the GPU (other storages: base class)
+  // ---- weights: the stored bytes moved (prefetched or staged) and decoded on the GPU to the
+  // host decoding's floats (weights.hpp describes the storage; decode_kernels.hpp); float dtypes
+  // other than BF16/F16/F32 decode on the host.
   Linear load_linear(const Checkpoint& c, const LinearRef& ref, bool act) override {
     if (overlay_) return Backend::load_linear(c, ref, act);  // weights from memory first
-    const std::string& m = ref.module;
-    const uint8_t* raw = nullptr;
-    DType dt = DType::F32;
-    std::string tensor, release;
-    size_t offset = 0;  // bytes into the stored tensor
-    if (!ref.tensor.empty()) {
-      const auto& t = c.info(ref.tensor);
-      if (t.dtype == DType::BF16 || t.dtype == DType::F16 || t.dtype == DType::F32) {
-        dt = t.dtype;
-        tensor = ref.tensor;
-        offset = ref.row_begin * ref.cols * dtype_size(dt);
-        raw = c.bytes(ref.tensor).data() + offset;
-      }
-    } else if (c.has(m + ".weight") && !c.has(m + ".weight_scale") &&
-               !c.has(m + ".weight_scale_inv") && !c.has(m + ".weight_packed")) {
-      const auto& t = c.info(m + ".weight");
-      if ((t.dtype == DType::BF16 || t.dtype == DType::F16 || t.dtype == DType::F32) &&
-          t.shape.size() == 2 && t.shape[0] == ref.rows && t.shape[1] == ref.cols) {
-        dt = t.dtype;
-        tensor = release = m + ".weight";
-        raw = c.bytes(tensor).data();
-      }
-    }
-    if (!raw) return Backend::load_linear(c, ref, act);
+    const StoredLinear st = describe_linear(c, ref, act);
     Linear L;
-    L.module = m;
+    L.module = ref.module;
     L.n = ref.rows;
     L.k = ref.cols;
-    const size_t count = L.n * L.k, bytes = count * dtype_size(dt);
-    L.w = alloc(count * sizeof(float));
-    const SrcType st = dt == DType::BF16 ? SrcType::BF16 : dt == DType::F16 ? SrcType::F16 : SrcType::F32;
-    if (const uint8_t* moved = pre_ ? pre_->acquire(c, tensor) : nullptr) {
-      to_f32(moved + offset, st, count, L.w.f(), s());  // already on the device (prefetch)
-    } else if (dt == DType::F32) {
-      stage_bytes(raw, bytes, L.w.as<uint8_t>());
-    } else {
-      Buffer tmp = alloc(bytes);
-      stage_bytes(raw, bytes, tmp.as<uint8_t>());
-      to_f32(tmp.as<void>(), st, count, L.w.f(), s());
+    L.act_global_scale = st.act_global_scale;
+    L.w = alloc(L.n * L.k * sizeof(float));
+    if (!decode_linear_here(c, st, L.n, L.k, L.w.f())) {
+      std::vector<float> host(L.n * L.k);
+      decode_linear(c, st, L.n, L.k, host.data());
+      write(L.w.f(), host.data(), host.size());
     }
-    if (ref.tensor.empty() && c.has(m + ".bias")) L.bias = upload(load_vector(c, m + ".bias", L.n));
-    if (!release.empty()) c.release(release);
+    if (!st.release.empty()) c.release(st.release);
+    if (st.bias) L.bias = upload(load_vector(c, ref.module + ".bias", L.n));
+    return L;
+  }
+  Linear load_bmm_expert(const Checkpoint& c, const BmmRef& ref, size_t e, bool act) override {
+    const StoredBmmExpert st = describe_bmm_expert(c, ref, e, act);
+    Linear L;
+    L.module = ref.module;
+    L.n = ref.n;
+    L.k = ref.k;
+    L.act_global_scale = st.act_global_scale;
+    L.w = alloc(L.n * L.k * sizeof(float));
+    if (!decode_bmm_here(c, st, L.n, L.k, L.w.f())) {
+      std::vector<float> host(L.n * L.k);
+      decode_bmm_expert(c, st, L.n, L.k, host.data());
+      write(L.w.f(), host.data(), host.size());
+    }
+    std::vector<float> bias = load_bmm_expert_bias(c, ref, e);
+    if (!bias.empty()) L.bias = upload(std::move(bias));
     return L;
   }
 
@@ -330,15 +310,109 @@ class CudaBackend final : public Backend {
  private:
   cudaStream_t s() const { return ctx_.compute(); }
 
-  std::vector<float> fetch(const float* src, size_t n) {
-    std::vector<float> h(n);
-    download(src, n, h.data());
-    return h;
+  // The device copy of `bytes` bytes of checkpoint tensor `name` from byte `offset`: the
+  // prefetched tensor, or staged into `tmp` now (in stream order either way).
+  const uint8_t* device_bytes(const Checkpoint& c, const std::string& name, size_t offset,
+                              size_t bytes, Buffer& tmp) {
+    if (pre_)
+      if (const uint8_t* moved = pre_->acquire(c, name)) return moved + offset;
+    tmp = alloc(bytes);
+    stage_bytes(c.bytes(name).data() + offset, bytes, tmp.as<uint8_t>());
+    return tmp.as<uint8_t>();
   }
-  void put(const std::vector<float>& h, float* dst) {
-    check(cudaMemcpyAsync(dst, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice, s()),
-          "upload");
-    check(cudaStreamSynchronize(s()), "upload");
+  static bool widenable(DType t) { return t == DType::BF16 || t == DType::F16 || t == DType::F32; }
+  static SrcType src_type(DType t) {
+    return t == DType::BF16 ? SrcType::BF16 : t == DType::F16 ? SrcType::F16 : SrcType::F32;
+  }
+  unsigned long long* reset_bad_index() {
+    if (bad_index_.empty()) bad_index_ = alloc(sizeof(unsigned long long));
+    check(cudaMemsetAsync(bad_index_.as<void>(), 0xFF, sizeof(unsigned long long), s()), "memset");
+    return bad_index_.as<unsigned long long>();
+  }
+  // The index a decode kernel flagged (waits for it), or kNoBadElement.
+  unsigned long long bad_index() {
+    unsigned long long i = kNoBadElement;
+    check(cudaMemcpyAsync(&i, bad_index_.as<void>(), sizeof(i), cudaMemcpyDeviceToHost, s()),
+          "download");
+    check(cudaStreamSynchronize(s()), "decode check");
+    return i;
+  }
+
+  // Decodes `st` into out [n, k] on the device; false when the host must (other float dtypes,
+  // NVFP4 with k % 16 != 0, which the host decoding refuses with its message).
+  bool decode_linear_here(const Checkpoint& c, const StoredLinear& st, size_t n, size_t k,
+                          float* out) {
+    Buffer a, b;
+    switch (st.kind) {
+      case StoredLinear::Kind::Float: {
+        if (!widenable(st.dtype)) return false;
+        const size_t bytes = n * k * dtype_size(st.dtype);
+        if (const uint8_t* moved = pre_ ? pre_->acquire(c, st.tensor) : nullptr)
+          to_f32(moved + st.offset, src_type(st.dtype), n * k, out, s());
+        else if (st.dtype == DType::F32)
+          stage_bytes(c.bytes(st.tensor).data() + st.offset, bytes, reinterpret_cast<uint8_t*>(out));
+        else
+          to_f32(device_bytes(c, st.tensor, st.offset, bytes, a), src_type(st.dtype), n * k, out,
+                 s());
+        return true;
+      }
+      case StoredLinear::Kind::Nvfp4:
+      case StoredLinear::Kind::Nvfp4Div: {
+        if (k % 16 != 0) return false;
+        const uint8_t* codes = device_bytes(c, st.tensor, 0, n * (k / 2), a);
+        const uint8_t* scales = device_bytes(c, st.scales, 0, n * (k / 16), b);
+        nvfp4_decode(codes, k / 2, 1, scales, k / 16, 1, n, k, st.s2,
+                     st.kind == StoredLinear::Kind::Nvfp4Div, out, s());
+        return true;
+      }
+      case StoredLinear::Kind::Fp8Block: {
+        const Fp8BlockScales& g = st.grid;
+        const uint8_t* codes = device_bytes(c, st.tensor, 0, n * k, a);
+        const uint8_t* grid = device_bytes(c, st.scales, 0, g.grid_rows * g.grid_cols *
+                                           dtype_size(g.dtype), b);
+        fp8_block_decode(codes, n, k, grid, g.dtype == DType::BF16, g.grid_cols, g.block_rows,
+                         g.block_cols, out, reset_bad_index(), s());
+        const unsigned long long bad = bad_index();
+        if (bad != kNoBadElement) {
+          const uint8_t code = c.bytes(st.tensor).data()[bad];
+          throw Error(fmt::format("FP8 tensor '{}': NaN code {} at row {}, column {}", st.tensor,
+                                  int(code), bad / k, bad % k));
+        }
+        return true;
+      }
+    }
+    return false;
+  }
+  bool decode_bmm_here(const Checkpoint& c, const StoredBmmExpert& st, size_t n, size_t k,
+                       float* out) {
+    Buffer a, b;
+    switch (st.storage) {
+      case BmmRef::Storage::Mxfp4: {
+        const size_t groups = n * (k / kMxfp4Block);
+        const uint8_t* blocks = device_bytes(c, st.tensor, st.offset, groups * 16, a);
+        const uint8_t* scales = device_bytes(c, st.scales, st.scales_offset, groups, b);
+        mxfp4_decode(blocks, scales, groups, out, reset_bad_index(), s());
+        const unsigned long long bad = bad_index();
+        if (bad != kNoBadElement)
+          throw Error(fmt::format("MXFP4 scale tensor '{}': block {} has the NaN scale 0xFF",
+                                  st.scales, bad));
+        return true;
+      }
+      case BmmRef::Storage::Float: {
+        if (!widenable(st.dtype)) return false;
+        const uint8_t* src = device_bytes(c, st.tensor, st.offset, k * n * dtype_size(st.dtype), a);
+        to_f32_transposed(src, src_type(st.dtype), k, n, out, s());
+        return true;
+      }
+      case BmmRef::Storage::Nvfp4: {
+        if (k % 16 != 0) return false;
+        const uint8_t* codes = device_bytes(c, st.tensor, st.offset, (k / 2) * n, a);
+        const uint8_t* scales = device_bytes(c, st.scales, st.scales_offset, (k / 16) * n, b);
+        nvfp4_decode(codes, 1, n, scales, 1, n, n, k, st.s2, false, out, s());
+        return true;
+      }
+    }
+    return false;
   }
 
   // Host bytes (the mmap'd checkpoint) to the device through a ring of pinned chunks, copied in
@@ -429,12 +503,11 @@ class CudaBackend final : public Backend {
   void* pinned_[kRing] = {};
   cudaEvent_t pinned_done_[kRing] = {};
   int ring_next_ = 0;
-  std::unique_ptr<Backend> cpu_ = make_cpu_backend();
   DeviceInfo dev_;
   Context ctx_;
   int* bad_ = nullptr;
   std::vector<float> view_;
-  Buffer staged_[3], stats_scratch_, stats_out_, pos_, scores_;
+  Buffer staged_[3], stats_scratch_, stats_out_, pos_, scores_, gdn_scratch_, bad_index_;
   size_t pos_len_ = 0;
   std::map<std::tuple<int, int, std::vector<float>, float>, Table> ropes_;
   struct Temp {

@@ -44,8 +44,11 @@ bool natural_less(const std::string& a, const std::string& b) {
   return a.size() - i < b.size() - j;
 }
 
+// What the backend decodes on the device: float weights, and the codes and scales of FP8,
+// NVFP4 and MXFP4 weights (U8 / F8_E4M3; their scale grids are F32 / BF16).
 bool movable(const TensorInfo& t) {
-  return (t.dtype == DType::BF16 || t.dtype == DType::F16 || t.dtype == DType::F32) &&
+  return (t.dtype == DType::BF16 || t.dtype == DType::F16 || t.dtype == DType::F32 ||
+          t.dtype == DType::U8 || t.dtype == DType::F8_E4M3) &&
          t.shape.size() >= 2 && t.nbytes() > 0;
 }
 

@@ -4,8 +4,9 @@
 // and a copy stream uploads them into one device allocation per layer (double buffering: the
 // layer in use and the one arriving). A load then finds its tensor on the device: the compute
 // stream waits for that tensor's arrival event (not for the whole layer) and widens it there.
-// Only BF16/F16/F32 tensors of rank >= 2 are moved (what the backend widens on the device); the
-// values are the stored bytes either way, so the numbers never depend on the prefetch.
+// Only tensors of rank >= 2 of BF16/F16/F32/U8/F8_E4M3 are moved (what the backend widens or
+// decodes on the device: float weights, FP8 / NVFP4 / MXFP4 codes and scales); the values are the
+// stored bytes either way, so the numbers never depend on the prefetch.
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
