@@ -4,7 +4,8 @@ each family fp4kit supports), calibrated and evaluated with `--device cpu` and `
 then W4A4 quantize from each stats file: every weight and scale byte-equal, input_scale within 1%.
 Besides tiny_models.FAMILIES, the tiny models of the engine's own conformance tests for the
 families tiny_models lacks: GLM-4-MoE, OLMoE and DeepSeek-V3 with 16 experts in 4 groups
-(test_engine_mla_families.py), Qwen3-Next (test_engine_qwen3_next.py).
+(test_engine_mla_families.py), Qwen3-Next (test_engine_qwen3_next.py); and quantized sources
+(FP8 block-scaled DeepSeek-V3, MXFP4 gpt-oss, NVFP4 Llama) that the GPU decodes itself.
 
 Usage (GPU machine): python3 bench/cuda_family_check.py --bin DIR/bin --tiny python/tests [--work D]
 Prints one line per family and check; exits 1 if a check fails.
@@ -43,15 +44,33 @@ def import_test_module(name):
     return importlib.import_module(name)
 
 
-def extra_families():
-    """name -> save(path) for the families of the engine tests that tiny_models lacks."""
+def extra_families(tiny_dir, fp4kit):
+    """name -> save(path) for the families of the engine tests that tiny_models lacks, and the
+    quantized sources the GPU decodes itself: FP8 block-scaled DeepSeek-V3 and MXFP4 gpt-oss
+    (make_source_models.py, beside this script) and an NVFP4 Llama (fp4kit's own W4A16 output)."""
     mla = import_test_module("test_engine_mla_families")
     nxt = import_test_module("test_engine_qwen3_next")
+    maker = Path(__file__).resolve().parent / "make_source_models.py"
+
+    def source(kind):
+        return lambda p: subprocess.run([sys.executable, maker, kind, "tiny", p, "--tiny", tiny_dir],
+                                        check=True, capture_output=True)
+
+    def nvfp4_llama(p):
+        src = Path(str(p) + ".bf16")
+        import tiny_models
+        tiny_models.save("llama", src)
+        subprocess.run([fp4kit, "quantize", src, p, "--weights-only"], check=True,
+                       capture_output=True)
+
     return {
         "glm4_moe": lambda p: mla.save_tiny_bf16("glm4_moe", p),
         "olmoe": lambda p: mla.save_tiny_bf16("olmoe", p),
         "deepseek_v3_groups": lambda p: mla.save_tiny_bf16("deepseek_v3", p),
         "qwen3_next": lambda p: nxt.build("qwen3_next").save_pretrained(p),
+        "deepseek_v3_fp8": source("deepseek_v3_fp8"),
+        "gpt_oss_mxfp4": source("gpt_oss_mxfp4"),
+        "llama_nvfp4": nvfp4_llama,
     }
 
 
@@ -92,7 +111,7 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     ids = np.random.default_rng(0).integers(0, 256, 40000, dtype=np.uint16)
     ids.tofile(work / "ids.u16")
-    builders = extra_families()
+    builders = extra_families(a.tiny, fp4kit)
     fams = a.families.split(",") if a.families else (
         list(tiny_models.FAMILIES) + [f for f in builders if f not in tiny_models.FAMILIES])
     failed = []
