@@ -1,10 +1,16 @@
 // `fp4kit eval` end to end on the real stories260K checkpoints.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <map>
 
 #include <nlohmann/json.hpp>
 
+#include "fp4kit/engine/evaluate.hpp"
+#include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/numeric/parallel.hpp"
+#include "fp4kit/text/calibration_data.hpp"
+#include "fp4kit/text/tokenizer.hpp"
 #include "support/run_command.hpp"
 #include "support/shared_data.hpp"
 #include "support/temp_dir.hpp"
@@ -14,6 +20,15 @@ namespace {
 
 using testing::quote;
 using testing::run_command;
+
+std::string read_bytes(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+std::unique_ptr<text::Tokenizer> tokenizer(const std::filesystem::path& dir) {
+  return std::make_unique<text::Tokenizer>(text::Tokenizer::load(dir));
+}
 
 nlohmann::json run_json(const std::string& args) {
   const auto r = run_command(testing::fp4kit_binary() + " eval " + args + " --json");
@@ -40,6 +55,58 @@ TEST(EvalCli, PerplexityKldAgainstItselfAndSavedBase) {
   EXPECT_LT(a["kl_divergence"]["same_top_p"]["value"].get<double>(), 1.0);
   EXPECT_EQ(a["kl_divergence"], b["kl_divergence"]);
   EXPECT_EQ(a["ppl"], b["ppl"]);
+}
+
+// Without --chunks/--tokens the windows are read and encoded as they are evaluated (the token
+// stream is never held whole): the numbers, the saved base log-probs and the dumped logits are those
+// of the whole stream held in memory (engine::evaluate over ppl_windows, the path eval took before),
+// with a short last window, a text file through the tokenizer, and --save-base read back.
+TEST(EvalCli, StreamedWindowsGiveTheNumbersOfTheWholeStream) {
+  FP4KIT_REQUIRE_SHARED(dense, "models/stories260k-llama");
+  FP4KIT_REQUIRE_SHARED(routed, "models/stories260k-mixtral-routed");
+  FP4KIT_REQUIRE_SHARED(ids, "text/tinystories_val.stories260k.u16");
+  FP4KIT_REQUIRE_SHARED(txt, "text/tinystories_val.txt");
+  testing::TempDir tmp;
+  // 3000 ids: 46 windows of 64 + 1 and a last one of 57 tokens; the text's first 20 documents.
+  std::ifstream in(ids, std::ios::binary);
+  std::string head(6000, '\0');
+  in.read(head.data(), 6000);
+  std::ofstream(tmp / "head.u16", std::ios::binary) << head;
+  std::ifstream tin(txt, std::ios::binary);
+  std::string text, line;
+  for (int empty = 0; empty < 20 && std::getline(tin, line);) {
+    empty += line.empty();
+    text += line + "\n";
+  }
+  std::ofstream(tmp / "head.txt", std::ios::binary) << text;
+  auto quant = Checkpoint::open(routed), base = Checkpoint::open(dense);
+  set_thread_count(1);
+  for (const char* data : {"head.u16", "head.txt"}) {
+    SCOPED_TRACE(data);
+    const auto path = tmp / data;
+    const auto cli = run_json(quote(routed.string()) + " --base " + quote(dense.string()) + " --data " +
+                              quote(path.string()) + " --ctx 64 --threads 1 --save-base " +
+                              quote((tmp / "saved-cli.bin").string()) + " --dump-logits " +
+                              quote((tmp / "dump-cli.bin").string()));
+    engine::EvalOptions o;
+    o.ctx = 64;
+    o.save_base = tmp / "saved-lib.bin";
+    o.dump_logits = tmp / "dump-lib.bin";
+    const auto stream = text::load_token_stream(path, path.extension() == ".txt" ? &*tokenizer(dense) : nullptr, {});
+    const engine::EvalResult r = engine::evaluate(*quant, base.get(), stream, o);
+    EXPECT_EQ(cli["windows"].get<size_t>(), r.windows);
+    EXPECT_EQ(cli["tokens_scored"].get<size_t>(), stream.size() - 1);  // windows overlap by one
+    EXPECT_EQ(cli["ppl"]["value"].get<double>(), r.quant.ppl);
+    EXPECT_EQ(cli["ppl_base"]["value"].get<double>(), r.base->ppl);
+    EXPECT_EQ(cli["kl_divergence"], nlohmann::json::parse(engine::kld_summary_json(*r.kld).dump()));
+    EXPECT_EQ(read_bytes(tmp / "saved-cli.bin"), read_bytes(tmp / "saved-lib.bin"));
+    EXPECT_EQ(read_bytes(tmp / "dump-cli.bin"), read_bytes(tmp / "dump-lib.bin"));
+    EXPECT_GT(read_bytes(tmp / "dump-cli.bin").size(), stream.size() * 512 * 4 / 2);
+    // The saved file carries the windows: --base-logits gives the same comparison.
+    const auto again = run_json(quote(routed.string()) + " --base-logits " + quote((tmp / "saved-cli.bin").string()) +
+                                " --threads 1");
+    EXPECT_EQ(again["kl_divergence"], cli["kl_divergence"]);
+  }
 }
 
 TEST(EvalCli, TextSummaryHasTheLlamaCppLayout) {

@@ -92,7 +92,7 @@ TEST(Kld, SavedBaseLogProbsGiveTheSameNumbers) {
   o2.base_logits = tmp / "base.bin";
   // Same grouping of windows: sgemm rounding may depend on how many rows go in one product.
   o2.group_bytes = o.group_bytes;
-  const auto reused = engine::evaluate(*q, nullptr, {}, o2);
+  const auto reused = engine::evaluate(*q, nullptr, std::vector<int32_t>{}, o2);
   EXPECT_EQ(reused.windows, 4u);
   EXPECT_EQ(reused.kld->count, direct.kld->count);
   EXPECT_DOUBLE_EQ(reused.kld->kld_mean.value, direct.kld->kld_mean.value);

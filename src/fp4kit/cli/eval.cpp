@@ -19,6 +19,7 @@
 #include "fp4kit/io/json_output.hpp"
 #include "fp4kit/io/path_identity.hpp"
 #include "fp4kit/numeric/parallel.hpp"
+#include "fp4kit/text/piece_encoder.hpp"
 
 namespace fp4kit::cli {
 namespace {
@@ -63,19 +64,13 @@ EvalRun evaluate_job(const EvalArgs& o) {
   std::unique_ptr<Checkpoint> base;
   if (!o.base.empty()) base = Checkpoint::open(o.base);
 
-  std::vector<int32_t> stream;
+  // Windows are read and encoded as they are evaluated (the file is never held whole); --tokens
+  // and --chunks stop the reading at what they score.
+  std::unique_ptr<engine::EvalWindowReader> reader;
   if (o.base_logits.empty()) {
     text::CalibrationOptions copt;
     copt.text_field = o.text_field;
-    // Read (and tokenize) only what is evaluated: --tokens, or --chunks windows of --ctx tokens
-    // plus the one each window predicts last; the whole file only when neither limits it.
-    size_t need = o.tokens, windows_need = 0;
-    if (o.chunks && !__builtin_mul_overflow(o.chunks, o.ctx, &windows_need) &&
-        windows_need < SIZE_MAX)
-      need = need ? std::min(need, windows_need + 1) : windows_need + 1;
-    copt.max_tokens = need <= static_cast<size_t>(INT64_MAX) ? static_cast<int64_t>(need) : 0;
-    stream = engine::load_eval_stream(o.data, o.quant, copt);
-    if (o.tokens && stream.size() > o.tokens) stream.resize(o.tokens);
+    reader = std::make_unique<engine::EvalWindowReader>(o.data, o.quant, copt, o.ctx, o.chunks, o.tokens);
   }
   engine::EvalOptions eo;
   eo.ctx = o.ctx;
@@ -87,8 +82,12 @@ EvalRun evaluate_job(const EvalArgs& o) {
   eo.make_runner = eval_runner(dev, o.gpu_fp32);
   const size_t act_linears =
       count_suffix(*quant, ".input_scale") + count_suffix(*quant, ".input_global_scale");
-  EvalRun run{engine::evaluate(*quant, base.get(), stream, eo), {}, act_linears,
+  const engine::WindowSource windows = [&reader](std::vector<int32_t>& w) { return reader->next(w); };
+  EvalRun run{engine::evaluate(*quant, base.get(), windows, eo), {}, act_linears,
               eo.simulate_activations};
+  if (reader)
+    if (const auto w = text::forced_cuts_warning(o.data, reader->forced_cuts()); !w.empty())
+      fmt::print(stderr, "fp4kit: warning: {}\n", w);
   const auto& r = run.r;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   {

@@ -39,11 +39,31 @@ text::CalibrationSamples load_calibration_windows(const std::filesystem::path& d
   return text::load_calibration_data(data, tok ? &*tok : nullptr, o);
 }
 
-std::vector<int32_t> load_eval_stream(const std::filesystem::path& data,
-                                      const std::filesystem::path& model_dir,
-                                      const text::CalibrationOptions& o) {
-  auto tok = tokenizer_if_needed(data, model_dir, o);
-  return text::load_token_stream(data, tok ? &*tok : nullptr, o);
+EvalWindowReader::EvalWindowReader(const std::filesystem::path& data, const std::filesystem::path& model_dir,
+                                   const text::CalibrationOptions& o, size_t ctx, size_t max_windows,
+                                   size_t max_tokens)
+    : tokenizer_(tokenizer_if_needed(data, model_dir, o)),
+      reader_(std::make_unique<text::TokenReader>(data, tokenizer_ ? &*tokenizer_ : nullptr, o)),
+      ctx_(ctx),
+      max_windows_(max_windows),
+      tokens_left_(max_tokens ? max_tokens : SIZE_MAX) {
+  if (ctx == 0) throw Error("perplexity: --ctx must be at least 1");
 }
+
+EvalWindowReader::~EvalWindowReader() = default;
+
+bool EvalWindowReader::next(std::vector<int32_t>& w) {
+  w.clear();
+  if (max_windows_ && windows_ == max_windows_) return false;
+  if (windows_ > 0) w.push_back(last_);
+  const size_t want = std::min(windows_ > 0 ? ctx_ : ctx_ + 1, tokens_left_);
+  tokens_left_ -= reader_->read(w, want);
+  if (w.size() < 2) return false;
+  last_ = w.back();
+  ++windows_;
+  return true;
+}
+
+uint64_t EvalWindowReader::forced_cuts() const { return reader_->forced_cuts(); }
 
 }  // namespace fp4kit::engine

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <memory>
 
 #include <fmt/format.h>
 
@@ -28,10 +29,10 @@ T get(std::ifstream& f, const std::filesystem::path& p) {
 }
 
 struct BaseFileHeader {
-  uint32_t vocab = 0, ctx = 0;
-  std::vector<std::vector<int32_t>> windows;
+  uint32_t vocab = 0, ctx = 0, windows = 0;
 };
 
+// The fixed part of a base log-prob file's header; leaves `f` at the first window.
 BaseFileHeader read_base_header(std::ifstream& f, const std::filesystem::path& p) {
   char magic[8];
   if (!f.read(magic, 8) || std::memcmp(magic, kMagic, 8) != 0)
@@ -40,16 +41,36 @@ BaseFileHeader read_base_header(std::ifstream& f, const std::filesystem::path& p
   BaseFileHeader h;
   h.vocab = get<uint32_t>(f, p);
   h.ctx = get<uint32_t>(f, p);
-  const uint32_t n = get<uint32_t>(f, p);
-  for (uint32_t i = 0; i < n; ++i) {
-    const uint32_t len = get<uint32_t>(f, p);
-    if (len < 2 || len > (1u << 24)) throw Error(p.string() + ": corrupt window length");
-    std::vector<int32_t> w(len);
-    if (!f.read(reinterpret_cast<char*>(w.data()), static_cast<std::streamsize>(len * 4)))
-      throw Error(p.string() + ": base log-prob file is truncated");
-    h.windows.push_back(std::move(w));
-  }
+  h.windows = get<uint32_t>(f, p);
   return h;
+}
+constexpr std::streamoff kFirstWindowOffset = 8 + 4 * 4;
+
+// One window of the header: u32 n, n i32 ids. With `ids` null the ids are skipped.
+void read_base_window(std::ifstream& f, const std::filesystem::path& p, std::vector<int32_t>* ids) {
+  const uint32_t len = get<uint32_t>(f, p);
+  if (len < 2 || len > (1u << 24)) throw Error(p.string() + ": corrupt window length");
+  if (ids == nullptr) {
+    if (!f.seekg(static_cast<std::streamoff>(len) * 4, std::ios::cur))
+      throw Error(p.string() + ": base log-prob file is truncated");
+    return;
+  }
+  ids->resize(len);
+  if (!f.read(reinterpret_cast<char*>(ids->data()), static_cast<std::streamsize>(len * 4)))
+    throw Error(p.string() + ": base log-prob file is truncated");
+}
+
+// The first `count` windows of a base log-prob file's header, read one at a time.
+WindowSource base_file_windows(const std::filesystem::path& p, uint32_t count) {
+  auto f = std::make_shared<std::ifstream>(p, std::ios::binary);
+  if (!*f || !f->seekg(kFirstWindowOffset)) throw Error(p.string() + ": cannot open base log-prob file");
+  auto left = std::make_shared<uint32_t>(count);
+  return [f, left, p](std::vector<int32_t>& w) {
+    if (*left == 0) return false;
+    --*left;
+    read_base_window(*f, p, &w);
+    return true;
+  };
 }
 
 // A NaN or Inf log-probability means the model computed garbage (NaN/Inf in its weights, or an
@@ -65,8 +86,8 @@ void check_finite(double nll, const std::string& model, size_t window, size_t po
 
 }  // namespace
 
-EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
-                    const std::vector<int32_t>& stream, const EvalOptions& o) {
+EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base, const WindowSource& source,
+                    const EvalOptions& o) {
   Engine qeng(quant);
   std::optional<Engine> beng;
   if (base && o.base_logits.empty()) beng.emplace(*base);
@@ -82,24 +103,36 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
     throw Error(fmt::format("eval: vocabularies differ ({} has {}, {} has {})",
                             quant.dir().string(), vocab, base->dir().string(), beng->spec().vocab));
 
-  std::vector<std::vector<int32_t>> windows;
-  std::ifstream base_in;
+  WindowSource windows = source;
+  std::ifstream base_in;  // --base-logits: at its log-probs
   if (!o.base_logits.empty()) {
     base_in.open(o.base_logits, std::ios::binary);
     if (!base_in) throw Error(o.base_logits.string() + ": cannot open base log-prob file");
-    BaseFileHeader h = read_base_header(base_in, o.base_logits);
+    const BaseFileHeader h = read_base_header(base_in, o.base_logits);
     if (h.vocab != vocab)
       throw Error(fmt::format("{}: saved for a vocabulary of {}, the model has {}",
                               o.base_logits.string(), h.vocab, vocab));
-    windows = std::move(h.windows);
-    if (o.max_windows && windows.size() > o.max_windows) windows.resize(o.max_windows);
-  } else {
-    windows = ppl_windows(stream, o.ctx, o.max_windows);
+    for (uint32_t i = 0; i < h.windows; ++i) read_base_window(base_in, o.base_logits, nullptr);
+    const uint32_t n = o.max_windows && o.max_windows < h.windows ? static_cast<uint32_t>(o.max_windows) : h.windows;
+    windows = base_file_windows(o.base_logits, n);
   }
-  if (windows.empty()) throw Error("eval: the data gives no window of at least 2 tokens");
+  // The first window is taken now: no window at all is an error before any file is made.
+  std::optional<std::vector<int32_t>> ahead(std::in_place);
+  if (!windows(*ahead)) throw Error("eval: the data gives no window of at least 2 tokens");
   const bool compare = beng.has_value() || base_in.is_open();
 
   std::ofstream save, dump;
+  struct RemoveUnlessDone {
+    std::ofstream& f;
+    const std::filesystem::path& path;
+    bool done = false;
+    ~RemoveUnlessDone() {
+      if (done || !f.is_open()) return;
+      f.close();
+      std::error_code ec;
+      std::filesystem::remove(path, ec);
+    }
+  } save_guard{save, o.save_base}, dump_guard{dump, o.dump_logits};
   if (!o.save_base.empty()) {
     if (!beng) throw Error("eval: --save-base needs --base");
     save.open(o.save_base, std::ios::binary | std::ios::trunc);
@@ -108,11 +141,22 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
     put<uint32_t>(save, 1);
     put<uint32_t>(save, static_cast<uint32_t>(vocab));
     put<uint32_t>(save, static_cast<uint32_t>(o.ctx));
-    put<uint32_t>(save, static_cast<uint32_t>(windows.size()));
-    for (const auto& w : windows) {
-      put<uint32_t>(save, static_cast<uint32_t>(w.size()));
-      save.write(reinterpret_cast<const char*>(w.data()), static_cast<std::streamsize>(w.size() * 4));
-    }
+    put<uint32_t>(save, 0);  // the window count, known once they are written
+    // The header holds every window before the first log-prob: write them as they come, then
+    // read them back from the file for the evaluation (memory stays one window).
+    uint32_t n = 0;
+    do {
+      if (n == UINT32_MAX) throw Error(o.save_base.string() + ": more than 2^32 - 1 windows");
+      put<uint32_t>(save, static_cast<uint32_t>(ahead->size()));
+      save.write(reinterpret_cast<const char*>(ahead->data()), static_cast<std::streamsize>(ahead->size() * 4));
+      ++n;
+    } while (windows(*ahead));
+    save.seekp(kFirstWindowOffset - 4);
+    put<uint32_t>(save, n);
+    save.seekp(0, std::ios::end);
+    if (!save.flush()) throw Error(o.save_base.string() + ": write failed");
+    windows = base_file_windows(o.save_base, n);
+    if (!windows(*ahead)) throw Error(o.save_base.string() + ": windows not read back");
   }
   if (!o.dump_logits.empty()) {
     dump.open(o.dump_logits, std::ios::binary | std::ios::trunc);
@@ -125,34 +169,24 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
   ForwardOptions bf;
   bf.chunk_tokens = o.chunk_tokens;
 
-  struct RemoveUnlessDone {
-    std::ofstream& f;
-    const std::filesystem::path& path;
-    bool done = false;
-    ~RemoveUnlessDone() {
-      if (done || !f.is_open()) return;
-      f.close();
-      std::error_code ec;
-      std::filesystem::remove(path, ec);
-    }
-  } save_guard{save, o.save_base}, dump_guard{dump, o.dump_logits};
-
   PerplexityAccumulator qppl, bppl;
   KldAccumulator kld;
-  // Groups of windows whose base log-probs fit in group_bytes.
-  size_t w0 = 0;
-  while (w0 < windows.size()) {
-    size_t w1 = w0, rows = 0;
-    while (w1 < windows.size() &&
-           (w1 == w0 || (rows + windows[w1].size() - 1) * vocab * 4 <= o.group_bytes)) {
-      rows += windows[w1].size() - 1;
-      ++w1;
+  // Groups of windows whose base log-probs fit in group_bytes, taken from the source as they go.
+  size_t w0 = 0;  // index of the group's first window
+  std::vector<std::vector<int32_t>> group;
+  while (ahead) {
+    group.clear();
+    size_t rows = 0;
+    while (ahead && (group.empty() || (rows + ahead->size() - 1) * vocab * 4 <= o.group_bytes)) {
+      rows += ahead->size() - 1;
+      group.push_back(std::move(*ahead));
+      if (!windows(*ahead)) ahead.reset();
     }
     std::vector<std::vector<int32_t>> inputs;
-    std::vector<size_t> row_of(w1 - w0 + 1, 0);
-    for (size_t w = w0; w < w1; ++w) {
-      inputs.emplace_back(windows[w].begin(), windows[w].end() - 1);
-      row_of[w - w0 + 1] = row_of[w - w0] + windows[w].size() - 1;
+    std::vector<size_t> row_of(group.size() + 1, 0);
+    for (size_t w = 0; w < group.size(); ++w) {
+      inputs.emplace_back(group[w].begin(), group[w].end() - 1);
+      row_of[w + 1] = row_of[w] + group[w].size() - 1;
     }
     std::vector<float> blp;
     if (compare) {
@@ -162,7 +196,7 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
           for (size_t p = 0; p < len; ++p) {
             float* dst = blp.data() + (row_of[s] + p) * V;
             log_softmax(lg + p * V, V, dst);
-            const double nll = -static_cast<double>(dst[windows[w0 + s][p + 1]]);
+            const double nll = -static_cast<double>(dst[group[s][p + 1]]);
             check_finite(nll, base->dir().string(), w0 + s, p);
             bppl.add(nll);
           }
@@ -177,7 +211,7 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
         for (size_t s = 0; s < inputs.size(); ++s)
           for (size_t p = 0; p < inputs[s].size(); ++p) {
             const double nll = -static_cast<double>(
-                blp[(row_of[s] + p) * vocab + static_cast<size_t>(windows[w0 + s][p + 1])]);
+                blp[(row_of[s] + p) * vocab + static_cast<size_t>(group[s][p + 1])]);
             check_finite(nll, o.base_logits.string(), w0 + s, p);
             bppl.add(nll);
           }
@@ -187,20 +221,20 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
       if (dump.is_open())
         dump.write(reinterpret_cast<const char*>(lg), static_cast<std::streamsize>(len * V * 4));
       for (size_t p = 0; p < len; ++p) {
-        const int32_t target = windows[w0 + s][p + 1];
+        const int32_t target = group[s][p + 1];
         const double nll = token_nll(lg + p * V, V, target);
         check_finite(nll, quant.dir().string(), w0 + s, p);
         qppl.add(nll);
         if (compare) kld.add(blp.data() + (row_of[s] + p) * V, lg + p * V, V, target);
       }
     });
-    w0 = w1;
+    w0 += group.size();
   }
   if (save.is_open() && !save.flush()) throw Error(o.save_base.string() + ": write failed");
   if (dump.is_open() && !dump.flush()) throw Error(o.dump_logits.string() + ": write failed");
 
   EvalResult r;
-  r.windows = windows.size();
+  r.windows = w0;
   r.quant = qppl.result();
   if (compare) {
     r.base = bppl.result();
@@ -214,6 +248,18 @@ EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
                               res == &r.quant ? quant.dir().string() : "base", res->mean_nll));
   save_guard.done = dump_guard.done = true;
   return r;
+}
+
+EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
+                    const std::vector<int32_t>& stream, const EvalOptions& o) {
+  std::vector<std::vector<int32_t>> windows;
+  if (o.base_logits.empty()) windows = ppl_windows(stream, o.ctx, o.max_windows);
+  size_t next = 0;
+  return evaluate(quant, base, [&](std::vector<int32_t>& w) {
+    if (next == windows.size()) return false;
+    w = std::move(windows[next++]);
+    return true;
+  }, o);
 }
 
 }  // namespace fp4kit::engine

@@ -47,8 +47,17 @@ struct EvalResult {
   std::optional<KldSummary> kld;
 };
 
-// `stream` is ignored when options.base_logits is set (the file carries its windows).
-// `base` may be null: perplexity only (unless base_logits is given).
+// Gives the next window (at least 2 tokens) in `window`; false when there is none left.
+using WindowSource = std::function<bool(std::vector<int32_t>& window)>;
+
+// Windows are taken from `windows` as they are evaluated, in groups whose base log-probs fit in
+// group_bytes, so memory follows a group, not the data. `windows` is not used when
+// options.base_logits is set (the file carries its windows); with save_base the windows are first
+// written to the file's header, then read back from it. `base` may be null: perplexity only
+// (unless base_logits is given).
+EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base, const WindowSource& windows,
+                    const EvalOptions& options);
+// The same over ppl_windows(stream, ctx, max_windows) of a stream held in memory.
 EvalResult evaluate(const Checkpoint& quant, const Checkpoint* base,
                     const std::vector<int32_t>& stream, const EvalOptions& options);
 
