@@ -1,7 +1,10 @@
 // The CUDA backend op by op against the CPU backend (backend.hpp: the same call on both, fresh
 // random inputs, outputs poisoned first), then whole models through the same blocks and families.
 #include <algorithm>
+#include <cstring>
 #include <numeric>
+#include <random>
+#include <string>
 
 #include "cuda/gpu_support.hpp"
 #include "fp4kit/engine/backend.hpp"
@@ -126,28 +129,100 @@ TEST(CudaBackend, RopeTemperatureAndAttention) {
   P.gpu->attention_temperature(t.second.f(), len, qs, nh * d, 8.0f, 0.1f);
   EXPECT_EQ(P.diff(t, len * qs), 0.0);
 
-  auto q = P.put(random_floats(len * qs, 11, 2.0f));
-  auto k = P.put(random_floats(len * kvs, 12, 2.0f));
-  auto v = P.put(random_floats(len * 2 * kvs, 13));
-  auto sinks = P.put(random_floats(nh, 14));
-  for (int variant = 0; variant < 4; ++variant) {
-    AttentionOptions oc, og;
-    oc.scale = og.scale = 0.125f;
-    if (variant == 1) oc.window = og.window = 37;
-    if (variant == 2) oc.chunk = og.chunk = 64, oc.sinks = sinks.first.f(), og.sinks = sinks.second.f();
-    if (variant == 3) oc.v_dim = og.v_dim = 32, oc.v_stride = og.v_stride = 2 * kvs;  // MLA-like
-    const size_t os = nh * d;
-    auto o = P.poisoned(len * os);
-    P.cpu->attention(q.first.f(), qs, k.first.f(), v.first.f(), kvs, len, nh, nkv, d, oc,
-                     o.first.f(), os);
-    P.gpu->attention(q.second.f(), qs, k.second.f(), v.second.f(), kvs, len, nh, nkv, d, og,
-                     o.second.f(), os);
-    const size_t used = variant == 3 ? len * os : len * os;  // v_dim: the first nh*32 of each row
-    std::vector<float> a = P.get(*P.gpu, o.second, used), b = P.get(*P.cpu, o.first, used);
-    if (variant == 3)
-      for (size_t r = 0; r < len; ++r)
-        for (size_t c = nh * 32; c < os; ++c) a[r * os + c] = b[r * os + c] = 0.0f;
-    EXPECT_LT(rel_l2(a, b), 1e-5) << "attention variant " << variant;
+  // 200 keys: one block of queries; 600 and 1100: the causal blocks of queries (2 and 4, uneven).
+  for (const size_t L : {len, size_t(600), size_t(1100)}) {
+    auto q = P.put(random_floats(L * qs, 11, 2.0f));
+    auto k = P.put(random_floats(L * kvs, 12, 2.0f));
+    auto v = P.put(random_floats(L * 2 * kvs, 13));
+    auto sinks = P.put(random_floats(nh, 14));
+    for (int variant = 0; variant < 4; ++variant) {
+      AttentionOptions oc, og;
+      oc.scale = og.scale = 0.125f;
+      if (variant == 1) oc.window = og.window = 37;
+      if (variant == 2) oc.chunk = og.chunk = 64, oc.sinks = sinks.first.f(), og.sinks = sinks.second.f();
+      if (variant == 3) oc.v_dim = og.v_dim = 32, oc.v_stride = og.v_stride = 2 * kvs;  // MLA-like
+      const size_t os = nh * d;
+      auto o = P.poisoned(L * os);
+      P.cpu->attention(q.first.f(), qs, k.first.f(), v.first.f(), kvs, L, nh, nkv, d, oc,
+                       o.first.f(), os);
+      P.gpu->attention(q.second.f(), qs, k.second.f(), v.second.f(), kvs, L, nh, nkv, d, og,
+                       o.second.f(), os);
+      std::vector<float> a = P.get(*P.gpu, o.second, L * os), b = P.get(*P.cpu, o.first, L * os);
+      if (variant == 3)  // v_dim: the first nh*32 of each row
+        for (size_t r = 0; r < L; ++r)
+          for (size_t c = nh * 32; c < os; ++c) a[r * os + c] = b[r * os + c] = 0.0f;
+      EXPECT_LT(rel_l2(a, b), 1e-5) << "attention variant " << variant << ", " << L << " keys";
+    }
+  }
+}
+
+// Logits with many exact ties (a handful of distinct values, equal softmax/sigmoid scores and
+// equal group scores), so the order among equal scores decides the choice.
+std::vector<float> tie_heavy_logits(size_t n, unsigned seed) {
+  std::mt19937 g(seed);
+  std::uniform_int_distribution<int> d(-3, 3);
+  std::vector<float> v(n);
+  for (float& x : v) x = 0.5f * static_cast<float>(d(g));
+  return v;
+}
+
+// The GPU routing kernel against the CPU engine's route_topk: the same experts and the same
+// weights bit for bit, for every router kind, on random and on tie-heavy logits; and the grouped
+// form (route_grouped) equal to the CPU backend's (rows in token order per expert, same offsets).
+TEST(CudaBackend, RoutingEqualsCpuRouteTopk) {
+  FP4KIT_REQUIRE_GPU();
+  Pair P;
+  struct Shape {
+    size_t T, E, k, groups, topk_group;
+  };
+  for (const Shape sh : {Shape{500, 64, 6, 8, 3}, Shape{3000, 128, 8, 8, 4}, Shape{257, 256, 8, 8, 4},
+                         Shape{1100, 32, 1, 4, 1}, Shape{64, 384, 8, 1, 1}}) {
+    auto bias = P.put(random_floats(sh.E, 16, 0.1f));
+    for (int ties = 0; ties < 2; ++ties) {
+      const std::vector<float> host =
+          ties ? tie_heavy_logits(sh.T * sh.E, 20 + unsigned(sh.E)) : random_floats(sh.T * sh.E, 15, 2.0f);
+      auto lg = P.put(host);
+      for (RouterKind kind : {RouterKind::SoftmaxTopk, RouterKind::TopkSoftmax,
+                              RouterKind::TopkSigmoid, RouterKind::SigmoidGroupTopk,
+                              RouterKind::SoftmaxGroupTopk}) {
+        for (int variant = 0; variant < 2; ++variant) {
+          RouterOptions oc;
+          oc.kind = kind;
+          oc.top_k = sh.k;
+          oc.norm_topk = variant == 0;
+          oc.n_group = sh.groups;
+          oc.topk_group = sh.topk_group;
+          oc.scaling = variant == 0 ? 2.5f : 1.0f;
+          RouterOptions og = oc;
+          if (kind == RouterKind::SigmoidGroupTopk && variant == 0)
+            oc.selection_bias = bias.first.f(), og.selection_bias = bias.second.f();
+          const std::string label = "E " + std::to_string(sh.E) + " k " + std::to_string(sh.k) +
+                                    " kind " + std::to_string(int(kind)) + " variant " +
+                                    std::to_string(variant) + (ties ? " tie-heavy" : " random");
+          const Routes rc = P.cpu->route(lg.first.f(), sh.T, sh.E, oc);
+          const Routes rg = P.gpu->route(lg.second.f(), sh.T, sh.E, og);
+          EXPECT_EQ(rc.expert, rg.expert) << label;
+          EXPECT_EQ(rc.weight, rg.weight) << label;
+          // A property, not only agreement: each token's k experts are distinct.
+          for (size_t t = 0; t < sh.T; ++t) {
+            std::vector<int32_t> e(rg.expert.begin() + t * sh.k, rg.expert.begin() + (t + 1) * sh.k);
+            std::sort(e.begin(), e.end());
+            ASSERT_TRUE(std::adjacent_find(e.begin(), e.end()) == e.end()) << label;
+          }
+          const ExpertGroups gc = P.cpu->route_grouped(lg.first.f(), sh.T, sh.E, oc);
+          const ExpertGroups gg = P.gpu->route_grouped(lg.second.f(), sh.T, sh.E, og);
+          EXPECT_EQ(gc.offset, gg.offset) << label;
+          const size_t n = sh.T * sh.k;
+          std::vector<float> rows_c(n), rows_g(n), w_c(n), w_g(n);
+          P.cpu->download(reinterpret_cast<const float*>(gc.rows.as<uint32_t>()), n, rows_c.data());
+          P.gpu->download(reinterpret_cast<const float*>(gg.rows.as<uint32_t>()), n, rows_g.data());
+          P.cpu->download(gc.weight.f(), n, w_c.data());
+          P.gpu->download(gg.weight.f(), n, w_g.data());
+          EXPECT_EQ(0, std::memcmp(rows_c.data(), rows_g.data(), n * 4)) << label << ": rows";
+          EXPECT_EQ(0, std::memcmp(w_c.data(), w_g.data(), n * 4)) << label << ": weights";
+        }
+      }
+    }
   }
 }
 
@@ -179,15 +254,21 @@ TEST(CudaBackend, RoutingGatherScatterAndStatistics) {
   std::shuffle(rows.begin(), rows.end(), std::mt19937(3));
   for (size_t i = 0; i < src_rows.size(); ++i) src_rows[i] = static_cast<uint32_t>((i * 7) % src_rows.size());
   const auto sc = random_floats(rows.size(), 18);
+  // index and weight arrays in each backend's memory
+  const Buffer rows_c = P.cpu->upload_u32(rows), rows_g = P.gpu->upload_u32(rows);
+  const Buffer src_c = P.cpu->upload_u32(src_rows), src_g = P.gpu->upload_u32(src_rows);
+  const auto scb = P.put(sc);
   auto gth = P.poisoned(rows.size() * H);
-  P.cpu->gather_rows(x.first.f(), H, rows.data(), rows.size(), sc.data(), gth.first.f());
-  P.gpu->gather_rows(x.second.f(), H, rows.data(), rows.size(), sc.data(), gth.second.f());
+  P.cpu->gather_rows(x.first.f(), H, rows_c.as<uint32_t>(), rows.size(), scb.first.f(), gth.first.f());
+  P.gpu->gather_rows(x.second.f(), H, rows_g.as<uint32_t>(), rows.size(), scb.second.f(), gth.second.f());
   EXPECT_EQ(P.diff(gth, rows.size() * H), 0.0);
   auto acc = P.put(random_floats(T * H, 19));
-  P.cpu->scatter_add_rows(acc.first.f(), H, rows.data(), rows.size(), gth.first.f(), src_rows.data(), sc.data());
-  P.gpu->scatter_add_rows(acc.second.f(), H, rows.data(), rows.size(), gth.second.f(), src_rows.data(), sc.data());
-  P.cpu->scatter_add_rows(acc.first.f(), H, rows.data(), rows.size(), gth.first.f(), nullptr, nullptr);
-  P.gpu->scatter_add_rows(acc.second.f(), H, rows.data(), rows.size(), gth.second.f(), nullptr, nullptr);
+  P.cpu->scatter_add_rows(acc.first.f(), H, rows_c.as<uint32_t>(), rows.size(), gth.first.f(),
+                          src_c.as<uint32_t>(), scb.first.f());
+  P.gpu->scatter_add_rows(acc.second.f(), H, rows_g.as<uint32_t>(), rows.size(), gth.second.f(),
+                          src_g.as<uint32_t>(), scb.second.f());
+  P.cpu->scatter_add_rows(acc.first.f(), H, rows_c.as<uint32_t>(), rows.size(), gth.first.f(), nullptr, nullptr);
+  P.gpu->scatter_add_rows(acc.second.f(), H, rows_g.as<uint32_t>(), rows.size(), gth.second.f(), nullptr, nullptr);
   EXPECT_LT(P.diff(acc, T * H), 1e-7);
 
   std::vector<float> cm(H), gm(H);

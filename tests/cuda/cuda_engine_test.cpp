@@ -3,6 +3,7 @@
 // (BF16 as stored, widened on the GPU; fused 3-D experts). Statistics (amax, per-channel sums of
 // squares, token and routed counts) and logits, with float32 products (tight) and TF32 products
 // (the default). bench/cuda_family_check.py covers every other family with transformers' models.
+#include <algorithm>
 #include <fstream>
 
 #include "cuda/gpu_support.hpp"
@@ -54,13 +55,31 @@ Outputs run_backend(const Checkpoint& c, const std::vector<std::vector<int32_t>>
   return o;
 }
 
+// moved_tol: the largest fraction of routes that may move to another expert (TF32 products: a
+// near tie between two experts' router logits can flip, as in any TF32 forward); the experts whose
+// routed counts differ are left out of the statistics comparison (their inputs are other tokens).
 void expect_close(const Outputs& g, const Outputs& c, double stat_tol, double logit_tol,
-                  const std::string& label) {
+                  const std::string& label, double moved_tol = 0.0) {
   ASSERT_EQ(g.stats.input_amax.size(), c.stats.input_amax.size()) << label;
   ASSERT_GT(c.stats.input_amax.size(), 0u);
+  std::vector<std::string> moved;
+  int64_t routes = 0, moved_routes = 0;
+  for (const auto& [e, n] : c.stats.routed_tokens) {
+    ASSERT_TRUE(g.stats.routed_tokens.count(e)) << label << ": " << e;
+    routes += n;
+    const int64_t d = g.stats.routed_tokens.at(e) - n;
+    if (d != 0) moved.push_back(e + ".");
+    moved_routes += d < 0 ? -d : d;
+  }
+  moved_routes /= 2;  // each moved route leaves one expert and reaches another
+  EXPECT_LE(double(moved_routes), moved_tol * double(routes)) << label << ": routes moved";
+  if (moved_tol == 0.0) EXPECT_EQ(g.stats.routed_tokens, c.stats.routed_tokens) << label;
   double worst_amax = 0.0, worst_sq = 0.0;
   for (const auto& [m, a] : c.stats.input_amax) {
     ASSERT_TRUE(g.stats.input_amax.count(m)) << label << ": " << m;
+    if (std::any_of(moved.begin(), moved.end(),
+                    [&](const std::string& p) { return m.compare(0, p.size(), p) == 0; }))
+      continue;
     worst_amax = std::max(worst_amax, double(std::fabs(g.stats.input_amax.at(m) - a) / a));
     EXPECT_EQ(g.stats.token_count.at(m), c.stats.token_count.at(m)) << label << ": " << m;
     const auto& sg = g.stats.input_sq_sum.at(m);
@@ -72,11 +91,11 @@ void expect_close(const Outputs& g, const Outputs& c, double stat_tol, double lo
   }
   EXPECT_LT(worst_amax, stat_tol) << label << ": amax";
   EXPECT_LT(worst_sq, stat_tol) << label << ": sum of squares";
-  EXPECT_EQ(g.stats.routed_tokens, c.stats.routed_tokens) << label;
   ASSERT_EQ(g.logits.size(), c.logits.size());
   EXPECT_LT(testing::rel_l2(g.logits, c.logits), logit_tol) << label << ": logits";
-  std::printf("%s: worst amax %.2e, worst sum of squares %.2e, logits %.2e\n", label.c_str(),
-              worst_amax, worst_sq, testing::rel_l2(g.logits, c.logits));
+  std::printf("%s: worst amax %.2e, worst sum of squares %.2e, logits %.2e, %lld of %lld routes "
+              "moved\n", label.c_str(), worst_amax, worst_sq, testing::rel_l2(g.logits, c.logits),
+              static_cast<long long>(moved_routes), static_cast<long long>(routes));
 }
 
 std::vector<std::vector<int32_t>> windows(const std::filesystem::path& u16, size_t n, size_t len) {
@@ -107,7 +126,7 @@ TEST_P(CudaEngineStories, MatchesCpuEngine) {
                std::string(GetParam()) + " fp32");
   // TF32 products (default): within 1%
   expect_close(run_backend(*c, seqs, true, false), cpu, 1e-2, 1e-2,
-               std::string(GetParam()) + " tf32");
+               std::string(GetParam()) + " tf32", 0.01);
   if (ModelSpec::from_checkpoint(*c).n_experts > 0)
     expect_close(run_backend(*c, seqs, false, true), run_cpu(*c, seqs, true), 1e-3, 1e-4,
                  std::string(GetParam()) + " fp32 --all-experts");

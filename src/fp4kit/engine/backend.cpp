@@ -2,12 +2,44 @@
 // the W4A4 linear (quantize the input, then the product).
 #include "fp4kit/engine/backend.hpp"
 
+#include <cstring>
+
 #include "fp4kit/engine/weights.hpp"
 
 namespace fp4kit::engine {
 
 void Backend::ensure(Buffer& b, size_t floats) {
   if (b.floats() < floats) b = alloc(floats * sizeof(float));
+}
+
+Buffer Backend::upload_u32(const std::vector<uint32_t>& host) {
+  std::vector<float> bits(host.size());
+  static_assert(sizeof(float) == sizeof(uint32_t));
+  if (!host.empty()) std::memcpy(bits.data(), host.data(), host.size() * sizeof(uint32_t));
+  return upload(std::move(bits));
+}
+
+ExpertGroups Backend::route_grouped(const float* logits, size_t T, size_t E,
+                                    const RouterOptions& opt) {
+  const Routes r = route(logits, T, E, opt);
+  ExpertGroups g;
+  g.tokens = T;
+  g.k = r.k;
+  g.offset.assign(E + 1, 0);
+  for (const int32_t e : r.expert) ++g.offset[static_cast<size_t>(e) + 1];
+  for (size_t e = 0; e < E; ++e) g.offset[e + 1] += g.offset[e];
+  std::vector<size_t> next(g.offset.begin(), g.offset.end() - 1);
+  std::vector<uint32_t> rows(T * r.k);
+  std::vector<float> w(T * r.k);
+  for (size_t t = 0; t < T; ++t)
+    for (size_t j = 0; j < r.k; ++j) {
+      const size_t i = next[static_cast<size_t>(r.expert[t * r.k + j])]++;
+      rows[i] = static_cast<uint32_t>(t);
+      w[i] = r.weight[t * r.k + j];
+    }
+  g.rows = upload_u32(rows);
+  g.weight = upload(std::move(w));
+  return g;
 }
 
 Linear Backend::upload(LinearWeights&& w) {

@@ -3,8 +3,8 @@
 // (host memory for cpu/, device memory for cuda/): blocks hold Buffers and pass raw float
 // pointers INTO BACKEND MEMORY to every op, so a block runs unchanged on any backend. Host data
 // enters through upload() and leaves through download() / host_view() (observers, logits).
-// Index and weight arrays of routing (gather/scatter) are host arrays: they are small, and a
-// device backend copies them over itself.
+// Routing stays in backend memory too: route_grouped gives each expert's tokens and weights as
+// backend arrays (only the per-expert counts come to the host), and gather/scatter read them there.
 //
 // Every op is deterministic: the same inputs give the same bytes whatever the thread count.
 #include <cstddef>
@@ -109,6 +109,19 @@ struct Routes {
   std::vector<float> weight;
 };
 
+// The routing of T tokens grouped by expert: entries [offset[e], offset[e + 1]) of `rows` are the
+// tokens routed to expert e in increasing order and `weight` their routing weights (the same pairs
+// as Routes). rows (uint32) and weight (float) are [tokens * k] in backend memory; offset is on the
+// host ([experts + 1]).
+struct ExpertGroups {
+  size_t tokens = 0, k = 0;
+  std::vector<size_t> offset;
+  Buffer rows, weight;
+  size_t count(size_t e) const { return offset[e + 1] - offset[e]; }
+  const uint32_t* rows_of(size_t e) const { return rows.as<uint32_t>() + offset[e]; }
+  const float* weight_of(size_t e) const { return weight.as<float>() + offset[e]; }
+};
+
 // Linears served from memory instead of the checkpoint (quantize --gptq-sequential runs a layer
 // again with the weights it just quantized): Backend::load_linear asks it first; a backend that
 // overrides load_linear hands the call to Backend::load_linear while an overlay is set.
@@ -124,7 +137,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
   // True when ops may be called from several host threads at once, each on its own buffers
-  // (the CPU backend: blocks may then run independent work, e.g. experts, side by side).
+  // (the CPU backend: blocks may then run independent work, e.g. experts, side by side). Such a
+  // backend's memory is host memory (its Buffers may be read by the host directly).
   virtual bool concurrent_ops() const { return false; }
 
   // ---- memory and weights ----
@@ -153,6 +167,8 @@ class Backend {
   // activation scales or biases differ). The module name is a's.
   virtual Linear load_linear_pair(const Checkpoint& ckpt, const LinearRef& a, const LinearRef& b,
                                   bool activations);
+  // Host 4-byte integers into backend memory (index arrays for gather/scatter).
+  Buffer upload_u32(const std::vector<uint32_t>& host);
   // n host floats into backend memory at dst (host may be reused as soon as it returns).
   virtual void write(float* dst, const float* host, size_t n) = 0;
   virtual void download(const float* src, size_t n, float* host) const = 0;
@@ -232,11 +248,15 @@ class Backend {
   // ---- routing ----
   virtual Routes route(const float* logits, size_t tokens, size_t experts,
                        const RouterOptions& opt) = 0;
-  // dst[i, :] = src[rows[i], :] * (scale ? scale[i] : 1); rows and scale are host arrays.
+  // route's choices grouped by expert, in backend memory (the default: route, then grouped on
+  // the host and uploaded; a device backend routes and groups on the device).
+  virtual ExpertGroups route_grouped(const float* logits, size_t tokens, size_t experts,
+                                     const RouterOptions& opt);
+  // dst[i, :] = src[rows[i], :] * (scale ? scale[i] : 1); rows and scale in backend memory.
   virtual void gather_rows(const float* src, size_t width, const uint32_t* rows, size_t n,
                            const float* scale, float* dst) = 0;
-  // dst[rows[i], :] += src[src_rows ? src_rows[i] : i, :] * (weight ? weight[i] : 1); host
-  // arrays; `rows` are distinct within one call.
+  // dst[rows[i], :] += src[src_rows ? src_rows[i] : i, :] * (weight ? weight[i] : 1); arrays in
+  // backend memory; `rows` are distinct within one call.
   virtual void scatter_add_rows(float* dst, size_t width, const uint32_t* rows, size_t n,
                                 const float* src, const uint32_t* src_rows,
                                 const float* weight) = 0;

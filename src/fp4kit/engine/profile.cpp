@@ -20,6 +20,15 @@ bool enabled() {
   return on;
 }
 
+namespace {
+void (*g_sync)() = nullptr;
+}
+
+void set_device_sync(void (*sync)()) { g_sync = sync; }
+void device_sync() {
+  if (g_sync) g_sync();
+}
+
 void add(const char* phase, double seconds) {
   const std::lock_guard<std::mutex> lock(g_mu);
   totals()[phase] += seconds;

@@ -215,6 +215,7 @@ ForwardPass::ForwardPass(const Engine& engine, const std::vector<std::vector<int
   const size_t T = impl_->batch.tokens;
   if (T == 0) return;
   if (!S.layers.empty()) be.prefetch(ckpt, layer_tensors(ckpt, S, 0));
+  const profile::Scope pe("embeddings (gather, write)");
   std::vector<int32_t> ids;
   ids.reserve(T);
   for (const auto& q : seqs) ids.insert(ids.end(), q.begin(), q.end());

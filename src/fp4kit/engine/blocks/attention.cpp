@@ -2,7 +2,9 @@
 #include "fp4kit/engine/blocks/attention.hpp"
 
 #include <cmath>
+#include <optional>
 
+#include "fp4kit/engine/profile.hpp"
 #include "fp4kit/engine/weights.hpp"
 
 namespace fp4kit::engine {
@@ -21,6 +23,7 @@ void AttentionBlock::forward(const RunContext& ctx, float* hidden) {
   ao.chunk = cfg_.chunk;
   ao.sinks = w_.sinks.empty() ? nullptr : w_.sinks.f();
   for (const Batch::Span& b : ctx.batch.spans) {
+    std::optional<profile::Scope> ph(std::in_place, "attn: norm, q/k/v products, rope");
     float* h = hidden + b.row0 * H;
     be.ensure(normed_, b.rows * H);
     be.rms_norm(h, b.rows, H, w_.norm.f(), cfg_.eps, normed_.f(), cfg_.norm_one_plus);
@@ -52,12 +55,14 @@ void AttentionBlock::forward(const RunContext& ctx, float* hidden) {
       be.rms_norm(q_.f(), b.rows * nh, hd, nullptr, cfg_.eps, q_.f());
       be.rms_norm(k_.f(), b.rows * nkv, hd, nullptr, cfg_.eps, k_.f());
     }
+    ph.emplace("attn: attention core");
     be.ensure(att_, b.rows * qdim);
     for (size_t s = b.seq0; s < b.seq1; ++s) {
       const size_t r0 = ctx.batch.offsets[s] - b.row0;
       be.attention(q_.f() + r0 * qdim, qdim, k_.f() + r0 * kvdim, v_.f() + r0 * kvdim, kvdim,
                    ctx.batch.length(s), nh, nkv, hd, ao, att_.f() + r0 * qdim, qdim);
     }
+    ph.emplace("attn: o product, add");
     if (cfg_.output_gate) {
       be.ensure(gate_, b.rows * qdim);
       be.linear(w_.q_gate, normed_.f(), b.rows, gate_.f());

@@ -9,6 +9,7 @@
 
 #include "fp4kit/engine/backend.hpp"
 #include "fp4kit/engine/forward.hpp"
+#include "fp4kit/engine/profile.hpp"
 #include "fp4kit/error.hpp"
 
 namespace fp4kit::engine {
@@ -54,6 +55,7 @@ struct RunContext {
       obs->linear_input(modules, be.host_view(x, rows * k), rows, k);
       return;
     }
+    const profile::Scope ps("stats: column statistics");
     std::vector<float> colmax(k);
     std::vector<double> sumsq(k);
     if (!be.column_stats(x, rows, k, colmax.data(), sumsq.data()))

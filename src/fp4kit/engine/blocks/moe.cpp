@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <optional>
 
 #include "fp4kit/engine/profile.hpp"
@@ -24,13 +25,16 @@ void MoeBlock::forward(const RunContext& ctx, float* hidden) {
   const size_t chunk = std::max<size_t>(ctx.batch.chunk_tokens, 1);
   const bool scaled = cfg_.scaled_input;
   const bool all = ctx.all_experts && ctx.obs != nullptr;
+  std::optional<profile::Scope> ph(std::in_place, "moe: norm, router logits");
   Buffer x = be.alloc(T * H * sizeof(float));
   be.rms_norm(hidden, T, H, w_.norm.f(), cfg_.eps, x.f(), cfg_.norm_one_plus);
   Buffer logits = be.alloc(T * E * sizeof(float));
   be.linear(w_.router, x.f(), T, logits.f());
   RouterOptions ro = cfg_.router;
   if (!w_.selection_bias.empty()) ro.selection_bias = w_.selection_bias.f();
-  const Routes routes = be.route(logits.f(), T, E, ro);
+  ph.emplace("moe: route");
+  // Each expert's tokens (in token order) and routing weights, in backend memory.
+  const ExpertGroups groups = be.route_grouped(logits.f(), T, E, ro);
   std::vector<float> host_logits;  // Llama-4 all-experts: every token's score for each expert
   if (all && scaled) {
     host_logits.resize(T * E);
@@ -38,17 +42,11 @@ void MoeBlock::forward(const RunContext& ctx, float* hidden) {
   }
   logits = Buffer();
 
+  ph.emplace("moe: experts");
   Buffer out = be.alloc(T * H * sizeof(float));
   be.fill(out.f(), T * H, 0.0f);
-  // Each expert's tokens (in token order) and routing weights, in one pass over the routes.
-  std::vector<std::vector<uint32_t>> rows_of(E);
-  std::vector<std::vector<float>> rw_of(E);
-  for (size_t t = 0; t < T; ++t)
-    for (size_t j = 0; j < routes.k; ++j) {
-      const auto e = static_cast<size_t>(routes.expert[t * routes.k + j]);
-      rows_of[e].push_back(static_cast<uint32_t>(t));
-      rw_of[e].push_back(routes.weight[t * routes.k + j]);
-    }
+  for (size_t e = 0; e < E; ++e)
+    if (ctx.obs) ctx.obs->routed(w_.expert_names[e], static_cast<int64_t>(groups.count(e)));
   const bool concurrent = !all && be.concurrent_ops() &&
                           (!ctx.obs || (ctx.obs->concurrent() && !w_.shared_module_names));
   if (concurrent) {
@@ -58,70 +56,78 @@ void MoeBlock::forward(const RunContext& ctx, float* hidden) {
     // own rows of `y`; they are added to the layer output in expert order afterwards, and each
     // expert's statistics are its own, so the bytes do not depend on the thread count or on the
     // order the experts finish in. `y` holds k rows per token: rounds of at most
-    // moe_round_tokens(k, H) tokens bound it.
-    for (size_t e = 0; e < E; ++e)
-      if (ctx.obs) ctx.obs->routed(w_.expert_names[e], static_cast<int64_t>(rows_of[e].size()));
-    const size_t R = std::max(chunk, moe_round_tokens(routes.k, H));
-    std::vector<std::vector<uint32_t>> rows_r(E);
-    std::vector<std::vector<float>> rw_r(E);
-    std::vector<size_t> offset(E + 1), order;
+    // moe_round_tokens(k, H) tokens bound it. (A concurrent backend's memory is host memory: the
+    // grouped rows are read here directly.)
+    const size_t R = std::max(chunk, moe_round_tokens(groups.k, H));
+    std::vector<size_t> first(E), count(E), offset(E + 1), order;
     for (size_t t0 = 0; t0 < T; t0 += R) {
       const size_t t1 = std::min(T, t0 + R);
-      // This round's rows of each expert: rows_of[e] is sorted by token.
+      // This round's rows of each expert: a range of its rows (sorted by token).
       order.clear();
       for (size_t e = 0; e < E; ++e) {
-        const std::vector<uint32_t>& r = rows_of[e];
-        const size_t a = static_cast<size_t>(std::lower_bound(r.begin(), r.end(), t0) - r.begin());
-        const size_t b = static_cast<size_t>(std::lower_bound(r.begin(), r.end(), t1) - r.begin());
-        rows_r[e].assign(r.begin() + static_cast<ptrdiff_t>(a), r.begin() + static_cast<ptrdiff_t>(b));
-        rw_r[e].assign(rw_of[e].begin() + static_cast<ptrdiff_t>(a),
-                       rw_of[e].begin() + static_cast<ptrdiff_t>(b));
-        offset[e + 1] = offset[e] + rows_r[e].size();
-        if (!rows_r[e].empty()) order.push_back(e);
+        const uint32_t* r = groups.rows_of(e);
+        const size_t n = groups.count(e);
+        first[e] = static_cast<size_t>(std::lower_bound(r, r + n, t0) - r);
+        count[e] = static_cast<size_t>(std::lower_bound(r, r + n, t1) - r) - first[e];
+        offset[e + 1] = offset[e] + count[e];
+        if (count[e] > 0) order.push_back(e);
       }
-      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-        return rows_r[a].size() > rows_r[b].size();
-      });
+      std::stable_sort(order.begin(), order.end(),
+                       [&](size_t a, size_t b) { return count[a] > count[b]; });
       Buffer y = be.alloc(std::max<size_t>(offset[E], 1) * H * sizeof(float));
       std::optional<profile::Scope> tasks_wall(std::in_place, "moe: expert tasks (wall)");
       parallel_tasks(order.size(), [&](size_t i) {
         const size_t e = order[i];
-        const std::vector<uint32_t>& rows = rows_r[e];
+        const uint32_t* rows = groups.rows_of(e) + first[e];
+        const float* rw = groups.weight_of(e) + first[e];
         std::optional<profile::Scope> load_time(std::in_place, "moe: expert load (thread sum)");
         const GatedMlp mlp = w_.load_expert(e);
         load_time.reset();
         const profile::Scope run_time("moe: expert products (thread sum)");
         Buffer xin, g, u;
-        for (size_t i0 = 0; i0 < rows.size(); i0 += chunk) {
-          const size_t n = std::min(chunk, rows.size() - i0);
+        for (size_t i0 = 0; i0 < count[e]; i0 += chunk) {
+          const size_t n = std::min(chunk, count[e] - i0);
           be.ensure(xin, n * H);
-          be.gather_rows(x.f(), H, rows.data() + i0, n, scaled ? rw_r[e].data() + i0 : nullptr,
-                         xin.f());
+          be.gather_rows(x.f(), H, rows + i0, n, scaled ? rw + i0 : nullptr, xin.f());
           mlp.run(ctx, xin.f(), n, y.f() + (offset[e] + i0) * H, g, u);
         }
       });
       tasks_wall.reset();
       const profile::Scope combine("moe: outputs added");
       for (size_t e = 0; e < E; ++e)
-        if (!rows_r[e].empty())
-          be.scatter_add_rows(out.f(), H, rows_r[e].data(), rows_r[e].size(),
-                              y.f() + offset[e] * H, nullptr, scaled ? nullptr : rw_r[e].data());
+        if (count[e] > 0)
+          be.scatter_add_rows(out.f(), H, groups.rows_of(e) + first[e], count[e],
+                              y.f() + offset[e] * H, nullptr,
+                              scaled ? nullptr : groups.weight_of(e) + first[e]);
     }
+  }
+  // The all-experts path reads each expert's rows on the host (every token runs, the routed ones
+  // are picked out); index arrays it builds go to the backend per chunk.
+  std::vector<uint32_t> host_rows;
+  if (all) {
+    host_rows.resize(T * groups.k);
+    std::vector<float> bits(host_rows.size());
+    be.download(reinterpret_cast<const float*>(groups.rows.as<uint32_t>()), bits.size(),
+                bits.data());
+    if (!bits.empty()) std::memcpy(host_rows.data(), bits.data(), bits.size() * sizeof(float));
   }
   Buffer xin, yout, g, u;
   std::vector<uint32_t> idx;
   std::vector<float> sc;
   for (size_t e = 0; e < E && !concurrent; ++e) {
-    const std::vector<uint32_t>& rows = rows_of[e];
-    const std::vector<float>& rw = rw_of[e];
-    if (ctx.obs) ctx.obs->routed(w_.expert_names[e], static_cast<int64_t>(rows.size()));
-    if (rows.empty() && !all) continue;
+    const size_t count = groups.count(e);
+    const uint32_t* rows = groups.rows_of(e);  // backend memory
+    const float* rw = groups.weight_of(e);     // backend memory
+    if (count == 0 && !all) continue;
+    std::optional<profile::Scope> pe(std::in_place, "moe: expert load");
     const GatedMlp mlp = w_.load_expert(e);
+    pe.reset();
     if (all) {
       // Every token through the expert (statistics); only routed rows reach the output.
       // Llama-4: each token scaled by sigmoid(its logit for this expert), the score it would
       // carry if routed here (the real score for routed tokens).
-      size_t next = 0;  // index into rows (sorted by token)
+      const uint32_t* hrows = host_rows.data() + groups.offset[e];
+      size_t next = 0;  // index into this expert's rows (sorted by token)
       for (size_t t0 = 0; t0 < T; t0 += chunk) {
         const size_t n = std::min(chunk, T - t0);
         be.ensure(yout, n * H);
@@ -134,28 +140,36 @@ void MoeBlock::forward(const RunContext& ctx, float* hidden) {
             sc[i] = 1.0f / (1.0f + std::exp(-host_logits[(t0 + i) * E + e]));
           }
           be.ensure(xin, n * H);
-          be.gather_rows(x.f(), H, idx.data(), n, sc.data(), xin.f());
+          const Buffer di = be.upload_u32(idx), ds = be.upload(std::vector<float>(sc));
+          be.gather_rows(x.f(), H, di.as<uint32_t>(), n, ds.f(), xin.f());
           in = xin.f();
         }
         mlp.run(ctx, in, n, yout.f(), g, u);
         const size_t first = next;
         idx.clear();
-        while (next < rows.size() && rows[next] < t0 + n) idx.push_back(rows[next++] - t0);
-        be.scatter_add_rows(out.f(), H, rows.data() + first, next - first, yout.f(),
-                            idx.data(), scaled ? nullptr : rw.data() + first);
+        while (next < count && hrows[next] < t0 + n) idx.push_back(hrows[next++] - t0);
+        if (next > first) {
+          const Buffer di = be.upload_u32(idx);
+          be.scatter_add_rows(out.f(), H, rows + first, next - first, yout.f(),
+                              di.as<uint32_t>(), scaled ? nullptr : rw + first);
+        }
       }
     } else {
-      for (size_t i0 = 0; i0 < rows.size(); i0 += chunk) {
-        const size_t n = std::min(chunk, rows.size() - i0);
+      for (size_t i0 = 0; i0 < count; i0 += chunk) {
+        const size_t n = std::min(chunk, count - i0);
+        pe.emplace("moe: gather");
         be.ensure(xin, n * H);
-        be.gather_rows(x.f(), H, rows.data() + i0, n, scaled ? rw.data() + i0 : nullptr, xin.f());
+        be.gather_rows(x.f(), H, rows + i0, n, scaled ? rw + i0 : nullptr, xin.f());
         be.ensure(yout, n * H);
+        pe.emplace("moe: expert mlp (+stats)");
         mlp.run(ctx, xin.f(), n, yout.f(), g, u);
-        be.scatter_add_rows(out.f(), H, rows.data() + i0, n, yout.f(), nullptr,
-                            scaled ? nullptr : rw.data() + i0);
+        pe.emplace("moe: scatter");
+        be.scatter_add_rows(out.f(), H, rows + i0, n, yout.f(), nullptr,
+                            scaled ? nullptr : rw + i0);
       }
     }
   }
+  ph.emplace("moe: shared expert, add");
   if (w_.release_experts) w_.release_experts();
   if (w_.load_shared) {
     const GatedMlp shared = w_.load_shared();

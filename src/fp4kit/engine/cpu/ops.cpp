@@ -1,6 +1,7 @@
 // CPU kernels of the engine. Every loop writes disjoint outputs, so results do not depend on the
 // thread count (sgemm splits rows/columns, not the K sum, in OpenBLAS).
 #include "fp4kit/engine/cpu/ops.hpp"
+#include "fp4kit/engine/route_exp.hpp"
 
 #include <cblas.h>
 
@@ -273,7 +274,7 @@ void route_sigmoid_group(const float* lg, size_t E, const RouterOptions& opt,
   const size_t K = opt.top_k, G = opt.n_group, per = E / G;
   std::vector<float> choice(E);
   for (size_t e = 0; e < E; ++e) {
-    p[e] = 1.0f / (1.0f + std::exp(-lg[e]));
+    p[e] = 1.0f / (1.0f + route_exp(-lg[e]));
     choice[e] = p[e] + (opt.selection_bias ? opt.selection_bias[e] : 0.0f);
   }
   if (G > 1) {
@@ -357,12 +358,12 @@ Routes route_topk(const float* logits, size_t T, size_t E, const RouterOptions& 
         if (opt.kind == RouterKind::TopkSigmoid) {
           for (size_t j = 0; j < K; ++j) {
             sel[j] = idx[j];
-            selw[j] = 1.0f / (1.0f + std::exp(-lg[idx[j]])) * opt.scaling;
+            selw[j] = 1.0f / (1.0f + route_exp(-lg[idx[j]])) * opt.scaling;
           }
         } else {
           const float top = lg[idx[0]];
           float sum = 0.0f;
-          for (size_t j = 0; j < K; ++j) sum += (p[j] = std::exp(lg[idx[j]] - top));
+          for (size_t j = 0; j < K; ++j) sum += (p[j] = route_exp(lg[idx[j]] - top));
           for (size_t j = 0; j < K; ++j) {
             sel[j] = idx[j];
             selw[j] = p[j] / sum * opt.scaling;
@@ -372,7 +373,7 @@ Routes route_topk(const float* logits, size_t T, size_t E, const RouterOptions& 
       }
       const float mx = *std::max_element(lg, lg + E);
       float sum = 0.0f;
-      for (size_t e = 0; e < E; ++e) sum += (p[e] = std::exp(lg[e] - mx));
+      for (size_t e = 0; e < E; ++e) sum += (p[e] = route_exp(lg[e] - mx));
       for (size_t e = 0; e < E; ++e) p[e] /= sum;
       if (opt.kind == RouterKind::SoftmaxGroupTopk && opt.n_group > 1)
         limit_to_groups(p, opt.n_group, opt.topk_group);

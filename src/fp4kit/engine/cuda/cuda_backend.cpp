@@ -16,7 +16,9 @@
 #include "fp4kit/engine/cuda/gdn_kernels.hpp"
 #include "fp4kit/engine/cuda/kernels.hpp"
 #include "fp4kit/engine/cuda/prefetch.hpp"
+#include "fp4kit/engine/cuda/route.hpp"
 #include "fp4kit/engine/model_spec.hpp"
+#include "fp4kit/engine/profile.hpp"
 #include "fp4kit/engine/rope.hpp"
 #include "fp4kit/engine/weights.hpp"
 #include "fp4kit/error.hpp"
@@ -36,6 +38,8 @@ class CudaBackend final : public Backend {
     check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "mem pool");
     check(cudaMallocAsync(reinterpret_cast<void**>(&bad_), sizeof(int), s()), "cudaMallocAsync");
     check(cudaMemsetAsync(bad_, 0, sizeof(int), s()), "memset");
+    // FP4KIT_ENGINE_PROFILE: each phase waits for the device, so its time is device time.
+    if (profile::enabled()) profile::set_device_sync(+[] { cudaDeviceSynchronize(); });
     // FP4KIT_CUDA_PREFETCH=0 turns the cross-layer prefetch off (to measure what it gives).
     const char* pf = std::getenv("FP4KIT_CUDA_PREFETCH");
     if (!pf || std::string(pf) != "0")
@@ -167,8 +171,9 @@ class CudaBackend final : public Backend {
   }
   // Attention as products: scores = scale Q_h K_g^T of every head of a kv group in one batched
   // cuBLAS call (K shared: stride 0), probabilities by attention_softmax (causal mask, window,
-  // chunk, sinks), then out_h = P_h V_g the same way, both in plain float32 whatever the math
-  // mode (TF32 probabilities moved near-tie routes of later MoE layers); heads in passes of at most 2^28 scores
+  // chunk, sinks), then out_h = P_h V_g the same way, both in the context's math (TF32 by
+  // default: statistics within the 0.1%, a near-tie route of a later MoE layer may move,
+  // as with every other TF32 product; --gpu-fp32 keeps plain float32); heads in passes of at most 2^28 scores
   // (1 GiB). Sequences longer than 16384 (a head's scores alone above 1 GiB) use the kernel that
   // walks the keys per query.
   void attention(const float* q, size_t q_stride, const float* k, const float* v,
@@ -182,22 +187,29 @@ class CudaBackend final : public Backend {
       const int pass = static_cast<int>(std::min<size_t>(nh, max_scores / per_head));
       ensure(scores_, static_cast<size_t>(pass) * per_head);
       float* S = scores_.f();
+      // Causal: query block [q0, q1) needs keys [0, q1) only, so long sequences go in nb blocks
+      // of queries (4 blocks: 5/8 of the square's products and scores).
+      const int nb = L >= 1024 ? 4 : L >= 512 ? 2 : 1;
       for (int h0 = 0; h0 < nh; h0 += pass) {
         const int h1 = std::min(nh, h0 + pass);
-        for (int g = h0 / G; g * G < h1; ++g) {  // the kv groups with heads in [h0, h1)
-          const int a = std::max(h0, g * G), b = std::min(h1, (g + 1) * G);
-          ctx_.gemm_batched(true, false, L, L, d, o.scale, k + size_t(g) * d,
-                            static_cast<int>(kv_stride), 0, q + size_t(a) * d,
-                            static_cast<int>(q_stride), d, S + size_t(a - h0) * per_head, L,
-                            static_cast<long long>(per_head), b - a, true);
-        }
-        attention_softmax(S, h1 - h0, L, o.window, o.chunk, o.sinks, h0, s());
-        for (int g = h0 / G; g * G < h1; ++g) {
-          const int a = std::max(h0, g * G), b = std::min(h1, (g + 1) * G);
-          ctx_.gemm_batched(false, false, dv, L, L, 1.0f, v + size_t(g) * dv,
-                            static_cast<int>(vs), 0, S + size_t(a - h0) * per_head, L,
-                            static_cast<long long>(per_head), out + size_t(a) * dv,
-                            static_cast<int>(out_stride), dv, b - a, true);
+        for (int bq = 0; bq < nb; ++bq) {
+          const int q0 = static_cast<int>(size_t(L) * bq / nb);
+          const int q1 = static_cast<int>(size_t(L) * (bq + 1) / nb), nq = q1 - q0, nk = q1;
+          const long long ph = static_cast<long long>(nq) * nk;
+          for (int g = h0 / G; g * G < h1; ++g) {  // the kv groups with heads in [h0, h1)
+            const int a = std::max(h0, g * G), b = std::min(h1, (g + 1) * G);
+            ctx_.gemm_batched(true, false, nk, nq, d, o.scale, k + size_t(g) * d,
+                              static_cast<int>(kv_stride), 0, q + size_t(q0) * q_stride + size_t(a) * d,
+                              static_cast<int>(q_stride), d, S + size_t(a - h0) * ph, nk, ph, b - a);
+          }
+          attention_softmax(S, h1 - h0, nq, q0, nk, o.window, o.chunk, o.sinks, h0, s());
+          for (int g = h0 / G; g * G < h1; ++g) {
+            const int a = std::max(h0, g * G), b = std::min(h1, (g + 1) * G);
+            ctx_.gemm_batched(false, false, dv, nq, nk, 1.0f, v + size_t(g) * dv,
+                              static_cast<int>(vs), 0, S + size_t(a - h0) * ph, nk, ph,
+                              out + size_t(q0) * out_stride + size_t(a) * dv,
+                              static_cast<int>(out_stride), dv, b - a);
+          }
         }
       }
       return;
@@ -263,32 +275,53 @@ class CudaBackend final : public Backend {
     return L;
   }
 
+  // Routing on the device (route.hpp: the CPU engine's choices and weights bit for bit).
   Routes route(const float* logits, size_t T, size_t E, const RouterOptions& o) override {
-    // The CPU engine's routing on the downloaded logits: identical choices and weights.
-    std::vector<float> host(T * E), bias;
-    download(logits, T * E, host.data());
-    RouterOptions ho = o;
-    if (o.selection_bias) {
-      bias.resize(E);
-      download(o.selection_bias, E, bias.data());
-      ho.selection_bias = bias.data();
-    }
-    return route_topk(host.data(), T, E, ho);
+    Routes r;
+    r.tokens = T;
+    r.k = o.top_k;
+    r.expert.resize(T * o.top_k);
+    r.weight.resize(T * o.top_k);
+    if (T == 0) return r;
+    Buffer de = alloc(r.expert.size() * 4), dw = alloc(r.weight.size() * 4);
+    route_topk(logits, T, E, o, de.as<int32_t>(), dw.f(), s());
+    check(cudaMemcpyAsync(r.expert.data(), de.as<void>(), de.bytes(), cudaMemcpyDeviceToHost, s()),
+          "download");
+    download(dw.f(), r.weight.size(), r.weight.data());
+    return r;
+  }
+  // Routed and grouped on the device; only the E + 1 offsets come to the host.
+  ExpertGroups route_grouped(const float* logits, size_t T, size_t E,
+                             const RouterOptions& o) override {
+    ExpertGroups g;
+    g.tokens = T;
+    g.k = o.top_k;
+    g.offset.assign(E + 1, 0);
+    if (T == 0) return g;
+    const size_t n = T * o.top_k;
+    Buffer de = alloc(n * 4), dw = alloc(n * 4);
+    route_topk(logits, T, E, o, de.as<int32_t>(), dw.f(), s());
+    g.rows = alloc(n * 4);
+    g.weight = alloc(n * 4);
+    Buffer scratch = alloc(std::max<size_t>(group_scratch_bytes(T, E), 4));
+    Buffer off = alloc((E + 1) * sizeof(unsigned long long));
+    group_by_expert(de.as<int32_t>(), dw.f(), T, o.top_k, E, scratch.as<void>(),
+                    g.rows.as<uint32_t>(), g.weight.f(), off.as<unsigned long long>(), s());
+    std::vector<unsigned long long> h(E + 1);
+    check(cudaMemcpyAsync(h.data(), off.as<void>(), h.size() * sizeof(h[0]),
+                          cudaMemcpyDeviceToHost, s()),
+          "download");
+    check(cudaStreamSynchronize(s()), "routing");
+    for (size_t e = 0; e <= E; ++e) g.offset[e] = static_cast<size_t>(h[e]);
+    return g;
   }
   void gather_rows(const float* src, size_t width, const uint32_t* rows, size_t n,
                    const float* sc, float* dst) override {
-    if (n == 0) return;
-    const uint32_t* drows = stage(rows, n, 0);
-    const float* dsc = sc ? reinterpret_cast<const float*>(stage(sc, n, 1)) : nullptr;
-    gather_rows_u32(src, width, drows, n, dsc, dst, s());
+    gather_rows_u32(src, width, rows, n, sc, dst, s());
   }
   void scatter_add_rows(float* dst, size_t width, const uint32_t* rows, size_t n, const float* src,
                         const uint32_t* src_rows, const float* w) override {
-    if (n == 0) return;
-    const uint32_t* drows = stage(rows, n, 0);
-    const uint32_t* dsrc = src_rows ? stage(src_rows, n, 1) : nullptr;
-    const float* dw = w ? reinterpret_cast<const float*>(stage(w, n, 2)) : nullptr;
-    cuda::scatter_add_rows(dst, width, drows, n, src, dsrc, dw, s());
+    cuda::scatter_add_rows(dst, width, rows, n, src, src_rows, w, s());
   }
 
   bool column_stats(const float* x, size_t rows, size_t k, float* colmax, double* sumsq) override {
@@ -491,14 +524,6 @@ class CudaBackend final : public Backend {
     return pos_.as<int32_t>();
   }
 
-  // A host index/weight array (4-byte elements) into device slot `slot`, in stream order.
-  const uint32_t* stage(const void* host, size_t n, int slot) {
-    Buffer& b = staged_[slot];
-    if (b.bytes() < n * 4) b = alloc(n * 4);
-    check(cudaMemcpyAsync(b.as<void>(), host, n * 4, cudaMemcpyHostToDevice, s()), "upload");
-    return b.as<uint32_t>();
-  }
-
   static constexpr int kRing = 4;
   void* pinned_[kRing] = {};
   cudaEvent_t pinned_done_[kRing] = {};
@@ -507,7 +532,7 @@ class CudaBackend final : public Backend {
   Context ctx_;
   int* bad_ = nullptr;
   std::vector<float> view_;
-  Buffer staged_[3], stats_scratch_, stats_out_, pos_, scores_, gdn_scratch_, bad_index_;
+  Buffer stats_scratch_, stats_out_, pos_, scores_, gdn_scratch_, bad_index_;
   size_t pos_len_ = 0;
   std::map<std::tuple<int, int, std::vector<float>, float>, Table> ropes_;
   struct Temp {

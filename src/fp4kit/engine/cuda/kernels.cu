@@ -243,11 +243,11 @@ __device__ float block_reduce(float v) {
   return v;
 }
 
-__global__ void attention_softmax_kernel(float* s, int len, int window, int chunk,
-                                         const float* sinks, int head0) {
+__global__ void attention_softmax_kernel(float* s, int rows, int q0, int nk, int window,
+                                         int chunk, const float* sinks, int head0) {
   const size_t r = blockIdx.x;
-  const int i = static_cast<int>(r % len), h = head0 + static_cast<int>(r / len);
-  float* row = s + r * size_t(len);
+  const int i = q0 + static_cast<int>(r % rows), h = head0 + static_cast<int>(r / rows);
+  float* row = s + r * size_t(nk);
   int j0 = 0;
   if (window > 0) j0 = max(j0, i - window + 1);
   if (chunk > 0) j0 = max(j0, (i / chunk) * chunk);
@@ -260,7 +260,7 @@ __global__ void attention_softmax_kernel(float* s, int len, int window, int chun
   l = block_reduce<false>(l);
   if (sinks) l += expf(sinks[h] - m);
   const float inv = 1.0f / l;
-  for (int j = threadIdx.x; j < len; j += blockDim.x)
+  for (int j = threadIdx.x; j < nk; j += blockDim.x)
     row[j] = (j >= j0 && j <= i) ? expf(row[j] - m) * inv : 0.0f;
 }
 
@@ -504,11 +504,11 @@ void causal_attention(const float* q, size_t q_stride, const float* k, const flo
   check_launch("causal_attention");
 }
 
-void attention_softmax(float* s, int heads, int len, int window, int chunk, const float* sinks,
-                       int head0, cudaStream_t st) {
-  if (heads == 0 || len == 0) return;
-  attention_softmax_kernel<<<static_cast<unsigned>(size_t(heads) * len), 256, 0, st>>>(
-      s, len, window, chunk, sinks, head0);
+void attention_softmax(float* s, int heads, int rows, int q0, int nk, int window, int chunk,
+                       const float* sinks, int head0, cudaStream_t st) {
+  if (heads == 0 || rows == 0) return;
+  attention_softmax_kernel<<<static_cast<unsigned>(size_t(heads) * rows), 256, 0, st>>>(
+      s, rows, q0, nk, window, chunk, sinks, head0);
   check_launch("attention_softmax");
 }
 

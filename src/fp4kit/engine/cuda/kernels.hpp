@@ -54,12 +54,12 @@ void causal_attention(const float* q, size_t q_stride, const float* k, const flo
                       int v_dim = 0, size_t v_stride = 0);
 
 
-// Attention probabilities in place from scaled scores s [heads, len, len] (row i of head h: query
-// i against keys 0..len-1, head h = head0 + the index within s): the keys causal_attention lets
-// query i see (j <= i, window, chunk) get exp(s - max) / sum, with sinks[h] in the max and the
-// sum when sinks is not null; every other key 0.
-void attention_softmax(float* s, int heads, int len, int window, int chunk, const float* sinks,
-                       int head0, cudaStream_t st);
+// Attention probabilities in place from scaled scores s [heads, rows, nk] (row r of head h:
+// query q0 + r against keys 0..nk-1, q0 + rows <= nk, head h = head0 + the index within s): the
+// keys causal_attention lets the query see (j <= i, window, chunk) get exp(s - max) / sum, with
+// sinks[h] in the max and the sum when sinks is not null; every other key 0.
+void attention_softmax(float* s, int heads, int rows, int q0, int nk, int window, int chunk,
+                       const float* sinks, int head0, cudaStream_t st);
 
 // ---- the rest of the Backend op interface (cuda_backend.cpp)
 void fill(float* x, size_t n, float value, cudaStream_t s);
