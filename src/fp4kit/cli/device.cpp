@@ -159,6 +159,10 @@ void check_host_memory(size_t host_bytes, size_t tokens) {
 // The memory plan of one run: resident or host-held, and the line that says which and why.
 struct Forward::Plan {
   bool host = false;
+  // > 0: ForwardOptions::group_tokens for the run (resident on a GPU: one group of all tokens, so
+  // the MoE block routes all of them at once and each expert's products run over all its tokens,
+  // not 128 small products per group of 16384 tokens; host-held: Engine::group_tokens).
+  size_t group = 0;
   std::string line;
 };
 
@@ -167,12 +171,13 @@ Forward::Plan Forward::plan(size_t tokens, size_t chunk, size_t longest) const {
   const Placement want = placement();
   const size_t group = std::min(tokens, std::max(e.group_tokens(chunk), std::max(chunk, longest)));
   const size_t host_bytes = tokens * static_cast<size_t>(e.spec().hidden) * sizeof(float);
+  const size_t resident_group = impl_->cuda ? tokens : 0;
   auto resident_line = [&](const char* mem, const char* why) {
     return fmt::format("{}: resident{} (hidden states of all {} tokens kept in {} between "
                        "layers): activations about {:.1f} MiB, weights up to {:.1f} MiB {} at a "
                        "time (one layer's attention / one expert",
                        mem, why, tokens, impl_->cuda ? "GPU memory" : "memory",
-                       mib(e.activation_bytes(tokens, chunk, longest)),
+                       mib(e.activation_bytes(tokens, chunk, longest, false, resident_group)),
                        mib(e.peak_weight_bytes()), impl_->cuda ? "uploaded" : "decoded");
   };
   auto host_line = [&](const char* mem, const std::string& why) {
@@ -197,7 +202,8 @@ Forward::Plan Forward::plan(size_t tokens, size_t chunk, size_t longest) const {
   // Stated up front, checked against what the device has free: the activations plus two
   // uploads' worth of weights (one in use, the next arriving) and a reserve.
   const size_t reserve = size_t(512) << 20;
-  const size_t need_res = e.activation_bytes(tokens, chunk, longest) + 2 * e.peak_weight_bytes();
+  const size_t need_res =
+      e.activation_bytes(tokens, chunk, longest, false, resident_group) + 2 * e.peak_weight_bytes();
   const size_t need_host =
       e.activation_bytes(tokens, chunk, longest, true) + 2 * e.peak_weight_bytes(true);
   const engine::cuda::DeviceInfo info = engine::cuda::device_info(impl_->device);
@@ -215,6 +221,7 @@ Forward::Plan Forward::plan(size_t tokens, size_t chunk, size_t longest) const {
                               "plus 0.5 GiB reserve, but only {:.2f} GiB is free{}",
                               impl_->device, info.name, gib(need_res), tokens, gib(free_b),
                               capped));
+    p.group = resident_group;
     p.line = resident_line("GPU memory plan", want == Placement::Resident
                                                   ? ", FP4KIT_ACTIVATIONS=resident" : "") +
              tail;
@@ -274,7 +281,9 @@ void Forward::run(const std::vector<std::vector<int32_t>>& seqs, const engine::F
   size_t tokens = 0, longest = 0;
   for (const auto& q : seqs) tokens += q.size(), longest = std::max(longest, q.size());
   engine::ForwardOptions o = opt;
-  o.host_activations = plan(tokens, opt.chunk_tokens, longest).host;
+  const Plan p = plan(tokens, opt.chunk_tokens, longest);
+  o.host_activations = p.host;
+  if (o.group_tokens == 0) o.group_tokens = p.group;
   impl_->cpu->run(seqs, o, stats, sink);
 }
 
