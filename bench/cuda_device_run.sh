@@ -11,11 +11,12 @@
 #   memcheck  the GPU memory plan with FP4KIT_GPU_MEMORY_LIMIT on bench's model (64 x 512): a limit
 #             neither plan fits is refused; a limit halfway between the two needs the refusal
 #             names runs host-held, its statistics file compared byte for byte with the resident
-#             run's; eval logits of stories260k-llama resident vs FP4KIT_ACTIVATIONS=host
+#             run's (both with FP4KIT_GROUP_TOKENS=16384: the same groups); eval logits of stories260k-llama resident vs FP4KIT_ACTIVATIONS=host
 #             (OUT/memcheck.txt; writes bench's model when it is missing)
 #   families  every family, GPU vs CPU engine (OUT/families.txt)
 #   million   512 x 2048 tokens beside transformers (OUT/million.txt; needs bench's model)
-#   hostmillion  512 x 2048 tokens resident and FP4KIT_ACTIVATIONS=host, statistics compared
+#   hostmillion  512 x 2048 tokens resident and FP4KIT_ACTIVATIONS=host, groups of 16384 tokens
+#             in both, statistics compared
 #             (OUT/hostmillion.txt; needs bench's model)
 # default: all of them but hostmillion, in that order. Each step has a time limit
 # (STEP_TIMEOUT_<STEP> seconds).
@@ -54,8 +55,8 @@ if has memcheck; then
     date -u
     bench_inputs 64 512 "$work/ids.u32"
     calib=(./bin/fp4kit calibrate "$work/qwen3moe-4l" --data "$work/ids.u32" --samples 64 --seq-len 512 --device cuda)
-    echo "\$ FP4KIT_GPU_MEMORY_LIMIT=2000000000 fp4kit calibrate qwen3moe-4l --samples 64 --seq-len 512 --device cuda"
-    FP4KIT_GPU_MEMORY_LIMIT=2000000000 timeout 60 "${calib[@]}" -o "$work/limited.stats" > "$work/refused.txt" 2>&1
+    echo "\$ FP4KIT_GROUP_TOKENS=16384 FP4KIT_GPU_MEMORY_LIMIT=2000000000 fp4kit calibrate qwen3moe-4l --samples 64 --seq-len 512 --device cuda"
+    FP4KIT_GROUP_TOKENS=16384 FP4KIT_GPU_MEMORY_LIMIT=2000000000 timeout 60 "${calib[@]}" -o "$work/limited.stats" > "$work/refused.txt" 2>&1
     echo "exit $?"; cat "$work/refused.txt"
     test -e "$work/limited.stats" && echo "OUTPUT WRITTEN (wrong)" || echo "no output written"
     # halfway between the resident and the host-held needs that the refusal names
@@ -66,8 +67,9 @@ m = re.search(r'needs about ([\d.]+) GiB with the hidden states.*?and ([\d.]+) G
 print(int(((float(m.group(1)) + float(m.group(2))) / 2 + 0.5) * 2**30))" "$work/refused.txt")
     for run in resident host; do
       if [ $run = resident ]; then lim_env=""; else lim_env="FP4KIT_GPU_MEMORY_LIMIT=$limit"; fi
-      echo "\$ $lim_env fp4kit calibrate qwen3moe-4l --samples 64 --seq-len 512 --device cuda"
-      env $lim_env /usr/bin/time -f "whole process %e s, peak RSS %M KB" timeout 60 "${calib[@]}" -o "$work/$run.stats"
+      # the same groups in both runs (a resident run on a GPU is otherwise one group of all tokens)
+      echo "\$ FP4KIT_GROUP_TOKENS=16384 $lim_env fp4kit calibrate qwen3moe-4l --samples 64 --seq-len 512 --device cuda"
+      env FP4KIT_GROUP_TOKENS=16384 $lim_env /usr/bin/time -f "whole process %e s, peak RSS %M KB" timeout 60 "${calib[@]}" -o "$work/$run.stats"
       echo "exit $?"
     done
     cmp "$work/resident.stats" "$work/host.stats" && echo "statistics files identical: host-held = resident, byte for byte"
@@ -97,8 +99,8 @@ if has hostmillion; then
     bench_inputs 512 2048 "$work/ids_1m.u32"
     calib=(./bin/fp4kit calibrate "$work/qwen3moe-4l" --data "$work/ids_1m.u32" --samples 512 --seq-len 2048 --device cuda)
     for run in resident host; do
-      echo "\$ FP4KIT_ACTIVATIONS=$run fp4kit calibrate qwen3moe-4l --samples 512 --seq-len 2048 --device cuda"
-      FP4KIT_ACTIVATIONS=$run /usr/bin/time -f "whole process %e s, peak RSS %M KB" timeout "$(lim hostmillion 120)" "${calib[@]}" -o "$work/$run-1m.stats"
+      echo "\$ FP4KIT_GROUP_TOKENS=16384 FP4KIT_ACTIVATIONS=$run fp4kit calibrate qwen3moe-4l --samples 512 --seq-len 2048 --device cuda"
+      FP4KIT_GROUP_TOKENS=16384 FP4KIT_ACTIVATIONS=$run /usr/bin/time -f "whole process %e s, peak RSS %M KB" timeout "$(lim hostmillion 120)" "${calib[@]}" -o "$work/$run-1m.stats"
       echo "exit $?"
     done
     cmp "$work/resident-1m.stats" "$work/host-1m.stats" && echo "statistics files identical: host-held = resident, byte for byte"

@@ -120,6 +120,19 @@ enum class Placement { Auto, Resident, Host };
 
 // FP4KIT_ACTIVATIONS=auto|resident|host: where the hidden states live between layers (auto: the
 // memory plan decides; the numbers are the same either way).
+// FP4KIT_GROUP_TOKENS=N: every layer runs over groups of at most N tokens in both placements
+// (ForwardOptions::group_tokens), so a resident and a host-held run can be compared byte for
+// byte; 0 or unset: the plan's choice.
+size_t group_env() {
+  const char* v = std::getenv("FP4KIT_GROUP_TOKENS");
+  if (!v || !*v) return 0;
+  char* end = nullptr;
+  const unsigned long long n = std::strtoull(v, &end, 10);
+  if (*end != '\0' || v[0] == '-')
+    throw Error(std::string("FP4KIT_GROUP_TOKENS=") + v + ": must be a number of tokens");
+  return static_cast<size_t>(n);
+}
+
 Placement placement() {
   const char* v = std::getenv("FP4KIT_ACTIVATIONS");
   const std::string a = v ? v : "";
@@ -169,9 +182,11 @@ struct Forward::Plan {
 Forward::Plan Forward::plan(size_t tokens, size_t chunk, size_t longest) const {
   const engine::Engine& e = *impl_->cpu;
   const Placement want = placement();
-  const size_t group = std::min(tokens, std::max(e.group_tokens(chunk), std::max(chunk, longest)));
+  const size_t forced = group_env();
+  const size_t group = std::min(
+      tokens, std::max(forced > 0 ? forced : e.group_tokens(chunk), std::max(chunk, longest)));
   const size_t host_bytes = tokens * static_cast<size_t>(e.spec().hidden) * sizeof(float);
-  const size_t resident_group = impl_->cuda ? tokens : 0;
+  const size_t resident_group = forced > 0 ? forced : impl_->cuda ? tokens : 0;
   auto resident_line = [&](const char* mem, const char* why) {
     return fmt::format("{}: resident{} (hidden states of all {} tokens kept in {} between "
                        "layers): activations about {:.1f} MiB, weights up to {:.1f} MiB {} at a "
@@ -187,12 +202,13 @@ Forward::Plan Forward::plan(size_t tokens, size_t chunk, size_t longest) const {
                        "MiB {} at a time (a layer's blocks at once",
                        mem, why, tokens, mib(host_bytes), group,
                        impl_->cuda ? "GPU memory" : "backend memory",
-                       mib(e.activation_bytes(tokens, chunk, longest, true)),
+                       mib(e.activation_bytes(tokens, chunk, longest, true, forced)),
                        mib(e.peak_weight_bytes(true)), impl_->cuda ? "uploaded" : "decoded");
   };
   Plan p;
   if (!impl_->cuda) {
     p.host = want == Placement::Host;
+    p.group = forced;
     if (p.host) check_host_memory(host_bytes, tokens);
     p.line = p.host ? host_line("memory", "FP4KIT_ACTIVATIONS=host") + ")"
                     : resident_line("memory", "") + ")";
@@ -205,7 +221,7 @@ Forward::Plan Forward::plan(size_t tokens, size_t chunk, size_t longest) const {
   const size_t need_res =
       e.activation_bytes(tokens, chunk, longest, false, resident_group) + 2 * e.peak_weight_bytes();
   const size_t need_host =
-      e.activation_bytes(tokens, chunk, longest, true) + 2 * e.peak_weight_bytes(true);
+      e.activation_bytes(tokens, chunk, longest, true, forced) + 2 * e.peak_weight_bytes(true);
   const engine::cuda::DeviceInfo info = engine::cuda::device_info(impl_->device);
   const size_t free_b = usable_free_bytes(info.free_bytes);
   const std::string capped = free_b < info.free_bytes ? " (FP4KIT_GPU_MEMORY_LIMIT)" : "";
@@ -237,6 +253,7 @@ Forward::Plan Forward::plan(size_t tokens, size_t chunk, size_t longest) const {
         capped));
   check_host_memory(host_bytes, tokens);
   p.host = true;
+  p.group = forced;
   p.line = host_line("GPU memory plan",
                      want == Placement::Host
                          ? std::string("FP4KIT_ACTIVATIONS=host")
