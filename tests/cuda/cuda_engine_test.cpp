@@ -73,7 +73,9 @@ void expect_close(const Outputs& g, const Outputs& c, double stat_tol, double lo
   }
   moved_routes /= 2;  // each moved route leaves one expert and reaches another
   EXPECT_LE(double(moved_routes), moved_tol * double(routes)) << label << ": routes moved";
-  if (moved_tol == 0.0) EXPECT_EQ(g.stats.routed_tokens, c.stats.routed_tokens) << label;
+  if (moved_tol == 0.0) {
+    EXPECT_EQ(g.stats.routed_tokens, c.stats.routed_tokens) << label;
+  }
   double worst_amax = 0.0, worst_sq = 0.0;
   for (const auto& [m, a] : c.stats.input_amax) {
     ASSERT_TRUE(g.stats.input_amax.count(m)) << label << ": " << m;

@@ -85,6 +85,12 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw Error(fmt::format("CUDA {} failed: {}", what, cudaGetErrorString(e)));
 }
 
+void check_launch(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    throw Error(fmt::format("CUDA kernel {} failed: {}", what, cudaGetErrorString(e)));
+}
+
 int device_count(std::string* why) {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);

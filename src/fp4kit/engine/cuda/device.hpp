@@ -14,6 +14,9 @@ namespace fp4kit::engine::cuda {
 
 // Throws fp4kit::Error "CUDA <what>: <error string>" unless e == cudaSuccess.
 void check(cudaError_t e, const char* what);
+// After a kernel launch: throws fp4kit::Error "CUDA kernel <what> failed: <error string>" if the
+// launch (or an earlier asynchronous error) failed.
+void check_launch(const char* what);
 
 struct DeviceInfo {
   int index = 0;

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <string>
 
+#include "fp4kit/engine/cuda/device.hpp"
 #include "fp4kit/error.hpp"
 
 namespace fp4kit::engine::cuda {
@@ -19,12 +20,6 @@ namespace {
 
 constexpr int kChunk = 64;  // torch_chunk_gated_delta_rule's chunk_size
 constexpr int kRows = 8;    // chunk_scan: threadIdx.y, rows of a chunk per thread column
-
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    throw Error(std::string("CUDA kernel ") + what + " failed: " + cudaGetErrorString(e));
-}
 
 unsigned blocks_for(size_t n, unsigned threads) {
   const size_t b = (n + threads - 1) / threads;

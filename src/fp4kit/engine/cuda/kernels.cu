@@ -13,16 +13,11 @@
 #include <cmath>
 #include <string>
 
+#include "fp4kit/engine/cuda/device.hpp"
 #include "fp4kit/error.hpp"
 
 namespace fp4kit::engine::cuda {
 namespace {
-
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    throw Error(std::string("CUDA kernel ") + what + " failed: " + cudaGetErrorString(e));
-}
 
 unsigned blocks_for(size_t n, unsigned threads) {
   const size_t b = (n + threads - 1) / threads;

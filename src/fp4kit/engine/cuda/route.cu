@@ -10,16 +10,11 @@
 #include <string>
 
 #include "fp4kit/engine/route_exp.hpp"
+#include "fp4kit/engine/cuda/device.hpp"
 #include "fp4kit/error.hpp"
 
 namespace fp4kit::engine::cuda {
 namespace {
-
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    throw Error(std::string("CUDA kernel ") + what + " failed: " + cudaGetErrorString(e));
-}
 
 struct RouteArgs {
   int kind;  // RouterKind
@@ -64,6 +59,17 @@ __device__ void keep_best_groups(float* gs, int G, int keep, float* key, int per
     if (!isnan(gs[e / per])) key[e] = masked;
 }
 
+// se[j] (lane 0 writes) = the k experts of the largest key[e], largest first, ties to the lower
+// index (a stable sort's first k); the warp is synced on return.
+__device__ void select_topk(const float* key, int E, int k, int lane, int32_t* se) {
+  unsigned taken = 0;
+  for (int j = 0; j < k; ++j) {
+    const int b = warp_argmax(key, E, taken, lane);
+    if (lane == 0) se[j] = b;
+  }
+  __syncwarp();
+}
+
 __global__ void route_kernel(const float* logits, int T, int E, RouteArgs a, int32_t* out_e,
                              float* out_w) {
   extern __shared__ float smem[];
@@ -74,17 +80,12 @@ __global__ void route_kernel(const float* logits, int T, int E, RouteArgs a, int
   const RouterKind kind = static_cast<RouterKind>(a.kind);
   for (int t = blockIdx.x * warps + warp; t < T; t += gridDim.x * warps) {
     const float* lg = logits + size_t(t) * E;
-    unsigned taken = 0;
     int32_t* se = out_e + size_t(t) * a.k;
     float* sw = out_w + size_t(t) * a.k;
     if (kind == RouterKind::TopkSigmoid || kind == RouterKind::TopkSoftmax) {
       for (int e = lane; e < E; e += 32) v[e] = lg[e];
       __syncwarp();
-      for (int j = 0; j < a.k; ++j) {
-        const int b = warp_argmax(v, E, taken, lane);
-        if (lane == 0) se[j] = b;
-      }
-      __syncwarp();
+      select_topk(v, E, a.k, lane, se);
       if (lane == 0) {
         if (kind == RouterKind::TopkSigmoid) {
           for (int j = 0; j < a.k; ++j)
@@ -122,11 +123,7 @@ __global__ void route_kernel(const float* logits, int T, int E, RouteArgs a, int
         keep_best_groups(gs, a.groups, a.topk_group, c, per, -INFINITY);
       }
       __syncwarp();
-      for (int j = 0; j < a.k; ++j) {
-        const int b = warp_argmax(c, E, taken, lane);
-        if (lane == 0) se[j] = b;
-      }
-      __syncwarp();
+      select_topk(c, E, a.k, lane, se);
       if (lane == 0) {
         float sum = 0.0f;
         for (int j = 0; j < a.k; ++j) sum += v[se[j]];
@@ -160,11 +157,7 @@ __global__ void route_kernel(const float* logits, int T, int E, RouteArgs a, int
       keep_best_groups(gs, a.groups, a.topk_group, v, per, 0.0f);
     }
     __syncwarp();
-    for (int j = 0; j < a.k; ++j) {
-      const int b = warp_argmax(v, E, taken, lane);
-      if (lane == 0) se[j] = b;
-    }
-    __syncwarp();
+    select_topk(v, E, a.k, lane, se);
     if (lane == 0) {
       float wsum = 0.0f;
       for (int j = 0; j < a.k; ++j) wsum += v[se[j]];
