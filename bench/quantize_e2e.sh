@@ -8,26 +8,7 @@
 #   fp4kit     : fp4kit quantize --weights-only (peak RSS from /usr/bin/time)
 # and prints throughput of each as GB/s of input and the ratio fp4kit / (read + write floor).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=${1:-/tmp/fp4kit-bench}
-size=${2:-4gb}
-bindir=${FP4KIT_BUILD:-$root/build}
-bin=$bindir/fp4kit
-synth=$bindir/fp4kit-synth
-mkdir -p "$work"
-src=$work/src-$size
-if [ ! -f "$src/config.json" ]; then
-  rm -rf "$src"
-  if [ "$size" = 4gb ]; then
-    # 7 layers x 64 experts x 3 x 2048 x 768 bf16 + attention + embeddings ~ 4.3 GB
-    "$synth" "$src" --layers 7 --hidden 2048 --heads 16 --kv-heads 4 --head-dim 128 \
-      --experts 64 --moe-intermediate 768 --vocab 32000 --shard-gb 2
-  else
-    "$synth" "$src" --layers 2 --hidden 512 --heads 8 --kv-heads 2 --head-dim 64 \
-      --experts 16 --moe-intermediate 256 --vocab 4096
-  fi
-fi
-evict() { for f in "$1"/*.safetensors; do dd if="$f" iflag=nocache count=0 status=none; done; }
+source "$(dirname "$0")/synthetic_source.sh"
 now() { date +%s.%N; }
 in_bytes=$(cat "$src"/*.safetensors | wc -c)
 

@@ -3,21 +3,12 @@
 # (issue 16): ROUNDS (default 3) rounds, each timing `fp4kit quantize --weights-only --verify
 # none` to ModelOpt format and then to one GGUF file, the source's page cache evicted before each.
 #   [FP4KIT_BUILD=build] bench/quantize_gguf_e2e.sh [WORKDIR] [SIZE: 4gb|small]
-# The source is quantize_e2e.sh's synthetic bf16 Qwen3-MoE checkpoint (4.64 GB), plus the
+# The source is synthetic_source.sh's bf16 Qwen3-MoE checkpoint (4.64 GB), plus the
 # stories260K tokenizer.json (a GGUF carries its tokenizer).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=${1:-/tmp/fp4kit-bench}
-size=${2:-4gb}
-bindir=${FP4KIT_BUILD:-$root/build}
-bin=$bindir/fp4kit
+source "$(dirname "$0")/synthetic_source.sh"
 data=${FP4KIT_SHARED_DATA:-$root/../shared/data}
-mkdir -p "$work"
-src=$work/src-$size
-# quantize_e2e.sh builds the synthetic source (and times its own floor comparison) when missing.
-[ -f "$src/config.json" ] || FP4KIT_BUILD=$bindir "$root/bench/quantize_e2e.sh" "$work" "$size"
 cp "$data/models/stories260k-llama/tokenizer.json" "$src/"
-evict() { for f in "$1"/*.safetensors; do dd if="$f" iflag=nocache count=0 status=none; done; }
 wall() { grep "Elapsed (wall clock)" "$1" | awk '{print $NF}' |
   awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }'; }
 rss() { grep "Maximum resident set size" "$1" | awk '{print int($NF/1024)}'; }

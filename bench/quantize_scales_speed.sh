@@ -4,23 +4,7 @@
 # Qwen3-MoE checkpoint (built if missing); page cache of the input evicted before each timed run.
 #   [FP4KIT_BUILD=build] bench/quantize_scales_speed.sh [WORKDIR] [SIZE: 4gb|small]
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=${1:-/tmp/fp4kit-bench}
-size=${2:-4gb}
-bindir=${FP4KIT_BUILD:-$root/build}
-bin=$bindir/fp4kit
-src=$work/src-$size
-mkdir -p "$work"
-if [ ! -f "$src/config.json" ]; then
-  if [ "$size" = 4gb ]; then
-    "$bindir/fp4kit-synth" "$src" --layers 7 --hidden 2048 --heads 16 --kv-heads 4 --head-dim 128 \
-      --experts 64 --moe-intermediate 768 --vocab 32000 --shard-gb 2
-  else
-    "$bindir/fp4kit-synth" "$src" --layers 2 --hidden 512 --heads 8 --kv-heads 2 --head-dim 64 \
-      --experts 16 --moe-intermediate 256 --vocab 4096
-  fi
-fi
-evict() { for f in "$1"/*.safetensors; do dd if="$f" iflag=nocache count=0 status=none; done; }
+source "$(dirname "$0")/synthetic_source.sh"
 run() {  # label, extra options
   local out=$work/out-scales
   rm -rf "$out" "$out.partial"

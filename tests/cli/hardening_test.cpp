@@ -40,7 +40,7 @@ namespace fs = std::filesystem;
 std::string bin() { return testing::fp4kit_binary(); }
 
 std::string quantize_cmd(const fs::path& src, const fs::path& out, const std::string& extra) {
-  return bin() + " quantize " + quote(src.string()) + " " + quote(out.string()) + " " + extra;
+  return testing::quantize_command(src, out, extra);
 }
 
 std::string read_file(const fs::path& p) {

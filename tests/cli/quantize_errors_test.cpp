@@ -22,8 +22,7 @@ namespace fs = std::filesystem;
 SyntheticMoeSpec small_spec() { return testing::small_moe_spec(); }
 
 std::string quantize_cmd(const fs::path& src, const fs::path& out, const std::string& extra) {
-  return testing::fp4kit_binary() + " quantize " + quote(src.string()) + " " +
-         quote(out.string()) + " --weights-only " + extra;
+  return testing::quantize_command(src, out, "--weights-only " + extra);
 }
 
 void edit_config(const fs::path& dir, const std::function<void(nlohmann::json&)>& edit) {

@@ -21,8 +21,7 @@ namespace fs = std::filesystem;
 
 testing::CommandResult quantize(const fs::path& src, const fs::path& out,
                                 const std::string& extra = "") {
-  return run_command(testing::fp4kit_binary() + " quantize " + quote(src.string()) + " " +
-                     quote(out.string()) + " --weights-only --verify full " + extra);
+  return run_command(testing::quantize_command(src, out, "--weights-only --verify full " + extra));
 }
 
 nlohmann::json exclude_list(const fs::path& out) {

@@ -2,6 +2,7 @@
 // Runs a shell command for CLI tests: exit code and combined stdout+stderr.
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <sys/wait.h>
 
@@ -31,5 +32,11 @@ inline std::string quote(const std::string& s) {
 }
 
 inline std::string fp4kit_binary() { return FP4KIT_BINARY; }
+
+// The command line `fp4kit quantize SRC OUT EXTRA`.
+inline std::string quantize_command(const std::filesystem::path& src, const std::filesystem::path& out,
+                                    const std::string& extra = "") {
+  return fp4kit_binary() + " quantize " + quote(src.string()) + " " + quote(out.string()) + " " + extra;
+}
 
 }  // namespace fp4kit::testing

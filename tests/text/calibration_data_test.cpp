@@ -6,6 +6,7 @@
 #include "fp4kit/error.hpp"
 #include "fp4kit/text/calibration_data.hpp"
 #include "fp4kit/text/tokenizer.hpp"
+#include "support/error_of.hpp"
 #include "support/shared_data.hpp"
 #include "support/temp_dir.hpp"
 
@@ -27,14 +28,7 @@ std::filesystem::path write_ids_0_to_49(const TempDir& dir) {
   return write_file(dir, "s.u16", bytes);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const fp4kit::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using fp4kit::testing::error_of;
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 #include "fp4kit/text/tokenizer.hpp"
 #include "fp4kit/text/unicode.hpp"
 #include "fp4kit/text/utf8.hpp"
+#include "support/error_of.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace fp4kit::text;
@@ -43,14 +44,7 @@ nlohmann::json tiny_bpe(nlohmann::json merges) {
   };
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const fp4kit::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using fp4kit::testing::error_of;
 
 }  // namespace
 

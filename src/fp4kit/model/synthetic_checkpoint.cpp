@@ -35,6 +35,9 @@ struct Rng {
   }
 };
 
+// One stream per tensor (seed, index in name order): tensors do not depend on each other's sizes.
+Rng tensor_rng(uint64_t seed, size_t index) { return Rng{seed * 0x100000001B3ull + index * 0x9E3779B97F4A7C15ull}; }
+
 struct Weight {
   std::string name;
   std::vector<uint64_t> shape;
@@ -64,6 +67,14 @@ uint64_t numel(const std::vector<uint64_t>& shape) {
 }
 
 // dir must be absent or empty; created.
+// Parameters of the model: the elements of every tensor but the FP8 block scales.
+uint64_t parameter_count(const std::vector<TensorSpec>& specs) {
+  uint64_t params = 0;
+  for (const auto& sp : specs)
+    if (sp.name.find("weight_scale_inv") == std::string::npos) params += numel(sp.shape);
+  return params;
+}
+
 void make_empty_dir(const fs::path& dir) {
   if (fs::exists(dir) && !fs::is_empty(dir))
     throw Error(fmt::format("synthetic checkpoint: {} exists and is not empty", dir.string()));
@@ -126,22 +137,19 @@ uint64_t write_synthetic_deepseek(const fs::path& dir, const SyntheticMoeSpec& s
   t.push_back({"lm_head.weight", {uint64_t(s.vocab), H}, false});
   std::sort(t.begin(), t.end(), [](const T& a, const T& b) { return a.name < b.name; });
   std::vector<TensorSpec> specs;
-  uint64_t params = 0;
   for (const auto& x : t) {
-    specs.push_back({x.name, x.fp8 ? DType::F8_E4M3 : DType::BF16, x.shape});
-    const uint64_t n = numel(x.shape);
-    if (x.name.find("weight_scale_inv") == std::string::npos) params += n;
+    const bool scale = x.name.find("weight_scale_inv") != std::string::npos;
+    specs.push_back({x.name, scale ? DType::F32 : x.fp8 ? DType::F8_E4M3 : DType::BF16, x.shape});
   }
+  const uint64_t params = parameter_count(specs);
   make_empty_dir(dir);
-  for (auto& sp : specs)
-    if (sp.name.find("weight_scale_inv") != std::string::npos) sp.dtype = DType::F32;
   CheckpointWriter writer(dir, specs, s.max_shard_bytes);
   std::vector<uint8_t> bytes;
   std::vector<float> values;
   for (size_t i = 0; i < t.size(); ++i) {
     const auto& x = t[i];
     const uint64_t n = numel(x.shape);
-    Rng rng{s.seed * 0x100000001B3ull + i * 0x9E3779B97F4A7C15ull};
+    Rng rng = tensor_rng(s.seed, i);
     const bool norm = x.name.find("norm.weight") != std::string::npos;
     if (x.fp8) {
       // Random E4M3 codes of magnitude below 2 (exponent field < 8), never NaN.
@@ -256,12 +264,8 @@ uint64_t write_synthetic_moe(const fs::path& dir, const SyntheticMoeSpec& s) {
   std::sort(w.begin(), w.end(), [](const Weight& a, const Weight& b) { return a.name < b.name; });
 
   std::vector<TensorSpec> specs;
-  uint64_t params = 0;
-  for (const auto& x : w) {
-    specs.push_back({x.name, s.dtype, x.shape});
-    const uint64_t n = numel(x.shape);
-    params += n;
-  }
+  for (const auto& x : w) specs.push_back({x.name, s.dtype, x.shape});
+  const uint64_t params = parameter_count(specs);
   make_empty_dir(dir);
   CheckpointWriter writer(dir, specs, s.max_shard_bytes);
   std::vector<float> values;
@@ -271,8 +275,7 @@ uint64_t write_synthetic_moe(const fs::path& dir, const SyntheticMoeSpec& s) {
     const uint64_t n = numel(x.shape);
     values.assign(n, 1.0f);
     if (x.kind == Weight::Normal) {
-      // A per-tensor stream: tensors do not depend on each other's sizes.
-      Rng rng{s.seed * 0x100000001B3ull + i * 0x9E3779B97F4A7C15ull};
+      Rng rng = tensor_rng(s.seed, i);
       for (auto& v : values) v = rng.normal() * x.stddev;
       // A few outliers per tensor, as real weights have.
       for (uint64_t k = 0; k < n / 4096 + 1; ++k) values[rng.next() % n] *= 8.0f;
