@@ -2,6 +2,8 @@
 // little-endian files, for the Python conformance test against transformers' dequantizers.
 //   fp4kit-source-decode fp8 N K BLOCK_ROWS BLOCK_COLS codes.u8 scale_inv.f32 out.f32
 //   fp4kit-source-decode mxfp4 GROUPS blocks.u8 scales.u8 out.f32
+//   fp4kit-source-decode packed-int CHECKPOINT MODULE out.f32   (compressed-tensors pack-quantized:
+//       the module's [n, k] float32 values as quantize, calibrate and verify decode them)
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -9,6 +11,8 @@
 #include <vector>
 
 #include "fp4kit/error.hpp"
+#include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/model/packed_int.hpp"
 #include "fp4kit/numeric/source_formats.hpp"
 
 namespace {
@@ -57,9 +61,21 @@ int main(int argc, char** argv) {
       write_all(a[4], out);
       return 0;
     }
+    if (a.size() == 4 && a[0] == "packed-int") {
+      const auto ckpt = fp4kit::Checkpoint::open(a[1]);
+      const fp4kit::PackedIntWeight w = fp4kit::packed_int_weight(*ckpt, a[2]);
+      std::vector<float> out(w.rows * w.cols);
+      fp4kit::decode_packed_int(*ckpt, w, 0, w.rows, out.data());
+      write_all(a[3], out);
+      std::printf("%llu %llu %d %llu\n", static_cast<unsigned long long>(w.rows),
+                  static_cast<unsigned long long>(w.cols), w.bits,
+                  static_cast<unsigned long long>(w.group));
+      return 0;
+    }
     std::fprintf(stderr,
                  "usage: fp4kit-source-decode fp8 N K BR BC codes scale_inv out\n"
-                 "       fp4kit-source-decode mxfp4 GROUPS blocks scales out\n");
+                 "       fp4kit-source-decode mxfp4 GROUPS blocks scales out\n"
+                 "       fp4kit-source-decode packed-int CHECKPOINT MODULE out\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

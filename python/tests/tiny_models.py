@@ -148,3 +148,65 @@ def save(family: str, path, seed: int = 0, **dims):
     model = build(family, seed, **dims)
     model.save_pretrained(path)
     return path
+
+
+# Kimi's choice for its INT4 checkpoints: the routed experts only (the rest stays BF16, "ignore").
+ROUTED_EXPERTS = r".*\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$"
+
+
+def pack_quantized(tensors: dict, pattern: str = ROUTED_EXPERTS, bits: int = 4,
+                   strategy: str = "group", group: int = 32):
+    """`tensors` with every 2-D weight matching `pattern` stored as compressed-tensors
+    pack-quantized integers, made by compressed-tensors itself (scales from calculate_qparams, the
+    integers quantized and packed by PackedQuantizationCompressor.compress).
+    Returns (tensors, quantization_config dict as ModelCompressor writes it, reference) where
+    reference[module] = (the package's float32 decompression, its default (scale dtype)
+    decompression)."""
+    import re
+    import tempfile
+    from compressed_tensors.compressors.model_compressors.model_compressor import ModelCompressor
+    from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
+    from compressed_tensors.quantization import (QuantizationArgs, QuantizationConfig,
+                                                 QuantizationScheme)
+    from compressed_tensors.quantization.utils.helpers import calculate_qparams
+
+    args = QuantizationArgs(num_bits=bits, type="int", symmetric=True, strategy=strategy,
+                            group_size=group if strategy == "group" else None)
+    scheme = QuantizationScheme(targets=["Linear"], weights=args)
+    match = re.compile(pattern)
+    out, ref, ignore = {}, {}, []
+    for name, w in tensors.items():
+        if not match.match(name):
+            out[name] = w
+            if name.endswith(".weight") and w.dim() == 2 and "norm" not in name:
+                ignore.append(name[: -len(".weight")])
+            continue
+        m = name[: -len(".weight")]
+        n, k = w.shape
+        wf = w.float()
+        if strategy == "group":
+            grouped = wf.reshape(n, k // group, group)
+            lo, hi = grouped.amin(-1), grouped.amax(-1)
+        else:
+            lo, hi = wf.amin(-1, keepdim=True), wf.amax(-1, keepdim=True)
+        scale, zp = calculate_qparams(lo, hi, args)
+        comp = PackedQuantizationCompressor.compress(
+            {"weight": w, "weight_scale": scale.to(w.dtype), "weight_zero_point": zp}, scheme)
+        for key, v in comp.items():
+            out[f"{m}.{key}"] = v
+        f32 = PackedQuantizationCompressor.decompress(
+            {**comp, "weight_scale": comp["weight_scale"].float()}, scheme)["weight"]
+        default = PackedQuantizationCompressor.decompress(dict(comp), scheme)["weight"]
+        ref[m] = (f32, default)
+    qc = QuantizationConfig(config_groups={"group_0": scheme}, format="pack-quantized",
+                            ignore=sorted(ignore))
+    with tempfile.TemporaryDirectory() as d:  # the package writes the config block itself
+        import json
+        import os
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump({}, f)
+        ModelCompressor(quantization_config=qc).update_config(d)
+        with open(os.path.join(d, "config.json")) as f:
+            config = json.load(f)["quantization_config"]
+    return out, config, ref
+

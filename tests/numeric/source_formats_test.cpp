@@ -204,3 +204,61 @@ TEST(Mxfp4, ExtremeScalesAndNaN) {
 
 }  // namespace
 }  // namespace fp4kit
+
+namespace fp4kit {
+namespace {
+
+// compressed-tensors pack-quantized: element c of a row at bit c * bits of the row's
+// little-endian int32 words, stored as q + 2^(bits-1).
+TEST(PackedInt, Int4GroupsHandComputed) {
+  // One row of k = 10 INT4 values in groups of 4 -> 2 words, 3 scales (the last group partial).
+  const int q[10] = {-8, -1, 0, 7, 3, -3, 1, 2, 5, -6};
+  uint32_t words[2] = {0, 0};
+  for (int c = 0; c < 10; ++c) words[c / 8] |= uint32_t(q[c] + 8) << (4 * (c % 8));
+  std::vector<uint8_t> bytes(8);
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(words[i / 4] >> (8 * (i % 4)));
+  const float scales[3] = {0.5f, 0.25f, 3.0f};
+  PackedIntScales s{scales, DType::F32, 1, 3, 4};
+  std::vector<float> out(10, -99.0f);
+  packed_int_dequantize(bytes.data(), 0, 1, 1, 10, 4, s, out.data(), "w", "s");
+  for (int c = 0; c < 10; ++c) EXPECT_EQ(out[c], q[c] * scales[c / 4]) << "column " << c;
+}
+
+TEST(PackedInt, Int8ChannelRowSliceHandComputed) {
+  // 2 rows of k = 5 INT8 values, one scale per row (channel): 2 words per row.
+  const int q[2][5] = {{-128, 127, 0, -1, 64}, {1, 2, 3, 4, -5}};
+  std::vector<uint8_t> bytes(16, 0);
+  for (int r = 0; r < 2; ++r)
+    for (int c = 0; c < 5; ++c) bytes[r * 8 + c] = static_cast<uint8_t>(q[r][c] + 128);
+  const float scales[2] = {0.125f, 2.0f};
+  PackedIntScales s{scales, DType::F32, 2, 1, 5};
+  std::vector<float> row(5);
+  packed_int_dequantize(bytes.data(), 1, 1, 2, 5, 8, s, row.data(), "w", "s");  // row 1 only
+  for (int c = 0; c < 5; ++c) EXPECT_EQ(row[c], q[1][c] * 2.0f) << "column " << c;
+  std::vector<float> all(10);
+  packed_int_dequantize(bytes.data(), 0, 2, 2, 5, 8, s, all.data(), "w", "s");
+  EXPECT_EQ(all[0], -16.0f);
+  EXPECT_EQ(all[1], 127 * 0.125f);
+}
+
+TEST(PackedInt, BadShapesBitsAndScalesAreRefusedByName) {
+  std::vector<uint8_t> bytes(8, 0x88);
+  const float ok[2] = {1.0f, 1.0f};
+  std::vector<float> out(16);
+  PackedIntScales s{ok, DType::F32, 1, 2, 8};
+  EXPECT_NE(error_of([&] { packed_int_dequantize(bytes.data(), 0, 1, 1, 16, 3, s, out.data(), "w", "s"); })
+                .find("num_bits 3"), std::string::npos);
+  EXPECT_NE(error_of([&] { check_packed_int(s, 4, 2, 1, 24, "w", "s"); })
+                .find("'w': 2 int32 words per row, but 24 columns of 4 bits need 3"),
+            std::string::npos);
+  PackedIntScales wrong{ok, DType::F32, 1, 2, 4};  // 16 columns in groups of 4 need 4 scales
+  EXPECT_NE(error_of([&] { packed_int_dequantize(bytes.data(), 0, 1, 1, 16, 4, wrong, out.data(), "w", "sc"); })
+                .find("'sc': shape [1, 2]"), std::string::npos);
+  const float bad[2] = {1.0f, std::numeric_limits<float>::quiet_NaN()};
+  PackedIntScales nan{bad, DType::F32, 1, 2, 8};
+  EXPECT_NE(error_of([&] { packed_int_dequantize(bytes.data(), 0, 1, 1, 16, 4, nan, out.data(), "w", "sc"); })
+                .find("scale [0, 1] is nan"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fp4kit

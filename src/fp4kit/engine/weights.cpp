@@ -6,6 +6,7 @@
 
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
+#include "fp4kit/model/packed_int.hpp"
 #include "fp4kit/numeric/convert.hpp"
 #include "fp4kit/numeric/formats.hpp"
 #include "fp4kit/numeric/nvfp4.hpp"
@@ -91,7 +92,19 @@ StoredLinear describe_linear(const Checkpoint& c, const LinearRef& ref, bool act
     S.offset = ref.row_begin * ref.cols * dtype_size(t.dtype);
     return S;
   }
-  if (c.has(m + ".weight_packed")) {  // format B (compressed-tensors)
+  if (is_packed_int(c, m)) {
+    // compressed-tensors pack-quantized INT4/INT8 (Kimi-K2 Thinking / K2.5 experts): the values
+    // calibration must see are q * scale of the group, decoded exactly in float32 (on the host:
+    // a backend without its own decoding of this kind hands it back to decode_linear).
+    S.packed_int = packed_int_weight(c, m);
+    const PackedIntWeight& p = S.packed_int;
+    if (p.rows != n || p.cols != k)
+      throw Error(fmt::format("{}: {} describes a [{}, {}] weight, the model needs [{}, {}]",
+                              c.dir().string(), p.shape_tensor, p.rows, p.cols, n, k));
+    S.kind = StoredLinear::Kind::PackedInt;
+    S.tensor = S.release = p.packed;
+    S.scales = p.scale;
+  } else if (c.has(m + ".weight_packed")) {  // format B (compressed-tensors NVFP4)
     check_nvfp4_shapes(c, m + ".weight_packed", m + ".weight_scale", n, k);
     S.kind = StoredLinear::Kind::Nvfp4Div;
     S.tensor = S.release = m + ".weight_packed";
@@ -170,6 +183,9 @@ void decode_linear(const Checkpoint& c, const StoredLinear& s, size_t n, size_t 
     }
     case StoredLinear::Kind::Fp8Block:
       fp8_block_dequantize(bytes, 0, n, n, k, s.grid, w, s.tensor);
+      break;
+    case StoredLinear::Kind::PackedInt:
+      decode_packed_int(c, s.packed_int, 0, n, w);
       break;
   }
 }

@@ -2,12 +2,16 @@
 // Decoding one linear (or norm, or embedding rows) from a checkpoint into float32, whatever its
 // storage: BF16/F16/F32, NVFP4 format A (ModelOpt: weight U8 + weight_scale F8_E4M3 +
 // weight_scale_2) or format B (compressed-tensors: weight_packed + weight_scale +
-// weight_global_scale = 1/s2), dequantized exactly as the loaders do.
+// weight_global_scale = 1/s2), dequantized exactly as the loaders do; quantized sources too: FP8
+// with 128x128 block scales (weight_scale_inv) and compressed-tensors pack-quantized INT4/INT8
+// (weight_packed I32 + weight_scale + weight_shape, model/packed_int.hpp). A device backend
+// decodes the kinds it knows and hands the others to decode_linear on the host.
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "fp4kit/engine/model_spec.hpp"
+#include "fp4kit/model/packed_int.hpp"
 #include "fp4kit/numeric/source_formats.hpp"
 
 namespace fp4kit {
@@ -44,6 +48,8 @@ struct StoredLinear {
     Nvfp4,     // `tensor` U8 [n, k/2] codes, `scales` E4M3 [n, k/16]: e2m1 * scale * s2 (ModelOpt)
     Nvfp4Div,  // the same layout, compressed-tensors: e2m1 * (scale / s2), s2 = weight_global_scale
     Fp8Block,  // `tensor` F8_E4M3 [n, k], `scales` the checked scale_inv grid `grid` (128 x 128)
+    PackedInt,  // `tensor` I32 weight_packed, `scales` weight_scale: compressed-tensors
+                // pack-quantized INT4/INT8 as `packed_int` resolved it (model/packed_int.hpp)
   };
   Kind kind = Kind::Float;
   std::string tensor, scales;
@@ -51,6 +57,7 @@ struct StoredLinear {
   size_t offset = 0;         // Float: bytes into `tensor` (a row range of fused experts)
   float s2 = 0.0f;           // Nvfp4, Nvfp4Div
   Fp8BlockScales grid;       // Fp8Block (data points into the checkpoint)
+  PackedIntWeight packed_int;  // PackedInt
   float act_global_scale = 0.0f;
   bool nvfp4 = false;
   bool bias = false;         // <module>.bias belongs to the linear

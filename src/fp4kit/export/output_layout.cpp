@@ -32,7 +32,8 @@ std::vector<OutputTensor> output_layout(const Plan& plan, const Checkpoint& sour
       const TensorInfo& info = source.info(e.source.tensor);
       const std::vector<uint64_t> shape =
           e.bmm_experts > 0 ? std::vector<uint64_t>{e.bmm_experts, e.cols, e.rows}  // MXFP4
-                            : info.shape;
+          : e.encoding == SourceEncoding::PackedInt ? std::vector<uint64_t>{e.rows, e.cols}
+                                                    : info.shape;
       out.push_back({{e.name, DType::BF16, shape}, i, OutputPart::Dequantized});
       continue;
     }

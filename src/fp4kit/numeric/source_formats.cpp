@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "fp4kit/error.hpp"
+#include "fp4kit/numeric/convert.hpp"
 #include "fp4kit/numeric/formats.hpp"
 #include "fp4kit/numeric/parallel.hpp"
 
@@ -142,6 +143,82 @@ float fp8_block_amax(const uint8_t* codes, size_t row_begin, size_t rows, size_t
   float amax = 0;
   for (float m : row_max) amax = std::max(amax, m);
   return amax;
+}
+
+namespace {
+
+float grid_value(const PackedIntScales& s, size_t i) {
+  float v;
+  decode_to_f32(static_cast<const unsigned char*>(s.data) + i * dtype_size(s.dtype), s.dtype, 1,
+                &v);
+  return v;
+}
+
+// Word j of a row, assembled from its little-endian bytes (whatever the host's byte order).
+uint32_t word_at(const uint8_t* row, size_t j) {
+  const uint8_t* b = row + 4 * j;
+  return uint32_t(b[0]) | uint32_t(b[1]) << 8 | uint32_t(b[2]) << 16 | uint32_t(b[3]) << 24;
+}
+
+}  // namespace
+
+void check_packed_int(const PackedIntScales& s, int bits, size_t packed_cols, size_t n, size_t k,
+                      std::string_view tensor, std::string_view scale_tensor) {
+  if (!packed_int_bits_supported(bits))
+    throw Error(cat("pack-quantized tensor '", tensor, "': num_bits ", bits,
+                    " is not supported (4 or 8: the widths whose packing every compressed-tensors "
+                    "version wrote the same way)"));
+  const size_t want_words = ceil_div(k * static_cast<size_t>(bits), 32);
+  if (packed_cols != want_words)
+    throw Error(cat("pack-quantized tensor '", tensor, "': ", packed_cols,
+                    " int32 words per row, but ", k, " columns of ", bits, " bits need ",
+                    want_words));
+  if (s.dtype != DType::BF16 && s.dtype != DType::F16 && s.dtype != DType::F32)
+    throw Error(cat("pack-quantized scale tensor '", scale_tensor, "': dtype ",
+                    dtype_name(s.dtype), " (expected BF16, F16 or F32)"));
+  if (s.group == 0)
+    throw Error(cat("pack-quantized scale tensor '", scale_tensor, "': group size 0"));
+  const size_t want_c = ceil_div(k, s.group);
+  if (s.grid_rows != n || s.grid_cols != want_c)
+    throw Error(cat("pack-quantized scale tensor '", scale_tensor, "': shape [", s.grid_rows, ", ",
+                    s.grid_cols, "] but a [", n, ", ", k, "] weight in groups of ", s.group,
+                    " columns needs [", n, ", ", want_c, "]"));
+  for (size_t i = 0; i < s.grid_rows * s.grid_cols; ++i) {
+    const float v = grid_value(s, i);
+    if (!std::isfinite(v) || v < 0)
+      throw Error(cat("pack-quantized scale tensor '", scale_tensor, "': scale [", i / s.grid_cols,
+                      ", ", i % s.grid_cols, "] is ", v,
+                      " (a symmetric integer scale must be finite and >= 0)"));
+  }
+}
+
+void packed_int_dequantize(const uint8_t* packed, size_t row_begin, size_t rows, size_t n,
+                           size_t k, int bits, const PackedIntScales& s, float* out,
+                           std::string_view tensor, std::string_view scale_tensor) {
+  if (row_begin + rows > n)
+    throw Error(cat("pack-quantized tensor '", tensor, "': rows [", row_begin, ", ",
+                    row_begin + rows, ") outside [0, ", n, ")"));
+  const size_t words = ceil_div(k * static_cast<size_t>(bits), 32);
+  check_packed_int(s, bits, words, n, k, tensor, scale_tensor);
+  const uint32_t mask = (1u << bits) - 1;
+  const int offset = 1 << (bits - 1);
+  const size_t per_word = 32 / static_cast<size_t>(bits);  // 4 and 8 divide 32: no straddling
+  parallel_for(0, rows, 16, [&](size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; ++r) {
+      const size_t row = row_begin + r;
+      const uint8_t* src = packed + row * words * 4;
+      float* dst = out + r * k;
+      for (size_t g = 0; g < s.grid_cols; ++g) {
+        const float sc = grid_value(s, row * s.grid_cols + g);
+        const size_t c1 = std::min(k, (g + 1) * s.group);
+        for (size_t c = g * s.group; c < c1; ++c) {
+          const uint32_t w = word_at(src, c / per_word);
+          const int q = static_cast<int>((w >> ((c % per_word) * bits)) & mask) - offset;
+          dst[c] = static_cast<float>(q) * sc;
+        }
+      }
+    }
+  });
 }
 
 void mxfp4_dequantize(const uint8_t* blocks, const uint8_t* scales, size_t groups, float* out,

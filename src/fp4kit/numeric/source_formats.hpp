@@ -41,6 +41,37 @@ void fp8_block_dequantize(const uint8_t* codes, size_t row_begin, size_t rows, s
 float fp8_block_amax(const uint8_t* codes, size_t row_begin, size_t rows, size_t n, size_t k,
                      const Fp8BlockScales& scales, std::string_view tensor);
 
+// compressed-tensors "pack-quantized" integer weights (Kimi-K2 Thinking / K2.5 routed experts,
+// llm-compressor W4A16 / W8A16): "<m>.weight_packed" I32 [n, ceil(k * bits / 32)] holding the
+// signed integers q in [-2^(bits-1), 2^(bits-1) - 1] stored as q + 2^(bits-1), element c of a row
+// at bit c * bits of the row's little-endian words (dense packing; for bits 4 and 8 the same
+// layout every compressed-tensors version wrote), "<m>.weight_scale" [n, ceil(k / group)] of
+// BF16/F16/F32 (group strategy; channel strategy: [n, 1], group = k), symmetric (no zero point):
+// w[r, c] = q[r, c] * scale[r, c / group]. In float32 the product is exact (|q| <= 2^7 times a
+// scale with at most 24 significant bits: bf16 scales have 8, so 8 + 8 bits), so the decode is
+// the real value compressed-tensors' dequantize gives in float32, bit for bit.
+struct PackedIntScales {
+  const void* data = nullptr;  // the grid, row-major (may be unaligned)
+  DType dtype = DType::BF16;   // BF16, F16 or F32
+  size_t grid_rows = 0, grid_cols = 0;
+  size_t group = 32;           // columns per scale (k for the channel strategy)
+};
+inline constexpr bool packed_int_bits_supported(int bits) { return bits == 4 || bits == 8; }
+
+// Throws fp4kit::Error unless bits is 4 or 8, the packed tensor holds [n, ceil(k * bits / 32)]
+// words, the grid is [n, ceil(k / group)] of BF16/F16/F32 and every scale is finite and >= 0 (a
+// zero scale is an all-zero group). `tensor` names the weight_packed tensor, `scale_tensor` the
+// grid.
+void check_packed_int(const PackedIntScales& scales, int bits, size_t packed_cols, size_t n,
+                      size_t k, std::string_view tensor, std::string_view scale_tensor);
+
+// Decodes rows [row_begin, row_begin + rows) of the [n, k] matrix; `packed` points at row 0 of
+// the weight_packed data (I32, little-endian), `out` receives rows * k floats. Checks as above.
+// Runs on all cores.
+void packed_int_dequantize(const uint8_t* packed, size_t row_begin, size_t rows, size_t n,
+                           size_t k, int bits, const PackedIntScales& scales, float* out,
+                           std::string_view tensor, std::string_view scale_tensor);
+
 // MXFP4 as gpt-oss stores it: blocks U8 [..., G, 16] (32 E2M1 codes per block, element 2j in the
 // LOW nibble of byte j) and scales U8 E8M0 [..., G] (2^(s - 127)). `groups` = product of the
 // leading dims times G; `out` receives groups * 32 floats, w = e2m1(code) * 2^(scale - 127).

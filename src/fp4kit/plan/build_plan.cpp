@@ -13,6 +13,7 @@
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/model/classify.hpp"
 #include "fp4kit/model/config.hpp"
+#include "fp4kit/model/packed_int.hpp"
 #include "fp4kit/plan/glob.hpp"
 #include "fp4kit/plan/plan.hpp"
 
@@ -125,11 +126,75 @@ std::string sibling_name(const std::string& name, int64_t from, int64_t to) {
          name.substr(at + needle.size());
 }
 
+// compressed-tensors pack-quantized sources: each "<m>.weight_packed" (I32) + "<m>.weight_scale" +
+// "<m>.weight_shape" stands in the list as the "<m>.weight" [n, k] it encodes (F32: what the
+// decode gives), so the tables, the expert checks and the rules see the model's Linear; the
+// packed tensors are remembered by that name.
+struct PackedSources {
+  std::vector<TensorMeta> tensors;                      // the list with the triples folded
+  std::map<std::string, PackedIntWeight> by_weight;     // "<m>.weight" -> its packed tensors
+};
+
+PackedSources fold_packed_int(const std::vector<TensorMeta>& tensors, const ModelConfig& config,
+                              const SmallTensorValues& values) {
+  PackedSources out;
+  std::unordered_map<std::string, const TensorMeta*> by_name;
+  for (const auto& t : tensors) by_name[t.name] = &t;
+  static const std::string kPacked = ".weight_packed";
+  std::vector<std::string> modules;
+  for (const auto& t : tensors)
+    if (t.dtype == DType::I32 && t.name.ends_with(kPacked))
+      modules.push_back(t.name.substr(0, t.name.size() - kPacked.size()));
+  if (modules.empty()) {
+    out.tensors = tensors;
+    return out;
+  }
+  const auto schemes = packed_int_schemes(config.raw, "config.json");
+  PackedIntLookup lookup;
+  lookup.meta = [&](const std::string& n) -> const TensorMeta* {
+    auto it = by_name.find(n);
+    return it == by_name.end() ? nullptr : it->second;
+  };
+  lookup.values = [&](const std::string& n) {
+    if (!values)
+      throw Error(fmt::format("{}: the values of a pack-quantized weight_shape are needed", n));
+    return values(n);
+  };
+  std::set<std::string> folded;
+  std::vector<std::string> errors;
+  for (const auto& m : modules) {
+    try {
+      PackedIntWeight w = resolve_packed_int(m, schemes, lookup, "checkpoint");
+      folded.insert({w.packed, w.scale, w.shape_tensor});
+      out.by_weight[m + ".weight"] = std::move(w);
+    } catch (const Error& e) {
+      errors.push_back(e.what());
+    }
+  }
+  if (!errors.empty()) {
+    std::string msg = fmt::format("plan: {} pack-quantized weight(s) cannot be read:", errors.size());
+    for (size_t i = 0; i < errors.size() && i < 50; ++i) msg += "\n  - " + errors[i];
+    throw Error(msg);
+  }
+  for (const auto& t : tensors) {
+    if (!folded.count(t.name)) {
+      out.tensors.push_back(t);
+      continue;
+    }
+    if (!t.name.ends_with(kPacked)) continue;
+    const std::string weight = t.name.substr(0, t.name.size() - kPacked.size()) + ".weight";
+    const PackedIntWeight& w = out.by_weight.at(weight);
+    out.tensors.push_back({weight, DType::F32, {w.rows, w.cols}});
+  }
+  return out;
+}
+
 class PlanBuilder {
  public:
   PlanBuilder(const std::vector<TensorMeta>& tensors, const ModelConfig& config,
-              const PlanOptions& options)
-      : tensors_(tensors), config_(config), options_(options) {}
+              const PlanOptions& options,
+              const std::map<std::string, PackedIntWeight>& packed)
+      : tensors_(tensors), config_(config), options_(options), packed_(packed) {}
 
   Plan build() {
     choose_family();
@@ -757,6 +822,7 @@ class PlanBuilder {
             e.source_scales = m.mxfp4_scales;
             e.reason += "; dequantized from MXFP4 (E8M0 scale per 32)";
           }
+          mark_packed(t.name, e);
           if (auto s = scale_inv_of.find(t.name); s != scale_inv_of.end()) {
             e.source_scales = tensors_[s->second].name;
             if (t.dtype == DType::F8_E4M3) {
@@ -769,6 +835,7 @@ class PlanBuilder {
           entry_module_.push_back(mi);
           plan_.entries.push_back(std::move(e));
         }
+        drop_packed_parts(t.name);
         continue;
       }
       PlanEntry e;
@@ -796,6 +863,12 @@ class PlanBuilder {
           e.rows = m.rows;
           e.cols = m.cols;
           e.reason += "; MXFP4 source written dequantized as BF16 [E, K, N]";
+        } else if (packed_.count(t.name)) {
+          // A kept pack-quantized Linear (a rule excluded it): BF16 under "<m>.weight", never the
+          // integers without their scales.
+          e.action = Action::Dequantize;
+          mark_packed(t.name, e);
+          e.reason += "; written dequantized as BF16";
         }
       } else if (mxfp4_scales.count(t.name)) {
         e.action = Action::Drop;
@@ -825,10 +898,51 @@ class PlanBuilder {
       }
       entry_module_.push_back(mods.empty() ? SIZE_MAX : mods.front());
       plan_.entries.push_back(std::move(e));
+      drop_packed_parts(t.name);
     }
     for (const auto& name : k16_kept_)
       warnings_.push_back(fmt::format("{}: K not a multiple of {}{}, kept unquantized", name,
                                       options_.k_multiple, options_.k_multiple_why));
+  }
+
+  // A pack-quantized source (folded "<m>.weight"): where its integers and scales are.
+  void mark_packed(const std::string& weight, PlanEntry& e) const {
+    auto it = packed_.find(weight);
+    if (it == packed_.end()) return;
+    const PackedIntWeight& w = it->second;
+    e.encoding = SourceEncoding::PackedInt;
+    e.source.tensor = w.packed;
+    e.source_scales = w.scale;
+    e.source_dtype = DType::I32;
+    e.source_bytes = w.stored_bytes;
+    e.int_bits = w.bits;
+    e.int_group = w.group;
+    e.rows = w.rows;
+    e.cols = w.cols;
+    e.shape = {w.rows, w.cols};
+    e.reason += fmt::format("; dequantized from INT{} (compressed-tensors pack-quantized, {})",
+                            w.bits, w.channel ? std::string("a scale per row")
+                                              : fmt::format("a scale per {} columns", w.group));
+  }
+
+  // Its scale and shape tensors: absorbed by the decode, listed so every source tensor has a fate.
+  void drop_packed_parts(const std::string& weight) {
+    auto it = packed_.find(weight);
+    if (it == packed_.end()) return;
+    for (const TensorMeta* t : {&it->second.scale_meta, &it->second.shape_meta}) {
+      PlanEntry d;
+      d.name = t->name;
+      d.action = Action::Drop;
+      d.reason = std::string("pack-quantized ") +
+                 (t == &it->second.scale_meta ? "weight_scale" : "weight_shape") +
+                 ": absorbed by dequantization";
+      d.source = {t->name, -1, 0, 0};
+      d.source_dtype = t->dtype;
+      d.shape = t->shape;
+      d.source_bytes = t->nbytes();
+      entry_module_.push_back(SIZE_MAX);
+      plan_.entries.push_back(std::move(d));
+    }
   }
 
   // Spec 3. Keys name the group; the same group may serve as weight group and input group.
@@ -989,6 +1103,7 @@ class PlanBuilder {
   const std::vector<TensorMeta>& tensors_;
   const ModelConfig& config_;
   const PlanOptions& options_;
+  const std::map<std::string, PackedIntWeight>& packed_;  // folded pack-quantized weights
   const ArchFamily* family_ = nullptr;
   std::vector<TensorClass> classes_;
   std::unordered_map<std::string, size_t> by_name_;
@@ -1006,8 +1121,9 @@ class PlanBuilder {
 }  // namespace
 
 Plan build_plan_from_tensors(const std::vector<TensorMeta>& tensors, const ModelConfig& config,
-                             const PlanOptions& options) {
-  return PlanBuilder(tensors, config, options).build();
+                             const PlanOptions& options, const SmallTensorValues& values) {
+  const PackedSources p = fold_packed_int(tensors, config, values);
+  return PlanBuilder(p.tensors, config, options, p.by_weight).build();
 }
 
 Plan build_plan(const Checkpoint& ckpt, const ModelConfig& config, const PlanOptions& options) {
@@ -1017,9 +1133,12 @@ Plan build_plan(const Checkpoint& ckpt, const ModelConfig& config, const PlanOpt
     const TensorInfo& info = ckpt.info(name);
     tensors.push_back({name, info.dtype, info.shape});
   }
+  const SmallTensorValues values = [&ckpt](const std::string& name) {
+    return small_int_values(ckpt, name);
+  };
   try {
-    check_layer_contents(tensors, config);
-    return build_plan_from_tensors(tensors, config, options);
+    check_layer_contents(fold_packed_int(tensors, config, values).tensors, config);
+    return build_plan_from_tensors(tensors, config, options, values);
   } catch (const Error& e) {
     throw Error(fmt::format("{}: {}", ckpt.dir().string(), e.what()));
   }

@@ -2,6 +2,7 @@
 // The plan: every output tensor's fate and the rule that decided it, fixed before any byte is
 // written (llama-quantize's first pass). The stream executes it; --dry-run prints it.
 #include <array>
+#include <functional>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -36,6 +37,9 @@ enum class SourceEncoding {
              // Kimi-K2, Qwen3-FP8): decoded to float32 in the stream
   Mxfp4,     // gpt-oss "<m>_blocks" U8 [E, N, K/32, 16] (E2M1 pairs) + "<m>_scales" U8 [E, N, K/32]
              // (E8M0): decoded to float32 per expert in the stream
+  PackedInt,  // compressed-tensors pack-quantized INT4/INT8 (Kimi-K2 Thinking / K2.5 experts):
+              // "<m>.weight_packed" I32 + "<m>.weight_scale" (+ "<m>.weight_shape"), decoded to
+              // float32 exactly (model/packed_int.hpp) in the stream
 };
 
 // Where a quantized weight's [rows, cols] values come from.
@@ -83,6 +87,10 @@ struct PlanEntry {
   // "<m>" U8 [E, K/2, N], "<m>_weight_scale" [E, K/16, N], ONE "<m>_weight_scale_2" (and
   // "<m>_input_scale"); Dequantize (a kept MXFP4 tensor) writes "<m>" BF16 [E, K, N].
   uint64_t bmm_experts = 0;
+  // PackedInt: bits per integer and columns per scale (the module's [rows, cols] is the whole
+  // matrix; source.tensor is "<m>.weight_packed", source_scales "<m>.weight_scale").
+  int int_bits = 0;
+  uint64_t int_group = 0;
 };
 
 struct FusionGroup {
@@ -121,6 +129,10 @@ struct PlanOptions {
   std::string k_multiple_why;
 };
 
+// The integer values of a small I32/I64 tensor (compressed-tensors' "<m>.weight_shape"), for
+// plans built from tensor lists.
+using SmallTensorValues = std::function<std::vector<int64_t>(const std::string&)>;
+
 // Builds and validates the plan. Throws fp4kit::Error listing every problem: a rule that matches
 // nothing, tensors that must be quantized but have K % 16 != 0 (unless excluded explicitly),
 // experts missing or inconsistent, unknown layouts.
@@ -128,8 +140,9 @@ Plan build_plan(const Checkpoint& ckpt, const ModelConfig& config, const PlanOpt
 
 // The same from a plain tensor list (what build_plan reads from the checkpoint's headers), so the
 // planning logic is testable without files.
+// Pack-quantized sources (model/packed_int.hpp) need `values` for their weight_shape tensors.
 Plan build_plan_from_tensors(const std::vector<TensorMeta>& tensors, const ModelConfig& config,
-                             const PlanOptions& options);
+                             const PlanOptions& options, const SmallTensorValues& values = {});
 
 // What every decoder layer must hold (ArchFamily::complete_layers): layers 0..num_hidden_layers-1
 // present, attention / MLA / dense MLP / shared expert complete where present, a router for

@@ -136,7 +136,7 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
       sink.copied(idx, bytes);
     } else if (e.action == Action::Dequantize) {
       std::vector<uint8_t> bf16 = dequantize_to_bf16(source, e, decoded);
-      r.bytes_in = source.info(e.source.tensor).nbytes();
+      r.bytes_in = e.source_bytes;
       r.bytes_out = bf16.size();
       r.nonfinite = count_nonfinite(bf16.data(), DType::BF16, bf16.size() / 2);
       sink.dequantized(idx, std::move(bf16));
@@ -192,8 +192,7 @@ std::vector<EntryResult> run_stream(const Plan& plan, const Checkpoint& source,
                                 : std::string(),
             e.name,
             e.weight_group >= 0 ? " and the other members of its group" : ""));
-      r.bytes_in = e.bmm_experts > 0 ? source.info(e.source.tensor).nbytes()
-                                     : e.rows * e.cols * dtype_size(e.source_dtype);
+      r.bytes_in = e.source_bytes;
       r.amax = amax;
       r.s2 = s2;
       r.input_scale = q.input_scale;

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "fp4kit/error.hpp"
+#include "fp4kit/model/packed_int.hpp"
 #include "fp4kit/numeric/convert.hpp"
 #include "fp4kit/numeric/distortion.hpp"
 #include "fp4kit/numeric/source_formats.hpp"
@@ -29,18 +30,19 @@ const uint8_t* slice_ptr(const Checkpoint& src, const SourceSlice& s) {
 }
 
 // Zero block scales are only right where the source block is all zero (spec 9.6).
-void check_zero_scales(const Checkpoint& source, const SourceSlice& s, const ModuleTensors& m,
+// `src` / `dtype`: the source values as compared (decoded for FP8 and packed INT sources).
+void check_zero_scales(const void* src, DType dtype, const SourceSlice& s, const ModuleTensors& m,
                        const ModuleScales& ms, Findings& out) {
   if (ms.zero_scales == 0) return;
   const uint64_t blocks_per_row = s.cols / 16;
-  const uint8_t* base = slice_ptr(source, s);
-  const size_t es = dtype_size(s.tensor->dtype);
+  const uint8_t* base = static_cast<const uint8_t*>(src);
+  const size_t es = dtype_size(dtype);
   uint64_t bad = 0;
   std::string first;
   for (uint64_t pos : ms.zero_positions) {
     const uint64_t r = pos / blocks_per_row, b = pos % blocks_per_row;
     float v[16];
-    decode_to_f32(base + (r * s.cols + b * 16) * es, s.tensor->dtype, 16, v);
+    decode_to_f32(base + (r * s.cols + b * 16) * es, dtype, 16, v);
     float amax = 0;
     for (float x : v) amax = std::max(amax, std::fabs(x));
     if (amax != 0 && bad++ == 0)
@@ -62,6 +64,12 @@ void check_kept_tensors(const Checkpoint& ckpt, const Checkpoint& source,
     if (covered.count(name)) continue;
     const auto last = last_of(name);
     if (last == "weight_scale_inv") continue;  // FP8 source scales, absorbed by dequantization
+    // compressed-tensors pack-quantized sources: scale and shape absorbed by the decode; the
+    // integers of a kept module come out as "<m>.weight" (BF16).
+    if ((last == "weight_scale" || last == "weight_shape" || last == "weight_packed") &&
+        is_packed_int(source, std::string(parent_of(name))) &&
+        (last != "weight_packed" || ckpt.has(std::string(parent_of(name)) + ".weight")))
+      continue;
     // MXFP4 "<m>_blocks" / "<m>_scales" (gpt-oss) become the NVFP4 tensor "<m>": covered when the
     // output has it; otherwise they must be in the output as they are (checked below).
     if (const auto base = mxfp4_base_name(name); !base.empty() && ckpt.has(base)) continue;
@@ -94,6 +102,17 @@ void check_kept_tensors(const Checkpoint& ckpt, const Checkpoint& source,
 SourceSlice find_source(const Checkpoint& source, const ModuleTensors& m, std::string& why) {
   const uint64_t rows = m.rows(), cols = m.cols();
   const std::string direct = m.name + ".weight";
+  if (is_packed_int(source, m.name)) {  // compressed-tensors pack-quantized: decoded whole
+    try {
+      const PackedIntWeight p = packed_int_weight(source, m.name);
+      if (p.rows == rows && p.cols == cols) return {&source.info(p.packed), 0, rows, cols};
+      why = fmt::format("source {} describes [{}, {}], the output's weight is [{}, {}]",
+                        p.shape_tensor, p.rows, p.cols, rows, cols);
+    } catch (const Error& e) {
+      why = e.what();
+    }
+    return {};
+  }
   if (source.has(direct)) {
     const TensorInfo& t = source.info(direct);
     if (t.shape.size() == 2 && t.shape[0] == rows && t.shape[1] == cols)
@@ -173,7 +192,7 @@ void run_numeric_checks(const Checkpoint& ckpt, const Checkpoint& source,
     if (mods[i].quantized && mods[i].weight && mods[i].weight->shape.size() == 2)
       slices[i] = find_source(source, mods[i], whys[i]);
   std::set<const TensorInfo*> prefetched;
-  std::vector<float> fp8_decoded;  // one FP8 source tensor's float32 values, reused
+  std::vector<float> fp8_decoded;  // one FP8 / packed INT source tensor's float32 values, reused
   size_t ahead = 0;
   auto read_ahead = [&](size_t i) {
     uint64_t window = 0;
@@ -207,10 +226,11 @@ void run_numeric_checks(const Checkpoint& ckpt, const Checkpoint& source,
     // FP8 block-scaled sources (DeepSeek-V3, Qwen3-FP8) are decoded as the quantizer decoded them.
     const bool fp8 = s.tensor->dtype == DType::F8_E4M3 && fp8_scale_of(source, *s.tensor) &&
                      s.tensor->shape.size() == 2;
-    if (!comparable_dtype(s.tensor->dtype) && !fp8) {
+    const bool packed_int = s.tensor->dtype == DType::I32 && is_packed_int(source, m.name);
+    if (!comparable_dtype(s.tensor->dtype) && !fp8 && !packed_int) {
       out.warning("numeric.source", m.name,
-                  fmt::format("{}: not compared: source {} is {} (only BF16/F16/F32 and FP8 "
-                              "block-scaled sources are compared)",
+                  fmt::format("{}: not compared: source {} is {} (only BF16/F16/F32, FP8 "
+                              "block-scaled and pack-quantized INT sources are compared)",
                               m.name, s.tensor->name, dtype_name(s.tensor->dtype)));
       continue;
     }
@@ -226,6 +246,17 @@ void run_numeric_checks(const Checkpoint& ckpt, const Checkpoint& source,
       }
       src = fp8_decoded.data();
       src_dtype = DType::F32;
+    } else if (packed_int) {
+      try {
+        const PackedIntWeight p = packed_int_weight(source, m.name);
+        fp8_decoded.resize(p.rows * p.cols);
+        decode_packed_int(source, p, 0, p.rows, fp8_decoded.data());
+      } catch (const Error& e) {
+        out.error("numeric.source", m.name, fmt::format("{}: {}", m.name, e.what()));
+        continue;
+      }
+      src = fp8_decoded.data();
+      src_dtype = DType::F32;
     }
     const uint8_t* packed = ckpt.bytes(m.weight->name).data();
     const uint8_t* sc = ckpt.bytes(m.weight_scale->name).data();
@@ -235,7 +266,7 @@ void run_numeric_checks(const Checkpoint& ckpt, const Checkpoint& source,
     st.rows = s.rows;
     st.cols = s.cols;
     fill_error_stats(d, st);
-    check_zero_scales(source, s, m, ms, out);
+    check_zero_scales(src, src_dtype, s, m, ms, out);
     if (!(st.rel_rmse <= max_rel_rmse)) {
       const auto ref = reference_encoding(src, src_dtype, s.rows, s.cols);
       if (within_reference(st.rel_rmse, ref))

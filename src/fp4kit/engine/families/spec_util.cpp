@@ -8,6 +8,7 @@
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/model/config.hpp"
+#include "fp4kit/model/packed_int.hpp"
 #include "fp4kit/numeric/dtype.hpp"
 
 namespace fp4kit::engine {
@@ -29,6 +30,10 @@ bool has_linear(const Checkpoint& c, const std::string& m) {
 }
 
 std::pair<uint64_t, uint64_t> linear_shape(const Checkpoint& c, const std::string& m) {
+  if (is_packed_int(c, m)) {  // compressed-tensors pack-quantized: weight_shape says [n, k]
+    const PackedIntWeight p = packed_int_weight(c, m);
+    return {p.rows, p.cols};
+  }
   if (c.has(m + ".weight_packed")) {
     const auto& t = c.info(m + ".weight_packed");
     return {t.shape.at(0), t.shape.at(1) * 2};
