@@ -210,3 +210,61 @@ def pack_quantized(tensors: dict, pattern: str = ROUTED_EXPERTS, bits: int = 4,
             config = json.load(f)["quantization_config"]
     return out, config, ref
 
+
+def kimi_k25(path, seed: int = 0):
+    """A tiny Kimi-K2.5-shaped checkpoint as Moonshot publishes it: the KimiK25ForConditionalGeneration
+    wrapper (model_type kimi_k25) around a kimi_k2 (DeepSeek-V3) text_config carrying the
+    compressed-tensors INT4 quantization_config; the text model under language_model.model. and
+    language_model.lm_head with its routed experts pack-quantized (INT4, BF16 scale per 32,
+    symmetric), a (tiny, random) MoonViT vision tower under vision_tower. and the projector under
+    mm_projector. in BF16. Returns pack_quantized's reference values (module names as stored)."""
+    import json
+    from pathlib import Path
+    from safetensors.torch import save_file
+
+    import tempfile
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    model = build("deepseek_v3", seed)
+    with tempfile.TemporaryDirectory() as d:  # the names transformers saves (experts one by one)
+        model.save_pretrained(d)
+        saved = load_file(str(Path(d) / "model.safetensors"))
+    tensors = {("language_model." + k): v for k, v in saved.items()}
+    g = torch.Generator().manual_seed(seed + 1)
+    vision = {  # MoonViT's names (patch embed, one encoder block, final norm) and the projector
+        "vision_tower.patch_embed.proj.weight": (32, 3, 14, 14),
+        "vision_tower.patch_embed.proj.bias": (32,),
+        "vision_tower.encoder.blocks.0.norm0.weight": (32,),
+        "vision_tower.encoder.blocks.0.wqkv.weight": (96, 32),
+        "vision_tower.encoder.blocks.0.wo.weight": (32, 32),
+        "vision_tower.encoder.blocks.0.norm1.weight": (32,),
+        "vision_tower.encoder.blocks.0.mlp.fc0.weight": (64, 32),
+        "vision_tower.encoder.blocks.0.mlp.fc1.weight": (32, 64),
+        "vision_tower.encoder.final_layernorm.weight": (32,),
+        "mm_projector.pre_norm.weight": (128,),
+        "mm_projector.proj.0.weight": (128, 128),
+        "mm_projector.proj.2.weight": (64, 128),
+    }
+    for k, shape in vision.items():
+        tensors[k] = (torch.randn(shape, generator=g) * 0.05).to(torch.bfloat16)
+    packed, qconfig, ref = pack_quantized(tensors)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in packed.items()}, str(path / "model.safetensors"),
+              metadata={"format": "pt"})
+    text = model.config.to_dict()
+    text.update(model_type="kimi_k2", architectures=["DeepseekV3ForCausalLM"],
+                quantization_config=qconfig)
+    for k in ("dtype", "torch_dtype", "transformers_version", "_name_or_path"):
+        text.pop(k, None)
+    config = {"architectures": ["KimiK25ForConditionalGeneration"], "model_type": "kimi_k25",
+              "auto_map": {"AutoConfig": "configuration_kimi_k25.KimiK25Config",
+                           "AutoModel": "modeling_kimi_k25.KimiK25ForConditionalGeneration"},
+              "media_placeholder_token_id": 255, "tie_word_embeddings": False,
+              "text_config": text,
+              "vision_config": {"model_type": "moonvit3d", "hidden_size": 32, "patch_size": 14,
+                                "num_hidden_layers": 1, "num_attention_heads": 2,
+                                "intermediate_size": 64, "merge_kernel_size": [2, 2],
+                                "mm_hidden_size": 32, "text_hidden_size": 64}}
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    return ref

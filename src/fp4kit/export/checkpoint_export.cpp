@@ -157,6 +157,10 @@ ExportResult export_checkpoint(const Plan& plan, const Checkpoint& source,
     if (config.is_discarded()) config = nlohmann::ordered_json::parse(source.config().dump());
   }
   config["quantization_config"] = quantization_config(plan, options.quant);
+  // A wrapper's text_config may carry the source's own quantization (Kimi-K2.5: its INT4
+  // compressed-tensors config): the output's is the top-level one, so no second, stale one.
+  if (auto tc = config.find("text_config"); tc != config.end() && tc->is_object())
+    for (const char* key : {"quantization_config", "compression_config"}) tc->erase(key);
   write_json(dir / "config.json", config);
   if (options.quant.format == OutputFormat::ModelOpt)
     write_json(dir / "hf_quant_config.json", hf_quant_config(plan, options.quant));

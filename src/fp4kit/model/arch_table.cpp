@@ -141,8 +141,11 @@ std::vector<ArchFamily> make_families() {
                true, true});
   f.push_back({"mixtral", {"mixtral"}, {"MixtralForCausalLM"},
                {T(kAttention), T(kMixtralExperts)}, true, false});
-  f.push_back({"deepseek_v3", {"deepseek_v3", "deepseek_v2"},
-               {"DeepseekV3ForCausalLM", "DeepseekV2ForCausalLM"},
+  // kimi_k2: Kimi-K2 / K2 Thinking (architectures DeepseekV3ForCausalLM) and the text_config of
+  // Kimi-K2.5's multimodal wrapper (KimiK25ForConditionalGeneration: text under
+  // language_model.model. / language_model.lm_head, vision_tower. and mm_projector. beside it).
+  f.push_back({"deepseek_v3", {"deepseek_v3", "deepseek_v2", "kimi_k2"},
+               {"DeepseekV3ForCausalLM", "DeepseekV2ForCausalLM", "KimiK25ForConditionalGeneration"},
                {T(kMla), T(kDenseMlp), T(kMoeExperts), T(kDeepSeekSharedExperts)}, true, true});
   f.push_back({"glm4_moe", {"glm4_moe"}, {"Glm4MoeForCausalLM"},
                {T(kAttention), T(kDenseMlp), T(kMoeExperts), T(kDeepSeekSharedExperts)}, true,

@@ -1097,6 +1097,19 @@ class PlanBuilder {
       else
         names.insert(pattern);
     }
+    // Kimi-K2.5 (kimi_k25): vLLM's KimiK25ForConditionalGeneration names the text model's
+    // modules language_model.<...> and the head lm_head (its loader renames
+    // language_model.model. / language_model.lm_head, and no name mapper reaches the exclude
+    // list), so each kept text module is listed under both names; SGLang maps the checkpoint's.
+    if (config_.outer_model_type == "kimi_k25") {
+      const std::string model = "language_model.model.", head = "language_model.lm_head";
+      std::set<std::string> aliases;
+      for (const auto& n : names) {
+        if (n.starts_with(model)) aliases.insert("language_model." + n.substr(model.size()));
+        if (n == head) aliases.insert("lm_head");
+      }
+      names.insert(aliases.begin(), aliases.end());
+    }
     plan_.exclude_modules.assign(names.begin(), names.end());
   }
 

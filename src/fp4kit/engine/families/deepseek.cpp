@@ -79,6 +79,15 @@ void configure_mla(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s,
 // routed_scaling_factor 2.827, YaRN). transformers' kimi_k25 maps a kimi_k2 text config to
 // deepseek_v3 the same way. Another architecture under that model_type is not that model.
 void check_kimi_k2(const ModelConfig& cfg, const std::string& label) {
+  // A multimodal wrapper around this text model: only Kimi-K2.5's (kimi_k25), whose text_config
+  // is the Kimi-K2 / DeepSeek-V3 model; its vision tower is never read.
+  if (cfg.has_text_config) {
+    if (cfg.outer_model_type != "kimi_k25")
+      throw Error(fmt::format("{}: multimodal wrapper model_type '{}' around {}: the engine runs "
+                              "the text model of Kimi-K2.5 (kimi_k25) only", label,
+                              cfg.outer_model_type, cfg.model_type));
+    return;
+  }
   if (cfg.model_type != "kimi_k2" || cfg.architectures.empty()) return;
   for (const std::string& a : cfg.architectures)
     if (a == "DeepseekV3ForCausalLM") return;
@@ -186,8 +195,9 @@ FamilyDef deepseek_v2_family() {
 
 FamilyDef deepseek_v3_family() {
   return {.id = Family::DeepseekV3, .name = "deepseek_v3",
-          .model_types = {"deepseek_v3", "kimi_k2"}, .moe = true, .own_head_dims = true,
-          .configure = configure_v3, .layer = layer_v3, .blocks = blocks};
+          .model_types = {"deepseek_v3", "kimi_k2"}, .text_config = true, .moe = true,
+          .own_head_dims = true, .configure = configure_v3, .roots = language_model_roots,
+          .layer = layer_v3, .blocks = blocks};
 }
 
 }  // namespace fp4kit::engine

@@ -5,6 +5,7 @@
 #include "fp4kit/engine/blocks/gated_delta_net.hpp"
 #include "fp4kit/engine/blocks/mlp.hpp"
 #include "fp4kit/engine/blocks/moe.hpp"
+#include "fp4kit/io/checkpoint.hpp"
 
 namespace fp4kit::engine {
 
@@ -17,6 +18,13 @@ std::vector<BlockLoader> decoder_layer_blocks(const Checkpoint& ckpt, const Mode
     out.push_back([&ckpt, &S, &L, &be, act] { return load_attention(ckpt, S, L, be, act); });
   out.push_back(feed_forward_block(ckpt, S, L, be, act));
   return out;
+}
+
+FamilyDef::Roots language_model_roots(const Checkpoint& ckpt, const ModelSpec&) {
+  if (!ckpt.has("model.embed_tokens.weight") &&
+      ckpt.has("language_model.model.embed_tokens.weight"))
+    return {"language_model.model.", "language_model."};
+  return {};
 }
 
 BlockLoader feed_forward_block(const Checkpoint& ckpt, const ModelSpec& S, const LayerSpec& L,

@@ -61,6 +61,11 @@ const FamilyDef& family_def(Family id);
 // Every model_type the engine answers to ("llama, mistral, ...") for error messages.
 std::string supported_model_types();
 
+// The roots of wrappers keeping the text model under `language_model.model.` and the head as
+// `language_model.lm_head` (Llama-4's Llama4ForConditionalGeneration, Kimi-K2.5's
+// KimiK25ForConditionalGeneration); the defaults when the checkpoint has model.embed_tokens.
+FamilyDef::Roots language_model_roots(const Checkpoint& ckpt, const ModelSpec& spec);
+
 // The blocks of layer `layer`, in order (`activations`: honour W4A4 input scales).
 std::vector<BlockLoader> layer_blocks(const Checkpoint& ckpt, const ModelSpec& spec, size_t layer,
                                       Backend& be, bool activations);

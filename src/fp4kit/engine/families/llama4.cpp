@@ -39,14 +39,6 @@ void configure(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s) {
   if (!text.contains("num_experts_per_tok")) s.top_k = 1;
 }
 
-// Llama4ForConditionalGeneration keeps its Llama4ForCausalLM under `language_model.`.
-FamilyDef::Roots roots(const Checkpoint& ckpt, const ModelSpec&) {
-  if (!ckpt.has("model.embed_tokens.weight") &&
-      ckpt.has("language_model.model.embed_tokens.weight"))
-    return {"language_model.model.", "language_model."};
-  return {};
-}
-
 // One Llama-4 decoder layer (Llama4TextDecoderLayer): attention flavour per layer and the
 // feed_forward, dense (intermediate_size_mlp) or MoE (router, BMM experts, shared expert). The
 // config rules follow Llama4TextConfig.__post_init__.
@@ -125,7 +117,7 @@ void layer(const Checkpoint& ckpt, const ModelConfig& cfg, ModelSpec& s, int64_t
 
 FamilyDef llama4_family() {
   return {.id = Family::Llama4, .name = "llama4", .model_types = {"llama4", "llama4_text"},
-          .text_config = true, .moe = true, .configure = configure, .roots = roots,
+          .text_config = true, .moe = true, .configure = configure, .roots = language_model_roots,
           .layer = layer};
 }
 
