@@ -81,6 +81,14 @@ def test_decode_equals_compressed_tensors(bf16_model, tmp_path, bits, strategy):
     assert len(ref) == 12  # 4 experts x gate/up/down
     cfg = json.loads((src / "config.json").read_text())["quantization_config"]
     assert cfg["quant_method"] == "compressed-tensors" and cfg["format"] == "pack-quantized"
+    # inspect shows each as the [n, k] weight it encodes
+    rep = json.loads(run([fp4kit_bin(), "inspect", src, "--json"]).stdout)
+    enc = {e["name"]: e for e in rep["encoded_weights"]}
+    for m, (f32, _) in ref.items():
+        e = enc[m + ".weight"]
+        assert e["format"] == "INT_PACKED" and e["logical_shape"] == list(f32.shape)
+        assert e["codes"] == m + ".weight_packed" and e["scales"] == m + ".weight_scale"
+        assert e["description"].startswith(f"INT{bits} ")
     for m, (f32, default) in ref.items():
         out = tmp_path / "decoded.f32"
         p = run([tool, "packed-int", src, m, out])

@@ -14,6 +14,7 @@
 #include "fp4kit/io/checkpoint.hpp"
 #include "fp4kit/io/json_output.hpp"
 #include "fp4kit/model/config.hpp"
+#include "fp4kit/model/packed_int.hpp"
 
 namespace fp4kit::cli {
 
@@ -87,7 +88,7 @@ json model_summary(const Checkpoint& ck) {
 // A weight stored as codes plus scale tensors, seen as the matrix it encodes.
 struct EncodedWeight {
   std::string name;         // the logical weight (e.g. "<experts>.gate_up_proj")
-  std::string format;       // "MXFP4", "FP8_BLOCK", "NVFP4"
+  std::string format;       // "MXFP4", "FP8_BLOCK", "INT_PACKED", "NVFP4"
   std::string description;  // what a person reads, e.g. "MXFP4 (E2M1, E8M0 scales per 32)"
   std::vector<uint64_t> logical_shape;
   std::string codes, scales;  // the two tensors
@@ -98,6 +99,8 @@ struct EncodedWeight {
 //  - MXFP4 (gpt-oss): "<m>_blocks" U8 [..., G, 16] + "<m>_scales" U8 [..., G] -> [..., 32 G]
 //  - FP8 block-scaled (DeepSeek-V3, Qwen3-FP8): "<m>.weight" F8_E4M3 [n, k] +
 //    "<m>.weight_scale_inv" [ceil(n/bn), ceil(k/bk)] -> [n, k]
+//  - compressed-tensors pack-quantized INT4/INT8: "<m>.weight_packed" I32 + "<m>.weight_scale"
+//    (+ "<m>.weight_shape") -> [n, k] (model/packed_int.hpp)
 //  - NVFP4: "<m>.weight" / "<m>.weight_packed" U8 [N, K/2] + "<m>.weight_scale" [N, K/16]
 //    -> [N, K]; ModelOpt's 3-D BMM experts "<m>" U8 [E, K/2, N] + "<m>_weight_scale"
 //    [E, K/16, N] -> [E, K, N]
@@ -131,6 +134,18 @@ std::vector<EncodedWeight> find_encodings(const Checkpoint& ck) {
       found.push_back({name, "FP8_BLOCK",
                        fmt::format("FP8 E4M3 (block-scaled {}, scale_inv)", fp8_block), s, name,
                        name + "_scale_inv"});
+      continue;
+    }
+    if (t.dtype == DType::I32 && name.ends_with(".weight_packed")) {
+      // compressed-tensors pack-quantized (Kimi-K2 Thinking / K2.5 experts): resolved as quantize
+      // resolves it, so a scheme it cannot read fails here too, naming the rule.
+      const std::string m = name.substr(0, name.size() - 14);
+      const PackedIntWeight w = packed_int_weight(ck, m);
+      found.push_back({m + ".weight", "INT_PACKED",
+                       fmt::format("INT{} (compressed-tensors pack-quantized, {})", w.bits,
+                                   w.channel ? std::string("a scale per row")
+                                             : fmt::format("a scale per {} columns", w.group)),
+                       {w.rows, w.cols}, name, w.scale});
       continue;
     }
     if (t.dtype != DType::U8 || s.size() < 2) continue;
