@@ -212,3 +212,43 @@ def test_zero_point_or_missing_shape_is_refused(bf16_model, tmp_path):
     save_file(t, str(src / "model.safetensors"), metadata={"format": "pt"})
     p = run([fp4kit_bin(), "quantize", src, tmp_path / "out", "--weights-only"], expect=1)
     assert "no compressed-tensors quantization_config with format pack-quantized" in p.stderr
+
+
+def test_gguf_from_an_int_source(tmp_path, shared_data):
+    """--format gguf from INT4 MLPs (a dense Llama): gguf-py reads the file; the NVFP4 tensors
+    equal those made from the float32 decompression, and a kept INT4 linear is written as BF16
+    of its logical [n, k] shape (not the packed one) holding the package's BF16 decompression."""
+    from test_gguf_export import read_gguf
+    common = tiny_models.COMMON
+    tiny_models.COMMON = dict(common, vocab_size=512)  # stories260K's tokenizer
+    try:
+        tiny_models.save("llama", tmp_path / "bf16")
+    finally:
+        tiny_models.COMMON = common
+    mlp = r".*\.mlp\.(gate|up|down)_proj\.weight$"
+    tensors, qconfig, ref = tiny_models.pack_quantized(
+        load_file(str(tmp_path / "bf16" / "model.safetensors")), pattern=mlp)
+    src = tmp_path / "int"
+    src.mkdir()
+    save_file(tensors, str(src / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    config["quantization_config"] = qconfig
+    (src / "config.json").write_text(json.dumps(config))
+    twin = float32_twin(src, ref, tmp_path / "f32")
+    for d in (src, twin):
+        for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            (d / f).write_bytes((shared_data / "models" / "stories260k-llama" / f).read_bytes())
+    kept = "model.layers.0.mlp.down_proj"
+    for d, out in ((src, tmp_path / "a.gguf"), (twin, tmp_path / "b.gguf")):
+        run([fp4kit_bin(), "quantize", d, out, "--format", "gguf", "--weights-only",
+             "--exclude", kept])
+    a, b = read_gguf(tmp_path / "a.gguf"), read_gguf(tmp_path / "b.gguf")
+    assert a.keys() == b.keys()
+    n, k = ref[kept][0].shape
+    _, got = a["blk.0.ffn_down.weight"]
+    assert got.shape == (n, k)
+    np.testing.assert_array_equal(got, ref[kept][1].float().numpy())
+    for name, (t, v) in a.items():
+        if name != "blk.0.ffn_down.weight":
+            assert t == b[name][0] and np.array_equal(v, b[name][1]), name
+    assert any(t.name == "NVFP4" for t, _ in a.values())

@@ -449,8 +449,8 @@ ExportResult export_gguf(const Plan& plan, const Checkpoint& source, const Model
     const TensorInfo& info = source.info(e.source.tensor);
     if (e.action == Action::Quantize)
       piece_of[i] = b.add_nvfp4(e.name + ".weight", e.rows, e.cols, !options.weights_only);
-    else
-      piece_of[i] = b.add_plain(e.name, info.shape,
+    else  // a Dequantize entry has the logical shape (a pack-quantized source's is not stored)
+      piece_of[i] = b.add_plain(e.name, e.action == Action::Dequantize ? e.shape : info.shape,
                                 e.action == Action::Dequantize ? DType::BF16 : info.dtype);
     order.push_back(i);
   }
