@@ -102,6 +102,10 @@ PackedIntWeight resolve_packed_int(const std::string& m, const std::vector<Packe
   const TensorMeta* p = lookup.meta(w.packed);
   if (!p || p->dtype != DType::I32 || p->shape.size() != 2)
     throw Error(fmt::format("{}: {} must be an I32 [n, packed columns] tensor", label, w.packed));
+  if (schemes.empty())
+    throw Error(fmt::format("{}: {} is an I32 weight_packed but config.json has no "
+                            "compressed-tensors quantization_config with format pack-quantized "
+                            "saying how it is packed", label, w.packed));
   for (const char* extra : {".weight_zero_point", ".weight_g_idx"})
     if (lookup.meta(m + extra))
       throw Error(fmt::format("{}: {}{} is present: asymmetric (zero point) or activation-ordered "
@@ -119,10 +123,6 @@ PackedIntWeight resolve_packed_int(const std::string& m, const std::vector<Packe
                             w.shape_tensor, fmt::join(nk, ", "), p->shape[0], w.packed));
   w.rows = static_cast<uint64_t>(nk[0]);
   w.cols = static_cast<uint64_t>(nk[1]);
-  if (schemes.empty())
-    throw Error(fmt::format("{}: {} is an I32 weight_packed but config.json has no "
-                            "compressed-tensors quantization_config with format pack-quantized "
-                            "saying how it is packed", label, w.packed));
   if (s->shape.size() != 2 || s->shape[0] != w.rows)
     throw Error(fmt::format("{}: {} must be [{}, groups]", label, w.scale, w.rows));
   std::string tried;

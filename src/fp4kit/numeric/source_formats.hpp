@@ -47,9 +47,9 @@ float fp8_block_amax(const uint8_t* codes, size_t row_begin, size_t rows, size_t
 // at bit c * bits of the row's little-endian words (dense packing; for bits 4 and 8 the same
 // layout every compressed-tensors version wrote), "<m>.weight_scale" [n, ceil(k / group)] of
 // BF16/F16/F32 (group strategy; channel strategy: [n, 1], group = k), symmetric (no zero point):
-// w[r, c] = q[r, c] * scale[r, c / group]. In float32 the product is exact (|q| <= 2^7 times a
-// scale with at most 24 significant bits: bf16 scales have 8, so 8 + 8 bits), so the decode is
-// the real value compressed-tensors' dequantize gives in float32, bit for bit.
+// w[r, c] = q[r, c] * scale[r, c / group], one float32 product: exact for BF16/F16 scales (q has
+// at most 7 significant bits, the scale 8 or 11: the product fits float32's 24), and for F32
+// scales the one correctly rounded product compressed-tensors' float32 dequantize computes too.
 struct PackedIntScales {
   const void* data = nullptr;  // the grid, row-major (may be unaligned)
   DType dtype = DType::BF16;   // BF16, F16 or F32
