@@ -20,7 +20,7 @@ pytest.importorskip("compressed_tensors")
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402
 from test_engine_conformance import assert_logits_match, fp4kit_logits  # noqa: E402
-from test_packed_int_source import run  # noqa: E402
+from test_packed_int_source import calibrate_each, run  # noqa: E402
 
 PREFIX = "language_model."
 
@@ -83,14 +83,7 @@ def test_engine_logits_match_transformers_on_the_text_model(k25, tmp_path):
 
 def test_calibrate_quantize_verify(k25, tmp_path):
     src, twin, _ = k25
-    ids = tmp_path / "ids.u32"
-    np.random.default_rng(9).integers(0, 256, size=65).astype("<u4").tofile(ids)
-    stats = {}
-    for name, d in (("k25", src), ("twin", twin)):
-        out = tmp_path / f"{name}.stats.safetensors"
-        run([fp4kit_bin(), "calibrate", d, "--data", ids, "--samples", "1", "--seq-len", "32",
-             "-o", out, "--device", "cpu"])
-        stats[name] = load_file(str(out))
+    stats = calibrate_each({"k25": src, "twin": twin}, tmp_path, seed=9)
     renamed = {k.replace(PREFIX + "model.", "model.").replace(PREFIX + "lm_head", "lm_head"): v
                for k, v in stats["k25"].items()}
     assert renamed.keys() == stats["twin"].keys()

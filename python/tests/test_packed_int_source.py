@@ -59,6 +59,20 @@ def float32_twin(src: Path, ref: dict, dst: Path) -> Path:
     return dst
 
 
+def calibrate_each(dirs: dict, tmp_path: Path, seed: int) -> dict:
+    """fp4kit calibrate (CPU, one window of 32 random ids) on each checkpoint of `dirs`; its stats
+    file is tmp_path/<name>.stats.safetensors. Returns name -> the statistics."""
+    ids = tmp_path / "ids.u32"
+    np.random.default_rng(seed).integers(0, 256, size=65).astype("<u4").tofile(ids)
+    stats = {}
+    for name, d in dirs.items():
+        out = tmp_path / f"{name}.stats.safetensors"
+        run([fp4kit_bin(), "calibrate", d, "--data", ids, "--samples", "1", "--seq-len", "32",
+             "-o", out, "--device", "cpu"])
+        stats[name] = load_file(str(out))
+    return stats
+
+
 def run(cmd, expect=0):
     p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
     assert p.returncode == expect, f"{cmd} exited {p.returncode}:\n{p.stderr}\n{p.stdout}"
@@ -123,14 +137,7 @@ def test_quantize_calibrate_verify_equal_the_decompressed_model(bf16_model, tmp_
         qb = json.loads((b / "config.json").read_text())["quantization_config"]
         assert qa == qb
     # calibrate on the INT source: the statistics of the decompressed model, bit for bit
-    ids = tmp_path / "ids.u32"
-    np.random.default_rng(3).integers(0, 256, size=65).astype("<u4").tofile(ids)
-    stats = {}
-    for name, d in (("int", src), ("f32", twin)):
-        out = tmp_path / f"{name}.stats.safetensors"
-        run([fp4kit_bin(), "calibrate", d, "--data", ids, "--samples", "1", "--seq-len", "32",
-             "-o", out, "--device", "cpu"])
-        stats[name] = load_file(str(out))
+    stats = calibrate_each({"int": src, "f32": twin}, tmp_path, seed=3)
     assert stats["int"].keys() == stats["f32"].keys()
     assert any(".experts.gate_up" in k or ".experts." in k for k in stats["int"])
     for k in stats["int"]:
