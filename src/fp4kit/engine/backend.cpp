@@ -63,6 +63,23 @@ Linear Backend::load_bmm_expert(const Checkpoint& ckpt, const BmmRef& ref, size_
   return upload(engine::load_bmm_expert(ckpt, ref, e, act));
 }
 
+Linear Backend::take_rows(const Linear& L, const std::vector<size_t>& rows) {
+  Linear out;
+  out.module = L.module;
+  out.n = rows.size();
+  out.k = L.k;
+  out.act_global_scale = L.act_global_scale;
+  out.exact = L.exact;
+  const Buffer r = upload_u32(std::vector<uint32_t>(rows.begin(), rows.end()));
+  out.w = alloc(out.n * out.k * sizeof(float));
+  gather_rows(L.w.f(), L.k, r.as<uint32_t>(), out.n, nullptr, out.w.f());
+  if (!L.bias.empty()) {
+    out.bias = alloc(out.n * sizeof(float));
+    gather_rows(L.bias.f(), 1, r.as<uint32_t>(), out.n, nullptr, out.bias.f());
+  }
+  return out;
+}
+
 Linear Backend::load_linear_pair(const Checkpoint&, const LinearRef&, const LinearRef&, bool) {
   return {};
 }

@@ -169,6 +169,10 @@ class Backend {
                                   bool activations);
   // Host 4-byte integers into backend memory (index arrays for gather/scatter).
   Buffer upload_u32(const std::vector<uint32_t>& host);
+  // The rows `rows` of a loaded linear, in that order (bias rows follow), as a linear of the same
+  // module: a fused projection split in backend memory (Qwen's q / gate, Qwen3-Next's grouped
+  // qkvz / ba), so a device backend keeps its own decoding.
+  Linear take_rows(const Linear& L, const std::vector<size_t>& rows);
   // n host floats into backend memory at dst (host may be reused as soon as it returns).
   virtual void write(float* dst, const float* host, size_t n) = 0;
   virtual void download(const float* src, size_t n, float* host) const = 0;

@@ -100,7 +100,7 @@ std::unique_ptr<Block> load_attention(const Checkpoint& ckpt, const ModelSpec& S
   w.norm = be.upload(load_vector(ckpt, L.prefix + "input_layernorm.weight", c.hidden));
   if (L.attn_output_gate) {
     // q_proj rows per head h: [h * 2D, h * 2D + D) the query, the next D its output gate.
-    const LinearWeights qg = load_linear(ckpt, L.q, act);
+    const Linear qg = be.load_linear(ckpt, L.q, act);
     std::vector<size_t> qrows, grows;
     const auto D = static_cast<size_t>(c.head_dim);
     for (size_t h = 0; h < static_cast<size_t>(c.n_heads); ++h)
@@ -108,8 +108,8 @@ std::unique_ptr<Block> load_attention(const Checkpoint& ckpt, const ModelSpec& S
         qrows.push_back(h * 2 * D + i);
         grows.push_back(h * 2 * D + D + i);
       }
-    w.q = be.upload(take_rows(qg, qrows));
-    w.q_gate = be.upload(take_rows(qg, grows));
+    w.q = be.take_rows(qg, qrows);
+    w.q_gate = be.take_rows(qg, grows);
   } else {
     w.q = be.load_linear(ckpt, L.q, act);
   }

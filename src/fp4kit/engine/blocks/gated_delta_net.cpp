@@ -76,8 +76,8 @@ std::unique_ptr<Block> load_gated_delta_net(const Checkpoint& ckpt, const ModelS
     // in_proj_qkvz rows per key head g: q_g (dk), k_g (dk), v_g (r dv), z_g (r dv);
     // in_proj_ba rows per g: b_g (r), a_g (r). De-grouped: [q all; k all; v all], z, b, a.
     const size_t r = nv / nk, gw = 2 * dk + 2 * r * dv;
-    const LinearWeights qkvz = load_linear(ckpt, G.qkv, act);
-    const LinearWeights ba = load_linear(ckpt, G.b, act);
+    const Linear qkvz = be.load_linear(ckpt, G.qkv, act);
+    const Linear ba = be.load_linear(ckpt, G.b, act);
     std::vector<size_t> q, k, v, z, b, a;
     for (size_t g = 0; g < nk; ++g) {
       for (size_t i = 0; i < dk; ++i) q.push_back(g * gw + i);
@@ -89,10 +89,10 @@ std::unique_ptr<Block> load_gated_delta_net(const Checkpoint& ckpt, const ModelS
     }
     q.insert(q.end(), k.begin(), k.end());
     q.insert(q.end(), v.begin(), v.end());
-    w.qkv = be.upload(take_rows(qkvz, q));
-    w.z = be.upload(take_rows(qkvz, z));
-    w.b = be.upload(take_rows(ba, b));
-    w.a = be.upload(take_rows(ba, a));
+    w.qkv = be.take_rows(qkvz, q);
+    w.z = be.take_rows(qkvz, z);
+    w.b = be.take_rows(ba, b);
+    w.a = be.take_rows(ba, a);
     w.in_modules = {G.qkv.module, G.b.module};
   } else {
     w.qkv = be.load_linear(ckpt, G.qkv, act);
