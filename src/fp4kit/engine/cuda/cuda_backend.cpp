@@ -372,7 +372,8 @@ class CudaBackend final : public Backend {
   }
 
   // Decodes `st` into out [n, k] on the device; false when the host must (other float dtypes,
-  // NVFP4 with k % 16 != 0, which the host decoding refuses with its message).
+  // NVFP4 with k % 16 != 0, which the host decoding refuses with its message; INT4 / INT8
+  // pack-quantized sources).
   bool decode_linear_here(const Checkpoint& c, const StoredLinear& st, size_t n, size_t k,
                           float* out) {
     Buffer a, b;
@@ -413,6 +414,8 @@ class CudaBackend final : public Backend {
         }
         return true;
       }
+      case StoredLinear::Kind::PackedInt:
+        return false;  // INT4 / INT8 pack-quantized: decoded on the host
     }
     return false;
   }
