@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <deque>
 
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
@@ -181,8 +182,7 @@ PackedIntWeight packed_int_weight(const Checkpoint& ckpt, const std::string& m) 
   // Schemes are parsed per call: a handful of JSON lookups next to decoding a whole weight.
   const std::string label = (ckpt.dir() / "config.json").string();
   const auto schemes = packed_int_schemes(ckpt.config(), label);
-  std::vector<TensorMeta> metas;  // stable storage for the lookup's pointers
-  metas.reserve(8);
+  std::deque<TensorMeta> metas;  // the lookup's answers; a deque keeps their addresses
   PackedIntLookup lookup;
   lookup.meta = [&](const std::string& name) -> const TensorMeta* {
     if (!ckpt.has(name)) return nullptr;
