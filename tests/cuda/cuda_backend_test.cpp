@@ -8,6 +8,9 @@
 
 #include "cuda/gpu_support.hpp"
 #include "fp4kit/engine/backend.hpp"
+#include "fp4kit/engine/column_stats_slots.hpp"
+#include "fp4kit/engine/stats_collector.hpp"
+#include "fp4kit/error.hpp"
 #include "fp4kit/engine/cuda/cuda_backend.hpp"
 #include "fp4kit/engine/rope.hpp"
 
@@ -284,6 +287,70 @@ TEST(CudaBackend, RoutingGatherScatterAndStatistics) {
   P.gpu->fill(bad.second.f() + 777, 1, NAN);
   EXPECT_FALSE(P.gpu->column_stats(bad.second.f(), T, H, gm.data(), gs.data()));
   EXPECT_TRUE(P.gpu->column_stats(x.second.f(), T, H, gm.data(), gs.data())) << "flag cleared";
+}
+
+// Column statistics kept on the GPU over a layer (ColumnStatsSlots, one download at flush) give
+// the statistics file's numbers bit for bit as one column_stats download per input does, slot
+// by slot in any interleaving, slots reused with another width; a NaN names the module of the
+// first input that held one.
+TEST(CudaBackend, DeferredColumnStatsEqualPerCallStats) {
+  FP4KIT_REQUIRE_GPU();
+  Pair P;
+  const std::string q = "l.q", k = "l.k", o = "l.o";
+  const std::vector<const std::string*> qk{&q, &k}, oo{&o};
+  struct Call {
+    const std::vector<const std::string*>* mods;
+    size_t rows, width;
+  };
+  for (int round = 0; round < 2; ++round) {
+    // round 1: the first slot is the 96-wide one (slots reused with another width)
+    const size_t wa = round == 0 ? 320 : 96, wb = round == 0 ? 96 : 320;
+    const std::vector<Call> calls{{&qk, 100, wa}, {&oo, 257, wb}, {&qk, 64, wa},
+                                  {&oo, 1000, wb}, {&qk, 3, wa}, {&qk, 700, wa}};
+    StatsCollector ref, got;
+    ColumnStatsSlots slots(*P.gpu);
+    std::vector<Buffer> keep;
+    for (size_t i = 0; i < calls.size(); ++i) {
+      const Call& c = calls[i];
+      keep.push_back(P.gpu->upload(random_floats(c.rows * c.width, 40 + i + 10 * round, 3.0f)));
+      std::vector<float> cm(c.width);
+      std::vector<double> cs(c.width);
+      ASSERT_TRUE(P.gpu->column_stats(keep.back().f(), c.rows, c.width, cm.data(), cs.data()));
+      ref.linear_column_stats(*c.mods, cm.data(), cs.data(), c.rows, c.width);
+      slots.add(*c.mods, keep.back().f(), c.rows, c.width);
+    }
+    slots.flush(got);
+    const ActivationStats r = ref.result(), g = got.result();
+    ASSERT_EQ(r.input_amax.size(), 3u);
+    EXPECT_EQ(g.input_amax, r.input_amax) << "round " << round;
+    EXPECT_EQ(g.token_count, r.token_count) << "round " << round;
+    EXPECT_EQ(g.input_sq_sum, r.input_sq_sum) << "round " << round << ": not the same bytes";
+    EXPECT_EQ(r.token_count.at("l.o"), 1257);
+  }
+  // A NaN entering l.o (the second input) and one entering l.q later: l.o is named.
+  {
+    StatsCollector got;
+    ColumnStatsSlots slots(*P.gpu);
+    auto a = P.gpu->upload(random_floats(50 * 64, 60));
+    auto b = P.gpu->upload(random_floats(70 * 32, 61));
+    auto c = P.gpu->upload(random_floats(50 * 64, 62));
+    P.gpu->fill(b.f() + 333, 1, INFINITY);
+    P.gpu->fill(c.f() + 7, 1, NAN);
+    slots.add(qk, a.f(), 50, 64);
+    slots.add(oo, b.f(), 70, 32);
+    slots.add(qk, c.f(), 50, 64);
+    try {
+      slots.flush(got);
+      ADD_FAILURE() << "no error for a NaN/Inf input";
+    } catch (const fp4kit::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("non-finite activation entering l.o"), std::string::npos)
+          << e.what();
+    }
+    // the next layer starts clean
+    slots.add(qk, a.f(), 50, 64);
+    EXPECT_NO_THROW(slots.flush(got));
+    EXPECT_EQ(got.result().token_count.at("l.q"), 50);
+  }
 }
 
 }  // namespace

@@ -5,11 +5,20 @@
 #include <cstring>
 
 #include "fp4kit/engine/weights.hpp"
+#include "fp4kit/error.hpp"
 
 namespace fp4kit::engine {
 
 void Backend::ensure(Buffer& b, size_t floats) {
   if (b.floats() < floats) b = alloc(floats * sizeof(float));
+}
+
+void Backend::column_stats_add(size_t, size_t, const float*, size_t, size_t) {
+  throw Error(std::string("engine: backend ") + name() + " keeps no column statistics");
+}
+size_t Backend::column_stats_take(std::vector<std::vector<float>>&,
+                                  std::vector<std::vector<double>>&) {
+  throw Error(std::string("engine: backend ") + name() + " keeps no column statistics");
 }
 
 Buffer Backend::upload_u32(const std::vector<uint32_t>& host) {

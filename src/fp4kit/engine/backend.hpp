@@ -270,6 +270,16 @@ class Backend {
   // added in row order (host outputs). Returns false if x holds a NaN or Inf.
   virtual bool column_stats(const float* x, size_t rows, size_t k, float* colmax,
                             double* sumsq) = 0;
+  // The same statistics kept in backend memory, without a wait per call (a device backend):
+  // column_stats_add adds x's colmax (max) and sumsq (each column's column_stats sum added to the
+  // slot's, in call order) into slot `slot`, remembering `call` when x holds a NaN or Inf;
+  // column_stats_take brings every slot to the host at once (colmax[slot], sumsq[slot]: k values
+  // each, empty for a slot not added to) and starts them over. It returns the smallest `call`
+  // whose x held a NaN or Inf, or SIZE_MAX. A backend without them says false here.
+  virtual bool defers_column_stats() const { return false; }
+  virtual void column_stats_add(size_t slot, size_t call, const float* x, size_t rows, size_t k);
+  virtual size_t column_stats_take(std::vector<std::vector<float>>& colmax,
+                                   std::vector<std::vector<double>>& sumsq);
 
  protected:
   Buffer scratch_;  // linear(): the quantized copy of a W4A4 input

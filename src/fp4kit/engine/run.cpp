@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -261,13 +262,20 @@ void ForwardPass::run_layer(size_t li, ActivationObserver* obs) {
   };
   const std::vector<BlockLoader> loaders =
       layer_blocks(ckpt, S, li, be, I.opt.simulate_activations);
+  // A backend that keeps column statistics in its memory brings them to the host once, when
+  // the layer is done.
+  std::optional<ColumnStatsSlots> slots;
+  if (obs && obs->wants_column_stats() && be.defers_column_stats()) slots.emplace(be);
+  ColumnStatsSlots* sp = slots ? &*slots : nullptr;
   if (!I.host_held()) {
     for (const BlockLoader& loader : loaders) {
       const std::unique_ptr<Block> block = load(loader);
       const profile::Scope p("block forward");
       for (size_t g = 0; g < I.groups.size(); ++g)
-        block->forward(RunContext{be, I.groups[g].batch, obs, I.opt.all_experts}, I.enter(g));
+        block->forward(RunContext{be, I.groups[g].batch, obs, I.opt.all_experts, sp},
+                       I.enter(g));
     }
+    if (slots) slots->flush(*obs);
     return;
   }
   std::vector<std::unique_ptr<Block>> blocks;
@@ -281,11 +289,12 @@ void ForwardPass::run_layer(size_t li, ActivationObserver* obs) {
     {
       const profile::Scope p("block forward");
       for (const std::unique_ptr<Block>& block : blocks)
-        block->forward(RunContext{be, I.groups[g].batch, obs, I.opt.all_experts}, h);
+        block->forward(RunContext{be, I.groups[g].batch, obs, I.opt.all_experts, sp}, h);
     }
     const profile::Scope p("host-held group read back");
     I.leave(g);
   }
+  if (slots) slots->flush(*obs);
 }
 
 void ForwardPass::save() {

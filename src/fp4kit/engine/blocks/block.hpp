@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "fp4kit/engine/backend.hpp"
+#include "fp4kit/engine/column_stats_slots.hpp"
 #include "fp4kit/engine/forward.hpp"
 #include "fp4kit/engine/profile.hpp"
 #include "fp4kit/error.hpp"
@@ -46,6 +47,8 @@ struct RunContext {
   const Batch& batch;
   ActivationObserver* obs = nullptr;
   bool all_experts = false;  // ForwardOptions::all_experts (only with an observer)
+  // Column statistics kept in backend memory until the layer ends (a backend that defers them).
+  ColumnStatsSlots* slots = nullptr;
 
   // Hands x [rows, k] (backend memory), the input of every module in `modules`, to the observer.
   void observe(const std::vector<const std::string*>& modules, const float* x, size_t rows,
@@ -56,6 +59,10 @@ struct RunContext {
       return;
     }
     const profile::Scope ps("stats: column statistics");
+    if (slots) {
+      slots->add(modules, x, rows, k);
+      return;
+    }
     std::vector<float> colmax(k);
     std::vector<double> sumsq(k);
     if (!be.column_stats(x, rows, k, colmax.data(), sumsq.data()))

@@ -1,6 +1,7 @@
 #include "fp4kit/engine/cuda/cuda_backend.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -53,6 +54,7 @@ class CudaBackend final : public Backend {
       if (pinned_done_[i]) cudaEventDestroy(pinned_done_[i]);
       if (pinned_[i]) cudaFreeHost(pinned_[i]);
     }
+    if (stage_) cudaFreeHost(stage_);
   }
 
   const char* name() const override { return "cuda"; }
@@ -340,6 +342,74 @@ class CudaBackend final : public Backend {
     return bad == 0;
   }
 
+  bool defers_column_stats() const override { return true; }
+  void column_stats_add(size_t slot, size_t call, const float* x, size_t rows,
+                        size_t k) override {
+    if (!first_bad_.bytes()) {
+      first_bad_ = alloc(sizeof(unsigned long long));
+      check(cudaMemsetAsync(first_bad_.as<void>(), 0xff, sizeof(unsigned long long), s()),
+            "memset");
+    }
+    if (slots_.size() <= slot) slots_.resize(slot + 1);
+    StatSlot& sl = slots_[slot];
+    if (sl.k != k) {  // a slot's sums start at 0 (and are reset to 0 by column_stats_take)
+      sl.buf = alloc(k * 12);
+      sl.k = k;
+      check(cudaMemsetAsync(sl.buf.as<void>(), 0, k * 12, s()), "memset");
+    }
+    sl.used = true;
+    const size_t scratch = column_stats_scratch_bytes(rows, k);
+    if (stats_scratch_.bytes() < scratch) stats_scratch_ = alloc(scratch);
+    double* dsum = sl.buf.as<double>();
+    cuda::column_stats(x, rows, k, stats_scratch_.as<void>(), reinterpret_cast<float*>(dsum + k),
+                       dsum, nullptr, s(), first_bad_.as<unsigned long long>(), call, true);
+  }
+  size_t column_stats_take(std::vector<std::vector<float>>& colmax,
+                           std::vector<std::vector<double>>& sumsq) override {
+    colmax.assign(slots_.size(), {});
+    sumsq.assign(slots_.size(), {});
+    if (!first_bad_.bytes()) return SIZE_MAX;
+    size_t total = sizeof(unsigned long long);
+    for (const StatSlot& sl : slots_)
+      if (sl.used) total += sl.k * 12;
+    if (stage_bytes_ < total) {
+      if (stage_) check(cudaFreeHost(stage_), "cudaFreeHost");
+      stage_ = nullptr;
+      stage_bytes_ = 0;
+      check(cudaHostAlloc(&stage_, total, cudaHostAllocDefault), "cudaHostAlloc");
+      stage_bytes_ = total;
+    }
+    auto* h = static_cast<uint8_t*>(stage_);
+    check(cudaMemcpyAsync(h, first_bad_.as<void>(), sizeof(unsigned long long),
+                          cudaMemcpyDeviceToHost, s()),
+          "stats");
+    size_t at = sizeof(unsigned long long);
+    for (const StatSlot& sl : slots_)
+      if (sl.used) {
+        check(cudaMemcpyAsync(h + at, sl.buf.as<void>(), sl.k * 12, cudaMemcpyDeviceToHost, s()),
+              "stats");
+        at += sl.k * 12;
+      }
+    check(cudaStreamSynchronize(s()), "stats");
+    unsigned long long bad = 0;
+    std::memcpy(&bad, h, sizeof(bad));
+    at = sizeof(unsigned long long);
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      StatSlot& sl = slots_[i];
+      if (!sl.used) continue;
+      const auto* d = reinterpret_cast<const double*>(h + at);
+      const auto* f = reinterpret_cast<const float*>(d + sl.k);
+      sumsq[i].assign(d, d + sl.k);
+      colmax[i].assign(f, f + sl.k);
+      at += sl.k * 12;
+      check(cudaMemsetAsync(sl.buf.as<void>(), 0, sl.k * 12, s()), "memset");
+      sl.used = false;
+    }
+    check(cudaMemsetAsync(first_bad_.as<void>(), 0xff, sizeof(unsigned long long), s()),
+          "memset");
+    return bad == ~0ull ? SIZE_MAX : static_cast<size_t>(bad);
+  }
+
  private:
   cudaStream_t s() const { return ctx_.compute(); }
 
@@ -536,6 +606,17 @@ class CudaBackend final : public Backend {
   int* bad_ = nullptr;
   std::vector<float> view_;
   Buffer stats_scratch_, stats_out_, pos_, scores_, gdn_scratch_, bad_index_;
+  // Column statistics kept on the GPU (column_stats_add): per slot [k doubles][k floats], and
+  // the first call that saw a NaN/Inf; stage_: pinned host memory they come back through.
+  struct StatSlot {
+    Buffer buf;
+    size_t k = 0;
+    bool used = false;
+  };
+  std::vector<StatSlot> slots_;
+  Buffer first_bad_;
+  void* stage_ = nullptr;
+  size_t stage_bytes_ = 0;
   size_t pos_len_ = 0;
   std::map<std::tuple<int, int, std::vector<float>, float>, Table> ropes_;
   struct Temp {

@@ -330,7 +330,8 @@ __global__ void scatter_add_kernel(float* dst, size_t w, const uint32_t* rows, s
 }
 // Pass 1: block (x: 256 columns, y: 64 rows) writes its per-column partial sums and maxima.
 __global__ void colstats_partial_kernel(const float* x, size_t rows, size_t k, double* psum,
-                                        float* pmax, int* bad) {
+                                        float* pmax, int* bad, unsigned long long* first_bad,
+                                        unsigned long long call) {
   const size_t c = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
   if (c >= k) return;
   const size_t r0 = size_t(blockIdx.y) * kStatRows, r1 = min(rows, r0 + kStatRows);
@@ -345,11 +346,15 @@ __global__ void colstats_partial_kernel(const float* x, size_t rows, size_t k, d
   }
   psum[size_t(blockIdx.y) * k + c] = s;
   pmax[size_t(blockIdx.y) * k + c] = mx;
-  if (nonfinite) atomicExch(bad, 1);
+  if (nonfinite) {
+    if (bad) atomicExch(bad, 1);
+    if (first_bad) atomicMin(first_bad, call);
+  }
 }
-// Pass 2: per column, the partials in block order.
+// Pass 2: per column, the partials in block order; accumulate: the column's sum added to sumsq[c]
+// (as a host accumulator adds it) and its max into colmax[c].
 __global__ void colstats_final_kernel(const double* psum, const float* pmax, size_t blocks,
-                                      size_t k, float* colmax, double* sumsq) {
+                                      size_t k, float* colmax, double* sumsq, bool accumulate) {
   const size_t c = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
   if (c >= k) return;
   double s = 0.0;
@@ -358,8 +363,13 @@ __global__ void colstats_final_kernel(const double* psum, const float* pmax, siz
     s += psum[b * k + c];
     mx = fmaxf(mx, pmax[b * k + c]);
   }
-  colmax[c] = mx;
-  sumsq[c] = s;
+  if (accumulate) {
+    colmax[c] = fmaxf(colmax[c], mx);
+    sumsq[c] += s;
+  } else {
+    colmax[c] = mx;
+    sumsq[c] = s;
+  }
 }
 
 // ---------------------------------------------------------------- NVFP4 activations
@@ -565,7 +575,8 @@ size_t column_stats_scratch_bytes(size_t rows, size_t k) {
 }
 
 void column_stats(const float* x, size_t rows, size_t k, void* scratch, float* colmax,
-                  double* sumsq, int* bad, cudaStream_t s) {
+                  double* sumsq, int* bad, cudaStream_t s, unsigned long long* first_bad,
+                  unsigned long long call, bool accumulate) {
   if (k == 0) return;
   const size_t blocks = (rows + kStatRows - 1) / kStatRows;
   double* psum = static_cast<double*>(scratch);
@@ -575,11 +586,13 @@ void column_stats(const float* x, size_t rows, size_t k, void* scratch, float* c
                 std::to_string(65535 * kStatRows) + ")");
   if (blocks > 0) {
     const dim3 grid(static_cast<unsigned>((k + 255) / 256), static_cast<unsigned>(blocks));
-    colstats_partial_kernel<<<grid, 256, 0, s>>>(x, rows, k, psum, pmax, bad);
+    colstats_partial_kernel<<<grid, 256, 0, s>>>(x, rows, k, psum, pmax, bad, first_bad,
+                                                 call);
     check_launch("column_stats");
   }
   colstats_final_kernel<<<static_cast<unsigned>((k + 255) / 256), 256, 0, s>>>(psum, pmax, blocks,
-                                                                              k, colmax, sumsq);
+                                                                              k, colmax, sumsq,
+                                                                              accumulate);
   check_launch("column_stats");
 }
 

@@ -79,10 +79,13 @@ void scatter_add_rows(float* dst, size_t width, const uint32_t* rows, size_t n, 
                       const uint32_t* src_rows, const float* w, cudaStream_t s);
 // Per column of x [rows, k]: colmax[c] = max |x[:, c]|, sumsq[c] = sum x^2 in double, summed in a
 // fixed order (blocks of 64 rows, then the blocks in order: the same bytes on every run);
-// partial: scratch of ceil(rows / 64) * k doubles and as many floats after it. *bad = 1 on NaN/Inf.
+// partial: scratch of ceil(rows / 64) * k doubles and as many floats after it. On NaN/Inf:
+// *bad = 1 (bad given) and *first_bad = min(*first_bad, call) (first_bad given). accumulate:
+// colmax[c] = max(colmax[c], max |x[:, c]|) and sumsq[c] += the column's sum instead.
 size_t column_stats_scratch_bytes(size_t rows, size_t k);
 void column_stats(const float* x, size_t rows, size_t k, void* scratch, float* colmax,
-                  double* sumsq, int* bad, cudaStream_t s);
+                  double* sumsq, int* bad, cudaStream_t s, unsigned long long* first_bad = nullptr,
+                  unsigned long long call = 0, bool accumulate = false);
 
 // NVFP4 fake quantization of activations in place (cpu act_quant.hpp semantics).
 void nvfp4_fake_quant(float* x, size_t rows, size_t k, float global_scale, cudaStream_t s);
