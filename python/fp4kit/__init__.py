@@ -20,7 +20,12 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core
+from . import _blas
+
+# Before the extension loads OpenBLAS: the kernels the fp4kit executable would run (_blas.py).
+_blas.set_coretype()
+
+from . import _core  # noqa: E402
 
 __version__: str = _core.__version__
 

@@ -20,6 +20,7 @@
 
 #include "fp4kit/cli/jobs.hpp"
 #include "fp4kit/cli/quantize_job.hpp"
+#include "fp4kit/engine/cpu/ops.hpp"
 #include "fp4kit/engine/weights.hpp"
 #include "fp4kit/error.hpp"
 #include "fp4kit/io/checkpoint.hpp"
@@ -233,6 +234,11 @@ NB_MODULE(_core, m) {
   m.def("calibrate", &calibrate_job,
         "The job of `fp4kit calibrate` (writes `out`): returns its counts as JSON.");
   m.def("eval", &eval_job, "What `fp4kit eval --json` prints.");
+  // OpenBLAS's kernels (engine/cpu/ops.hpp): the package's __init__ runs the same rule as the
+  // executable before this module loads (python/fp4kit/_blas.py).
+  m.def("_blas_coretype_override", &engine::blas_coretype_override,
+        "The OPENBLAS_CORETYPE the fp4kit executable would run itself again with ('' for none).");
+  m.def("_blas_core_name", &engine::blas_core_name, "The OpenBLAS kernels in use.");
 
   nb::class_<PyCheckpoint>(m, "Checkpoint")
       .def(
