@@ -4,9 +4,11 @@
 // squares, token and routed counts) and logits, with float32 products (tight) and TF32 products
 // (the default). bench/cuda_family_check.py covers every other family with transformers' models.
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 
 #include "cuda/gpu_support.hpp"
+#include "fp4kit/engine/blocks/block.hpp"
 #include "fp4kit/engine/cuda/cuda_backend.hpp"
 #include "fp4kit/engine/forward.hpp"
 #include "fp4kit/engine/stats_collector.hpp"
@@ -164,6 +166,60 @@ TEST(CudaEngineSynthetic, Bf16AndFusedExpertsMatchCpu) {
     expect_close(run_backend(*c, seqs, false, false), run_cpu(*c, seqs, false), 1e-3, 1e-4,
                  fused ? "synthetic fused experts fp32" : "synthetic bf16 fp32");
   }
+}
+
+// Host-held on the GPU (two windows, the next group uploaded and the previous read back on a
+// copy stream while a group computes) gives the resident run's statistics and logits byte for
+// byte: groups of 1..2 sequences of uneven lengths.
+TEST(CudaEngineSynthetic, HostHeldOverlappedSameBytesAsResident) {
+  FP4KIT_REQUIRE_GPU();
+  testing::TempDir dir;
+  SyntheticMoeSpec s;
+  s.layers = 3;
+  s.hidden = 256;
+  s.heads = 4;
+  s.kv_heads = 2;
+  s.head_dim = 64;
+  s.experts = 16;
+  s.top_k = 4;
+  s.moe_intermediate = 128;
+  s.vocab = 512;
+  write_synthetic_moe(dir / "m", s);
+  auto c = Checkpoint::open(dir / "m");
+  std::vector<std::vector<int32_t>> seqs;
+  for (int i = 0; i < 13; ++i) {
+    std::vector<int32_t> q(static_cast<size_t>(7 + (i * 37) % 90));
+    for (size_t p = 0; p < q.size(); ++p) q[p] = static_cast<int32_t>((p * 31 + i * 7) % 512);
+    seqs.push_back(q);
+  }
+  Engine eng(*c, std::shared_ptr<Backend>(make_cuda_backend(BackendOptions{})));
+  Outputs out[2];
+  for (int host = 0; host < 2; ++host) {
+    StatsCollector st;
+    ForwardOptions fo;
+    fo.simulate_activations = false;
+    fo.chunk_tokens = 64;
+    fo.group_tokens = 100;
+    fo.host_activations = host == 1;
+    eng.run(seqs, fo, &st, [&](size_t, const float* lg, size_t len, size_t V) {
+      out[host].logits.insert(out[host].logits.end(), lg, lg + len * V);
+    });
+    out[host].stats = st.result();
+  }
+  ASSERT_GT(batch_groups(Batch::make([&] {
+                           std::vector<size_t> l;
+                           for (const auto& q : seqs) l.push_back(q.size());
+                           return l;
+                         }(), 64), 100).size(), 4u);
+  ASSERT_FALSE(out[0].stats.input_amax.empty());
+  EXPECT_EQ(out[1].stats.input_amax, out[0].stats.input_amax);
+  EXPECT_EQ(out[1].stats.input_sq_sum, out[0].stats.input_sq_sum);
+  EXPECT_EQ(out[1].stats.token_count, out[0].stats.token_count);
+  EXPECT_EQ(out[1].stats.routed_tokens, out[0].stats.routed_tokens);
+  ASSERT_EQ(out[1].logits.size(), out[0].logits.size());
+  EXPECT_EQ(std::memcmp(out[1].logits.data(), out[0].logits.data(),
+                        out[0].logits.size() * sizeof(float)), 0)
+      << "logits not the same bytes";
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // the W4A4 linear (quantize the input, then the product).
 #include "fp4kit/engine/backend.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "fp4kit/engine/weights.hpp"
@@ -20,6 +21,19 @@ size_t Backend::column_stats_take(std::vector<std::vector<float>>&,
                                   std::vector<std::vector<double>>&) {
   throw Error(std::string("engine: backend ") + name() + " keeps no column statistics");
 }
+
+std::unique_ptr<GroupMover> Backend::group_mover(size_t floats) {
+  return std::make_unique<GroupMover>(*this, floats);
+}
+
+GroupMover::GroupMover(Backend& be, size_t floats) : be_(be) {
+  for (Buffer& w : win_) w = be.alloc(std::max<size_t>(floats, 1) * sizeof(float));
+}
+void GroupMover::upload(int w, const float* host, size_t n) {
+  if (n > win_[w].floats()) throw Error("engine: a group larger than its window (internal error)");
+  be_.write(win_[w].f(), host, n);
+}
+void GroupMover::download(int w, float* host, size_t n) { be_.download(win_[w].f(), n, host); }
 
 Buffer Backend::upload_u32(const std::vector<uint32_t>& host) {
   std::vector<float> bits(host.size());

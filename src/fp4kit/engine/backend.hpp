@@ -132,6 +132,8 @@ class WeightOverlay {
   virtual bool find(const LinearRef& ref, bool activations, LinearWeights& out) const = 0;
 };
 
+class GroupMover;
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -176,6 +178,9 @@ class Backend {
   // n host floats into backend memory at dst (host may be reused as soon as it returns).
   virtual void write(float* dst, const float* host, size_t n) = 0;
   virtual void download(const float* src, size_t n, float* host) const = 0;
+  // Host-held hidden states (ForwardPass::run_layer): the mover of groups of at most `floats`
+  // floats between host memory and two windows of backend memory. The base moves each at once.
+  virtual std::unique_ptr<GroupMover> group_mover(size_t floats);
   // Host-readable view of n floats at `src`, valid until the next host_view call (observers).
   // The CPU backend returns `src` itself.
   virtual const float* host_view(const float* src, size_t n) = 0;
@@ -284,6 +289,34 @@ class Backend {
  protected:
   Buffer scratch_;  // linear(): the quantized copy of a W4A4 input
   const WeightOverlay* overlay_ = nullptr;
+};
+
+// Moves host-held groups through two windows of backend memory: upload(w, ...) starts writing a
+// group's rows (host memory) into window w, enter(w) orders the compute after that upload and
+// gives the window, download(w, ...) starts reading window w back into host memory after the
+// compute queued so far, settle(w) waits until window w's download is in host memory, finish()
+// settles both. The caller alternates the windows: group g+1 is uploaded into one while group g
+// computes in the other, and settles a window before it reads the rows downloaded from it or
+// downloads into it again. This base version does each transfer at once (Backend::write,
+// Backend::download), so the bytes are the same whichever mover runs.
+class GroupMover {
+ public:
+  GroupMover(Backend& be, size_t floats);
+  virtual ~GroupMover() = default;
+  GroupMover(const GroupMover&) = delete;
+  GroupMover& operator=(const GroupMover&) = delete;
+  virtual void upload(int w, const float* host, size_t n);
+  virtual float* enter(int w) { return win_[w].f(); }
+  virtual void download(int w, float* host, size_t n);
+  virtual void settle(int w) {}
+  void finish() {
+    settle(0);
+    settle(1);
+  }
+
+ protected:
+  Backend& be_;
+  Buffer win_[2];
 };
 
 // The CPU backend (cpu/cpu_backend.cpp); process-wide, stateless apart from scratch.

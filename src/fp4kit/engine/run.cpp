@@ -130,7 +130,8 @@ size_t Engine::activation_bytes(size_t tokens, size_t chunk, size_t longest, boo
   const size_t block = std::max(chunk, longest);
   // The rows of one group: spans of at most the group's tokens, or one longer span.
   const size_t rows = std::min(tokens, std::max(group > 0 ? group : group_tokens(chunk), block));
-  size_t floats = (host_held ? rows : tokens) * H;     // hidden states (all, or one group's)
+  // hidden states: all, or two groups' windows (one computes while the other moves)
+  size_t floats = (host_held ? 2 * rows : tokens) * H;
   if (any_moe) floats += 2 * rows * H + rows * static_cast<size_t>(spec_.n_experts);
   if (any_moe && be_->concurrent_ops()) {  // experts side by side: their outputs (moe.hpp)
     const auto k = static_cast<size_t>(std::max<int64_t>(spec_.top_k, 1));
@@ -174,9 +175,12 @@ struct ForwardPass::Impl {
   std::vector<BatchGroup> groups;
   size_t H = 0;
   Buffer hidden, saved;  // resident: [tokens, hidden] in backend memory
-  // host-held: [tokens, hidden] in host memory, and one group's rows in backend memory
+  // host-held: [tokens, hidden] in host memory (finish(): one group at a time in `window`)
   std::unique_ptr<float[]> host, host_saved;
   Buffer window;
+  // host-held layers: groups move through two windows, group g+1 uploaded and group g-1 read
+  // back while group g computes (a device backend's copy stream; made at the first layer)
+  std::unique_ptr<GroupMover> mover;
 
   bool host_held() const { return opt.host_activations; }
   // Group g's rows in backend memory: resident, a pointer into `hidden`; host-held, `window`
@@ -189,17 +193,11 @@ struct ForwardPass::Impl {
     be.write(window.f(), host.get() + G.row0 * H, G.batch.tokens * H);
     return window.f();
   }
-  // Host-held: group g's rows (in `window`) back into host memory.
-  void leave(size_t g) {
-    const BatchGroup& G = groups[g];
-    if (host_held())
-      engine.be_->download(window.f(), G.batch.tokens * H, host.get() + G.row0 * H);
-  }
 };
 
 ForwardPass::ForwardPass(const Engine& engine, const std::vector<std::vector<int32_t>>& seqs,
                          const ForwardOptions& opt, bool logits)
-    : impl_(std::make_unique<Impl>(Impl{engine, seqs, opt, logits, {}, {}, 0, {}, {}, {}, {}, {}})) {
+    : impl_(std::make_unique<Impl>(Impl{engine, seqs, opt, logits, {}, {}, 0, {}, {}, {}, {}, {}, {}})) {
   const ModelSpec& S = engine.spec_;
   Backend& be = *engine.be_;
   const Checkpoint& ckpt = engine.ckpt_;
@@ -280,19 +278,38 @@ void ForwardPass::run_layer(size_t li, ActivationObserver* obs) {
   }
   std::vector<std::unique_ptr<Block>> blocks;
   for (const BlockLoader& loader : loaders) blocks.push_back(load(loader));
-  for (size_t g = 0; g < I.groups.size(); ++g) {
-    float* h = nullptr;
-    {
+  if (!I.mover) {
+    size_t most = 0;
+    for (const BatchGroup& G : I.groups) most = std::max(most, G.batch.tokens);
+    I.mover = be.group_mover(most * I.H);
+  }
+  GroupMover& mv = *I.mover;
+  const auto rows_of = [&](size_t g) { return I.host.get() + I.groups[g].row0 * I.H; };
+  const auto floats_of = [&](size_t g) { return I.groups[g].batch.tokens * I.H; };
+  const size_t n_groups = I.groups.size();
+  {
+    const profile::Scope p("host-held group written");
+    mv.upload(0, rows_of(0), floats_of(0));
+  }
+  for (size_t g = 0; g < n_groups; ++g) {
+    const int w = static_cast<int>(g % 2);
+    if (g + 1 < n_groups) {  // the next group travels into the other window meanwhile
       const profile::Scope p("host-held group written");
-      h = I.enter(g);
+      mv.upload(1 - w, rows_of(g + 1), floats_of(g + 1));
     }
+    float* h = mv.enter(w);
     {
       const profile::Scope p("block forward");
       for (const std::unique_ptr<Block>& block : blocks)
         block->forward(RunContext{be, I.groups[g].batch, obs, I.opt.all_experts, sp}, h);
     }
     const profile::Scope p("host-held group read back");
-    I.leave(g);
+    mv.download(w, rows_of(g), floats_of(g));
+    if (g > 0) mv.settle(1 - w);  // group g-1's rows are in host memory
+  }
+  {
+    const profile::Scope p("host-held group read back");
+    mv.finish();  // every group's rows are in host memory before the layer ends
   }
   if (slots) slots->flush(*obs);
 }
@@ -347,6 +364,7 @@ void ForwardPass::finish(const LogitsSink& sink) {
   if (lm.k != H) throw Error(ckpt.dir().string() + ": lm_head width does not match hidden_size");
   Buffer normed, logits;
   std::vector<float> host;
+  I.mover.reset();  // the layers' two windows, back to the backend before `window` is made
   // One sequence at a time, group by group (host-held: each group written into backend memory).
   for (size_t g = 0; g < I.groups.size(); ++g) {
     const Batch& sub = I.groups[g].batch;

@@ -29,6 +29,86 @@
 namespace fp4kit::engine::cuda {
 namespace {
 
+// Host-held groups on the GPU (GroupMover): pinned staging, two buffers for uploads and two for
+// downloads, filled and emptied on all cores; the copies run on a stream of their own, ordered
+// against the compute stream by events: a window's upload before the compute that reads it, its
+// download after the compute queued before it, and the next upload into it after that download.
+class CudaGroupMover final : public GroupMover {
+ public:
+  CudaGroupMover(Backend& be, size_t floats, cudaStream_t compute)
+      : GroupMover(be, floats), comp_(compute), cap_(std::max<size_t>(floats, 1)) {
+    check(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cudaEventCreateWithFlags(&comp_done_, cudaEventDisableTiming), "event");
+    for (int i = 0; i < 2; ++i) {
+      check(cudaHostAlloc(&up_[i], cap_ * sizeof(float), cudaHostAllocDefault), "cudaHostAlloc");
+      check(cudaHostAlloc(&down_[i], cap_ * sizeof(float), cudaHostAllocDefault),
+            "cudaHostAlloc");
+      check(cudaEventCreateWithFlags(&up_done_[i], cudaEventDisableTiming), "event");
+      check(cudaEventCreateWithFlags(&down_done_[i], cudaEventDisableTiming), "event");
+    }
+    // the windows were allocated in the compute stream's order
+    check(cudaEventRecord(comp_done_, comp_), "event");
+    check(cudaStreamWaitEvent(copy_, comp_done_, 0), "event");
+  }
+  ~CudaGroupMover() override {
+    cudaStreamSynchronize(copy_);
+    for (int i = 0; i < 2; ++i) {
+      cudaFreeHost(up_[i]);
+      cudaFreeHost(down_[i]);
+      cudaEventDestroy(up_done_[i]);
+      cudaEventDestroy(down_done_[i]);
+    }
+    cudaEventDestroy(comp_done_);
+    cudaStreamDestroy(copy_);
+  }
+  void upload(int w, const float* host, size_t n) override {
+    if (n > cap_) throw Error("engine: a group larger than its window (internal error)");
+    if (up_used_[w]) check(cudaEventSynchronize(up_done_[w]), "upload");  // staging free
+    copy_floats(host, n, static_cast<float*>(up_[w]));
+    check(cudaMemcpyAsync(win_[w].f(), up_[w], n * sizeof(float), cudaMemcpyHostToDevice, copy_),
+          "upload");
+    check(cudaEventRecord(up_done_[w], copy_), "event");
+    up_used_[w] = true;
+  }
+  float* enter(int w) override {
+    check(cudaStreamWaitEvent(comp_, up_done_[w], 0), "event");
+    return win_[w].f();
+  }
+  void download(int w, float* host, size_t n) override {
+    if (n > cap_) throw Error("engine: a group larger than its window (internal error)");
+    settle(w);  // the staging buffer's last rows are out
+    check(cudaEventRecord(comp_done_, comp_), "event");
+    check(cudaStreamWaitEvent(copy_, comp_done_, 0), "event");
+    check(cudaMemcpyAsync(down_[w], win_[w].f(), n * sizeof(float), cudaMemcpyDeviceToHost,
+                          copy_),
+          "download");
+    check(cudaEventRecord(down_done_[w], copy_), "event");
+    pending_[w] = host;
+    pending_n_[w] = n;
+  }
+  void settle(int w) override {
+    if (!pending_[w]) return;
+    check(cudaEventSynchronize(down_done_[w]), "download");
+    copy_floats(static_cast<const float*>(down_[w]), pending_n_[w], pending_[w]);
+    pending_[w] = nullptr;
+  }
+
+ private:
+  static void copy_floats(const float* src, size_t n, float* dst) {
+    parallel_for(0, n, size_t(1) << 18, [&](size_t a, size_t b) {
+      std::memcpy(dst + a, src + a, (b - a) * sizeof(float));
+    });
+  }
+  cudaStream_t comp_, copy_ = nullptr;
+  size_t cap_;
+  void* up_[2] = {};
+  void* down_[2] = {};
+  cudaEvent_t up_done_[2] = {}, down_done_[2] = {}, comp_done_ = nullptr;
+  bool up_used_[2] = {false, false};
+  float* pending_[2] = {nullptr, nullptr};
+  size_t pending_n_[2] = {0, 0};
+};
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const BackendOptions& o)
@@ -340,6 +420,10 @@ class CudaBackend final : public Backend {
     check(cudaStreamSynchronize(s()), "stats");
     if (bad) check(cudaMemsetAsync(bad_, 0, sizeof(int), s()), "memset");
     return bad == 0;
+  }
+
+  std::unique_ptr<GroupMover> group_mover(size_t floats) override {
+    return std::make_unique<CudaGroupMover>(*this, floats, s());
   }
 
   bool defers_column_stats() const override { return true; }
