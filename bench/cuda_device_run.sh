@@ -11,7 +11,8 @@
 #   memcheck  the GPU memory plan with FP4KIT_GPU_MEMORY_LIMIT on bench's model (64 x 512): a limit
 #             neither plan fits is refused; a limit halfway between the two needs the refusal
 #             names runs host-held, its statistics file compared byte for byte with the resident
-#             run's (both with FP4KIT_GROUP_TOKENS=16384: the same groups); eval logits of stories260k-llama resident vs FP4KIT_ACTIVATIONS=host
+#             run's (both with FP4KIT_GROUP_TOKENS=8192: the same groups, 4 of them, so that host-held's two
+#             windows need less than all tokens); eval logits of stories260k-llama resident vs FP4KIT_ACTIVATIONS=host
 #             (OUT/memcheck.txt; writes bench's model when it is missing)
 #   families  every family, GPU vs CPU engine (OUT/families.txt)
 #   million   512 x 2048 tokens beside transformers (OUT/million.txt; needs bench's model)
@@ -55,8 +56,8 @@ if has memcheck; then
     date -u
     bench_inputs 64 512 "$work/ids.u32"
     calib=(./bin/fp4kit calibrate "$work/qwen3moe-4l" --data "$work/ids.u32" --samples 64 --seq-len 512 --device cuda)
-    echo "\$ FP4KIT_GROUP_TOKENS=16384 FP4KIT_GPU_MEMORY_LIMIT=2000000000 fp4kit calibrate qwen3moe-4l --samples 64 --seq-len 512 --device cuda"
-    FP4KIT_GROUP_TOKENS=16384 FP4KIT_GPU_MEMORY_LIMIT=2000000000 timeout 60 "${calib[@]}" -o "$work/limited.stats" > "$work/refused.txt" 2>&1
+    echo "\$ FP4KIT_GROUP_TOKENS=8192 FP4KIT_GPU_MEMORY_LIMIT=2000000000 fp4kit calibrate qwen3moe-4l --samples 64 --seq-len 512 --device cuda"
+    FP4KIT_GROUP_TOKENS=8192 FP4KIT_GPU_MEMORY_LIMIT=2000000000 timeout 60 "${calib[@]}" -o "$work/limited.stats" > "$work/refused.txt" 2>&1
     echo "exit $?"; cat "$work/refused.txt"
     test -e "$work/limited.stats" && echo "OUTPUT WRITTEN (wrong)" || echo "no output written"
     # halfway between the resident and the host-held needs that the refusal names
@@ -68,10 +69,11 @@ print(int(((float(m.group(1)) + float(m.group(2))) / 2 + 0.5) * 2**30))" "$work/
     for run in resident host; do
       if [ $run = resident ]; then lim_env=""; else lim_env="FP4KIT_GPU_MEMORY_LIMIT=$limit"; fi
       # the same groups in both runs (a resident run on a GPU is otherwise one group of all tokens)
-      echo "\$ FP4KIT_GROUP_TOKENS=16384 $lim_env fp4kit calibrate qwen3moe-4l --samples 64 --seq-len 512 --device cuda"
-      env FP4KIT_GROUP_TOKENS=16384 $lim_env /usr/bin/time -f "whole process %e s, peak RSS %M KB" timeout 60 "${calib[@]}" -o "$work/$run.stats"
-      echo "exit $?"
+      echo "\$ FP4KIT_GROUP_TOKENS=8192 $lim_env fp4kit calibrate qwen3moe-4l --samples 64 --seq-len 512 --device cuda"
+      env FP4KIT_GROUP_TOKENS=8192 $lim_env /usr/bin/time -f "whole process %e s, peak RSS %M KB" timeout 60 "${calib[@]}" -o "$work/$run.stats" 2>&1 | tee "$work/$run.log"
+      echo "exit ${PIPESTATUS[0]}"
     done
+    grep -q "GPU memory plan: host-held" "$work/host.log" || echo "HOST-HELD NOT CHOSEN under the limit: the comparison below is not host-held vs resident"
     cmp "$work/resident.stats" "$work/host.stats" && echo "statistics files identical: host-held = resident, byte for byte"
     ev=(./bin/fp4kit eval data/models/stories260k-llama --data data/text/tinystories_val.stories260k.u16 --ctx 256 --chunks 40 --device cuda --dump-logits)
     for run in resident host; do
