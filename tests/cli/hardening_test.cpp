@@ -261,6 +261,29 @@ TEST(Hardening, StatsOfAnotherModelAreRefused) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
+// W4A4 from a checkpoint that is already NVFP4 (fp4kit's own W4A16 output): its NVFP4 linears
+// would be copied without the input_scale W4A4 needs. Refused before anything is written,
+// naming the checkpoint and what to do instead; the weights-only run of that source is not.
+TEST(Hardening, W4A4FromAnNvfp4CheckpointIsRefusedUpFront) {
+  TempDir tmp;
+  const auto src = make_src(tmp);
+  const auto w16 = tmp / "w16";
+  auto r = run_command(testing::quantize_command(src, w16, "--weights-only"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto data = make_tokens(tmp);
+  const auto stats = tmp / "w16.stats.safetensors";
+  r = run_command(bin() + " calibrate " + quote(w16.string()) + " --data " +
+                  quote(data.string()) + " --samples 2 --seq-len 32 -o " + quote(stats.string()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(testing::quantize_command(w16, tmp / "out", "--stats " + quote(stats.string())));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "already an NVFP4 checkpoint")) << r.output;
+  EXPECT_TRUE(contains(r.output, w16.string())) << r.output;
+  EXPECT_FALSE(contains(r.output, "verification")) << "refused only after the whole run";
+  EXPECT_FALSE(fs::exists(tmp / "out"));
+  EXPECT_FALSE(fs::exists(tmp / "out.partial"));
+}
+
 TEST(Hardening, StatsVectorLengthsMustMatchTheModel) {
   TempDir tmp;
   const auto src = make_src(tmp);

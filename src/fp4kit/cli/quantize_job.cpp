@@ -184,6 +184,15 @@ int run_quantize_job(const QuantizeArgs& a, QuantizeOutcome* outcome) {
 
   const bool gguf = a.format == "gguf";
   if (gguf && is_nvfp4_checkpoint(*source)) return run_gguf_repack(a, *source, config);
+  // Already NVFP4: a W4A4 run would copy those linears' codes and scales as they are, without
+  // the input_scale W4A4 loaders need (and fp4kit never re-quantizes NVFP4 codes).
+  if (!gguf && !a.weights_only && is_nvfp4_checkpoint(*source))
+    throw Error(fmt::format(
+        "{}: already an NVFP4 checkpoint (weight + weight_scale + weight_scale_2); W4A4 needs "
+        "an input_scale for every quantized linear, and fp4kit does not re-quantize NVFP4 codes. "
+        "Quantize the unquantized (BF16 / FP16 / FP8) checkpoint with --stats, or repack this "
+        "one with --format gguf",
+        a.source));
 
   PlanOptions plan_options;
   if (!a.recipe.empty()) plan_options = load_recipe(a.recipe);
