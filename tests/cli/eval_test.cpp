@@ -11,6 +11,7 @@
 #include "fp4kit/numeric/parallel.hpp"
 #include "fp4kit/text/calibration_data.hpp"
 #include "fp4kit/text/tokenizer.hpp"
+#include "support/file_bytes.hpp"
 #include "support/run_command.hpp"
 #include "support/shared_data.hpp"
 #include "support/temp_dir.hpp"
@@ -21,10 +22,7 @@ namespace {
 using testing::quote;
 using testing::run_command;
 
-std::string read_bytes(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
+std::string read_bytes(const std::filesystem::path& p) { return testing::file_bytes(p); }
 
 std::unique_ptr<text::Tokenizer> tokenizer(const std::filesystem::path& dir) {
   return std::make_unique<text::Tokenizer>(text::Tokenizer::load(dir));

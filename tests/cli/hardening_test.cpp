@@ -24,6 +24,7 @@
 #include "fp4kit/model/synthetic_checkpoint.hpp"
 #include "fp4kit/numeric/dtype.hpp"
 #include "fp4kit/numeric/formats.hpp"
+#include "support/file_bytes.hpp"
 #include "support/run_command.hpp"
 #include "support/shared_data.hpp"
 #include "support/small_moe_spec.hpp"
@@ -43,10 +44,7 @@ std::string quantize_cmd(const fs::path& src, const fs::path& out, const std::st
   return testing::quantize_command(src, out, extra);
 }
 
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
+std::string read_file(const fs::path& p) { return testing::file_bytes(p); }
 
 bool contains(const std::string& s, const std::string& what) {
   return s.find(what) != std::string::npos;

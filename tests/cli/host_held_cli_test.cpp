@@ -7,6 +7,7 @@
 #include <iterator>
 #include <string>
 
+#include "support/file_bytes.hpp"
 #include "support/run_command.hpp"
 #include "support/shared_data.hpp"
 #include "support/temp_dir.hpp"
@@ -17,10 +18,7 @@ namespace {
 using testing::quote;
 using testing::run_command;
 
-std::string file_bytes(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
+using testing::file_bytes;
 
 TEST(HostHeldCli, CalibrateStatsFileSameBytesAsResident) {
   FP4KIT_REQUIRE_SHARED(dense, "models/stories260k-llama");
